@@ -1,0 +1,131 @@
+//! Settings shared by several binaries, flattened into each binary's own clap config.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Path of a NATS credentials (.creds) file.
+    #[arg(long, env = "NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// NATS user name (with NATS_PASSWORD).
+    #[arg(long, env = "NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password (with NATS_USER).
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// Path of a file holding an NKey seed.
+    #[arg(long, env = "NATS_NKEY_SEED_FILE")]
+    pub nats_nkey_seed_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the NATS servers; turns TLS on.
+    #[arg(long, env = "NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (with NATS_TLS_KEY).
+    #[arg(long, env = "NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS (with NATS_TLS_CERT).
+    #[arg(long, env = "NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Prefix of every NATS name (streams, subjects, consumers).
+    #[arg(long, env = "CODIGO_NAMESPACE", default_value = "codigo")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL; TLS through `sslmode=` in the URL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/codigo",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Largest number of Postgres connections this process opens.
+    #[arg(long, env = "CODIGO_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+/// Shape of the work stream, the dead-letter stream and the per-type consumers.
+#[derive(Debug, Clone, Args)]
+pub struct JetStreamArgs {
+    /// JetStream de-duplication window on Nats-Msg-Id, in seconds.
+    #[arg(long, env = "CODIGO_DUPLICATE_WINDOW_SECS", default_value_t = 120)]
+    pub duplicate_window_secs: u64,
+    /// Most messages the work stream holds before it refuses new ones (discard new).
+    #[arg(long, env = "CODIGO_STREAM_MAX_MESSAGES", default_value_t = 10_000_000)]
+    pub stream_max_messages: i64,
+    /// Most bytes the work stream holds before it refuses new ones (discard new).
+    #[arg(long, env = "CODIGO_STREAM_MAX_BYTES", default_value_t = 8 * 1024 * 1024 * 1024)]
+    pub stream_max_bytes: i64,
+    /// Replicas of each stream (3 in production clusters).
+    #[arg(long, env = "CODIGO_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+    /// How long dead letters are kept, in days.
+    #[arg(long, env = "CODIGO_DLQ_MAX_AGE_DAYS", default_value_t = 14)]
+    pub dlq_max_age_days: u64,
+    /// Deliveries of one job before it is dead-lettered.
+    #[arg(long, env = "CODIGO_MAX_DELIVER", default_value_t = 5)]
+    pub max_deliver: i64,
+    /// Seconds a delivered job may go without ack or progress before it is redelivered.
+    #[arg(long, env = "CODIGO_ACK_WAIT_SECS", default_value_t = 30)]
+    pub ack_wait_secs: u64,
+    /// Redelivery delays after an ack timeout (a crashed worker), comma separated seconds;
+    /// empty uses the ack wait.
+    #[arg(long, env = "CODIGO_BACKOFF_SECS", value_delimiter = ',', default_value = "30,60,120,300")]
+    pub backoff_secs: Vec<u64>,
+    /// Most delivered-but-unacknowledged jobs per consumer.
+    #[arg(long, env = "CODIGO_MAX_ACK_PENDING", default_value_t = 20_000)]
+    pub max_ack_pending: i64,
+}
+
+impl JetStreamArgs {
+    pub fn duplicate_window(&self) -> Duration {
+        Duration::from_secs(self.duplicate_window_secs)
+    }
+
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_secs(self.ack_wait_secs)
+    }
+
+    /// Settings JetStream would refuse, caught at start with a message saying what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_deliver < 1 {
+            return Err("CODIGO_MAX_DELIVER must be at least 1".into());
+        }
+        if !self.backoff_secs.is_empty() && self.backoff_secs.len() as i64 > self.max_deliver {
+            return Err(format!(
+                "CODIGO_BACKOFF_SECS has {} entries but CODIGO_MAX_DELIVER is {}; \
+                 JetStream needs no more back-off steps than deliveries",
+                self.backoff_secs.len(),
+                self.max_deliver
+            ));
+        }
+        if self.duplicate_window_secs == 0 || self.ack_wait_secs == 0 {
+            return Err(
+                "CODIGO_DUPLICATE_WINDOW_SECS and CODIGO_ACK_WAIT_SECS must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Log format; defaults to text on a terminal and JSON elsewhere.
+    #[arg(long, env = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// OTLP/HTTP endpoint for traces (e.g. http://otel-collector:4318); unset exports nothing.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_endpoint: Option<String>,
+}

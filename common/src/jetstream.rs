@@ -1,0 +1,187 @@
+//! Streams and consumers, created or brought up to date idempotently by `codigo-ctl setup`
+//! and by every binary at start-up.
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+
+use crate::config::JetStreamArgs;
+use crate::Names;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot create or update stream {stream}: {source}; is JetStream enabled (nats-server -js) and may this user manage streams?")]
+    Stream {
+        stream: String,
+        source: jetstream::context::CreateStreamError,
+    },
+    #[error("cannot create consumer {consumer} on {stream}: {source}; if its settings changed incompatibly, delete it with `nats consumer rm {stream} {consumer}` and run `codigo-ctl setup` again")]
+    Consumer {
+        stream: String,
+        consumer: String,
+        source: jetstream::stream::ConsumerError,
+    },
+    #[error("stream {stream} is unreachable: {source}; run `codigo-ctl setup`")]
+    Lookup {
+        stream: String,
+        source: jetstream::context::GetStreamError,
+    },
+}
+
+/// Largest message the work stream takes; the gateway's body limit sits below it.
+pub const MAX_MESSAGE_BYTES: i32 = 2 * 1024 * 1024;
+
+pub fn jobs_stream_config(names: &Names, args: &JetStreamArgs) -> stream::Config {
+    stream::Config {
+        name: names.jobs_stream(),
+        description: Some("Codigo jobs waiting for a worker".into()),
+        subjects: vec![names.jobs_wildcard()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        // A full stream must push back on the gateway (503), never drop accepted jobs.
+        discard: stream::DiscardPolicy::New,
+        max_messages: args.stream_max_messages,
+        max_bytes: args.stream_max_bytes,
+        max_message_size: MAX_MESSAGE_BYTES,
+        duplicate_window: args.duplicate_window(),
+        num_replicas: args.stream_replicas,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+pub fn dlq_stream_config(names: &Names, args: &JetStreamArgs) -> stream::Config {
+    stream::Config {
+        name: names.dlq_stream(),
+        description: Some("Codigo dead letters, replayable with codigo-ctl dlq replay".into()),
+        subjects: vec![names.dlq_wildcard()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(args.dlq_max_age_days * 86_400),
+        // Publishing a dead letter is retried after crashes; the window drops the repeats.
+        duplicate_window: args.duplicate_window(),
+        num_replicas: args.stream_replicas,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// Max-deliveries advisories are plain NATS messages that nobody may be listening to when
+/// they fire; capturing them in a stream lets a worker dead-letter those jobs later.
+pub fn advisories_stream_config(names: &Names, args: &JetStreamArgs) -> stream::Config {
+    stream::Config {
+        name: names.advisories_stream(),
+        description: Some("Codigo max-deliveries advisories awaiting dead-lettering".into()),
+        subjects: vec![names.max_deliveries_advisories()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(args.dlq_max_age_days * 86_400),
+        num_replicas: args.stream_replicas,
+        ..Default::default()
+    }
+}
+
+pub fn job_consumer_config(
+    names: &Names,
+    args: &JetStreamArgs,
+    job_type: &str,
+) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(names.durable(job_type)),
+        description: Some(format!("Codigo workers for {job_type}")),
+        filter_subject: names.job_subject(job_type),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: args.ack_wait(),
+        max_deliver: args.max_deliver,
+        backoff: args
+            .backoff_secs
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect(),
+        max_ack_pending: args.max_ack_pending,
+        deliver_policy: consumer::DeliverPolicy::All,
+        ..Default::default()
+    }
+}
+
+pub fn advisories_consumer_config(names: &Names) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(names.advisories_durable()),
+        description: Some("Codigo dead-lettering of jobs that exhausted MaxDeliver".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        ..Default::default()
+    }
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<jetstream::stream::Stream, SetupError> {
+    let name = config.name.clone();
+    js.create_or_update_stream(config)
+        .await
+        .map_err(|source| SetupError::Stream {
+            stream: name.clone(),
+            source,
+        })?;
+    js.get_stream(&name)
+        .await
+        .map_err(|source| SetupError::Lookup { stream: name, source })
+}
+
+async fn ensure_consumer(
+    stream: &jetstream::stream::Stream,
+    stream_name: &str,
+    config: consumer::pull::Config,
+) -> Result<(), SetupError> {
+    let name = config.durable_name.clone().unwrap_or_default();
+    stream
+        .create_consumer(config)
+        .await
+        .map(drop)
+        .map_err(|source| SetupError::Consumer {
+            stream: stream_name.to_owned(),
+            consumer: name,
+            source,
+        })
+}
+
+/// Creates or updates the three streams and the consumers of the given job types.
+pub async fn ensure_topology<'a>(
+    js: &jetstream::Context,
+    names: &Names,
+    args: &JetStreamArgs,
+    job_types: impl IntoIterator<Item = &'a str>,
+) -> Result<(), SetupError> {
+    let jobs = ensure_stream(js, jobs_stream_config(names, args)).await?;
+    ensure_stream(js, dlq_stream_config(names, args)).await?;
+    let advisories = ensure_stream(js, advisories_stream_config(names, args)).await?;
+    ensure_consumer(
+        &advisories,
+        &names.advisories_stream(),
+        advisories_consumer_config(names),
+    )
+    .await?;
+    for job_type in job_types {
+        ensure_consumer(
+            &jobs,
+            &names.jobs_stream(),
+            job_consumer_config(names, args, job_type),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Deletes every stream of a namespace (tests and `codigo-ctl` teardown).
+pub async fn delete_topology(js: &jetstream::Context, names: &Names) {
+    for stream in [
+        names.jobs_stream(),
+        names.dlq_stream(),
+        names.advisories_stream(),
+    ] {
+        if let Err(error) = js.delete_stream(&stream).await {
+            tracing::debug!(%stream, %error, "stream not deleted");
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Plumbing shared by every Codigo binary: configuration pieces, NATS and JetStream set-up,
+//! Postgres pool and migrations, telemetry (logs, traces, metrics) and graceful shutdown.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod db;
+pub mod jetstream;
+pub mod names;
+pub mod nats;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use names::Names;

@@ -1,0 +1,150 @@
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use jsonschema::Validator;
+use serde::Serialize;
+use serde_json::Value;
+
+/// One failed rule: where in the instance (RFC 6901 JSON pointer) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub pointer: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("unknown job type {0:?}; GET /v1/job-types lists the registered ones")]
+    UnknownType(String),
+    #[error("{} schema violation(s); fix the fields named by each pointer", .0.len())]
+    Invalid(Vec<Violation>),
+}
+
+/// A registered job type and its compiled payload schema.
+pub struct JobType {
+    pub name: &'static str,
+    pub version: u32,
+    pub schema: Value,
+    validator: Validator,
+}
+
+impl JobType {
+    /// Violations are reported with pointers relative to the payload itself.
+    pub fn validate(&self, payload: &Value) -> Result<(), SchemaError> {
+        collect(&self.validator, payload, "")
+    }
+}
+
+impl std::fmt::Debug for JobType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobType")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The envelope schema and every job type, compiled once per process.
+pub struct Registry {
+    envelope_schema: Value,
+    envelope: Validator,
+    types: BTreeMap<&'static str, JobType>,
+}
+
+impl Registry {
+    pub fn job_type(&self, name: &str) -> Result<&JobType, SchemaError> {
+        self.types
+            .get(name)
+            .ok_or_else(|| SchemaError::UnknownType(name.to_owned()))
+    }
+
+    pub fn job_types(&self) -> impl Iterator<Item = &JobType> {
+        self.types.values()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.types.keys().copied()
+    }
+
+    pub fn envelope_schema(&self) -> &Value {
+        &self.envelope_schema
+    }
+
+    /// Validates a whole envelope: its own shape first, then the payload against its type's
+    /// schema, with pointers relative to the envelope (`/payload/...`).
+    pub fn validate_envelope(&self, envelope: &Value) -> Result<(), SchemaError> {
+        collect(&self.envelope, envelope, "")?;
+        let name = envelope
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let job_type = self.job_type(name)?;
+        let payload = envelope.get("payload").unwrap_or(&Value::Null);
+        collect(&job_type.validator, payload, "/payload")
+    }
+}
+
+fn collect(validator: &Validator, instance: &Value, prefix: &str) -> Result<(), SchemaError> {
+    let violations: Vec<Violation> = validator
+        .iter_errors(instance)
+        .map(|error| Violation {
+            pointer: format!("{prefix}{}", error.instance_path()),
+            message: error.to_string(),
+        })
+        .collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(SchemaError::Invalid(violations))
+    }
+}
+
+fn compile(source: &str) -> (Value, Validator) {
+    // The schemas are compiled into the binary; a broken one is a build defect caught by the
+    // unit tests, never a runtime condition.
+    #[allow(clippy::expect_used)]
+    let schema: Value = serde_json::from_str(source).expect("embedded schema is valid JSON");
+    #[allow(clippy::expect_used)]
+    let validator = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("embedded schema compiles");
+    (schema, validator)
+}
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
+    let (envelope_schema, envelope) = compile(include_str!("../envelope.schema.json"));
+    let mut types = BTreeMap::new();
+    for (name, version, source) in [
+        (
+            crate::LEDGER_POST,
+            1,
+            include_str!("../jobs/ledger.post.v1.schema.json"),
+        ),
+        (
+            crate::WEBHOOK_DELIVER,
+            1,
+            include_str!("../jobs/webhook.deliver.v1.schema.json"),
+        ),
+    ] {
+        let (schema, validator) = compile(source);
+        types.insert(
+            name,
+            JobType {
+                name,
+                version,
+                schema,
+                validator,
+            },
+        );
+    }
+    Registry {
+        envelope_schema,
+        envelope,
+        types,
+    }
+});
+
+pub fn registry() -> &'static Registry {
+    &REGISTRY
+}

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Idempotent installers for the tools that `make test` and `make run` need.
+# Source this file; every function installs only what is missing and fails loudly
+# (never skips) when a tool cannot be had.
+
+CODIGO_ROOT="${CODIGO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+CODIGO_LOCAL="${CODIGO_LOCAL:-$CODIGO_ROOT/.local}"
+
+die() {
+  echo "error: $*" >&2
+  exit 1
+}
+
+# need_apt PACKAGE... — installs Debian packages that are not installed yet.
+need_apt() {
+  local missing=()
+  local pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  local sudo=""
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || die "need root or sudo to install: ${missing[*]} (apt-get install ${missing[*]})"
+    sudo="sudo"
+  fi
+  echo "installing from apt: ${missing[*]}" >&2
+  if ! $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+    $sudo apt-get update >/dev/null 2>&1 || true
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
+      die "could not install ${missing[*]} with apt-get; install them by hand and retry"
+  fi
+}
+
+# venv_bin NAME PIP_SPEC... — prints the bin directory of a virtualenv under .local/venvs/NAME
+# holding the given pip requirements (installed once; re-installed when the spec changes).
+venv_bin() {
+  local name=$1
+  shift
+  local dir="$CODIGO_LOCAL/venvs/$name"
+  local stamp="$dir/.codigo-spec"
+  local spec="$*"
+  if [[ ! -x "$dir/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$spec" ]]; then
+    echo "preparing python tools in $dir: $spec" >&2
+    python3 -m venv "$dir" >&2 || die "python3 -m venv failed; install python3-venv"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check "$@" >&2 ||
+      die "pip install $spec failed"
+    echo "$spec" >"$stamp"
+  fi
+  echo "$dir/bin"
+}
+
+# npm_dir NAME PACKAGE@VERSION... — prints a directory under .local/npm/NAME whose
+# node_modules holds the given npm packages (installed once per spec).
+npm_dir() {
+  local name=$1
+  shift
+  local dir="$CODIGO_LOCAL/npm/$name"
+  local stamp="$dir/.codigo-spec"
+  local spec="$*"
+  command -v npm >/dev/null || need_apt nodejs npm
+  if [[ ! -d "$dir/node_modules" || "$(cat "$stamp" 2>/dev/null)" != "$spec" ]]; then
+    echo "preparing npm packages in $dir: $spec" >&2
+    mkdir -p "$dir"
+    (cd "$dir" && { [[ -f package.json ]] || echo '{"private":true}' >package.json; } &&
+      npm install --silent --no-audit --no-fund "$@" >&2) || die "npm install $spec failed"
+    echo "$spec" >"$stamp"
+  fi
+  echo "$dir"
+}

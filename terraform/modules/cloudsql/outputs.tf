@@ -1,0 +1,51 @@
+output "instance_name" {
+  description = "Cloud SQL instance name (for gcloud sql commands and restores)."
+  value       = google_sql_database_instance.this.name
+}
+
+output "connection_name" {
+  description = "PROJECT:REGION:INSTANCE, for the Cloud SQL Auth Proxy or connectors."
+  value       = google_sql_database_instance.this.connection_name
+}
+
+output "private_ip_address" {
+  description = "Private IP of the instance inside the VPC."
+  value       = google_sql_database_instance.this.private_ip_address
+}
+
+output "database_name" {
+  description = "Name of the application database."
+  value       = google_sql_database.codigo.name
+}
+
+output "app_user" {
+  description = "Login of the application (producer, consumers)."
+  value       = google_sql_user.app.name
+}
+
+output "migration_user" {
+  description = "Login used by `codigo-ctl setup` for migrations."
+  value       = google_sql_user.migration.name
+}
+
+output "database_url_secret_ids" {
+  description = "Secret Manager secret IDs holding DATABASE_URL, keyed app / migration."
+  value       = { for k, s in google_secret_manager_secret.database_url : k => s.secret_id }
+}
+
+output "database_url_secret_names" {
+  description = "Full Secret Manager resource names holding DATABASE_URL, keyed app / migration (for IAM bindings)."
+  value       = { for k, s in google_secret_manager_secret.database_url : k => s.id }
+}
+
+output "app_database_url" {
+  description = "DATABASE_URL of the application user."
+  value       = local.database_urls.app
+  sensitive   = true
+}
+
+output "migration_database_url" {
+  description = "DATABASE_URL of the migration user."
+  value       = local.database_urls.migration
+  sensitive   = true
+}

@@ -1,0 +1,90 @@
+locals {
+  pool_name           = google_iam_workload_identity_pool.github.name
+  repository_members  = "principalSet://iam.googleapis.com/${local.pool_name}/attribute.repository/${var.repository}"
+  environment_subject = "principal://iam.googleapis.com/${local.pool_name}/subject/repo:${var.repository}:environment:${var.apply_environment}"
+  state_objects       = "projects/_/buckets/${var.state_bucket}/objects/${trimsuffix(var.state_prefix, "/")}/"
+  # Listing is checked on the bucket, reads and writes on objects: allow the
+  # first, restrict the second to this environment's prefix.
+  state_condition = "resource.type == \"storage.googleapis.com/Bucket\" || resource.name.startsWith(\"${local.state_objects}\")"
+}
+
+# --- who may impersonate whom ------------------------------------------------
+
+resource "google_service_account_iam_member" "ci_federation" {
+  service_account_id = google_service_account.ci.name
+  role               = "roles/iam.workloadIdentityUser"
+  member             = local.repository_members
+}
+
+resource "google_service_account_iam_member" "plan_federation" {
+  service_account_id = google_service_account.tf_plan.name
+  role               = "roles/iam.workloadIdentityUser"
+  member             = local.repository_members
+}
+
+resource "google_service_account_iam_member" "apply_federation" {
+  service_account_id = google_service_account.tf_apply.name
+  role               = "roles/iam.workloadIdentityUser"
+  member             = local.environment_subject
+}
+
+# --- what they may do ------------------------------------------------------
+
+resource "google_project_iam_member" "plan" {
+  for_each = toset(var.plan_roles)
+
+  project = var.project_id
+  role    = each.value
+  member  = google_service_account.tf_plan.member
+}
+
+resource "google_project_iam_member" "apply" {
+  #checkov:skip=CKV_GCP_42:This is Terraform's own identity for the environment: it creates the resources these admin roles govern. It has no key and can be impersonated only from the protected GitHub environment.
+  #checkov:skip=CKV_GCP_49:serviceAccountUser is needed to attach the node service account to GKE node pools; the apply identity is reachable only from the protected GitHub environment.
+  #checkov:skip=CKV_GCP_41:Granted to Terraform's service account, not to a user; it attaches service accounts to the resources it creates.
+  for_each = toset(var.apply_roles)
+
+  project = var.project_id
+  role    = each.value
+  member  = google_service_account.tf_apply.member
+}
+
+resource "google_storage_bucket_iam_member" "plan_state" {
+  bucket = var.state_bucket
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.tf_plan.member
+
+  condition {
+    title       = "state-${replace(trimsuffix(var.state_prefix, "/"), "/", "-")}"
+    description = "Read this environment's Terraform state only (plan runs with -lock=false)."
+    expression  = local.state_condition
+  }
+}
+
+resource "google_storage_bucket_iam_member" "apply_state" {
+  bucket = var.state_bucket
+  role   = "roles/storage.objectUser"
+  member = google_service_account.tf_apply.member
+
+  condition {
+    title       = "state-${replace(trimsuffix(var.state_prefix, "/"), "/", "-")}"
+    description = "Read, write and lock this environment's Terraform state only."
+    expression  = local.state_condition
+  }
+}
+
+resource "google_billing_account_iam_member" "apply_budgets" {
+  count = var.billing_account == "" ? 0 : 1
+
+  billing_account_id = var.billing_account
+  role               = "roles/billing.costsManager"
+  member             = google_service_account.tf_apply.member
+}
+
+resource "google_billing_account_iam_member" "plan_budgets" {
+  count = var.billing_account == "" ? 0 : 1
+
+  billing_account_id = var.billing_account
+  role               = "roles/billing.viewer"
+  member             = google_service_account.tf_plan.member
+}

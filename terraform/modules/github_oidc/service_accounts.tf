@@ -1,0 +1,20 @@
+resource "google_service_account" "ci" {
+  project      = var.project_id
+  account_id   = "${var.name}-ci"
+  display_name = "GitHub Actions: push images"
+  description  = "Impersonated by workflows of ${var.repository} through workload identity federation."
+}
+
+resource "google_service_account" "tf_plan" {
+  project      = var.project_id
+  account_id   = "${var.name}-tf-plan"
+  display_name = "GitHub Actions: terraform plan"
+  description  = "Read-only; impersonated by any workflow of ${var.repository} (pull requests run plan)."
+}
+
+resource "google_service_account" "tf_apply" {
+  project      = var.project_id
+  account_id   = "${var.name}-tf-apply"
+  display_name = "GitHub Actions: terraform apply"
+  description  = "Impersonated only by jobs in the GitHub environment ${var.apply_environment}."
+}

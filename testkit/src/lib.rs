@@ -1,0 +1,173 @@
+//! Isolation for tests against real NATS and Postgres: every `TestEnv` gets its own NATS
+//! namespace (streams, subjects, consumers) and its own freshly migrated database, and removes
+//! both when dropped. Public so that users can test their own handlers the same way.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use codigo_common::config::{DatabaseArgs, JetStreamArgs, NatsArgs};
+use codigo_common::Names;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// Server URLs from the environment, as `make test` sets them.
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// The Postgres server tests create their databases on (no database name in it).
+fn server_url() -> String {
+    std::env::var("CODIGO_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+pub struct TestEnv {
+    pub names: Names,
+    pub database_url: String,
+    pub database: String,
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+}
+
+impl TestEnv {
+    /// A namespace and database of its own, migrated, with streams and consumers for every
+    /// registered job type.
+    pub async fn new() -> Self {
+        let env = Self::bare().await;
+        codigo_common::db::migrate(&env.pool)
+            .await
+            .expect("migrations apply");
+        codigo_common::jetstream::ensure_topology(
+            &env.js,
+            &env.names,
+            &env.jetstream_args(),
+            ["ledger.post", "webhook.deliver"],
+        )
+        .await
+        .expect("topology");
+        env
+    }
+
+    /// A namespace and an empty database, nothing created in either.
+    pub async fn bare() -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let namespace = format!("t{}", &suffix[..12]);
+        let database = format!("codigo_test_{}", &suffix[..16]);
+        let server = server_url();
+        let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .expect("Postgres reachable for tests (start it with `make services`)");
+        sqlx::query(&format!("CREATE DATABASE {database}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let database_url = format!("{server}/{database}");
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect(&database_url)
+            .await
+            .expect("connect test database");
+        let nats = async_nats::connect(nats_url())
+            .await
+            .expect("NATS reachable for tests (start it with `make services`)");
+        let js = async_nats::jetstream::new(nats.clone());
+        Self {
+            names: Names::new(&namespace).expect("valid namespace"),
+            database_url,
+            database,
+            pool,
+            nats,
+            js,
+        }
+    }
+
+    pub fn nats_args(&self) -> NatsArgs {
+        NatsArgs {
+            nats_url: nats_url(),
+            nats_creds: None,
+            nats_user: None,
+            nats_password: None,
+            nats_nkey_seed_file: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
+            namespace: self.names.namespace().to_owned(),
+        }
+    }
+
+    pub fn database_args(&self) -> DatabaseArgs {
+        DatabaseArgs {
+            database_url: self.database_url.clone(),
+            db_max_connections: 8,
+        }
+    }
+
+    /// Short timers so that retry paths finish within a test.
+    pub fn jetstream_args(&self) -> JetStreamArgs {
+        JetStreamArgs {
+            duplicate_window_secs: 120,
+            stream_max_messages: 1_000_000,
+            stream_max_bytes: 1024 * 1024 * 1024,
+            stream_replicas: 1,
+            dlq_max_age_days: 1,
+            max_deliver: 4,
+            ack_wait_secs: 5,
+            backoff_secs: vec![],
+            max_ack_pending: 10_000,
+        }
+    }
+
+    /// Environment variables that point a child process of ours at this test's namespace.
+    pub fn env_vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("NATS_URL", nats_url()),
+            ("DATABASE_URL", self.database_url.clone()),
+            ("CODIGO_NAMESPACE", self.names.namespace().to_owned()),
+            ("LOG_FORMAT", "json".into()),
+        ]
+    }
+
+    /// Waits until `check` returns true, polling; panics with `what` after `timeout`.
+    pub async fn eventually<F, Fut>(&self, what: &str, timeout: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if check().await {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Removes the namespace's streams and drops the database.
+    pub async fn cleanup(self) {
+        let Self {
+            names,
+            database,
+            pool,
+            js,
+            ..
+        } = self;
+        pool.close().await;
+        codigo_common::jetstream::delete_topology(&js, &names).await;
+        drop_database(&database).await;
+    }
+}
+
+async fn drop_database(database: &str) {
+    if let Ok(mut admin) = PgConnection::connect(&format!("{}/postgres", server_url())).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+    }
+}
