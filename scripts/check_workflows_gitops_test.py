@@ -20,6 +20,7 @@ sys.modules["gitops_images"] = gi
 SPEC.loader.exec_module(gi)
 
 D1 = "sha256:" + "1" * 64
+D0 = "sha256:" + "0" * 64
 D2 = "sha256:" + "a" * 64
 D3 = "sha256:" + "b" * 64
 REG = "europe-west1-docker.pkg.dev"
@@ -31,24 +32,29 @@ images:
   ctl: {{registry: {REG}, repository: proj/codigo/codigo-ctl, tag: "", digest: "{D1}"}}
 """
 
+# The same names, split the other way (registry carries the path), as gitops/ does.
 BLOCK = f"""images:
   producer:
-    registry: {REG}
-    repository: proj/codigo/codigo-producer
+    registry: {REG}/proj/codigo
+    repository: codigo-producer
     tag: "v1.0.0"
     digest: "{D2}"
   consumer:
-    registry: {REG}
-    repository: proj/codigo/codigo-consumer
+    registry: {REG}/proj/codigo
+    repository: codigo-consumer
     tag: ""
     digest: "{D2}"
   ctl:
-    registry: {REG}
-    repository: proj/codigo/codigo-ctl
+    registry: {REG}/proj/codigo
+    repository: codigo-ctl
     tag: ""
     digest: "{D2}"
 other: true
 """
+
+
+def name(component: str) -> str:
+    return f"{REG}/proj/codigo/codigo-{component}"
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -73,7 +79,7 @@ class GitopsImagesTest(unittest.TestCase):
 
     def test_set_rewrites_one_flow_line_only(self) -> None:
         p = self.write("dev.yaml", FLOW)
-        code, _, err = run("set", str(p), "--image", "consumer", "--digest", D3)
+        code, _, err = run("set", str(p), "--image", "consumer", "--ref", f"{name('consumer')}@{D3}")
         self.assertEqual(code, 0, err)
         before, after = FLOW.splitlines(), p.read_text().splitlines()
         diff = [(a, b) for a, b in zip(before, after) if a != b]
@@ -84,14 +90,14 @@ class GitopsImagesTest(unittest.TestCase):
 
     def test_set_is_idempotent(self) -> None:
         p = self.write("dev.yaml", FLOW)
-        code, out, _ = run("set", str(p), "--image", "producer", "--digest", D1, "--tag", "")
+        code, out, _ = run("set", str(p), "--image", "producer", "--ref", f"{name('producer')}@{D1}", "--tag", "")
         self.assertEqual(code, 0)
         self.assertIn("unchanged", out)
         self.assertEqual(p.read_text(), FLOW)
 
     def test_set_block_style_keeps_layout(self) -> None:
         p = self.write("qa.yaml", BLOCK)
-        code, _, err = run("set", str(p), "--image", "ctl", "--digest", D3, "--tag", "v1.2.3")
+        code, _, err = run("set", str(p), "--image", "ctl", "--ref", f"{name('ctl')}@{D3}", "--tag", "v1.2.3")
         self.assertEqual(code, 0, err)
         text = p.read_text()
         self.assertIn(f'    digest: "{D3}"', text)
@@ -101,11 +107,20 @@ class GitopsImagesTest(unittest.TestCase):
 
     def test_rejects_bad_digest_and_tag(self) -> None:
         p = self.write("dev.yaml", FLOW)
-        for bad in ("sha256:abc", "latest", "sha256:" + "0" * 64, "sha256:" + "G" * 64):
-            code, _, _ = run("set", str(p), "--image", "ctl", "--digest", bad)
+        for bad in ("sha256:abc", "latest", D0, "sha256:" + "G" * 64):
+            code, _, _ = run("set", str(p), "--image", "ctl", "--ref", f"{name('ctl')}@{bad}")
             self.assertEqual(code, 1, bad)
-        code, _, _ = run("set", str(p), "--image", "ctl", "--digest", D3, "--tag", "v1;rm -rf /")
+        code, _, _ = run("set", str(p), "--image", "ctl", "--ref", f"{name('ctl')}@{D3}", "--tag", "v1;rm -rf /")
         self.assertEqual(code, 1)
+        code, _, _ = run("set", str(p), "--image", "ctl", "--ref", D3)
+        self.assertEqual(code, 1)
+        self.assertEqual(p.read_text(), FLOW)
+
+    def test_set_refuses_a_digest_pushed_elsewhere(self) -> None:
+        p = self.write("dev.yaml", FLOW)
+        code, _, err = run("set", str(p), "--image", "ctl", "--ref", f"{REG}/other/codigo/codigo-ctl@{D3}")
+        self.assertEqual(code, 1)
+        self.assertIn("pushed to", err)
         self.assertEqual(p.read_text(), FLOW)
 
     def test_promote_copies_tag_and_digest(self) -> None:
@@ -132,7 +147,7 @@ class GitopsImagesTest(unittest.TestCase):
         self.assertEqual(dst.read_text(), FLOW)
 
     def test_promote_refuses_other_repository(self) -> None:
-        src = self.write("qa.yaml", BLOCK.replace("proj/codigo/codigo-ctl", "other/codigo/codigo-ctl"))
+        src = self.write("qa.yaml", BLOCK.replace("repository: codigo-ctl", "repository: codigo-ctl-old"))
         dst = self.write("preprod.yaml", FLOW)
         code, _, err = run("promote", str(src), str(dst))
         self.assertEqual(code, 1)
@@ -140,11 +155,13 @@ class GitopsImagesTest(unittest.TestCase):
         self.assertEqual(dst.read_text(), FLOW)
 
     def test_promote_refuses_placeholder_source(self) -> None:
-        src = self.write("qa.yaml", FLOW.replace(D1, "sha256:..."))
         dst = self.write("preprod.yaml", BLOCK)
-        code, _, err = run("promote", str(src), str(dst))
-        self.assertEqual(code, 1)
-        self.assertIn("no usable digest", err)
+        for placeholder in ("sha256:...", D0):
+            src = self.write("qa.yaml", FLOW.replace(D1, placeholder))
+            code, _, err = run("promote", str(src), str(dst))
+            self.assertEqual(code, 1, placeholder)
+            self.assertIn("no usable digest", err)
+        self.assertEqual(dst.read_text(), BLOCK)
 
     def test_missing_image_is_an_error(self) -> None:
         p = self.write("dev.yaml", "\n".join(l for l in FLOW.splitlines() if "ctl:" not in l) + "\n")
@@ -156,7 +173,9 @@ class GitopsImagesTest(unittest.TestCase):
         p = self.write("dev.yaml", FLOW)
         code, out, _ = run("show", str(p))
         self.assertEqual(code, 0)
-        self.assertIn(f"producer {REG}/proj/codigo/codigo-producer@{D1}", out.splitlines())
+        self.assertIn(f"producer {name('producer')}@{D1}", out.splitlines())
+        code, out, _ = run("name", str(self.write("qa.yaml", BLOCK)), "--image", "consumer")
+        self.assertEqual((code, out.strip()), (0, name("consumer")))
 
 
 class CommittedPinsTest(unittest.TestCase):
@@ -165,10 +184,11 @@ class CommittedPinsTest(unittest.TestCase):
         for path in files:
             with self.subTest(env=path.parent.name):
                 pins = gi.ImagesFile(path)
-                for name in gi.COMPONENTS:
-                    values = pins.entries[name].values
-                    self.assertTrue(values["registry"].endswith("-docker.pkg.dev"), values["registry"])
-                    self.assertTrue(values["repository"].endswith(f"/codigo-{name}"), values["repository"])
+                for component in gi.COMPONENTS:
+                    self.assertRegex(pins.name(component), rf"^[a-z0-9-]+-docker\.pkg\.dev/.+/codigo-{component}$")
+        # One registry for every environment: promotion copies digests, never images.
+        names = {tuple(gi.ImagesFile(p).name(c) for c in gi.COMPONENTS) for p in files}
+        self.assertLessEqual(len(names), 1, names)
         for env in ("dev", "qa", "preprod", "prod"):
             env_dir = ROOT / "gitops/environments" / env
             if env_dir.is_dir():

@@ -10,9 +10,13 @@ or as a block mapping with the same four keys. Only `tag` and `digest` are ever
 rewritten, in place, so comments and ordering survive and the PR diff is one line per
 image. Standard library only: this runs on a bare GitHub runner and in `make test`.
 
+    gitops_images.py name ENV_FILE --image producer     # registry/repository (where CI pushes)
     gitops_images.py show ENV_FILE                      # registry/repository@digest per image
-    gitops_images.py set ENV_FILE --image producer --digest sha256:... [--tag v1.2.3]
+    gitops_images.py set ENV_FILE --image producer --ref NAME@sha256:... [--tag v1.2.3]
     gitops_images.py promote SRC_FILE DST_FILE          # copy tag + digest of every image
+
+`registry` may be the bare host (REGION-docker.pkg.dev) or include the path; only
+registry + "/" + repository, the pullable name, is compared.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 COMPONENTS = ("producer", "consumer", "ctl")
 KEYS = ("registry", "repository", "tag", "digest")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+PLACEHOLDER = "sha256:" + "0" * 64
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 ENTRY_RE = re.compile(r"^(?P<indent>[ ]+)(?P<name>[A-Za-z0-9_-]+):[ ]*(?P<rest>.*?)[ ]*$")
 
@@ -162,16 +167,20 @@ class ImagesFile:
             if missing:
                 raise PinError(f"{where}: image {name!r} lacks {', '.join(missing)}")
 
-    def ref(self, name: str) -> str:
+    def name(self, name: str) -> str:
         v = self.entries[name].values
-        if not DIGEST_RE.match(v["digest"]):
-            raise PinError(f"{self.path}: image {name!r} has no usable digest ({v['digest']!r})")
-        return f"{v['registry']}/{v['repository']}@{v['digest']}"
+        return f"{v['registry'].rstrip('/')}/{v['repository'].lstrip('/')}"
+
+    def ref(self, name: str) -> str:
+        digest = self.entries[name].values["digest"]
+        if not DIGEST_RE.match(digest) or digest == PLACEHOLDER:
+            raise PinError(f"{self.path}: image {name!r} has no usable digest ({digest!r})")
+        return f"{self.name(name)}@{digest}"
 
     def set(self, name: str, digest: str, tag: str | None) -> bool:
         if name not in self.entries:
             raise PinError(f"{self.path}: unknown image {name!r}")
-        if not DIGEST_RE.match(digest) or digest == "sha256:" + "0" * 64:
+        if not DIGEST_RE.match(digest) or digest == PLACEHOLDER:
             raise PinError(f"refusing digest {digest!r}: expected sha256:<64 hex>")
         if tag is not None and tag != "" and not TAG_RE.match(tag):
             raise PinError(f"refusing tag {tag!r}")
@@ -196,6 +205,11 @@ class ImagesFile:
         self.path.write_text("\n".join(self.lines) + "\n", encoding="utf-8")
 
 
+def cmd_name(args: argparse.Namespace) -> int:
+    print(ImagesFile(Path(args.file)).name(args.image))
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     pins = ImagesFile(Path(args.file))
     for name in COMPONENTS:
@@ -205,7 +219,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_set(args: argparse.Namespace) -> int:
     pins = ImagesFile(Path(args.file))
-    changed = pins.set(args.image, args.digest, args.tag)
+    name, sep, digest = args.ref.rpartition("@")
+    if not sep or not name:
+        raise PinError(f"--ref {args.ref!r}: expected NAME@sha256:...")
+    # The digest only exists where it was pushed: refuse to pin it under another name.
+    if name != pins.name(args.image):
+        raise PinError(f"{args.image}: pushed to {name}, but {args.file} pulls {pins.name(args.image)}")
+    changed = pins.set(args.image, digest, args.tag)
     if changed:
         pins.write()
     print(f"{args.image}: {'updated' if changed else 'unchanged'} in {args.file}")
@@ -219,9 +239,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
         s, d = src.entries[name].values, dst.entries[name].values
         # A digest only resolves inside the repository it was pushed to; promoting it into
         # a file that points elsewhere would deploy an image that cannot be pulled.
-        for key in ("registry", "repository"):
-            if s[key] != d[key]:
-                raise PinError(f"{name}: {key} differs ({s[key]!r} in {args.src}, {d[key]!r} in {args.dst})")
+        if src.name(name) != dst.name(name):
+            raise PinError(f"{name}: repository differs ({src.name(name)} in {args.src}, {dst.name(name)} in {args.dst})")
         src.ref(name)  # validates the source digest
         if dst.set(name, s["digest"], s["tag"]):
             changed.append(name)
@@ -236,13 +255,17 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("name")
+    p.add_argument("file")
+    p.add_argument("--image", required=True, choices=COMPONENTS)
+    p.set_defaults(func=cmd_name)
     p = sub.add_parser("show")
     p.add_argument("file")
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("set")
     p.add_argument("file")
     p.add_argument("--image", required=True, choices=COMPONENTS)
-    p.add_argument("--digest", required=True)
+    p.add_argument("--ref", required=True, help="NAME@sha256:... as pushed")
     p.add_argument("--tag", default=None, help="also set the tag ('' clears it)")
     p.set_defaults(func=cmd_set)
     p = sub.add_parser("promote")

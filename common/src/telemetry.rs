@@ -8,7 +8,8 @@ use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+pub use metrics_exporter_prometheus::PrometheusHandle;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
@@ -166,9 +167,14 @@ pub fn inject_trace_context(headers: &mut async_nats::HeaderMap) {
 
 /// Makes `span` a child of the trace carried in NATS headers, if any.
 pub fn link_to_remote_parent(span: &tracing::Span, headers: Option<&async_nats::HeaderMap>) {
-    let Some(headers) = headers else { return };
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&NatsHeadersRef(headers))
-    });
+    if let Some(headers) = headers {
+        link_to_parent(span, &NatsHeadersRef(headers));
+    }
+}
+
+/// Makes `span` a child of the trace carried by any header carrier (HTTP, NATS).
+pub fn link_to_parent(span: &tracing::Span, carrier: &dyn Extractor) {
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(carrier));
     let _ = span.set_parent(parent);
 }

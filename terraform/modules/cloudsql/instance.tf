@@ -24,9 +24,7 @@ resource "random_id" "suffix" {
 
 resource "google_sql_database_instance" "this" {
   #checkov:skip=CKV_GCP_57:log_min_duration_statement is deliberately on for slow-query diagnosis; log_parameter_max_length = 0 keeps bind values (the sensitive part) out of the logs.
-  #checkov:skip=CKV_GCP_110:pgAudit is not enabled: the jobs table already records every effect with its tenant and the Cloud Audit Logs record admin access; statement-level auditing would double log volume for no new signal.
-  #checkov:skip=CKV_GCP_79:Pinned to the PostgreSQL major the application is tested against (15/16); majors are upgraded deliberately after a restore drill, not by a scanner's notion of latest.
-  #checkov:skip=CKV2_GCP_20:Point-in-time recovery is enabled below; the check does not follow the variable-driven backup_configuration.
+  #checkov:skip=CKV_GCP_6:ssl_mode ENCRYPTED_ONLY makes TLS mandatory on every connection. Client certificates are not required: the instance has no public IP, workloads authenticate with passwords over TLS (sslmode=require) and people with IAM; requiring client certs would force the Auth Proxy or certificate distribution into every pod.
   project             = var.project_id
   name                = "${var.name}-${random_id.suffix.hex}"
   region              = var.region

@@ -9,7 +9,6 @@ locals {
 # DATABASE_URL for the workloads, synced into Kubernetes Secrets by the gitops
 # side (External Secrets or the Secret Manager CSI add-on).
 resource "google_secret_manager_secret" "database_url" {
-  #checkov:skip=CKV_GCP_125:Encrypted with Google-managed keys; a CMEK adds a KMS key ring to operate and does not change who can read the secret (IAM does).
   for_each = local.database_urls
 
   project   = var.project_id

@@ -11,6 +11,7 @@ locals {
 }
 
 resource "google_iam_workload_identity_pool_provider" "github" {
+  #checkov:skip=CKV_GCP_125:The condition pins the repository (and optionally the owner ID); finer trust is set per service account: apply accepts only the subject repo:OWNER/NAME:environment:ENV, so one provider serves image push, plan and apply without a wildcard.
   project                            = var.project_id
   workload_identity_pool_id          = google_iam_workload_identity_pool.github.workload_identity_pool_id
   workload_identity_pool_provider_id = var.provider_id

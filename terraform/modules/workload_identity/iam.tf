@@ -1,11 +1,11 @@
 locals {
-  project_roles = merge([
+  project_roles = merge({}, [
     for w, cfg in var.workloads : {
       for role in cfg.project_roles : "${w}/${role}" => { workload = w, role = role }
     }
   ]...)
 
-  secret_access = merge([
+  secret_access = merge({}, [
     for w, cfg in var.workloads : {
       for key, secret in cfg.secrets : "${w}/${key}" => { workload = w, secret = secret }
     }

@@ -1,0 +1,211 @@
+//! API keys: `Authorization: Bearer <token>`, compared in constant time, each key with its
+//! tenant, optional job-type scope and its own token bucket.
+//!
+//! `CODIGO_API_KEYS` holds comma-separated entries `name:token[;tenant=T][;types=a.b|c.d][;rate=N]`.
+//! A plain `name:token` has tenant `name`, every job type, and `CODIGO_RATE_LIMIT_PER_KEY`.
+use std::collections::BTreeSet;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParseKeysError {
+    #[error("CODIGO_API_KEYS entry #{index} is not `name:token[;tenant=..][;types=..][;rate=..]`: {reason}")]
+    Entry { index: usize, reason: String },
+    #[error("CODIGO_API_KEYS has two keys named {0:?}; names must be unique")]
+    DuplicateName(String),
+}
+
+pub struct ApiKey {
+    pub name: String,
+    pub tenant: String,
+    /// `None` allows every job type.
+    pub job_types: Option<BTreeSet<String>>,
+    token_digest: [u8; 32],
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+impl fmt::Debug for ApiKey {
+    // The token never appears, not even hashed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("name", &self.name)
+            .field("tenant", &self.tenant)
+            .field("job_types", &self.job_types)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiKey {
+    pub fn allows(&self, job_type: &str) -> bool {
+        self.job_types
+            .as_ref()
+            .is_none_or(|types| types.contains(job_type))
+    }
+
+    /// `Err(wait)` when the key is over its rate.
+    pub fn check_rate(&self) -> Result<(), Duration> {
+        match &self.limiter {
+            None => Ok(()),
+            Some(limiter) => limiter
+                .check()
+                .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now())),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ApiKeys {
+    keys: Vec<ApiKey>,
+}
+
+fn digest(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
+}
+
+fn limiter(rate: u32) -> Option<DefaultDirectRateLimiter> {
+    let per_second = NonZeroU32::new(rate)?;
+    let burst = NonZeroU32::new(rate.saturating_mul(2)).unwrap_or(per_second);
+    Some(RateLimiter::direct(
+        Quota::per_second(per_second).allow_burst(burst),
+    ))
+}
+
+impl ApiKeys {
+    pub fn parse(raw: &str, default_rate: u32) -> Result<Self, ParseKeysError> {
+        let mut keys: Vec<ApiKey> = Vec::new();
+        for (index, entry) in raw
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .enumerate()
+        {
+            let index = index + 1;
+            let bad = |reason: &str| ParseKeysError::Entry {
+                index,
+                reason: reason.to_owned(),
+            };
+            let mut parts = entry.split(';');
+            let head = parts.next().unwrap_or_default();
+            let (name, token) = head
+                .split_once(':')
+                .ok_or_else(|| bad("missing ':' between name and token"))?;
+            let (name, token) = (name.trim(), token.trim());
+            if name.is_empty() || token.is_empty() {
+                return Err(bad("name and token must not be empty"));
+            }
+            if token.len() < 16 {
+                return Err(bad("token shorter than 16 characters"));
+            }
+            let mut tenant = name.to_owned();
+            let mut job_types = None;
+            let mut rate = default_rate;
+            for option in parts {
+                let (key, value) = option
+                    .split_once('=')
+                    .ok_or_else(|| bad("options are key=value"))?;
+                match key.trim() {
+                    "tenant" if !value.trim().is_empty() => tenant = value.trim().to_owned(),
+                    "types" => {
+                        job_types = Some(
+                            value
+                                .split('|')
+                                .map(|t| t.trim().to_owned())
+                                .filter(|t| !t.is_empty())
+                                .collect(),
+                        );
+                    }
+                    "rate" => {
+                        rate = value
+                            .trim()
+                            .parse()
+                            .map_err(|_| bad("rate must be a whole number of requests per second"))?;
+                    }
+                    _ => return Err(bad("unknown option; use tenant=, types= or rate=")),
+                }
+            }
+            if keys.iter().any(|k| k.name == name) {
+                return Err(ParseKeysError::DuplicateName(name.to_owned()));
+            }
+            keys.push(ApiKey {
+                name: name.to_owned(),
+                tenant,
+                job_types,
+                token_digest: digest(token.as_bytes()),
+                limiter: limiter(rate),
+            });
+        }
+        Ok(Self { keys })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Finds the key for a presented token. Every key is compared, in constant time, so the
+    /// answer's timing says nothing about how close a guess was.
+    pub fn find(&self, token: &str) -> Option<&ApiKey> {
+        let presented = digest(token.as_bytes());
+        let mut found = None;
+        for key in &self.keys {
+            if bool::from(key.token_digest.ct_eq(&presented)) {
+                found = Some(key);
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_extended_entries() {
+        let keys = ApiKeys::parse(
+            "alpha:aaaaaaaaaaaaaaaa, beta:bbbbbbbbbbbbbbbb;tenant=acme;types=ledger.post;rate=0",
+            10,
+        )
+        .expect("parses");
+        let alpha = keys.find("aaaaaaaaaaaaaaaa").expect("alpha");
+        assert_eq!(alpha.tenant, "alpha");
+        assert!(alpha.allows("webhook.deliver"));
+        let beta = keys.find("bbbbbbbbbbbbbbbb").expect("beta");
+        assert_eq!(beta.tenant, "acme");
+        assert!(beta.allows("ledger.post"));
+        assert!(!beta.allows("webhook.deliver"));
+        assert!(beta.limiter.is_none());
+        assert!(keys.find("cccccccccccccccc").is_none());
+        assert!(!format!("{alpha:?}").contains("aaaa"));
+    }
+
+    #[test]
+    fn bad_entries_say_which() {
+        for raw in [
+            "nocolon",
+            "a:short",
+            "a:aaaaaaaaaaaaaaaa;rate=x",
+            "a:aaaaaaaaaaaaaaaa;color=red",
+            "a:aaaaaaaaaaaaaaaa,a:bbbbbbbbbbbbbbbb",
+        ] {
+            let error = ApiKeys::parse(raw, 1).expect_err(raw).to_string();
+            assert!(error.contains("CODIGO_API_KEYS"), "{error}");
+            assert!(!error.contains("aaaaaaaaaaaaaaaa"), "token leaked: {error}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_allows_burst_then_refuses() {
+        let keys = ApiKeys::parse("a:aaaaaaaaaaaaaaaa;rate=1", 1).expect("parses");
+        let key = keys.find("aaaaaaaaaaaaaaaa").expect("key");
+        assert!(key.check_rate().is_ok());
+        assert!(key.check_rate().is_ok());
+        let wait = key.check_rate().expect_err("third request within a second");
+        assert!(wait <= Duration::from_secs(1));
+    }
+}

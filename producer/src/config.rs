@@ -1,0 +1,88 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use codigo_common::config::{DatabaseArgs, JetStreamArgs, NatsArgs, TelemetryArgs};
+
+use crate::auth::{ApiKeys, ParseKeysError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    Required,
+    Disabled,
+}
+
+/// Codigo ingest gateway: validates jobs and publishes them to JetStream.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "codigo-producer", version)]
+pub struct Config {
+    /// HTTP listen address (API, health, metrics).
+    #[arg(long, env = "CODIGO_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// API keys: `name:token` entries, comma separated; see README for scopes, tenant, rate.
+    #[arg(long, env = "CODIGO_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+    /// `disabled` turns API-key auth off (local use only).
+    #[arg(long, env = "CODIGO_AUTH", value_enum, default_value = "required")]
+    pub auth: AuthMode,
+    /// Requests per second per API key (burst twice that); 0 = unlimited.
+    #[arg(long, env = "CODIGO_RATE_LIMIT_PER_KEY", default_value_t = 1000)]
+    pub rate_limit_per_key: u32,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "CODIGO_MAX_BODY_BYTES", default_value_t = 1_048_576)]
+    pub max_body_bytes: usize,
+    /// Most items in one batch request.
+    #[arg(long, env = "CODIGO_MAX_BATCH_ITEMS", default_value_t = 1000)]
+    pub max_batch_items: usize,
+    /// Seconds to wait for JetStream's publish acknowledgement before answering 503.
+    #[arg(long, env = "CODIGO_PUBLISH_TIMEOUT_SECS", default_value_t = 5)]
+    pub publish_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "CODIGO_SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
+    pub shutdown_timeout_secs: u64,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub jetstream: JetStreamArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Keys(#[from] ParseKeysError),
+    #[error("CODIGO_AUTH is required but CODIGO_API_KEYS is empty; set keys (name:token,...) or CODIGO_AUTH=disabled for local use")]
+    NoKeys,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_secs(self.publish_timeout_secs)
+    }
+
+    /// Validates everything that can be checked before touching the network.
+    pub fn api_keys(&self) -> Result<Option<ApiKeys>, ConfigError> {
+        self.jetstream.validate().map_err(ConfigError::Invalid)?;
+        if self.max_body_bytes == 0 || self.max_batch_items == 0 {
+            return Err(ConfigError::Invalid(
+                "CODIGO_MAX_BODY_BYTES and CODIGO_MAX_BATCH_ITEMS must be positive".into(),
+            ));
+        }
+        match self.auth {
+            AuthMode::Disabled => Ok(None),
+            AuthMode::Required => {
+                let raw = self.api_keys.as_deref().unwrap_or_default();
+                let keys = ApiKeys::parse(raw, self.rate_limit_per_key)?;
+                if keys.is_empty() {
+                    return Err(ConfigError::NoKeys);
+                }
+                Ok(Some(keys))
+            }
+        }
+    }
+}

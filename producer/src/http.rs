@@ -1,0 +1,581 @@
+//! Routes of the ingest gateway. Client mistakes map to 4xx problems here, once; nothing a
+//! client sends can produce a 5xx.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use codigo_schemas::registry;
+use codigo_common::telemetry::PrometheusHandle;
+use opentelemetry::propagation::Extractor;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use tracing::Instrument;
+use utoipa::{OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::{ApiKey, ApiKeys};
+use crate::problem::Problem;
+use crate::publish::{NewJob, PublishError, Published, Publisher};
+use crate::store::{self, JobStatus};
+
+pub struct AppState {
+    pub publisher: Publisher,
+    /// `None` when auth is disabled.
+    pub keys: Option<ApiKeys>,
+    pub pool: PgPool,
+    pub metrics: PrometheusHandle,
+    pub max_body_bytes: usize,
+    pub max_batch_items: usize,
+    /// Set once the streams are known to exist.
+    pub topology_ready: Arc<AtomicBool>,
+}
+
+/// Tenant of requests when auth is disabled.
+pub const LOCAL_TENANT: &str = "local";
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_body = state.max_body_bytes;
+    Router::new()
+        .route("/v1/jobs", post(submit_job))
+        .route("/v1/jobs/batch", post(submit_batch))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/job-types", get(job_types))
+        .route("/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(unknown_route)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
+struct HttpHeaders<'a>(&'a HeaderMap);
+
+impl Extractor for HttpHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// One span, one request counter and one latency sample per request, labelled by route
+/// pattern (never the raw path) and a bounded set of methods.
+async fn observe(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    };
+    let span = tracing::info_span!("http_request", http.method = method, http.route = %route,
+        http.status_code = tracing::field::Empty);
+    codigo_common::telemetry::link_to_parent(&span, &HttpHeaders(request.headers()));
+    let started = Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.status_code", status.as_u16());
+    if status.is_server_error() {
+        tracing::error!(parent: &span, %route, status = status.as_u16(), "request failed");
+    }
+    metrics::counter!("codigo_gateway_requests_total",
+        "route" => route.clone(), "method" => method, "status" => status.as_u16().to_string())
+    .increment(1);
+    metrics::histogram!("codigo_gateway_request_duration_seconds",
+        "route" => route, "method" => method)
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
+struct Caller<'a> {
+    tenant: &'a str,
+    key: Option<&'a ApiKey>,
+}
+
+impl Caller<'_> {
+    fn may_submit(&self, job_type: &str) -> Result<(), Problem> {
+        match self.key {
+            Some(key) if !key.allows(job_type) => Err(Problem::forbidden_job_type(job_type)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn authenticate<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<Caller<'a>, Problem> {
+    let Some(keys) = &state.keys else {
+        return Ok(Caller {
+            tenant: LOCAL_TENANT,
+            key: None,
+        });
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(Problem::unauthorized)?;
+    let key = keys.find(token).ok_or_else(Problem::unauthorized)?;
+    key.check_rate()
+        .map_err(|wait| Problem::rate_limited(wait.as_secs().max(1)))?;
+    Ok(Caller {
+        tenant: &key.tenant,
+        key: Some(key),
+    })
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(Problem::unsupported_media_type())
+    }
+}
+
+fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Value, Problem> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::payload_too_large(limit)
+        } else {
+            Problem::malformed_json(format!("the request body could not be read: {rejection}"))
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Problem::malformed_json(format!("the body is not valid JSON: {e}; send a JSON object"))
+    })
+}
+
+/// Body of `POST /v1/jobs` and of each item of a batch.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// A registered job type (see `GET /v1/job-types`).
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// Arguments, validated against the job type's JSON Schema.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// Makes resubmissions safe: the same key (per tenant and type) yields the same job id.
+    pub idempotency_key: Option<String>,
+}
+
+/// Label value for metrics: registered types as they are, anything else folded into one.
+fn type_label(job_type: &str) -> String {
+    if registry().job_type(job_type).is_ok() {
+        job_type.to_owned()
+    } else {
+        "unknown".to_owned()
+    }
+}
+
+fn record_published(job_type: &str, result: &'static str) {
+    metrics::counter!("codigo_gateway_jobs_published_total",
+        "job_type" => type_label(job_type), "result" => result)
+    .increment(1);
+}
+
+/// Validates one job request; `pointer` locates it in the body for error messages.
+#[tracing::instrument(name = "validate", skip_all)]
+fn validate_job(
+    caller: &Caller<'_>,
+    value: Value,
+    header_key: Option<&str>,
+    pointer: &str,
+) -> Result<NewJob, Problem> {
+    if !value.is_object() {
+        return Err(Problem::invalid_request(format!(
+            "{} must be a JSON object with `type` and `payload`",
+            if pointer.is_empty() { "the body" } else { pointer }
+        )));
+    }
+    let job_type_hint = value
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_owned();
+    let outcome = (|| {
+        let request: JobRequest = serde_json::from_value(value).map_err(|e| {
+            Problem::invalid_request(format!(
+                "{}: {e}; allowed fields are type, payload and idempotency_key",
+                if pointer.is_empty() { "body" } else { pointer }
+            ))
+        })?;
+        let job_type = registry()
+            .job_type(&request.job_type)
+            .map_err(|_| Problem::unknown_job_type(&request.job_type))?;
+        caller.may_submit(job_type.name)?;
+        let idempotency_key = match (request.idempotency_key, header_key) {
+            (Some(body), Some(header)) if body != header => {
+                return Err(Problem::invalid_request(
+                    "the Idempotency-Key header and the body's idempotency_key differ; send one",
+                ))
+            }
+            (Some(key), _) => Some(key),
+            (None, header) => header.map(str::to_owned),
+        };
+        if let Some(key) = &idempotency_key {
+            if key.is_empty() || key.len() > 256 {
+                return Err(Problem::invalid_request(
+                    "idempotency_key must be 1 to 256 characters",
+                ));
+            }
+        }
+        job_type
+            .validate(&request.payload)
+            .map_err(|e| Problem::from_schema_error(e, &format!("{pointer}/payload")))?;
+        Ok(NewJob {
+            job_type: job_type.name.to_owned(),
+            payload: request.payload,
+            idempotency_key,
+        })
+    })();
+    if outcome.is_err() {
+        record_published(&job_type_hint, "rejected");
+    }
+    outcome
+}
+
+/// Answer of an accepted job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobAccepted {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// Always `queued`: stored by JetStream, waiting for a worker.
+    pub status: &'static str,
+    /// True when this submission repeated an earlier one (same idempotency key).
+    pub duplicate: bool,
+}
+
+fn accepted(job_type: String, published: Published) -> JobAccepted {
+    record_published(
+        &job_type,
+        if published.duplicate {
+            "duplicate"
+        } else {
+            "accepted"
+        },
+    );
+    JobAccepted {
+        id: published.id,
+        job_type,
+        status: "queued",
+        duplicate: published.duplicate,
+    }
+}
+
+fn publish_problem(job_type: &str, error: &PublishError) -> Problem {
+    record_published(job_type, "error");
+    tracing::warn!(%error, job_type, "publish failed");
+    Problem::unavailable(format!("{error}; nothing was stored"))
+}
+
+fn idempotency_header(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| Problem::invalid_request("the Idempotency-Key header must be ASCII"))
+        })
+        .transpose()
+}
+
+/// Submit one job.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
+    request_body = JobRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "alternative to idempotency_key")),
+    security(("api_key" = [])),
+    responses(
+        (status = 202, description = "stored by JetStream", body = JobAccepted),
+        (status = 400, description = "malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "job type outside the key's scope", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "unknown job type or schema violation", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "over the key's rate", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "JetStream unavailable; nothing stored", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn submit_job(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<JobAccepted>), Problem> {
+    let caller = authenticate(&state, &headers)?;
+    require_json(&headers)?;
+    let value = read_body(body, state.max_body_bytes)?;
+    let job = validate_job(&caller, value, idempotency_header(&headers)?, "")?;
+    let job_type = job.job_type.clone();
+    match state.publisher.publish(caller.tenant, job).await {
+        Ok(published) => Ok((StatusCode::ACCEPTED, Json(accepted(job_type, published)))),
+        Err(error) => Err(publish_problem(&job_type, &error)),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// Up to `CODIGO_MAX_BATCH_ITEMS` (default 1000) jobs.
+    #[schema(value_type = Vec<JobRequest>)]
+    pub jobs: Vec<Value>,
+}
+
+/// One item's outcome: `queued` with its id, or `rejected`/`error` with a problem.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchItemResult {
+    pub index: usize,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub job_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchAccepted {
+    /// One result per submitted item, in order.
+    pub results: Vec<BatchItemResult>,
+}
+
+impl BatchItemResult {
+    fn failed(index: usize, status: &'static str, problem: Problem) -> Self {
+        Self {
+            index,
+            status,
+            id: None,
+            job_type: None,
+            duplicate: None,
+            error: Some(problem),
+        }
+    }
+}
+
+/// Submit up to 1000 jobs at once; each item succeeds or fails on its own.
+#[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs",
+    request_body = BatchRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 202, description = "per-item results, in order", body = BatchAccepted),
+        (status = 400, description = "malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "not a batch, or too many items", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "over the key's rate", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "JetStream unavailable; nothing stored", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn submit_batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<BatchAccepted>), Problem> {
+    let caller = authenticate(&state, &headers)?;
+    require_json(&headers)?;
+    let value = read_body(body, state.max_body_bytes)?;
+    let batch: BatchRequest = serde_json::from_value(value).map_err(|e| {
+        Problem::invalid_request(format!("{e}; a batch is {{\"jobs\": [{{\"type\": ..., \"payload\": ...}}, ...]}}"))
+    })?;
+    if batch.jobs.is_empty() || batch.jobs.len() > state.max_batch_items {
+        return Err(Problem::invalid_request(format!(
+            "a batch holds 1 to {} jobs; this one has {}",
+            state.max_batch_items,
+            batch.jobs.len()
+        )));
+    }
+    if !state.publisher.is_connected() {
+        return Err(Problem::unavailable("JetStream is unreachable; nothing was stored, retry shortly"));
+    }
+
+    let mut results: Vec<Option<BatchItemResult>> = Vec::with_capacity(batch.jobs.len());
+    let mut indices = Vec::new();
+    let mut jobs = Vec::new();
+    for (index, item) in batch.jobs.into_iter().enumerate() {
+        match validate_job(&caller, item, None, &format!("/jobs/{index}")) {
+            Ok(job) => {
+                indices.push(index);
+                jobs.push(job);
+                results.push(None);
+            }
+            Err(problem) => results.push(Some(BatchItemResult::failed(index, "rejected", problem))),
+        }
+    }
+    let job_types: Vec<String> = jobs.iter().map(|job| job.job_type.clone()).collect();
+    let outcomes = state.publisher.publish_many(caller.tenant, jobs).await;
+    for ((index, job_type), outcome) in indices.into_iter().zip(job_types).zip(outcomes) {
+        results[index] = Some(match outcome {
+            Ok(published) => {
+                let job = accepted(job_type, published);
+                BatchItemResult {
+                    index,
+                    status: "queued",
+                    id: Some(job.id),
+                    job_type: Some(job.job_type),
+                    duplicate: Some(job.duplicate),
+                    error: None,
+                }
+            }
+            Err(error) => BatchItemResult::failed(index, "error", publish_problem(&job_type, &error)),
+        });
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(BatchAccepted {
+            results: results.into_iter().flatten().collect(),
+        }),
+    ))
+}
+
+/// A job's status as recorded by the workers.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = Uuid, Path, description = "job id returned at submission")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "the job's status", body = JobStatus),
+        (status = 401, description = "missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown, another tenant's, or not started yet", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Postgres unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_job(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<JobStatus>, Problem> {
+    let caller = authenticate(&state, &headers)?;
+    let not_found = || {
+        Problem::not_found(format!(
+            "no job {id} for this tenant yet; jobs appear once a worker has started them"
+        ))
+    };
+    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    match store::job_status(&state.pool, caller.tenant, id).await {
+        Ok(Some(status)) => Ok(Json(status)),
+        Ok(None) => Err(not_found()),
+        Err(error) => {
+            tracing::warn!(%error, "job status query failed");
+            Err(Problem::unavailable("the job store is unreachable; retry shortly"))
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobTypeInfo {
+    #[serde(rename = "type")]
+    pub job_type: &'static str,
+    pub version: u32,
+    /// JSON Schema of the payload.
+    #[schema(value_type = Object)]
+    pub schema: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobTypes {
+    pub job_types: Vec<JobTypeInfo>,
+    /// JSON Schema of the envelope on the work stream.
+    #[schema(value_type = Object)]
+    pub envelope: Value,
+}
+
+/// Registered job types with their JSON Schemas.
+#[utoipa::path(get, path = "/v1/job-types", tag = "jobs",
+    responses((status = 200, description = "registered job types", body = JobTypes)))]
+async fn job_types() -> Json<JobTypes> {
+    Json(JobTypes {
+        job_types: registry()
+            .job_types()
+            .map(|t| JobTypeInfo {
+                job_type: t.name,
+                version: t.version,
+                schema: t.schema.clone(),
+            })
+            .collect(),
+        envelope: registry().envelope_schema().clone(),
+    })
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Codigo ingest gateway", description = "Submit jobs to the Codigo pipeline."),
+    paths(submit_job, submit_batch, get_job, job_types),
+    components(schemas(Problem, JobRequest, JobAccepted, BatchRequest, BatchItemResult, BatchAccepted, JobStatus, JobTypes, JobTypeInfo)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Result<&'static str, Problem> {
+    if state.topology_ready.load(Ordering::Relaxed) && state.publisher.ready().await {
+        Ok("ready")
+    } else {
+        Err(Problem::unavailable("JetStream is unreachable or the streams are not set up yet"))
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn unknown_route() -> Problem {
+    Problem::not_found("no such route; see /openapi.json")
+}

@@ -1,0 +1,147 @@
+//! Codigo ingest gateway: an axum service that validates jobs against their JSON Schemas and
+//! answers `202` only once JetStream has stored them.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod problem;
+pub mod publish;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use codigo_common::nats::{self, InitialConnect};
+use codigo_common::shutdown::Shutdown;
+use codigo_common::{db, jetstream, telemetry, Names};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Namespace(#[from] codigo_common::names::InvalidNamespace),
+    #[error(transparent)]
+    Nats(#[from] nats::NatsError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("cannot listen on {addr}: {source}; is the port free (CODIGO_HTTP_ADDR)?")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<http::AppState>,
+    client: async_nats::Client,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Validates the configuration, connects (NATS in the background) and binds the listener.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let keys = config.api_keys()?;
+        if keys.is_none() {
+            tracing::warn!("CODIGO_AUTH=disabled: every caller is accepted as tenant `local`; never run this way outside a laptop");
+        }
+        let names = Names::new(&config.nats.namespace)?;
+        let client = nats::connect(&config.nats, "codigo-producer", InitialConnect::Background).await?;
+        let pool = db::lazy_pool(&config.database)?;
+        let publisher = publish::Publisher::new(client.clone(), names.clone(), config.publish_timeout());
+
+        let topology_ready = Arc::new(AtomicBool::new(false));
+        spawn_topology_setup(
+            client.clone(),
+            names,
+            config.jetstream.clone(),
+            topology_ready.clone(),
+        );
+
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.http_addr,
+                source,
+            })?;
+        let state = Arc::new(http::AppState {
+            publisher,
+            keys,
+            pool,
+            metrics: telemetry::metrics(),
+            max_body_bytes: config.max_body_bytes,
+            max_batch_items: config.max_batch_items,
+            topology_ready,
+        });
+        Ok(Self {
+            listener,
+            state,
+            client,
+            shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves until `shutdown` fires, then lets in-flight requests finish (bounded by the
+    /// shutdown timeout) and flushes NATS.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> Result<(), StartError> {
+        tracing::info!(addr = %self.local_addr(), "codigo-producer listening");
+        let router = http::router(self.state);
+        let drain_deadline = shutdown.clone();
+        let server = axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        let timeout = self.shutdown_timeout;
+        tokio::select! {
+            served = server => served.map_err(StartError::Serve)?,
+            () = async move {
+                drain_deadline.cancelled().await;
+                tokio::time::sleep(timeout).await;
+            } => tracing::warn!("in-flight requests did not finish within the shutdown timeout"),
+        }
+        if let Err(error) = self.client.flush().await {
+            tracing::warn!(%error, "flushing NATS on shutdown failed");
+        }
+        tracing::info!("codigo-producer stopped");
+        Ok(())
+    }
+}
+
+/// Creates or updates the streams, retrying until NATS answers; readiness waits for it.
+fn spawn_topology_setup(
+    client: async_nats::Client,
+    names: Names,
+    args: codigo_common::config::JetStreamArgs,
+    ready: Arc<AtomicBool>,
+) {
+    tokio::spawn(async move {
+        let js = async_nats::jetstream::new(client);
+        let setup = || async { jetstream::ensure_topology(&js, &names, &args, []).await };
+        let result = setup
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(10))
+                    .without_max_times(),
+            )
+            .notify(|error, wait| tracing::warn!(%error, ?wait, "stream set-up failed; retrying"))
+            .await;
+        if result.is_ok() {
+            ready.store(true, Ordering::Relaxed);
+        }
+    });
+}

@@ -1,0 +1,182 @@
+//! RFC 9457 problem details: every error a client sees, with a stable `type`.
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use codigo_schemas::{SchemaError, Violation};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const PROBLEM_BASE: &str = "https://codigo.dev/problems/";
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// Stable URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: &'static str,
+    pub status: u16,
+    /// What went wrong and what to do about it.
+    pub detail: String,
+    /// Every schema violation, with the JSON pointer of the offending value.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub violations: Vec<Violation>,
+    #[serde(skip)]
+    pub retry_after_secs: Option<u64>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, slug: &str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            problem_type: format!("{PROBLEM_BASE}{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            violations: Vec::new(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn malformed_json(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON", detail)
+    }
+
+    pub fn invalid_request(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+            "Invalid request",
+            detail,
+        )
+    }
+
+    pub fn unknown_job_type(job_type: &str) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown-job-type",
+            "Unknown job type",
+            format!("job type {job_type:?} is not registered; GET /v1/job-types lists the registered ones"),
+        )
+    }
+
+    pub fn schema_violation(violations: Vec<Violation>) -> Self {
+        let mut problem = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "schema-violation",
+            "Schema violation",
+            format!(
+                "the job does not match its schema ({} violation(s)); fix the values at the listed pointers",
+                violations.len()
+            ),
+        );
+        problem.violations = violations;
+        problem
+    }
+
+    pub fn from_schema_error(error: SchemaError, pointer_prefix: &str) -> Self {
+        match error {
+            SchemaError::UnknownType(t) => Self::unknown_job_type(&t),
+            SchemaError::Invalid(violations) => Self::schema_violation(
+                violations
+                    .into_iter()
+                    .map(|v| Violation {
+                        pointer: format!("{pointer_prefix}{}", v.pointer),
+                        message: v.message,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+            format!("the request body exceeds {limit} bytes; split it or send smaller payloads"),
+        )
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "send the body as JSON with `Content-Type: application/json`",
+        )
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            "send a valid API key as `Authorization: Bearer <token>`",
+        )
+    }
+
+    pub fn forbidden_job_type(job_type: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "job-type-forbidden",
+            "Job type not allowed for this key",
+            format!("this API key may not submit {job_type:?} jobs; ask for a key scoped to it"),
+        )
+    }
+
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        let mut problem = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            format!("this API key is over its rate limit; retry after {retry_after_secs} s or use the batch endpoint"),
+        );
+        problem.retry_after_secs = Some(retry_after_secs);
+        problem
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        let mut problem = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            detail,
+        );
+        problem.retry_after_secs = Some(2);
+        problem
+    }
+
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            detail,
+        )
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let retry_after = self.retry_after_secs;
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,14 @@
+terraform {
+  required_version = ">= 1.6.0, < 2.0.0"
+
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = "~> 6.14"
+    }
+  }
+}
+
+provider "google" {
+  project = var.admin_project_id
+}

@@ -1,0 +1,145 @@
+variable "environment" {
+  description = "Environment name: dev, qa, preprod or prod."
+  type        = string
+
+  validation {
+    condition     = contains(["dev", "qa", "preprod", "prod"], var.environment)
+    error_message = "environment must be dev, qa, preprod or prod."
+  }
+}
+
+variable "project_id" {
+  description = "GCP project of this environment (one project per environment)."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of every regional resource."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "zones" {
+  description = "Zones used by the nodes. A zonal cluster lives in the first one."
+  type        = list(string)
+}
+
+variable "regional_cluster" {
+  description = "Regional GKE cluster (control plane and nodes in every zone of `zones`) instead of a zonal one."
+  type        = bool
+}
+
+variable "network" {
+  description = "Address plan of the environment. Ranges differ per environment so the VPCs can be peered or joined by VPN later without renumbering."
+  type = object({
+    subnet_cidr                 = string
+    pods_cidr                   = string
+    services_cidr               = string
+    private_service_access_cidr = string
+    master_cidr                 = string
+    flow_log_sampling           = number
+    nat_static_ip_count         = number
+  })
+}
+
+variable "gke" {
+  description = "Cluster settings. Pool node counts are per zone for a regional cluster."
+  type = object({
+    release_channel           = string
+    binary_authorization_mode = string
+    deletion_protection       = bool
+    master_authorized_networks = list(object({
+      cidr_block   = string
+      display_name = string
+    }))
+    general_pool = object({
+      machine_type   = string
+      min_node_count = number
+      max_node_count = number
+      disk_size_gb   = number
+      spot           = bool
+    })
+    spot_pool = object({
+      machine_type   = string
+      min_node_count = number
+      max_node_count = number
+      disk_size_gb   = number
+    })
+  })
+}
+
+variable "cloudsql" {
+  description = "PostgreSQL settings (see modules/cloudsql for each field)."
+  type = object({
+    database_version            = string
+    tier                        = string
+    availability_type           = string
+    disk_size_gb                = number
+    disk_autoresize_limit_gb    = number
+    retained_backups            = number
+    pitr_log_retention_days     = number
+    maintenance_update_track    = string
+    deletion_protection         = bool
+    iam_database_authentication = bool
+    extra_database_flags        = map(string)
+  })
+}
+
+variable "artifact_registry" {
+  description = "Image retention of the environment's registry."
+  type = object({
+    keep_recent_versions     = number
+    delete_tagged_after_days = number
+  })
+}
+
+variable "github_repository" {
+  description = "GitHub repository (OWNER/NAME) whose workflows may federate into this project."
+  type        = string
+}
+
+variable "github_repository_owner_id" {
+  description = "Numeric ID of the repository owner, pinned in the federation condition (empty to match on the name only)."
+  type        = string
+  default     = ""
+}
+
+variable "github_apply_environment" {
+  description = "GitHub environment whose jobs may run terraform apply here."
+  type        = string
+}
+
+variable "state_bucket" {
+  description = "Terraform state bucket; must equal the bucket in backend.tf."
+  type        = string
+}
+
+variable "state_prefix" {
+  description = "State prefix of this environment; must equal the prefix in backend.tf."
+  type        = string
+}
+
+variable "billing_account" {
+  description = "Billing account ID the project is linked to (budgets live on it)."
+  type        = string
+}
+
+variable "budget" {
+  description = "Monthly budget in USD and who hears about it."
+  type = object({
+    amount               = number
+    notification_emails  = map(string)
+    pubsub_notifications = bool
+  })
+}
+
+variable "jetstream_backup_retention_days" {
+  description = "Days JetStream snapshots are kept in the backup bucket."
+  type        = number
+}
+
+variable "labels" {
+  description = "Extra labels on every labelled resource (cost centre, owner)."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,77 @@
+# preprod: the production topology at a smaller size. Regional cluster and HA
+# PostgreSQL, so upgrades, failovers and restore drills are rehearsed here first.
+environment      = "preprod"
+project_id       = "acme-codigo-preprod"
+region           = "europe-west1"
+zones            = ["europe-west1-b", "europe-west1-c", "europe-west1-d"]
+regional_cluster = true
+
+network = {
+  subnet_cidr                 = "10.12.0.0/20"
+  pods_cidr                   = "10.22.0.0/16"
+  services_cidr               = "10.32.0.0/20"
+  private_service_access_cidr = "10.42.0.0/20"
+  master_cidr                 = "172.16.0.32/28"
+  flow_log_sampling           = 0.25
+  nat_static_ip_count         = 0
+}
+
+gke = {
+  release_channel            = "STABLE"
+  binary_authorization_mode  = "PROJECT_SINGLETON_POLICY_ENFORCE"
+  deletion_protection        = true
+  master_authorized_networks = []
+  # Per zone: 3 general nodes at minimum, one per zone for the NATS R3 peers.
+  general_pool = {
+    machine_type   = "e2-standard-4"
+    min_node_count = 1
+    max_node_count = 2
+    disk_size_gb   = 50
+    spot           = false
+  }
+  spot_pool = {
+    machine_type   = "e2-standard-4"
+    min_node_count = 0
+    max_node_count = 3
+    disk_size_gb   = 50
+  }
+}
+
+cloudsql = {
+  database_version            = "POSTGRES_16"
+  tier                        = "db-custom-2-7680"
+  availability_type           = "REGIONAL"
+  disk_size_gb                = 50
+  disk_autoresize_limit_gb    = 200
+  retained_backups            = 7
+  pitr_log_retention_days     = 7
+  maintenance_update_track    = "stable"
+  deletion_protection         = true
+  iam_database_authentication = true
+  extra_database_flags        = {}
+}
+
+artifact_registry = {
+  keep_recent_versions     = 20
+  delete_tagged_after_days = 90
+}
+
+github_repository          = "acme/codigo"
+github_repository_owner_id = ""
+github_apply_environment   = "preprod"
+
+state_bucket = "acme-codigo-tfstate"
+state_prefix = "codigo/preprod"
+
+billing_account = "000000-000000-000000"
+budget = {
+  amount               = 900
+  notification_emails  = { platform = "platform-team@example.com" }
+  pubsub_notifications = false
+}
+
+jetstream_backup_retention_days = 7
+
+labels = {
+  cost-center = "codigo"
+}
