@@ -28,6 +28,8 @@ passed=0
 failed=0
 failures=()
 
+indent() { sed 's/^/   /'; }
+
 check() {
   local name=$1
   shift
@@ -66,14 +68,14 @@ run_actionlint() {
 run_zizmor() {
   # --offline: no GitHub API here; online audits (impostor commits, known-vulnerable
   # actions) are covered by the pins being reviewed and by Dependabot.
-  "$gha_bin/zizmor" --offline --no-progress --show-audit-urls=never .
+  "$gha_bin/zizmor" --offline --no-progress --color=never --show-audit-urls=never .
 }
 
 run_checkov() {
   local out rc=0
   out="$(BC_SKIP_MAPPING=TRUE "$checkov_bin/checkov" -d .github --framework github_actions \
     --compact --quiet --skip-download 2>&1)" || rc=$?
-  echo "$out" | sed 's/^/   /'
+  indent <<<"$out"
   grep -Eq 'Passed checks: [1-9][0-9]*, Failed checks: 0' <<<"$out" ||
     { echo "checkov scanned no workflow or found failures" >&2; return 1; }
   return "$rc"
@@ -84,7 +86,7 @@ run_policy() {
 }
 
 run_gitops_helper_tests() {
-  "$gha_bin/python" scripts/check_workflows_gitops_test.py 2>&1 | sed 's/^/   /'
+  "$gha_bin/python" scripts/check_workflows_gitops_test.py 2>&1 | indent
   return "${PIPESTATUS[0]}"
 }
 
@@ -100,7 +102,7 @@ run_cargo_deny() {
   fi
   # duplicate versions are warnings by policy (deny.toml); show only the count and verdict
   echo "   $(grep -c '^warning\[duplicate\]' <<<"$out" || true) duplicate-version warnings"
-  grep -E '^(bans|advisories|licenses|sources) ' <<<"$out" | sed 's/^/   /'
+  grep -E '^(bans|advisories|licenses|sources) ' <<<"$out" | indent
 }
 
 check "shellcheck scripts/ and .ci/" run_shellcheck

@@ -185,3 +185,56 @@ pub async fn delete_topology(js: &jetstream::Context, names: &Names) {
         }
     }
 }
+
+pub type PullConsumer = consumer::Consumer<consumer::pull::Config>;
+
+/// The durable consumer of one job type, created again if it went missing (deleted by an
+/// operator, or lost with a NATS store).
+pub async fn bind_job_consumer(
+    js: &jetstream::Context,
+    names: &Names,
+    args: &JetStreamArgs,
+    job_type: &str,
+) -> Result<PullConsumer, SetupError> {
+    let stream_name = names.jobs_stream();
+    let stream = js
+        .get_stream(&stream_name)
+        .await
+        .map_err(|source| SetupError::Lookup {
+            stream: stream_name.clone(),
+            source,
+        })?;
+    let config = job_consumer_config(names, args, job_type);
+    let durable = config.durable_name.clone().unwrap_or_default();
+    stream
+        .create_consumer(config)
+        .await
+        .map_err(|source| SetupError::Consumer {
+            stream: stream_name,
+            consumer: durable,
+            source,
+        })
+}
+
+/// The advisories consumer shared by every worker replica.
+pub async fn bind_advisories_consumer(
+    js: &jetstream::Context,
+    names: &Names,
+) -> Result<PullConsumer, SetupError> {
+    let stream_name = names.advisories_stream();
+    let stream = js
+        .get_stream(&stream_name)
+        .await
+        .map_err(|source| SetupError::Lookup {
+            stream: stream_name.clone(),
+            source,
+        })?;
+    stream
+        .create_consumer(advisories_consumer_config(names))
+        .await
+        .map_err(|source| SetupError::Consumer {
+            stream: stream_name,
+            consumer: names.advisories_durable(),
+            source,
+        })
+}

@@ -3,7 +3,7 @@
 # into the bucket. See terraform/README.md, "Bootstrap".
 terraform {
   backend "gcs" {
-    bucket = "acme-codigo-tfstate"
+    bucket = "codigo-terraform-state"
     prefix = "codigo/bootstrap"
   }
 }

@@ -1,11 +1,15 @@
-admin_project_id = "acme-platform-admin"
-state_bucket     = "acme-codigo-tfstate"
+admin_project_id = "codigo-artifacts"
+region           = "europe-west1"
+state_bucket     = "codigo-terraform-state"
+
+github_repository          = "codigo/codigo"
+github_repository_owner_id = ""
 
 environment_projects = {
-  dev     = "acme-codigo-dev"
-  qa      = "acme-codigo-qa"
-  preprod = "acme-codigo-preprod"
-  prod    = "acme-codigo-prod"
+  dev     = "codigo-dev"
+  qa      = "codigo-qa"
+  preprod = "codigo-preprod"
+  prod    = "codigo-prod"
 }
 
 state_admins = ["group:platform-admins@example.com"]

@@ -1,6 +1,35 @@
 variable "admin_project_id" {
-  description = "Project that holds shared platform resources: the Terraform state bucket."
+  description = "Shared project (codigo-artifacts): the Terraform state bucket, the image registry and the GitHub federation pool."
   type        = string
+}
+
+variable "region" {
+  description = "Region of the image registry (the clusters' region: pulls stay in-region and free)."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "github_repository" {
+  description = "GitHub repository (OWNER/NAME) allowed to federate into the pool."
+  type        = string
+}
+
+variable "github_repository_owner_id" {
+  description = "Numeric ID of the repository owner, pinned in the federation condition (empty to match on the name only)."
+  type        = string
+  default     = ""
+}
+
+variable "registry_retention" {
+  description = "Image retention of the shared registry: versions always kept per image, and age after which other images go."
+  type = object({
+    keep_recent_versions     = number
+    delete_tagged_after_days = number
+  })
+  default = {
+    keep_recent_versions     = 30
+    delete_tagged_after_days = 180
+  }
 }
 
 variable "state_bucket" {

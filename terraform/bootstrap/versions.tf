@@ -11,4 +11,5 @@ terraform {
 
 provider "google" {
   project = var.admin_project_id
+  region  = var.region
 }

@@ -1,7 +1,7 @@
 # dev: cheapest shape that still runs the whole pipeline. Zonal cluster (covered
 # by the GKE free tier), every node on Spot, shared-core PostgreSQL, no HA.
 environment      = "dev"
-project_id       = "acme-codigo-dev"
+project_id       = "codigo-dev"
 region           = "europe-west1"
 zones            = ["europe-west1-b"]
 regional_cluster = false
@@ -50,16 +50,13 @@ cloudsql = {
   extra_database_flags        = {}
 }
 
-artifact_registry = {
-  keep_recent_versions     = 10
-  delete_tagged_after_days = 30
-}
 
-github_repository          = "acme/codigo"
-github_repository_owner_id = ""
-github_apply_environment   = "dev"
+github_repository             = "codigo/codigo"
+github_workload_identity_pool = "projects/000000000000/locations/global/workloadIdentityPools/github"
+github_repository_owner_id    = ""
+github_apply_environment      = "dev"
 
-state_bucket = "acme-codigo-tfstate"
+state_bucket = "codigo-terraform-state"
 state_prefix = "codigo/dev"
 
 billing_account = "000000-000000-000000"

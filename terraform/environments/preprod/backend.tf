@@ -3,7 +3,7 @@
 # checks that they do).
 terraform {
   backend "gcs" {
-    bucket = "acme-codigo-tfstate"
+    bucket = "codigo-terraform-state"
     prefix = "codigo/preprod"
   }
 }

@@ -1,5 +1,6 @@
-# One environment of Codigo: VPC, private GKE, Cloud SQL, registry, CI
-# federation, workload identities, backups and a budget. Every environment root
+# One environment of Codigo: VPC, private GKE, Cloud SQL, secrets, workload
+# identities, Terraform's own CI identities, backups and a budget. The image
+# registry and the GitHub federation pool are shared and live in bootstrap/. Every environment root
 # has this same file; differences live in terraform.tfvars and backend.tf.
 
 locals {
@@ -34,15 +35,16 @@ module "network" {
 module "gke" {
   source = "../../modules/gke"
 
-  project_id             = var.project_id
-  name                   = local.name
-  location               = local.cluster_location
-  node_locations         = local.node_locations
-  network_id             = module.network.network_id
-  subnetwork_id          = module.network.subnet_id
-  pods_range_name        = module.network.pods_range_name
-  services_range_name    = module.network.services_range_name
-  master_ipv4_cidr_block = var.network.master_cidr
+  project_id                 = var.project_id
+  name                       = local.name
+  node_service_account_email = "codigo-gke-nodes@${var.project_id}.iam.gserviceaccount.com"
+  location                   = local.cluster_location
+  node_locations             = local.node_locations
+  network_id                 = module.network.network_id
+  subnetwork_id              = module.network.subnet_id
+  pods_range_name            = module.network.pods_range_name
+  services_range_name        = module.network.services_range_name
+  master_ipv4_cidr_block     = var.network.master_cidr
   master_authorized_networks = concat(
     [{ cidr_block = module.network.subnet_cidr, display_name = "${local.name} nodes and in-VPC operators" }],
     var.gke.master_authorized_networks,
@@ -72,7 +74,7 @@ module "cloudsql" {
   deletion_protection          = var.cloudsql.deletion_protection
   extra_database_flags         = var.cloudsql.extra_database_flags
   iam_database_authentication  = var.cloudsql.iam_database_authentication
-  iam_service_accounts         = module.workload_identity.service_account_emails
+  iam_service_accounts         = { for k, email in module.workload_identity.service_account_emails : k => email if contains(["producer", "consumer", "ctl"], k) }
   secret_replication_locations = [var.region]
   labels                       = local.labels
 
@@ -87,25 +89,33 @@ module "workload_identity" {
   source = "../../modules/workload_identity"
 
   project_id             = var.project_id
-  name                   = local.name
+  project_number         = data.google_project.this.number
+  name                   = "codigo"
   workload_identity_pool = module.gke.workload_identity_pool
   namespace              = "codigo"
 
+  # Account IDs are what the chart's values expect:
+  # codigo-producer@codigo-<env>.iam.gserviceaccount.com, external-secrets@...
   workloads = {
     producer = {
       kubernetes_service_account = "codigo-producer"
       project_roles              = local.database_iam_roles
-      secrets                    = { database-url = module.cloudsql.database_url_secret_names["app"] }
     }
     consumer = {
       kubernetes_service_account = "codigo-consumer"
       project_roles              = local.database_iam_roles
-      secrets                    = { database-url = module.cloudsql.database_url_secret_names["app"] }
     }
     ctl = {
       kubernetes_service_account = "codigo-ctl"
       project_roles              = local.database_iam_roles
-      secrets                    = { database-url = module.cloudsql.database_url_secret_names["migration"] }
+    }
+    # The workloads never read Secret Manager themselves: the External Secrets
+    # controller syncs codigo-<env>-* secrets into Kubernetes Secrets.
+    external-secrets = {
+      kubernetes_service_account = "external-secrets"
+      namespace                  = "external-secrets"
+      account_id                 = "external-secrets"
+      secret_prefix              = "${local.name}-"
     }
   }
 }
@@ -119,34 +129,32 @@ locals {
 module "github_oidc" {
   source = "../../modules/github_oidc"
 
-  project_id          = var.project_id
-  name                = local.name
-  repository          = var.github_repository
-  repository_owner_id = var.github_repository_owner_id
-  apply_environment   = var.github_apply_environment
-  state_bucket        = var.state_bucket
-  state_prefix        = var.state_prefix
-  billing_account     = var.billing_account
+  project_id                        = var.project_id
+  name                              = "codigo"
+  repository                        = var.github_repository
+  repository_owner_id               = var.github_repository_owner_id
+  create_pool                       = false
+  pool_name                         = var.github_workload_identity_pool
+  create_terraform_service_accounts = true
+  apply_environment                 = var.github_apply_environment
+  state_bucket                      = var.state_bucket
+  state_prefix                      = var.state_prefix
+  billing_account                   = var.billing_account
 }
 
-module "artifact_registry" {
-  source = "../../modules/artifact_registry"
+module "app_secrets" {
+  source = "../../modules/app_secrets"
 
-  project_id               = var.project_id
-  location                 = var.region
-  keep_recent_versions     = var.artifact_registry.keep_recent_versions
-  delete_tagged_after_days = var.artifact_registry.delete_tagged_after_days
-  labels                   = local.labels
-
-  reader_members = { gke-nodes = module.gke.node_service_account_member }
-  writer_members = { github-ci = module.github_oidc.ci_service_account_member }
+  project_id            = var.project_id
+  prefix                = local.name
+  replication_locations = [var.region]
+  labels                = local.labels
 }
 
 module "jetstream_backups" {
   source = "../../modules/backup_bucket"
 
   project_id             = var.project_id
-  name                   = local.name
   location               = "EU"
   retention_days         = var.jetstream_backup_retention_days
   workload_identity_pool = module.gke.workload_identity_pool

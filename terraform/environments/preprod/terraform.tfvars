@@ -1,7 +1,7 @@
 # preprod: the production topology at a smaller size. Regional cluster and HA
 # PostgreSQL, so upgrades, failovers and restore drills are rehearsed here first.
 environment      = "preprod"
-project_id       = "acme-codigo-preprod"
+project_id       = "codigo-preprod"
 region           = "europe-west1"
 zones            = ["europe-west1-b", "europe-west1-c", "europe-west1-d"]
 regional_cluster = true
@@ -51,16 +51,13 @@ cloudsql = {
   extra_database_flags        = {}
 }
 
-artifact_registry = {
-  keep_recent_versions     = 20
-  delete_tagged_after_days = 90
-}
 
-github_repository          = "acme/codigo"
-github_repository_owner_id = ""
-github_apply_environment   = "preprod"
+github_repository             = "codigo/codigo"
+github_workload_identity_pool = "projects/000000000000/locations/global/workloadIdentityPools/github"
+github_repository_owner_id    = ""
+github_apply_environment      = "preprod"
 
-state_bucket = "acme-codigo-tfstate"
+state_bucket = "codigo-terraform-state"
 state_prefix = "codigo/preprod"
 
 billing_account = "000000-000000-000000"

@@ -35,21 +35,6 @@ output "spot_pool_scheduling" {
   }
 }
 
-output "artifact_registry_url" {
-  description = "Image prefix (gitops: image.registry; GitHub variable GAR_REPOSITORY_<ENV>)."
-  value       = module.artifact_registry.repository_url
-}
-
-output "workload_identity_provider" {
-  description = "Provider for google-github-actions/auth (GitHub variable GCP_WORKLOAD_IDENTITY_PROVIDER_<ENV>)."
-  value       = module.github_oidc.workload_identity_provider
-}
-
-output "ci_service_account_email" {
-  description = "Service account that pushes images (GitHub variable GCP_CI_SERVICE_ACCOUNT_<ENV>)."
-  value       = module.github_oidc.ci_service_account_email
-}
-
 output "tf_plan_service_account_email" {
   description = "Service account for terraform plan (GitHub variable GCP_TF_PLAN_SERVICE_ACCOUNT_<ENV>)."
   value       = module.github_oidc.plan_service_account_email
@@ -61,13 +46,18 @@ output "tf_apply_service_account_email" {
 }
 
 output "kubernetes_service_account_annotations" {
-  description = "Workload Identity annotations per Kubernetes service account (gitops: producer/consumer/ctl serviceAccount.annotations)."
+  description = "Workload Identity annotations keyed namespace/name (gitops: serviceAccounts.*.annotations of the chart, external-secrets serviceAccount.annotations)."
   value       = module.workload_identity.kubernetes_service_account_annotations
 }
 
-output "database_url_secret_ids" {
-  description = "Secret Manager secrets holding DATABASE_URL, keyed app / migration (gitops: ExternalSecret remoteRef.key)."
-  value       = module.cloudsql.database_url_secret_ids
+output "secret_ids" {
+  description = "Secret Manager secret IDs by short name (gitops: externalSecrets.remoteKeys and the platform app's ExternalSecrets)."
+  value       = merge(module.cloudsql.secret_ids, module.app_secrets.secret_ids)
+}
+
+output "secrets_awaiting_value" {
+  description = "Secrets an operator fills by hand before the first sync (gcloud secrets versions add)."
+  value       = module.app_secrets.awaiting_value
 }
 
 output "cloudsql_instance_name" {

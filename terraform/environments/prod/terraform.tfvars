@@ -2,7 +2,7 @@
 # backups and 7 days of point-in-time recovery, fixed NAT egress IPs for
 # webhook receivers' allowlists.
 environment      = "prod"
-project_id       = "acme-codigo-prod"
+project_id       = "codigo-prod"
 region           = "europe-west1"
 zones            = ["europe-west1-b", "europe-west1-c", "europe-west1-d"]
 regional_cluster = true
@@ -52,16 +52,13 @@ cloudsql = {
   extra_database_flags        = {}
 }
 
-artifact_registry = {
-  keep_recent_versions     = 30
-  delete_tagged_after_days = 180
-}
 
-github_repository          = "acme/codigo"
-github_repository_owner_id = ""
-github_apply_environment   = "prod"
+github_repository             = "codigo/codigo"
+github_workload_identity_pool = "projects/000000000000/locations/global/workloadIdentityPools/github"
+github_repository_owner_id    = ""
+github_apply_environment      = "prod"
 
-state_bucket = "acme-codigo-tfstate"
+state_bucket = "codigo-terraform-state"
 state_prefix = "codigo/prod"
 
 billing_account = "000000-000000-000000"

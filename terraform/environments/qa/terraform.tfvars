@@ -1,7 +1,7 @@
 # qa: zonal, on-demand general pool so test runs are not preempted, Spot
 # consumers, small dedicated-core PostgreSQL without HA.
 environment      = "qa"
-project_id       = "acme-codigo-qa"
+project_id       = "codigo-qa"
 region           = "europe-west1"
 zones            = ["europe-west1-c"]
 regional_cluster = false
@@ -50,16 +50,13 @@ cloudsql = {
   extra_database_flags        = {}
 }
 
-artifact_registry = {
-  keep_recent_versions     = 20
-  delete_tagged_after_days = 60
-}
 
-github_repository          = "acme/codigo"
-github_repository_owner_id = ""
-github_apply_environment   = "qa"
+github_repository             = "codigo/codigo"
+github_workload_identity_pool = "projects/000000000000/locations/global/workloadIdentityPools/github"
+github_repository_owner_id    = ""
+github_apply_environment      = "qa"
 
-state_bucket = "acme-codigo-tfstate"
+state_bucket = "codigo-terraform-state"
 state_prefix = "codigo/qa"
 
 billing_account = "000000-000000-000000"

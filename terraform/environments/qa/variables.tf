@@ -85,14 +85,6 @@ variable "cloudsql" {
   })
 }
 
-variable "artifact_registry" {
-  description = "Image retention of the environment's registry."
-  type = object({
-    keep_recent_versions     = number
-    delete_tagged_after_days = number
-  })
-}
-
 variable "github_repository" {
   description = "GitHub repository (OWNER/NAME) whose workflows may federate into this project."
   type        = string
@@ -102,6 +94,11 @@ variable "github_repository_owner_id" {
   description = "Numeric ID of the repository owner, pinned in the federation condition (empty to match on the name only)."
   type        = string
   default     = ""
+}
+
+variable "github_workload_identity_pool" {
+  description = "Full name of the shared GitHub workload identity pool (bootstrap output github_workload_identity_pool)."
+  type        = string
 }
 
 variable "github_apply_environment" {

@@ -2,7 +2,7 @@
 resource "google_storage_bucket" "jetstream" {
   #checkov:skip=CKV_GCP_62:Data access to this bucket is recorded by Cloud Audit Logs (DATA_WRITE/DATA_READ); legacy usage-log buckets add nothing.
   project       = var.project_id
-  name          = "${var.name}-jetstream-backups-${var.project_id}"
+  name          = "${var.project_id}-jetstream-backups"
   location      = var.location
   storage_class = "STANDARD"
   labels        = var.labels

@@ -1,6 +1,6 @@
 resource "google_service_account" "backup" {
   project      = var.project_id
-  account_id   = "${var.name}-nats-backup"
+  account_id   = var.service_account_id
   display_name = "JetStream snapshot CronJob (${var.namespace}/${var.kubernetes_service_account})"
   description  = "Writes stream snapshots; cannot read or delete them."
 }

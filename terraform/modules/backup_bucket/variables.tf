@@ -3,9 +3,10 @@ variable "project_id" {
   type        = string
 }
 
-variable "name" {
-  description = "Prefix of the bucket and service account, e.g. codigo-prod. Bucket names are global, so the project ID is appended."
+variable "service_account_id" {
+  description = "Account ID of the backup CronJob's Google service account."
   type        = string
+  default     = "codigo-nats-backup"
 }
 
 variable "location" {

@@ -28,14 +28,14 @@ output "migration_user" {
   value       = google_sql_user.migration.name
 }
 
-output "database_url_secret_ids" {
-  description = "Secret Manager secret IDs holding DATABASE_URL, keyed app / migration."
-  value       = { for k, s in google_secret_manager_secret.database_url : k => s.secret_id }
+output "secret_ids" {
+  description = "Secret Manager secret IDs, keyed database-url-app / database-url-migration / postgres-monitoring-password (gitops: ExternalSecret remoteRef.key)."
+  value       = { for k, s in google_secret_manager_secret.database : k => s.secret_id }
 }
 
-output "database_url_secret_names" {
-  description = "Full Secret Manager resource names holding DATABASE_URL, keyed app / migration (for IAM bindings)."
-  value       = { for k, s in google_secret_manager_secret.database_url : k => s.id }
+output "monitoring_user" {
+  description = "Login of postgres_exporter."
+  value       = google_sql_user.monitoring.name
 }
 
 output "app_database_url" {

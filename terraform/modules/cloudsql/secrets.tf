@@ -1,18 +1,19 @@
 locals {
   host = google_sql_database_instance.this.private_ip_address
-  database_urls = {
-    app       = "postgres://${var.app_user}:${random_password.app.result}@${local.host}:5432/${var.database_name}?sslmode=require"
-    migration = "postgres://${var.migration_user}:${random_password.migration.result}@${local.host}:5432/${var.database_name}?sslmode=require"
+  # Secret ID suffix => value. The gitops side reads these names
+  # (codigo-<env>-database-url-app, ...) through External Secrets.
+  database_secrets = {
+    database-url-app             = "postgres://${var.app_user}:${random_password.app.result}@${local.host}:5432/${var.database_name}?sslmode=require"
+    database-url-migration       = "postgres://${var.migration_user}:${random_password.migration.result}@${local.host}:5432/${var.database_name}?sslmode=require"
+    postgres-monitoring-password = random_password.monitoring.result
   }
 }
 
-# DATABASE_URL for the workloads, synced into Kubernetes Secrets by the gitops
-# side (External Secrets or the Secret Manager CSI add-on).
-resource "google_secret_manager_secret" "database_url" {
-  for_each = local.database_urls
+resource "google_secret_manager_secret" "database" {
+  for_each = local.database_secrets
 
   project   = var.project_id
-  secret_id = "${var.name}-database-url-${each.key}"
+  secret_id = "${var.name}-${each.key}"
   labels    = var.labels
 
   replication {
@@ -27,9 +28,9 @@ resource "google_secret_manager_secret" "database_url" {
   }
 }
 
-resource "google_secret_manager_secret_version" "database_url" {
-  for_each = local.database_urls
+resource "google_secret_manager_secret_version" "database" {
+  for_each = local.database_secrets
 
-  secret      = google_secret_manager_secret.database_url[each.key].id
+  secret      = google_secret_manager_secret.database[each.key].id
   secret_data = each.value
 }

@@ -12,6 +12,11 @@ resource "random_password" "migration" {
   special = false
 }
 
+resource "random_password" "monitoring" {
+  length  = 32
+  special = false
+}
+
 resource "google_sql_user" "app" {
   project  = var.project_id
   instance = google_sql_database_instance.this.name
@@ -24,6 +29,13 @@ resource "google_sql_user" "migration" {
   instance = google_sql_database_instance.this.name
   name     = var.migration_user
   password = random_password.migration.result
+}
+
+resource "google_sql_user" "monitoring" {
+  project  = var.project_id
+  instance = google_sql_database_instance.this.name
+  name     = var.monitoring_user
+  password = random_password.monitoring.result
 }
 
 resource "google_sql_user" "iam" {

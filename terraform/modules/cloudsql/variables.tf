@@ -140,6 +140,12 @@ variable "migration_user" {
   default     = "codigo_migrator"
 }
 
+variable "monitoring_user" {
+  description = "Login of postgres_exporter; its grant (pg_monitor) is applied by SQL, see terraform/README.md."
+  type        = string
+  default     = "codigo_monitoring"
+}
+
 variable "secret_replication_locations" {
   description = "Regions where the Secret Manager copies of the database URLs are stored."
   type        = list(string)

@@ -1,4 +1,6 @@
 resource "google_iam_workload_identity_pool" "github" {
+  count = var.create_pool ? 1 : 0
+
   project                   = var.project_id
   workload_identity_pool_id = var.pool_id
   display_name              = "GitHub Actions"
@@ -8,12 +10,15 @@ resource "google_iam_workload_identity_pool" "github" {
 locals {
   owner_condition     = var.repository_owner_id == "" ? "" : " && assertion.repository_owner_id == \"${var.repository_owner_id}\""
   attribute_condition = "assertion.repository == \"${var.repository}\"${local.owner_condition}"
+  pool_name           = var.create_pool ? google_iam_workload_identity_pool.github[0].name : var.pool_name
 }
 
 resource "google_iam_workload_identity_pool_provider" "github" {
   #checkov:skip=CKV_GCP_125:The condition pins the repository (and optionally the owner ID); finer trust is set per service account: apply accepts only the subject repo:OWNER/NAME:environment:ENV, so one provider serves image push, plan and apply without a wildcard.
+  count = var.create_pool ? 1 : 0
+
   project                            = var.project_id
-  workload_identity_pool_id          = google_iam_workload_identity_pool.github.workload_identity_pool_id
+  workload_identity_pool_id          = google_iam_workload_identity_pool.github[0].workload_identity_pool_id
   workload_identity_pool_provider_id = var.provider_id
   display_name                       = "GitHub OIDC"
   description                        = "token.actions.githubusercontent.com, restricted to ${var.repository}."

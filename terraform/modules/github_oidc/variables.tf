@@ -4,8 +4,33 @@ variable "project_id" {
 }
 
 variable "name" {
-  description = "Name prefix of the service accounts, e.g. codigo-dev (account IDs are limited to 30 characters)."
+  description = "Prefix of the service account IDs, e.g. codigo (the project already scopes them to one environment)."
   type        = string
+  default     = "codigo"
+}
+
+variable "create_pool" {
+  description = "Create the pool and its GitHub provider here (the bootstrap root does, once per organisation). When false, pool_name points at that existing pool."
+  type        = bool
+  default     = true
+}
+
+variable "pool_name" {
+  description = "Full name of an existing pool (projects/NUMBER/locations/global/workloadIdentityPools/ID), used when create_pool is false."
+  type        = string
+  default     = ""
+}
+
+variable "create_ci_service_account" {
+  description = "Create the service account that pushes images and charts (in the project that holds the registry)."
+  type        = bool
+  default     = false
+}
+
+variable "create_terraform_service_accounts" {
+  description = "Create the plan and apply service accounts of this project's Terraform root."
+  type        = bool
+  default     = false
 }
 
 variable "repository" {
@@ -39,6 +64,7 @@ variable "provider_id" {
 variable "apply_environment" {
   description = "GitHub environment whose jobs may impersonate the apply service account (protect it with required reviewers and a main-only branch rule)."
   type        = string
+  default     = ""
 }
 
 variable "plan_roles" {
@@ -74,13 +100,15 @@ variable "apply_roles" {
 }
 
 variable "state_bucket" {
-  description = "GCS bucket holding Terraform state."
+  description = "GCS bucket holding Terraform state (needed with create_terraform_service_accounts)."
   type        = string
+  default     = ""
 }
 
 variable "state_prefix" {
   description = "Object prefix of this environment's state in the bucket (same as backend.tf's prefix). Access is limited to it with an IAM condition."
   type        = string
+  default     = ""
 }
 
 variable "billing_account" {

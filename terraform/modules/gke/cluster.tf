@@ -136,7 +136,7 @@ resource "google_container_cluster" "this" {
   # Settings for the throw-away default pool that exists only while the cluster
   # is being created.
   node_config {
-    service_account = google_service_account.nodes.email
+    service_account = var.node_service_account_email
     oauth_scopes    = ["https://www.googleapis.com/auth/cloud-platform"]
     image_type      = "COS_CONTAINERD"
     metadata = {
@@ -156,6 +156,4 @@ resource "google_container_cluster" "this" {
   lifecycle {
     ignore_changes = [node_config, initial_node_count]
   }
-
-  depends_on = [google_project_iam_member.nodes]
 }

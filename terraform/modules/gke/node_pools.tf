@@ -37,7 +37,7 @@ resource "google_container_node_pool" "general" {
     disk_type       = "pd-balanced"
     disk_size_gb    = var.general_pool.disk_size_gb
     image_type      = "COS_CONTAINERD"
-    service_account = google_service_account.nodes.email
+    service_account = var.node_service_account_email
     oauth_scopes    = ["https://www.googleapis.com/auth/cloud-platform"]
     tags            = [local.node_tag]
     resource_labels = var.labels
@@ -96,7 +96,7 @@ resource "google_container_node_pool" "spot" {
     disk_type       = "pd-balanced"
     disk_size_gb    = var.spot_pool.disk_size_gb
     image_type      = "COS_CONTAINERD"
-    service_account = google_service_account.nodes.email
+    service_account = var.node_service_account_email
     oauth_scopes    = ["https://www.googleapis.com/auth/cloud-platform"]
     tags            = [local.node_tag]
     resource_labels = var.labels

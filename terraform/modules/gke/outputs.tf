@@ -36,13 +36,8 @@ output "workload_identity_pool" {
 }
 
 output "node_service_account_email" {
-  description = "Service account of the nodes (needs pull access to Artifact Registry)."
-  value       = google_service_account.nodes.email
-}
-
-output "node_service_account_member" {
-  description = "IAM member string of the node service account."
-  value       = google_service_account.nodes.member
+  description = "Service account the nodes run as."
+  value       = var.node_service_account_email
 }
 
 output "spot_pool_taint" {

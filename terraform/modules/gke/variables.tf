@@ -19,6 +19,11 @@ variable "node_locations" {
   default     = []
 }
 
+variable "node_service_account_email" {
+  description = "Service account the nodes run as. It is created by the bootstrap root with only roles/container.defaultNodeServiceAccount and pull access to the shared registry, never the Compute Engine default account (Editor)."
+  type        = string
+}
+
 variable "network_id" {
   description = "VPC ID the cluster attaches to."
   type        = string

@@ -10,16 +10,17 @@ locals {
       for key, secret in cfg.secrets : "${w}/${key}" => { workload = w, secret = secret }
     }
   ]...)
+
+  secret_prefixes = { for w, cfg in var.workloads : w => cfg.secret_prefix if cfg.secret_prefix != "" }
 }
 
-# The pod's Kubernetes service account may act as the Google service account;
-# nothing else in the cluster can.
+# Only the pod's own Kubernetes service account may act as the Google one.
 resource "google_service_account_iam_member" "workload_identity" {
   for_each = var.workloads
 
   service_account_id = google_service_account.workload[each.key].name
   role               = "roles/iam.workloadIdentityUser"
-  member             = "serviceAccount:${var.workload_identity_pool}[${var.namespace}/${each.value.kubernetes_service_account}]"
+  member             = "serviceAccount:${var.workload_identity_pool}[${coalesce(each.value.namespace, var.namespace)}/${each.value.kubernetes_service_account}]"
 }
 
 resource "google_project_iam_member" "workload" {
@@ -37,4 +38,20 @@ resource "google_secret_manager_secret_iam_member" "workload" {
   secret_id = each.value.secret
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.workload[each.value.workload].member
+}
+
+# Secrets added later by hand (API keys, rotated passwords) are covered by the
+# name prefix without another Terraform change.
+resource "google_project_iam_member" "secret_prefix" {
+  for_each = local.secret_prefixes
+
+  project = var.project_id
+  role    = "roles/secretmanager.secretAccessor"
+  member  = google_service_account.workload[each.key].member
+
+  condition {
+    title       = "secrets-${trimsuffix(each.value, "-")}"
+    description = "Secret Manager secrets whose name starts with ${each.value}."
+    expression  = "resource.name.startsWith(\"projects/${var.project_number}/secrets/${each.value}\")"
+  }
 }

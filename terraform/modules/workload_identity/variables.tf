@@ -3,9 +3,15 @@ variable "project_id" {
   type        = string
 }
 
-variable "name" {
-  description = "Prefix of the service account IDs, e.g. codigo-prod (IDs are limited to 30 characters)."
+variable "project_number" {
+  description = "Number of the project; Secret Manager resource names in IAM conditions use it."
   type        = string
+}
+
+variable "name" {
+  description = "Prefix of the default service account IDs: <name>-<workload>, e.g. codigo-producer (the project scopes them to one environment)."
+  type        = string
+  default     = "codigo"
 }
 
 variable "workload_identity_pool" {
@@ -14,16 +20,19 @@ variable "workload_identity_pool" {
 }
 
 variable "namespace" {
-  description = "Kubernetes namespace of the Codigo workloads."
+  description = "Default Kubernetes namespace of the workloads."
   type        = string
   default     = "codigo"
 }
 
 variable "workloads" {
-  description = "One Google service account per workload: the Kubernetes service account it is bound to, its project roles, and the Secret Manager secrets (full names) it may read."
+  description = "One Google service account per workload: its Kubernetes service account (and namespace, account ID when not the default), project roles, individual Secret Manager secrets it may read (full names), and a secret name prefix it may read (for the External Secrets controller)."
   type = map(object({
     kubernetes_service_account = string
+    namespace                  = optional(string)
+    account_id                 = optional(string)
     project_roles              = optional(list(string), [])
     secrets                    = optional(map(string), {})
+    secret_prefix              = optional(string, "")
   }))
 }

@@ -1,0 +1,102 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use codigo_common::config::{DatabaseArgs, JetStreamArgs, NatsArgs, TelemetryArgs};
+use codigo_schemas::registry;
+
+/// Codigo workers: pull jobs from JetStream, run their handlers, record outcomes in Postgres.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "codigo-consumer", version)]
+pub struct Config {
+    /// HTTP listen address (health, readiness, metrics).
+    #[arg(long, env = "CODIGO_HTTP_ADDR", default_value = "0.0.0.0:9464")]
+    pub http_addr: SocketAddr,
+    /// Job types this replica serves, comma separated; empty serves every registered type.
+    #[arg(long, env = "CODIGO_JOB_TYPES", value_delimiter = ',')]
+    pub job_types: Vec<String>,
+    /// Jobs processed at once, per job type.
+    #[arg(long, env = "CODIGO_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: usize,
+    /// HMAC-SHA256 key that signs webhook bodies; required when webhook.deliver is served.
+    #[arg(long, env = "CODIGO_WEBHOOK_SIGNING_KEY", hide_env_values = true)]
+    pub webhook_signing_key: Option<String>,
+    /// Allow webhooks to private, loopback and link-local addresses (local use and tests).
+    #[arg(long, env = "CODIGO_WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
+    pub webhook_allow_private: bool,
+    /// Seconds a webhook target gets to answer.
+    #[arg(long, env = "CODIGO_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
+    pub webhook_timeout_secs: u64,
+    /// First retry delay in milliseconds; doubles per attempt, with jitter.
+    #[arg(long, env = "CODIGO_RETRY_BASE_MS", default_value_t = 1000)]
+    pub retry_base_ms: u64,
+    /// Longest retry delay in seconds.
+    #[arg(long, env = "CODIGO_RETRY_MAX_SECS", default_value_t = 300)]
+    pub retry_max_secs: u64,
+    /// Seconds in-flight jobs get to finish after SIGTERM before they are handed back.
+    #[arg(long, env = "CODIGO_SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
+    pub shutdown_timeout_secs: u64,
+    /// How long one pull request waits for jobs, in milliseconds.
+    #[arg(long, env = "CODIGO_FETCH_EXPIRES_MS", default_value_t = 5000, hide = true)]
+    pub fetch_expires_ms: u64,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub jetstream: JetStreamArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// The job types to serve, checked against the registry.
+    pub fn served_job_types(&self) -> Result<Vec<&'static str>, ConfigError> {
+        let wanted: Vec<&str> = self
+            .job_types
+            .iter()
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(registry().names().collect());
+        }
+        wanted
+            .into_iter()
+            .map(|name| {
+                registry().job_type(name).map(|t| t.name).map_err(|_| {
+                    ConfigError(format!(
+                        "CODIGO_JOB_TYPES names {name:?}, which is not registered; known: {}",
+                        registry().names().collect::<Vec<_>>().join(", ")
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    pub fn validate(&self) -> Result<Vec<&'static str>, ConfigError> {
+        self.jetstream.validate().map_err(ConfigError)?;
+        if self.concurrency == 0 {
+            return Err(ConfigError("CODIGO_CONCURRENCY must be at least 1".into()));
+        }
+        let served = self.served_job_types()?;
+        if served.contains(&codigo_schemas::WEBHOOK_DELIVER)
+            && self.webhook_signing_key.as_deref().unwrap_or_default().len() < 16
+        {
+            return Err(ConfigError(
+                "serving webhook.deliver needs CODIGO_WEBHOOK_SIGNING_KEY (at least 16 characters), \
+                 or leave webhook.deliver out of CODIGO_JOB_TYPES"
+                    .into(),
+            ));
+        }
+        Ok(served)
+    }
+
+    pub fn fetch_expires(&self) -> Duration {
+        Duration::from_millis(self.fetch_expires_ms.max(500))
+    }
+}

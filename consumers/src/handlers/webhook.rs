@@ -1,0 +1,314 @@
+//! `webhook.deliver`: POST a JSON body, signed with HMAC-SHA256, to an http(s) URL.
+//!
+//! 2xx succeeds; timeouts, connection failures, 408, 429 and 5xx are retried with back-off;
+//! any other status fails permanently. Targets on private, loopback or link-local addresses
+//! are refused (checked on every resolved address, so DNS cannot smuggle them in) unless
+//! explicitly allowed.
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use codigo_schemas::WebhookDeliver;
+use hmac::{Hmac, Mac};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use sha2::Sha256;
+use sqlx::PgPool;
+
+use super::{db_failure, typed, Handler, Job, Outcome, Unavailable};
+use crate::store;
+
+#[derive(Clone)]
+pub struct WebhookSettings {
+    pub signing_key: String,
+    pub allow_private: bool,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("allow_private", &self.allow_private)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookSetupError {
+    #[error("webhook.deliver needs CODIGO_WEBHOOK_SIGNING_KEY")]
+    NoKey,
+    #[error("no handler is registered for job type {0:?}")]
+    NoHandler(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// Longest Retry-After from a target we honour; beyond it the retry policy decides.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// Headers a job may not set: they belong to the transport or to our signature.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "x-codigo-job-id",
+    "x-codigo-signature",
+];
+
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{host} resolves only to private, loopback or link-local addresses, which webhooks may not reach (CODIGO_WEBHOOK_ALLOW_PRIVATE)")]
+struct BlockedAddress {
+    host: String,
+}
+
+/// Resolves names and drops every address webhooks may not reach.
+struct GuardedResolver;
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|addr| is_public(addr.ip()))
+                .collect();
+            if resolved.is_empty() {
+                return Err(Box::new(BlockedAddress { host }) as Box<_>);
+            }
+            Ok(Box::new(resolved.into_iter()) as Addrs)
+        })
+    }
+}
+
+fn blocked(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<BlockedAddress>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+pub struct WebhookHandler {
+    pool: PgPool,
+    client: reqwest::Client,
+    settings: WebhookSettings,
+}
+
+impl WebhookHandler {
+    pub fn new(pool: PgPool, settings: WebhookSettings) -> Result<Self, WebhookSetupError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("codigo-webhook/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(16);
+        if !settings.allow_private {
+            builder = builder.dns_resolver(Arc::new(GuardedResolver));
+        }
+        Ok(Self {
+            pool,
+            client: builder.build()?,
+            settings,
+        })
+    }
+
+    pub fn signature(key: &str, body: &[u8]) -> String {
+        // HMAC takes keys of any length.
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    fn check_target(&self, url: &reqwest::Url) -> Result<(), String> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("scheme {} is not http or https", url.scheme()));
+        }
+        if self.settings.allow_private {
+            return Ok(());
+        }
+        // Literal addresses never reach the resolver, so they are checked here.
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            Some(url::Host::Domain(domain)) if domain.eq_ignore_ascii_case("localhost") => {
+                return Err("localhost is not a reachable webhook target".into())
+            }
+            _ => None,
+        };
+        match literal {
+            Some(ip) if !is_public(ip) => Err(format!(
+                "{ip} is a private, loopback or link-local address, which webhooks may not reach"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn record(&self, job: &Job<'_>, url: &str, status: u16) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (job_id, url, status_code, attempts)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (job_id) DO UPDATE
+               SET status_code = EXCLUDED.status_code, attempts = EXCLUDED.attempts,
+                   delivered_at = now()",
+        )
+        .bind(job.record.id)
+        .bind(url)
+        .bind(i32::from(status))
+        .bind(job.record.attempts)
+        .execute(&mut *tx)
+        .await?;
+        let result = serde_json::json!({"status_code": status});
+        store::record_success(&mut *tx, &job.record, Some(&result)).await?;
+        tx.commit().await
+    }
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+#[async_trait]
+impl Handler for WebhookHandler {
+    fn job_type(&self) -> &'static str {
+        codigo_schemas::WEBHOOK_DELIVER
+    }
+
+    #[tracing::instrument(name = "webhook_deliver", skip_all, fields(job_id = %job.record.id))]
+    async fn handle(&self, job: &Job<'_>) -> Result<Outcome, Unavailable> {
+        let request: WebhookDeliver = match typed(&job.envelope.payload) {
+            Ok(r) => r,
+            Err(outcome) => return Ok(outcome),
+        };
+        let url = match reqwest::Url::parse(&request.url) {
+            Ok(url) => url,
+            Err(e) => {
+                return Ok(Outcome::Permanent {
+                    error: format!("url does not parse: {e}"),
+                })
+            }
+        };
+        if let Err(error) = self.check_target(&url) {
+            return Ok(Outcome::Permanent { error });
+        }
+        let body = serde_json::to_vec(&request.body).unwrap_or_default();
+        let mut headers = HeaderMap::new();
+        for (name, value) in request.headers.iter().flatten() {
+            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                continue;
+            }
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Ok(id) = HeaderValue::from_str(&job.record.id.to_string()) {
+            headers.insert("x-codigo-job-id", id);
+        }
+        if let Ok(signature) =
+            HeaderValue::from_str(&Self::signature(&self.settings.signing_key, &body))
+        {
+            headers.insert("x-codigo-signature", signature);
+        }
+
+        let response = match self.client.post(url).headers(headers).body(body).send().await {
+            Ok(response) => response,
+            Err(error) if blocked(&error) => {
+                return Ok(Outcome::Permanent {
+                    error: format!("refused target: {error}"),
+                })
+            }
+            Err(error) => {
+                return Ok(Outcome::Retry {
+                    after: None,
+                    error: format!("delivery failed: {error}"),
+                })
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            return match self.record(job, &request.url, status.as_u16()).await {
+                Ok(()) => Ok(Outcome::Succeeded),
+                Err(error) => db_failure(error),
+            };
+        }
+        let code = status.as_u16();
+        if code == 408 || code == 429 || status.is_server_error() {
+            Ok(Outcome::Retry {
+                after: retry_after(response.headers()),
+                error: format!("target answered {status}"),
+            })
+        } else {
+            Ok(Outcome::Permanent {
+                error: format!("target answered {status}, which retrying will not change"),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses_are_not_public() {
+        for ip in [
+            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
+            "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:10.0.0.1", "::",
+        ] {
+            assert!(!is_public(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().expect("ip")), "{ip}");
+        }
+    }
+
+    #[test]
+    fn signature_is_hmac_sha256_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            WebhookHandler::signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! Codigo workers: one durable pull consumer per job type, bounded concurrency, handlers
+//! whose outcomes map to ack, nak(delay) or term, and dead letters for what cannot succeed.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod dlq;
+pub mod handlers;
+pub mod http;
+pub mod retry;
+pub mod store;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use codigo_common::nats::{self, InitialConnect};
+use codigo_common::shutdown::Shutdown;
+use codigo_common::{db, jetstream, telemetry, Names};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Namespace(#[from] codigo_common::names::InvalidNamespace),
+    #[error(transparent)]
+    Nats(#[from] nats::NatsError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Handlers(#[from] handlers::webhook::WebhookSetupError),
+    #[error("cannot listen on {addr}: {source}; is the port free (CODIGO_HTTP_ADDR)?")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("stopped before start-up finished")]
+    Interrupted,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    config: Config,
+    job_types: Vec<&'static str>,
+    names: Names,
+    client: async_nats::Client,
+    pool: sqlx::PgPool,
+}
+
+fn patient() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let job_types = config.validate()?;
+        let names = Names::new(&config.nats.namespace)?;
+        let client = nats::connect(&config.nats, "codigo-consumer", InitialConnect::Background).await?;
+        let pool = db::lazy_pool(&config.database)?;
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.http_addr,
+                source,
+            })?;
+        Ok(Self {
+            listener,
+            config,
+            job_types,
+            names,
+            client,
+            pool,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Waits for Postgres and JetStream, runs the workers until `shutdown`, drains, exits.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> Result<(), StartError> {
+        let Self {
+            listener,
+            config,
+            job_types,
+            names,
+            client,
+            pool,
+        } = self;
+        let js = async_nats::jetstream::new(client.clone());
+        for job_type in &job_types {
+            worker::register_metrics(job_type);
+        }
+
+        let bound: Vec<(&'static str, Arc<AtomicBool>)> = job_types
+            .iter()
+            .map(|t| (*t, Arc::new(AtomicBool::new(false))))
+            .collect();
+        let probe = Arc::new(http::Probe {
+            nats: client.clone(),
+            pool: pool.clone(),
+            bound: bound.clone(),
+            metrics: telemetry::metrics(),
+        });
+        let http_stop = shutdown.clone();
+        let http_server = tokio::spawn(async move {
+            let served = axum::serve(listener, http::router(probe))
+                .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "health server failed");
+            }
+        });
+
+        // Start-up waits for its dependencies instead of crash-looping on them.
+        let ready = async {
+            (|| db::check_migrated(&pool))
+                .retry(patient())
+                .when(|e| !matches!(e, db::DbError::NotMigrated { .. }))
+                .notify(|error, wait| tracing::warn!(%error, ?wait, "waiting for Postgres"))
+                .await?;
+            (|| jetstream::ensure_topology(&js, &names, &config.jetstream, job_types.iter().copied()))
+                .retry(patient())
+                .notify(|error, wait| tracing::warn!(%error, ?wait, "waiting for JetStream"))
+                .await
+                .map_err(|e| StartError::Nats(nats::NatsError::Settings(e.to_string())))?;
+            Ok::<(), StartError>(())
+        };
+        tokio::select! {
+            result = ready => result?,
+            () = shutdown.cancelled() => return Err(StartError::Interrupted),
+        }
+
+        let handlers = handlers::build(
+            handlers::HandlerSettings {
+                pool: pool.clone(),
+                webhook: config.webhook_signing_key.clone().map(|signing_key| {
+                    handlers::webhook::WebhookSettings {
+                        signing_key,
+                        allow_private: config.webhook_allow_private,
+                        timeout: Duration::from_secs(config.webhook_timeout_secs),
+                    }
+                }),
+            },
+            &job_types,
+        )?;
+        let dead_letters = dlq::DeadLetters::new(js.clone(), names.clone());
+        let shared = Arc::new(worker::Shared {
+            js: js.clone(),
+            names: names.clone(),
+            pool: pool.clone(),
+            jetstream: config.jetstream.clone(),
+            retry: retry::RetryPolicy {
+                base: Duration::from_millis(config.retry_base_ms.max(1)),
+                max: Duration::from_secs(config.retry_max_secs.max(1)),
+            },
+            concurrency: config.concurrency,
+            fetch_expires: config.fetch_expires(),
+            dead_letters: dead_letters.clone(),
+        });
+
+        let drain_timeout = Duration::from_secs(config.shutdown_timeout_secs);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (job_type, flag) in bound {
+            let Some(handler) = handlers.get(job_type).cloned() else {
+                continue;
+            };
+            let worker = worker::Worker {
+                handler,
+                shared: shared.clone(),
+                bound: flag,
+            };
+            tasks.spawn(worker.run(shutdown.clone(), drain_timeout));
+        }
+        let advisories = Arc::new(dlq::AdvisoryWorker {
+            js: js.clone(),
+            names: names.clone(),
+            pool: pool.clone(),
+            dead_letters,
+        });
+        tasks.spawn(advisories.run(shutdown.clone()));
+        tasks.spawn(worker::report_pending(shared, job_types.clone(), shutdown.clone()));
+        tracing::info!(job_types = ?job_types, concurrency = config.concurrency, "codigo-consumer running");
+
+        while tasks.join_next().await.is_some() {}
+        // Acks are fire-and-forget publishes: make sure they left before exiting.
+        if let Err(error) = client.flush().await {
+            tracing::warn!(%error, "flushing NATS on shutdown failed");
+        }
+        let _ = http_server.await;
+        pool.close().await;
+        tracing::info!("codigo-consumer stopped");
+        Ok(())
+    }
+}

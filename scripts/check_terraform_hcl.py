@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Static checks of terraform/ that need no provider registry.
+
+Parses every .tf and .tfvars file with python-hcl2 and checks the conventions
+the Terraform code relies on. Prints one line per check, `ok <name>` or
+`not ok <name>: <reason>`, and exits non-zero when any check fails.
+
+Usage: check_terraform_hcl.py TERRAFORM_DIR
+"""
+
+from __future__ import annotations
+
+import filecmp
+import re
+import sys
+from pathlib import Path
+
+import hcl2
+
+ENVIRONMENTS = ("dev", "qa", "preprod", "prod")
+# Identical in every environment root: only terraform.tfvars and backend.tf differ.
+SHARED_ROOT_FILES = ("main.tf", "variables.tf", "outputs.tf", "versions.tf")
+MODULE_FILES = ("versions.tf", "variables.tf", "outputs.tf")
+# Outputs whose value is a credential or key material.
+SENSITIVE_OUTPUT = re.compile(r"(^|_)(database_url|password|ca_certificate)$")
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.failed = 0
+        self.passed = 0
+
+    def record(self, name: str, problems: list[str]) -> None:
+        if problems:
+            self.failed += 1
+            print(f"not ok {name}:")
+            for problem in problems:
+                print(f"    {problem}")
+        else:
+            self.passed += 1
+            print(f"ok {name}")
+
+
+def unquote(value: object) -> object:
+    """python-hcl2 keeps the quotes of string literals; strip them."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def blocks(doc: dict, kind: str) -> list[tuple[str, dict]]:
+    """Labelled top-level blocks of one kind, as (label, body) pairs."""
+    out = []
+    for entry in doc.get(kind, []):
+        for label, body in entry.items():
+            out.append((str(unquote(label)), body))
+    return out
+
+
+def load_all(root: Path) -> tuple[dict[Path, dict], list[str]]:
+    docs: dict[Path, dict] = {}
+    errors: list[str] = []
+    for path in sorted(list(root.rglob("*.tf")) + list(root.rglob("*.tfvars"))):
+        if ".terraform" in path.parts:
+            continue
+        try:
+            with path.open(encoding="utf-8") as handle:
+                docs[path] = hcl2.load(handle)
+        except Exception as exc:  # the parser raises several exception types
+            errors.append(f"{path.relative_to(root)}: {exc}")
+    return docs, errors
+
+
+def check_descriptions(root: Path, docs: dict[Path, dict]) -> list[str]:
+    problems = []
+    for path, doc in docs.items():
+        if path.suffix != ".tf":
+            continue
+        for kind in ("variable", "output"):
+            for label, body in blocks(doc, kind):
+                description = unquote(body.get("description", ""))
+                if not isinstance(description, str) or not description.strip():
+                    problems.append(f"{path.relative_to(root)}: {kind} {label!r} has no description")
+    return problems
+
+
+def check_sensitive_outputs(root: Path, docs: dict[Path, dict]) -> list[str]:
+    problems = []
+    for path, doc in docs.items():
+        for label, body in blocks(doc, "output"):
+            value = str(body.get("value", ""))
+            if (SENSITIVE_OUTPUT.search(label) or "random_password" in value) and body.get("sensitive") is not True:
+                problems.append(f"{path.relative_to(root)}: output {label!r} must be sensitive = true")
+    return problems
+
+
+def check_module_layout(root: Path) -> list[str]:
+    problems = []
+    modules = sorted(p for p in (root / "modules").iterdir() if p.is_dir())
+    if not modules:
+        problems.append("no modules under terraform/modules")
+    for module in modules:
+        for name in MODULE_FILES:
+            if not (module / name).is_file():
+                problems.append(f"modules/{module.name}: missing {name}")
+        if not [p for p in module.glob("*.tf") if p.name not in MODULE_FILES]:
+            problems.append(f"modules/{module.name}: no resource file besides {', '.join(MODULE_FILES)}")
+    return problems
+
+
+def version_constraint_bounded(constraint: str) -> bool:
+    return "~>" in constraint or "<" in constraint
+
+
+def check_versions(root: Path, docs: dict[Path, dict]) -> list[str]:
+    problems = []
+    version_files = [p for p in docs if p.name == "versions.tf"]
+    expected_roots = [root / "bootstrap"] + [root / "environments" / e for e in ENVIRONMENTS]
+    expected = expected_roots + sorted(p for p in (root / "modules").iterdir() if p.is_dir())
+    for directory in expected:
+        if directory / "versions.tf" not in docs:
+            problems.append(f"{directory.relative_to(root)}: missing versions.tf")
+    for path in version_files:
+        rel = path.relative_to(root)
+        terraform = (docs[path].get("terraform") or [{}])[0]
+        required = unquote(terraform.get("required_version", ""))
+        if not isinstance(required, str) or not version_constraint_bounded(required):
+            problems.append(f"{rel}: required_version must have an upper bound, got {required!r}")
+        providers = (terraform.get("required_providers") or [{}])[0]
+        if "google" not in providers:
+            problems.append(f"{rel}: google provider not declared")
+        for name, spec in providers.items():
+            if name.startswith("__"):
+                continue
+            version = unquote(spec.get("version", "")) if isinstance(spec, dict) else ""
+            if not isinstance(version, str) or not version_constraint_bounded(version):
+                problems.append(f"{rel}: provider {name} version must be bounded, got {version!r}")
+            elif name == "google" and not re.search(r"(~>\s*6\.|<\s*7\.0)", version):
+                problems.append(f"{rel}: google provider must stay on 6.x, got {version!r}")
+    return problems
+
+
+def check_no_keys(root: Path, docs: dict[Path, dict]) -> list[str]:
+    problems = []
+    for path, doc in docs.items():
+        for entry in doc.get("resource", []):
+            for rtype in entry:
+                if unquote(rtype) in ("google_service_account_key", "google_iam_workload_identity_pool_key"):
+                    problems.append(f"{path.relative_to(root)}: {unquote(rtype)} is forbidden (use federation)")
+    return problems
+
+
+def check_env_roots_identical(root: Path) -> list[str]:
+    problems = []
+    base = root / "environments" / ENVIRONMENTS[0]
+    for env in ENVIRONMENTS:
+        directory = root / "environments" / env
+        for name in SHARED_ROOT_FILES + ("backend.tf", "terraform.tfvars"):
+            if not (directory / name).is_file():
+                problems.append(f"environments/{env}: missing {name}")
+        if env == ENVIRONMENTS[0]:
+            continue
+        for name in SHARED_ROOT_FILES:
+            if (directory / name).is_file() and (base / name).is_file():
+                if not filecmp.cmp(base / name, directory / name, shallow=False):
+                    problems.append(f"environments/{env}/{name} differs from environments/{ENVIRONMENTS[0]}/{name}")
+    return problems
+
+
+def env_docs(root: Path, docs: dict[Path, dict], env: str) -> tuple[dict, dict, dict]:
+    directory = root / "environments" / env
+    return (
+        docs.get(directory / "backend.tf", {}),
+        docs.get(directory / "terraform.tfvars", {}),
+        docs.get(directory / "variables.tf", {}),
+    )
+
+
+def check_backends(root: Path, docs: dict[Path, dict]) -> list[str]:
+    problems = []
+    buckets = set()
+    for env in ENVIRONMENTS:
+        backend_doc, tfvars, _ = env_docs(root, docs, env)
+        terraform = (backend_doc.get("terraform") or [{}])[0]
+        gcs = dict(blocks(terraform, "backend")).get("gcs")
+        if gcs is None:
+            problems.append(f"environments/{env}/backend.tf: no gcs backend")
+            continue
+        bucket, prefix = unquote(gcs.get("bucket")), unquote(gcs.get("prefix"))
+        buckets.add(bucket)
+        if prefix != f"codigo/{env}":
+            problems.append(f"environments/{env}/backend.tf: prefix {prefix!r}, want 'codigo/{env}'")
+        if unquote(tfvars.get("state_bucket")) != bucket:
+            problems.append(f"environments/{env}: tfvars state_bucket != backend bucket {bucket!r}")
+        if unquote(tfvars.get("state_prefix")) != prefix:
+            problems.append(f"environments/{env}: tfvars state_prefix != backend prefix {prefix!r}")
+        if unquote(tfvars.get("environment")) != env:
+            problems.append(f"environments/{env}: tfvars environment is {unquote(tfvars.get('environment'))!r}")
+    if len(buckets) > 1:
+        problems.append(f"environments use different state buckets: {sorted(map(str, buckets))}")
+    bootstrap = docs.get(root / "bootstrap" / "backend.tf", {})
+    gcs = dict(blocks((bootstrap.get("terraform") or [{}])[0], "backend")).get("gcs", {})
+    if buckets and unquote(gcs.get("bucket")) not in buckets:
+        problems.append("bootstrap/backend.tf must use the same state bucket as the environments")
+    return problems
+
+
+def check_tfvars_match_variables(root: Path, docs: dict[Path, dict]) -> list[str]:
+    problems = []
+    for env in ENVIRONMENTS:
+        _, tfvars, variables = env_docs(root, docs, env)
+        declared = dict(blocks(variables, "variable"))
+        for key in tfvars:
+            if not key.startswith("__") and key not in declared:
+                problems.append(f"environments/{env}/terraform.tfvars: {key} is not a declared variable")
+        for name, body in declared.items():
+            if "default" not in body and name not in tfvars:
+                problems.append(f"environments/{env}/terraform.tfvars: required variable {name} is not set")
+    return problems
+
+
+def check_environment_shapes(root: Path, docs: dict[Path, dict]) -> list[str]:
+    """Cheap where it may be, highly available where it must be."""
+    problems = []
+    for env in ENVIRONMENTS:
+        _, tfvars, _ = env_docs(root, docs, env)
+        if not tfvars:
+            continue
+        gke, sql = tfvars.get("gke", {}), tfvars.get("cloudsql", {})
+        regional = tfvars.get("regional_cluster")
+        availability = unquote(sql.get("availability_type"))
+        spot_min = gke.get("spot_pool", {}).get("min_node_count")
+        if spot_min != 0:
+            problems.append(f"{env}: the consumer Spot pool must scale to zero (min_node_count = 0)")
+        if env in ("preprod", "prod"):
+            if regional is not True:
+                problems.append(f"{env}: GKE cluster must be regional")
+            if availability != "REGIONAL":
+                problems.append(f"{env}: Cloud SQL must be REGIONAL (HA)")
+            if sql.get("deletion_protection") is not True or gke.get("deletion_protection") is not True:
+                problems.append(f"{env}: deletion protection must be on")
+            if sql.get("pitr_log_retention_days", 0) < 7:
+                problems.append(f"{env}: keep 7 days of point-in-time recovery logs")
+        if env == "dev":
+            if regional is not False:
+                problems.append("dev: GKE cluster must be zonal (free tier, one control plane)")
+            if availability != "ZONAL":
+                problems.append("dev: Cloud SQL must be ZONAL")
+            if gke.get("general_pool", {}).get("spot") is not True:
+                problems.append("dev: general pool must run on Spot")
+    return problems
+
+
+def main() -> int:
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    root = Path(sys.argv[1]).resolve()
+    checks = Checks()
+    docs, parse_errors = load_all(root)
+    checks.record(f"hcl parses ({len(docs)} files)", parse_errors if docs else ["no Terraform files found"])
+    checks.record("every variable and output has a description", check_descriptions(root, docs))
+    checks.record("credential outputs are sensitive", check_sensitive_outputs(root, docs))
+    checks.record("modules have versions.tf, variables.tf, outputs.tf and resource files", check_module_layout(root))
+    checks.record("terraform and providers are version-bounded (google 6.x)", check_versions(root, docs))
+    checks.record("no service account keys", check_no_keys(root, docs))
+    checks.record("environment roots share main/variables/outputs/versions", check_env_roots_identical(root))
+    checks.record("backends: one GCS bucket, prefix per environment, tfvars agree", check_backends(root, docs))
+    checks.record("tfvars set every required variable and nothing undeclared", check_tfvars_match_variables(root, docs))
+    checks.record("dev is zonal and Spot, preprod/prod are HA", check_environment_shapes(root, docs))
+    print(f"summary: {checks.passed} ok, {checks.failed} not ok")
+    return 1 if checks.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

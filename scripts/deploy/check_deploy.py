@@ -1,0 +1,811 @@
+"""Offline validation of the deploy artefacts: Helm chart, gitops, Dockerfile, NATS config.
+
+Run by scripts/check-helm.sh, which installs the tools and passes their paths. Every check
+prints `ok   <name>` or `FAIL <name>` with the reason; the last line is
+`deploy: N passed, M failed`, and the exit status is non-zero when anything failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nats_permissions  # noqa: E402
+
+import helm_python as helm  # noqa: E402
+import kubernetes_validate  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "codigo"
+APPS_CHART = ROOT / "gitops" / "apps"
+ENVS = ["dev", "qa", "preprod", "prod"]
+KUBE_VERSION = "1.30.0"
+RELEASE, NAMESPACE = "codigo", "codigo"
+
+# Custom resources we render; validated with the @kubernetes-models packages instead of
+# kubernetes-validate (which knows only built-in kinds). Anything else unknown fails.
+ALLOWED_CRDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("external-secrets.io/v1", "ExternalSecret"),
+    ("external-secrets.io/v1", "ClusterSecretStore"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("cert-manager.io/v1", "ClusterIssuer"),
+    ("argoproj.io/v1alpha1", "Application"),
+}
+
+PASSED: list[str] = []
+FAILED: list[str] = []
+
+
+def check(name: str):
+    """Run fn as one counted check."""
+
+    def deco(fn):
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - any failure fails the check
+            FAILED.append(name)
+            detail = str(e) if isinstance(e, AssertionError) else traceback.format_exc(limit=3)
+            print(f"FAIL {name}")
+            for line in detail.strip().splitlines():
+                print(f"     {line}")
+        else:
+            PASSED.append(name)
+            print(f"ok   {name}")
+        sys.stdout.flush()
+        return fn
+
+    return deco
+
+
+def require(cond, message: str):
+    if not cond:
+        raise AssertionError(message)
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Helm's coalescing of values files: maps merge, everything else replaces."""
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_values(files: list[Path]) -> dict:
+    vals: dict = {}
+    for f in files:
+        vals = deep_merge(vals, yaml.safe_load(f.read_text()) or {})
+    return vals
+
+
+def parse_manifests(rendered: dict[str, str]) -> list[dict]:
+    objs = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt") or not text.strip():
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc.setdefault("metadata", {})
+                objs.append(doc)
+    return objs
+
+
+def render(chart: Path, values: dict, name: str = RELEASE, namespace: str = NAMESPACE) -> list[dict]:
+    with helm.Chart.load(chart) as c:
+        c.validate_schema(values)
+        return parse_manifests(c.render(values, name=name, namespace=namespace))
+
+
+def ident(o: dict) -> str:
+    return f"{o.get('kind')}/{o['metadata'].get('name')}"
+
+
+def by_kind(objs: list[dict], kind: str) -> list[dict]:
+    return [o for o in objs if o.get("kind") == kind]
+
+
+def pod_specs(objs: list[dict]):
+    for o in objs:
+        if o.get("kind") in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            yield o, o["spec"]["template"]["spec"]
+
+
+def env_of(container: dict) -> dict:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def is_crd(o: dict) -> bool:
+    return (o.get("apiVersion"), o.get("kind")) in ALLOWED_CRDS
+
+
+# --- tool-backed validators ------------------------------------------------------------
+
+def kube_validate(objs: list[dict]) -> None:
+    errors = []
+    for o in objs:
+        if is_crd(o):
+            continue
+        try:
+            kubernetes_validate.validate(o, KUBE_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            errors.append(f"{ident(o)}: {o.get('apiVersion')} {o.get('kind')} is unknown to Kubernetes "
+                          f"{KUBE_VERSION} and not an allowed CRD")
+        except kubernetes_validate.ValidationError as e:
+            errors.append(f"{ident(o)}: {str(e).splitlines()[0]}")
+    require(not errors, "\n".join(errors))
+
+
+def crd_validate(objs: list[dict], models_dir: str) -> int:
+    crs = [o for o in objs if is_crd(o)]
+    if not crs:
+        return 0
+    proc = subprocess.run(
+        ["node", str(ROOT / "scripts" / "deploy" / "validate_crds.mjs"), models_dir],
+        input=json.dumps(crs), capture_output=True, text=True,
+    )
+    bad = [line for line in proc.stdout.splitlines() if not line.startswith("ok ")]
+    require(proc.returncode == 0 and not bad, "\n".join(bad) + proc.stderr)
+    return len(crs)
+
+
+def helm_cli(helm_bin: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HELM_CACHE_HOME=str(WORK / "helm-cache"), HELM_CONFIG_HOME=str(WORK / "helm-config"),
+               HELM_DATA_HOME=str(WORK / "helm-data"))
+    return subprocess.run([helm_bin, *args], capture_output=True, text=True, env=env, cwd=ROOT)
+
+
+def canonical(objs: list[dict]) -> list[str]:
+    return sorted(json.dumps(o, sort_keys=True) for o in objs)
+
+
+# --- assertions on the codigo chart's objects ----------------------------------------
+
+RESTRICTED_CONTAINER = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+}
+
+
+def assert_pods(objs: list[dict]) -> None:
+    specs = list(pod_specs(objs))
+    require(specs, "no workloads rendered")
+    for o, spec in specs:
+        who = ident(o)
+        psc = spec.get("securityContext", {})
+        require(psc.get("runAsNonRoot") is True and psc.get("runAsUser") == 65532, f"{who}: pod must run as 65532, non-root")
+        require(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{who}: pod seccomp RuntimeDefault")
+        require(spec.get("automountServiceAccountToken") is False, f"{who}: automountServiceAccountToken must be false")
+        require(spec.get("terminationGracePeriodSeconds") == 30, f"{who}: terminationGracePeriodSeconds 30")
+        require(not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), f"{who}: host namespaces")
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            cw = f"{who}/{c['name']}"
+            sc = c.get("securityContext", {})
+            for k, v in RESTRICTED_CONTAINER.items():
+                require(sc.get(k) == v, f"{cw}: securityContext.{k} must be {v}")
+            require(sc.get("capabilities", {}).get("drop") == ["ALL"] and not sc.get("capabilities", {}).get("add"),
+                    f"{cw}: capabilities must drop ALL and add none")
+            require(sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{cw}: seccomp RuntimeDefault")
+            res = c.get("resources", {})
+            for part in ("requests", "limits"):
+                for r in ("cpu", "memory"):
+                    require(r in res.get(part, {}), f"{cw}: resources.{part}.{r} missing")
+            require("lifecycle" not in c, f"{cw}: no preStop/postStart hooks (the binaries drain on SIGTERM)")
+            for e in c.get("env", []):
+                if re.search(r"(PASSWORD|API_KEYS|SIGNING_KEY|DATABASE_URL)$", e["name"]):
+                    require("value" not in e and "secretKeyRef" in e.get("valueFrom", {}),
+                            f"{cw}: {e['name']} must come from a Secret reference")
+
+
+def assert_probes(objs: list[dict]) -> None:
+    for o in by_kind(objs, "Deployment"):
+        comp = o["metadata"]["labels"]["app.kubernetes.io/component"]
+        spec = o["spec"]["template"]["spec"]
+        c = spec["containers"][0]
+        port = {"producer": 8080, "consumer": 9464}[comp]
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = c.get(probe, {}).get("httpGet", {})
+            require(get.get("path") == path, f"{ident(o)}: {probe} path must be {path}")
+            p = get.get("port")
+            require(ports.get(p, p) == port, f"{ident(o)}: {probe} must hit port {port}")
+        require(env_of(c)["CODIGO_HTTP_ADDR"]["value"] == f"0.0.0.0:{port}", f"{ident(o)}: CODIGO_HTTP_ADDR")
+        tsc = spec.get("topologySpreadConstraints", [])
+        keys = {t["topologyKey"] for t in tsc}
+        require({"topology.kubernetes.io/zone", "kubernetes.io/hostname"} <= keys, f"{ident(o)}: topology spread")
+
+
+def assert_consumers(objs: list[dict], vals: dict) -> None:
+    groups = vals["consumers"]["groups"]
+    defaults = vals["consumers"]["defaults"]
+    ns = vals["config"]["namespace"]
+    keda = vals["keda"]
+    deployments = {o["metadata"]["labels"].get("codigo.io/consumer-group"): o for o in by_kind(objs, "Deployment")
+                   if o["metadata"]["labels"]["app.kubernetes.io/component"] == "consumer"}
+    require(set(deployments) == set(groups), f"consumer Deployments {sorted(deployments)} != groups {sorted(groups)}")
+    scaled = {o["spec"]["scaleTargetRef"]["name"]: o for o in by_kind(objs, "ScaledObject")}
+    hpas = {o["spec"]["scaleTargetRef"]["name"]: o for o in by_kind(objs, "HorizontalPodAutoscaler")}
+    for name, g in groups.items():
+        g = deep_merge(defaults, g)
+        dep = deployments[name]
+        dname = dep["metadata"]["name"]
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        env = env_of(c)
+        require(env["CODIGO_JOB_TYPES"]["value"] == ",".join(g["jobTypes"]), f"{dname}: CODIGO_JOB_TYPES")
+        require("replicas" not in dep["spec"], f"{dname}: replicas must be left to the autoscaler")
+        require(env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == vals["secrets"]["database"]["existingSecret"],
+                f"{dname}: consumers use the app-role DATABASE_URL")
+        serves_webhooks = "webhook.deliver" in g["jobTypes"]
+        require(("CODIGO_WEBHOOK_SIGNING_KEY" in env) == serves_webhooks, f"{dname}: signing key iff webhook.deliver")
+        if keda["enabled"]:
+            so = scaled.get(dname)
+            require(so, f"{dname}: no ScaledObject")
+            require(dname not in hpas, f"{dname}: an HPA next to a ScaledObject")
+            spec = so["spec"]
+            expected_min = 0 if g["scaleToZero"] else g["minReplicas"]
+            require(spec["minReplicaCount"] == expected_min, f"{dname}: minReplicaCount {spec['minReplicaCount']} != {expected_min}")
+            require(spec["maxReplicaCount"] == g["maxReplicas"], f"{dname}: maxReplicaCount")
+            fb = spec.get("fallback", {})
+            require(fb.get("failureThreshold") and fb.get("replicas"), f"{dname}: fallback block")
+            triggers = spec["triggers"]
+            require(len(triggers) == len(g["jobTypes"]), f"{dname}: one trigger per job type")
+            for t, jt in zip(triggers, g["jobTypes"]):
+                md = t["metadata"]
+                require(t["type"] == "nats-jetstream", f"{dname}: trigger type")
+                want = {
+                    "stream": f"{ns.upper()}_JOBS",
+                    "consumer": f"{ns}-{jt.replace('.', '-')}",
+                    "account": keda["account"],
+                    "natsServerMonitoringEndpoint": keda["natsServerMonitoringEndpoint"],
+                    "lagThreshold": str(g["lagThreshold"]),
+                    "activationLagThreshold": str(g["activationLagThreshold"]),
+                }
+                for k, v in want.items():
+                    require(md.get(k) == v, f"{dname}: trigger {k} = {md.get(k)!r}, want {v!r}")
+                require(all(isinstance(v, str) for v in md.values()), f"{dname}: trigger metadata values must be strings")
+                require(int(md["lagThreshold"]) > g["concurrency"],
+                        f"{dname}: lagThreshold must exceed concurrency (lag counts ack-pending jobs)")
+        else:
+            require(dname not in scaled, f"{dname}: ScaledObject rendered with keda.enabled=false")
+            hpa = hpas.get(dname)
+            require(hpa, f"{dname}: no CPU HPA while KEDA is off")
+            require(hpa["spec"]["minReplicas"] >= 1, f"{dname}: HPA minReplicas >= 1")
+            require(hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu", f"{dname}: HPA on CPU")
+
+
+def assert_setup_job(objs: list[dict], vals: dict) -> None:
+    jobs = by_kind(objs, "Job")
+    require(len(jobs) == 1, f"expected one setup Job, got {len(jobs)}")
+    job = jobs[0]
+    ann = job["metadata"]["annotations"]
+    require(ann.get("helm.sh/hook") == "pre-install,pre-upgrade", "setup Job: helm.sh/hook pre-install,pre-upgrade")
+    require(ann.get("argocd.argoproj.io/hook") == "PreSync", "setup Job: argocd.argoproj.io/hook PreSync")
+    require("helm.sh/hook-delete-policy" in ann and "argocd.argoproj.io/hook-delete-policy" in ann,
+            "setup Job: hook delete policies")
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    require(c.get("args") == ["setup"], "setup Job runs `codigo-ctl setup`")
+    require("codigo-ctl" in c["image"], "setup Job uses the ctl image")
+    db = env_of(c)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    require(db["name"] == vals["secrets"]["migrationDatabase"]["existingSecret"], "setup Job must use the migration role")
+    require(db["name"] != vals["secrets"]["database"]["existingSecret"], "migration and app roles must differ")
+    require(job["spec"]["template"]["spec"]["restartPolicy"] == "Never", "setup Job restartPolicy Never")
+    sa = job["spec"]["template"]["spec"]["serviceAccountName"]
+    sas = [o for o in by_kind(objs, "ServiceAccount") if o["metadata"]["name"] == sa]
+    if vals["serviceAccounts"]["ctl"]["create"]:
+        require(sas and sas[0]["metadata"]["annotations"].get("helm.sh/hook"), "the ctl ServiceAccount must be a hook too")
+        weight = int(sas[0]["metadata"]["annotations"]["helm.sh/hook-weight"])
+        require(weight < int(ann.get("helm.sh/hook-weight", "0")), "the ctl ServiceAccount hook must run first")
+    for o in objs:
+        if o.get("kind") == "Deployment":
+            db = env_of(o["spec"]["template"]["spec"]["containers"][0])["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+            require(db["name"] == vals["secrets"]["database"]["existingSecret"], f"{ident(o)}: apps use the app role")
+
+
+def assert_network(objs: list[dict], vals: dict) -> None:
+    nps = by_kind(objs, "NetworkPolicy")
+    deny = [p for p in nps if not p["spec"].get("ingress") and not p["spec"].get("egress")
+            and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}]
+    require(deny, "no default-deny NetworkPolicy (Ingress + Egress, no rules)")
+    sel = deny[0]["spec"]["podSelector"].get("matchLabels", {})
+    require(sel.get("app.kubernetes.io/instance") == RELEASE and len(sel) == 2,
+            "default deny must select every pod of the release")
+    np_vals = vals["networkPolicy"]
+    ingress_ports, egress_ports = set(), set()
+    for p in nps:
+        for rule in p["spec"].get("ingress", []):
+            for port in rule.get("ports", []):
+                ingress_ports.add(port["port"])
+            for peer in rule.get("from", []):
+                require("namespaceSelector" in peer and "ipBlock" not in peer, f"{ident(p)}: ingress only from namespaces")
+        for rule in p["spec"].get("egress", []):
+            for port in rule.get("ports", []):
+                egress_ports.add(port["port"])
+            for peer in rule.get("to", []):
+                block = peer.get("ipBlock")
+                if block and block["cidr"] == "0.0.0.0/0":
+                    require(set(block.get("except", [])) >= {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"},
+                            f"{ident(p)}: internet egress must exclude private ranges")
+                    require(p["spec"]["podSelector"]["matchLabels"].get("codigo.io/internet-egress") == "true",
+                            f"{ident(p)}: internet egress only for webhook consumers")
+    require(ingress_ports == {8080, 9464}, f"ingress ports {sorted(ingress_ports)} != [8080, 9464]")
+    want_egress = {53, np_vals["nats"]["port"], np_vals["postgres"]["port"], np_vals["otlp"]["port"],
+                   *np_vals["internetEgress"]["ports"]}
+    require(egress_ports == want_egress, f"egress ports {sorted(egress_ports)} != {sorted(want_egress)}")
+    webhook_pods = [o for o in by_kind(objs, "Deployment")
+                    if o["spec"]["template"]["metadata"]["labels"].get("codigo.io/internet-egress") == "true"]
+    for o in webhook_pods:
+        jt = env_of(o["spec"]["template"]["spec"]["containers"][0])["CODIGO_JOB_TYPES"]["value"]
+        require("webhook.deliver" in jt, f"{ident(o)}: internet egress for a group that delivers no webhooks")
+
+
+def assert_monitoring(objs: list[dict], vals: dict) -> None:
+    sms = {o["metadata"]["name"]: o for o in by_kind(objs, "ServiceMonitor")}
+    require(len(sms) == 2, f"expected ServiceMonitors for producer and consumers, got {sorted(sms)}")
+    services = by_kind(objs, "Service")
+    jobs = set()
+    for sm in sms.values():
+        label = sm["spec"]["jobLabel"]
+        sel = sm["spec"]["selector"]["matchLabels"]
+        matched = [s for s in services if all(s["metadata"]["labels"].get(k) == v for k, v in sel.items())]
+        require(len(matched) == 1, f"{ident(sm)} selects {len(matched)} Services")
+        jobs.add(matched[0]["metadata"]["labels"][label])
+        ports = {p["name"] for p in matched[0]["spec"]["ports"]}
+        require(all(e["port"] in ports for e in sm["spec"]["endpoints"]), f"{ident(sm)}: endpoint port not on the Service")
+    require(jobs == {"codigo-producer", "codigo-consumer"}, f"Prometheus job names {sorted(jobs)}")
+
+    rule_files = sorted((ROOT / "observability" / "prometheus" / "rules").glob("*.y*ml"))
+    want_groups = []
+    for f in rule_files:
+        want_groups += [g["name"] for g in (yaml.safe_load(f.read_text()) or {}).get("groups", [])]
+    rules = by_kind(objs, "PrometheusRule")
+    if want_groups:
+        require(len(rules) == 1, "rule files exist but no PrometheusRule was rendered")
+        got = [g["name"] for g in rules[0]["spec"]["groups"]]
+        require(sorted(got) == sorted(want_groups), f"PrometheusRule groups {got} != rule files {want_groups}")
+        objectives = vals["metrics"]["prometheusRule"].get("sloObjectives") or {}
+        for g in rules[0]["spec"]["groups"]:
+            if g["name"] != "codigo-slo-objectives":
+                continue
+            for r in g["rules"]:
+                slo = r.get("labels", {}).get("slo")
+                if slo in objectives:
+                    require(r["expr"] == f"vector({objectives[slo]})", f"objective {slo} not applied: {r['expr']}")
+    else:
+        require(not rules, "PrometheusRule rendered without rule files")
+
+    dashboards = sorted((ROOT / "observability" / "grafana" / "dashboards").glob("*.json"))
+    cms = [o for o in by_kind(objs, "ConfigMap") if o["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    require(len(cms) == len(dashboards), f"{len(cms)} dashboard ConfigMaps for {len(dashboards)} dashboards")
+    for cm in cms:
+        for key, text in cm["data"].items():
+            json.loads(text)
+            require(len(text.encode()) < 1_000_000, f"{ident(cm)}: {key} exceeds the ConfigMap size limit")
+
+
+def assert_no_secret_data(objs: list[dict]) -> None:
+    for o in objs:
+        require(o.get("kind") != "Secret", f"{ident(o)}: the chart must not render Secrets (reference existing ones)")
+        text = json.dumps(o)
+        require("BEGIN PRIVATE KEY" not in text and "BEGIN RSA PRIVATE KEY" not in text, f"{ident(o)}: key material")
+
+
+def assert_common(objs: list[dict], vals: dict, env: str | None) -> None:
+    for o in objs:
+        ns = o["metadata"].get("namespace")
+        require(ns, f"{ident(o)}: metadata.namespace must be set (never the default namespace)")
+    for o in by_kind(objs, "ServiceAccount"):
+        require(o.get("automountServiceAccountToken") is False, f"{ident(o)}: automountServiceAccountToken false")
+    for o in objs:
+        for k, v in (o["metadata"].get("annotations") or {}).items():
+            if k.startswith("checkov.io/skip"):
+                require(re.fullmatch(r"CKV2?_[A-Z0-9_]+=\S.{20,}", v), f"{ident(o)}: checkov skip {k} needs a reason")
+    if env:
+        for _, spec in pod_specs(objs):
+            for c in spec["containers"]:
+                require(re.search(r"@sha256:[0-9a-f]{64}$", c["image"]), f"{c['name']}: image not pinned by digest ({c['image']})")
+        prod_like = env == "prod"
+        if prod_like:
+            hpa = [o for o in by_kind(objs, "HorizontalPodAutoscaler") if o["metadata"]["name"].endswith("-producer")]
+            require(hpa and hpa[0]["spec"]["minReplicas"] >= 3, "prod: producer min 3 replicas")
+            require([o for o in by_kind(objs, "PodDisruptionBudget") if o["metadata"]["name"].endswith("-producer")],
+                    "prod: producer PodDisruptionBudget")
+            ledger = [o for o in by_kind(objs, "ScaledObject") if o["metadata"]["name"].endswith("-consumer-ledger")]
+            require(ledger and ledger[0]["spec"]["minReplicaCount"] >= 1, "prod: ledger must not scale to zero")
+            require(vals["config"]["stream"]["replicas"] == 3, "prod: R3 streams on the 3-server NATS")
+        ing = by_kind(objs, "Ingress")
+        require(ing, f"{env}: the API Ingress is enabled in every environment")
+        for o in ing:
+            require(o["metadata"]["annotations"].get("cert-manager.io/cluster-issuer"), f"{ident(o)}: cert-manager issuer")
+            require(o["spec"].get("tls"), f"{ident(o)}: TLS")
+            paths = {p["path"] for r in o["spec"]["rules"] for p in r["http"]["paths"]}
+            require("/" not in paths and "/metrics" not in paths, f"{ident(o)}: /metrics must stay internal")
+
+
+# --- main --------------------------------------------------------------------------------
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--helm", required=True, help="helm CLI binary")
+    ap.add_argument("--models", required=True, help="directory whose node_modules holds @kubernetes-models/*")
+    ap.add_argument("--checkov", required=True)
+    ap.add_argument("--hadolint", required=True)
+    ap.add_argument("--yamllint", required=True)
+    ap.add_argument("--nats-server", required=True, help="nats-server that knows sync_interval (>= 2.10)")
+    ap.add_argument("--debian-nats-server", default="", help="the distribution's nats-server, if installed")
+    ap.add_argument("--workdir", required=True)
+    args = ap.parse_args()
+
+    global WORK
+    WORK = Path(args.workdir)
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    helm.disable_logging() if hasattr(helm, "disable_logging") else None
+
+    # ---- Dockerfile and YAML lint ----
+    @check("hadolint docker/Dockerfile")
+    def _():
+        p = subprocess.run([args.hadolint, "--failure-threshold", "info", str(ROOT / "docker" / "Dockerfile")],
+                           capture_output=True, text=True)
+        require(p.returncode == 0, p.stdout + p.stderr)
+
+    @check("Dockerfile: one recipe, pinned bases, static nonroot binary")
+    def _():
+        text = (ROOT / "docker" / "Dockerfile").read_text()
+        froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
+        require(len(froms) == 2, f"expected builder + runtime stages, got {froms}")
+        for f in froms:
+            require(re.search(r"@sha256:[0-9a-f]{64}$", f), f"base image not pinned by digest: {f}")
+        require("distroless/static" in froms[1] and ":nonroot@" in froms[1], "runtime must be distroless static nonroot")
+        require('cargo build --release --locked -p "${BINARY}"' in text, "build command")
+        require(re.search(r"^USER 65532", text, re.M), "USER 65532")
+        require(re.search(r'^ENTRYPOINT \["/', text, re.M), "exec-form ENTRYPOINT")
+        require((ROOT / ".dockerignore").is_file(), ".dockerignore at the repository root")
+        ignored = (ROOT / ".dockerignore").read_text().split()
+        require(".git" in ignored and "**/target" in ignored and ".local" in ignored, ".dockerignore must drop .git, target, .local")
+
+    @check("yamllint (hand-written YAML)")
+    def _():
+        targets = [CHART / "Chart.yaml", *sorted(CHART.glob("values*.yaml")), ROOT / "gitops", ROOT / ".yamllint"]
+        p = subprocess.run([args.yamllint, "--strict", "-c", str(ROOT / ".yamllint"), *map(str, targets)],
+                           capture_output=True, text=True, cwd=ROOT)
+        require(p.returncode == 0, p.stdout + p.stderr)
+
+    # ---- NATS ----
+    nats_values = yaml.safe_load((ROOT / "gitops" / "values" / "nats.yaml").read_text())
+    perms = ROOT / "deploy" / "nats" / "permissions.conf"
+
+    @check("nats-server -t accepts deploy/nats/permissions.conf")
+    def _():
+        servers = [s for s in (args.debian_nats_server, args.nats_server) if s]
+        for server in servers:
+            wrapper = "port: 4222\njetstream { store_dir: \"%s\" }\ninclude ./permissions.conf\n" % (WORK / "js")
+            shutil.copy(perms, WORK / "permissions.conf")
+            nats_permissions.nats_server_test(server, wrapper, WORK, "permissions-test.conf")
+
+    @check("permissions.conf and the gitops NATS users are the same")
+    def _():
+        nats_permissions.check_equivalent(perms, nats_values)
+
+    for env in ENVS:
+        @check(f"NATS {env}: explicit sync_interval; nats-server -t accepts the rendered config")
+        def _(env=env):
+            env_vals = yaml.safe_load((ROOT / "gitops" / "environments" / env / "values" / "nats.yaml").read_text())
+            merged = deep_merge(nats_values, env_vals)
+            si = merged["config"]["jetstream"].get("merge", {}).get("sync_interval")
+            require(si is not None, f"{env}: sync_interval must be set explicitly")
+            if env in ("prod", "preprod"):
+                require(si == "always", f"{env}: sync_interval must be 'always' (got {si})")
+            else:
+                m = re.fullmatch(r"(\d+)(ms|s)", str(si))
+                require(si == "always" or (m and (int(m.group(1)) / (1000 if m.group(2) == "ms" else 1)) <= 10),
+                        f"{env}: sync_interval {si} must be 'always' or at most 10s")
+            require(merged["config"]["cluster"]["replicas"] == 3, f"{env}: 3 NATS servers")
+            require(merged["config"]["jetstream"]["fileStore"]["pvc"]["enabled"], f"{env}: JetStream on PVCs")
+            conf = nats_permissions.render_server_conf(merged, str(WORK / f"js-{env}"))
+            nats_permissions.nats_server_test(args.nats_server, conf, WORK, f"nats-{env}.conf")
+
+    @check("NATS users: real client flows allowed, everything else refused (private nats-server)")
+    def _():
+        nats_permissions.live_test(args.nats_server, perms)
+
+    # ---- the chart's sources of truth ----
+    @check("files/rules and files/dashboards are symlinks into observability/ and resolve")
+    def _():
+        for link, target in (("rules", "../../../observability/prometheus/rules"),
+                             ("dashboards", "../../../observability/grafana/dashboards")):
+            p = CHART / "files" / link
+            require(p.is_symlink(), f"{p} must be a symlink (one source of truth)")
+            require(os.readlink(p) == target, f"{p} -> {os.readlink(p)}, want {target}")
+            require(p.resolve().is_dir(),
+                    f"{p} points at {target}, which does not exist: Helm (and Argo CD) cannot load the chart. "
+                    "Commit the directory, with a .gitkeep while it is empty.")
+
+    @check("dependencies of every chart are ok (or none)")
+    def _():
+        for chart in (CHART, APPS_CHART, ROOT / "gitops" / "platform"):
+            deps = helm.dependency_list(chart)
+            bad = [d for d in deps if d.get("status") != "ok"]
+            require(not bad, f"{chart.relative_to(ROOT)}: {bad}")
+
+    @check("values.schema.json is strict (unknown keys rejected at top level and per component)")
+    def _():
+        with helm.Chart.load(CHART) as c:
+            schema = c.schema
+            require(schema and schema.get("additionalProperties") is False, "top-level additionalProperties false")
+            for comp in ("producer", "consumers", "keda", "setup", "natsAuth", "networkPolicy", "metrics", "images"):
+                require(schema["properties"][comp].get("additionalProperties") is False, f"{comp}: additionalProperties false")
+            for bad in ({"bogus": 1}, {"producer": {"replica": 3}}, {"consumers": {"groups": {"ledger": {"jobtypes": []}}}},
+                        {"images": {"producer": {"digest": "latest"}}}, {"keda": {"enabled": "yes"}}):
+                try:
+                    c.validate_schema(bad)
+                except helm.HelmValuesError:
+                    continue
+                raise AssertionError(f"schema accepted {bad}")
+            c.validate_schema(yaml.safe_load((CHART / "values.yaml").read_text()))
+
+    # ---- gitops ----
+    apps_defaults = yaml.safe_load((APPS_CHART / "values.yaml").read_text())
+    applications: dict[str, list[dict]] = {}
+    all_crs: list[dict] = []
+
+    for env in ENVS:
+        @check(f"gitops {env}: root app and app-of-apps render; paths, value files and waves")
+        def _(env=env):
+            envdir = ROOT / "gitops" / "environments" / env
+            root = yaml.safe_load((envdir / "root.yaml").read_text())
+            all_crs.append(root)
+            src = root["spec"]["source"]
+            require(src["repoURL"] == apps_defaults["repoURL"], f"root.yaml repoURL {src['repoURL']}")
+            require((ROOT / src["path"]).resolve() == APPS_CHART, "root.yaml must point at gitops/apps")
+            files = [APPS_CHART / f for f in src["helm"]["valueFiles"]]
+            for f in files:
+                require(f.is_file(), f"root.yaml names a missing values file {f}")
+            vals = load_values(files)
+            require(vals.get("environment") == env, f"apps-values.yaml environment {vals.get('environment')} != {env}")
+            apps = render(APPS_CHART, vals, name=f"codigo-apps-{env}", namespace="argocd")
+            require(apps and all(a["kind"] == "Application" for a in apps), "gitops/apps must render Applications only")
+            applications[env] = apps
+            all_crs.extend(apps)
+            automated_envs = {"dev", "qa"}
+            root_auto = root["spec"].get("syncPolicy", {}).get("automated")
+            require(bool(root_auto) == (env in automated_envs), f"root app automated sync in {env}")
+            waves = {}
+            for a in apps:
+                name = a["metadata"]["name"].removesuffix(f"-{env}")
+                waves[name] = int(a["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"])
+                sp = a["spec"].get("syncPolicy", {})
+                auto = sp.get("automated")
+                if env in automated_envs:
+                    require(auto and auto.get("prune") and auto.get("selfHeal"), f"{name}: automated prune+selfHeal in {env}")
+                else:
+                    require(not auto, f"{name}: {env} syncs manually")
+                require(a["spec"]["destination"].get("namespace"), f"{name}: destination namespace")
+                if "source" in a["spec"]:
+                    s = a["spec"]["source"]
+                    require(s["repoURL"] == apps_defaults["repoURL"], f"{name}: repoURL")
+                    chart_dir = ROOT / s["path"]
+                    require((chart_dir / "Chart.yaml").is_file(), f"{name}: path {s['path']} is not a chart")
+                    for vf in s.get("helm", {}).get("valueFiles", []):
+                        require((chart_dir / vf).is_file(), f"{name}: values file {vf} (relative to {s['path']}) is missing")
+                else:
+                    srcs = a["spec"]["sources"]
+                    refs = {x.get("ref"): x for x in srcs if x.get("ref")}
+                    require(refs.get("values", {}).get("repoURL") == apps_defaults["repoURL"], f"{name}: $values source")
+                    charts = [x for x in srcs if x.get("chart")]
+                    require(len(charts) == 1 and re.fullmatch(r"v?\d+\.\d+\.\d+", str(charts[0]["targetRevision"])),
+                            f"{name}: exactly one chart source pinned to an exact version")
+                    for vf in charts[0].get("helm", {}).get("valueFiles", []):
+                        require(vf.startswith("$values/"), f"{name}: {vf} must come from $values")
+                        f = ROOT / vf.removeprefix("$values/")
+                        require(f.is_file(), f"{name}: values file {vf} is missing")
+                        yaml.safe_load(f.read_text())
+            order = [("cert-manager", "platform"), ("external-secrets", "platform"), ("platform", "nats"),
+                     ("kube-prometheus-stack", "nats"), ("keda", "codigo"), ("nats", "codigo"),
+                     ("kube-prometheus-stack", "codigo"), ("platform", "codigo")]
+            for a, b in order:
+                require(a in waves and b in waves, f"apps {a} and {b} must be enabled")
+                require(waves[a] < waves[b], f"sync wave of {a} ({waves[a]}) must precede {b} ({waves[b]})")
+            require(max(waves.values()) == waves["codigo"], "codigo syncs last")
+            require("opencost" not in waves or apps_defaults["apps"]["opencost"]["enabled"] is False,
+                    "opencost is optional: disabled in the catalogue")
+
+        @check(f"gitops {env}: local charts named by Applications render and validate")
+        def _(env=env):
+            for a in applications.get(env, []):
+                s = a["spec"].get("source")
+                if not s or s["path"] == "helm/codigo":
+                    continue
+                chart_dir = ROOT / s["path"]
+                vals = load_values([chart_dir / vf for vf in s["helm"].get("valueFiles", [])])
+                objs = render(chart_dir, vals, name=s["helm"]["releaseName"], namespace=a["spec"]["destination"]["namespace"])
+                kube_validate(objs)
+                all_crs.extend(o for o in objs if is_crd(o))
+                rep = helm.lint(chart_dir, vals, strict=True)
+                bad = [m for m in rep["messages"] if m["severity"] >= 2] + rep.get("errors", [])
+                require(not bad, f"{s['path']}: lint {bad}")
+
+    # ---- the codigo chart, per environment (the value files its Application names) ----
+    env_objs: dict[str, list[dict]] = {}
+    env_vals: dict[str, dict] = {}
+    env_files: dict[str, list[Path]] = {}
+
+    for env in ENVS:
+        @check(f"chart {env}: schema, strict lint (SDK), render")
+        def _(env=env):
+            app = [a for a in applications[env] if a["metadata"]["name"] == f"codigo-{env}"]
+            require(app, f"no codigo Application in {env}")
+            src = app[0]["spec"]["source"]
+            files = [(ROOT / src["path"] / vf).resolve() for vf in src["helm"]["valueFiles"]]
+            require(files[-1] == (ROOT / "gitops" / "environments" / env / "images.yaml").resolve(),
+                    "images.yaml must be the last values file (CI pins win)")
+            env_files[env] = files
+            vals = load_values(files)
+            images = yaml.safe_load(files[-1].read_text())
+            require(set(images) == {"images"} and set(images["images"]) == {"producer", "consumer", "ctl"},
+                    "images.yaml holds exactly images.{producer,consumer,ctl}")
+            for comp, img in images["images"].items():
+                require(set(img) <= {"registry", "repository", "tag", "digest"}, f"images.{comp}: unexpected keys")
+                require(re.fullmatch(r"sha256:[0-9a-f]{64}", img.get("digest", "")), f"images.{comp}.digest")
+            rep = helm.lint(CHART, vals, strict=True, namespace=NAMESPACE)
+            bad = [m for m in rep["messages"] if m["severity"] >= 2] + rep.get("errors", [])
+            require(not bad, f"lint: {bad}")
+            env_vals[env] = deep_merge(yaml.safe_load((CHART / "values.yaml").read_text()), vals)
+            env_objs[env] = render(CHART, vals)
+
+        @check(f"chart {env}: helm CLI lint --strict and template agree with the SDK (symlinks followed)")
+        def _(env=env):
+            require(env in env_objs, "render failed")
+            fargs = [a for f in env_files[env] for a in ("-f", str(f))]
+            p = helm_cli(args.helm, "lint", "--strict", str(CHART), "-n", NAMESPACE, *fargs)
+            require(p.returncode == 0, p.stdout + p.stderr)
+            p = helm_cli(args.helm, "template", RELEASE, str(CHART), "-n", NAMESPACE, "--kube-version", KUBE_VERSION, *fargs)
+            require(p.returncode == 0, p.stderr)
+            cli = [d for d in yaml.safe_load_all(p.stdout) if d]
+            require(canonical(cli) == canonical(env_objs[env]), "helm template differs from the SDK render")
+
+        @check(f"chart {env}: kubernetes-validate --strict {KUBE_VERSION} (CRDs via models)")
+        def _(env=env):
+            require(env in env_objs, "render failed")
+            kube_validate(env_objs[env])
+            all_crs.extend(o for o in env_objs[env] if is_crd(o))
+
+        @check(f"chart {env}: pod security, probes, KEDA, setup hook, network, monitoring, secrets")
+        def _(env=env):
+            require(env in env_objs, "render failed")
+            objs, vals = env_objs[env], env_vals[env]
+            assert_pods(objs)
+            assert_probes(objs)
+            assert_consumers(objs, vals)
+            assert_setup_job(objs, vals)
+            assert_network(objs, vals)
+            assert_monitoring(objs, vals)
+            assert_no_secret_data(objs)
+            assert_common(objs, vals, env)
+
+    # ---- other shapes of the chart ----
+    base = yaml.safe_load((CHART / "values.yaml").read_text())
+    scenarios = {
+        "defaults": {},
+        "KEDA off (CPU HPAs)": {"keda": {"enabled": False}},
+        "creds auth, TLS, ExternalSecrets, SLO overrides, extras": {
+            "natsAuth": {"type": "creds", "tls": {"enabled": True}},
+            "externalSecrets": {"enabled": True},
+            "metrics": {"prometheusRule": {"sloObjectives": {"job_success": 0.999}}},
+            "extraResources": [{"apiVersion": "v1", "kind": "ConfigMap",
+                                "metadata": {"name": "{{ .Release.Name }}-extra", "namespace": "{{ .Release.Namespace }}"},
+                                "data": {"a": "b"}}],
+            "producer": {"ingress": {"enabled": True}},
+        },
+        "no optional CRDs": {"keda": {"enabled": False}, "metrics": {"serviceMonitor": {"enabled": False},
+                                                                     "prometheusRule": {"enabled": False}}},
+    }
+    for label, over in scenarios.items():
+        @check(f"chart scenario '{label}': renders, validates, passes the assertions")
+        def _(label=label, over=over):
+            objs = render(CHART, over)
+            vals = deep_merge(base, over)
+            kube_validate(objs)
+            all_crs.extend(o for o in objs if is_crd(o))
+            assert_pods(objs)
+            assert_probes(objs)
+            assert_consumers(objs, vals)
+            assert_setup_job(objs, vals)
+            assert_network(objs, vals)
+            assert_no_secret_data(objs)
+            assert_common(objs, vals, None)
+            if vals["metrics"]["serviceMonitor"]["enabled"]:
+                assert_monitoring(objs, vals)
+            else:
+                require(not by_kind(objs, "ServiceMonitor") and not by_kind(objs, "PrometheusRule"), "CRs switched off")
+            if vals["natsAuth"]["type"] == "creds":
+                for _, spec in pod_specs(objs):
+                    c = spec["containers"][0]
+                    require(env_of(c)["NATS_CREDS"]["value"] == "/var/run/secrets/codigo/nats/nats.creds", "NATS_CREDS")
+                    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+                    require(mounts.get("/var/run/secrets/codigo/nats", {}).get("readOnly"), "creds mounted read-only")
+                    if vals["natsAuth"]["tls"]["enabled"]:
+                        require(env_of(c)["NATS_TLS_CA"]["value"].endswith("/ca.crt"), "NATS_TLS_CA")
+            if vals["externalSecrets"]["enabled"]:
+                es = by_kind(objs, "ExternalSecret")
+                require(len(es) == 7, f"{len(es)} ExternalSecrets")
+                hooks = [e for e in es if e["metadata"]["annotations"].get("helm.sh/hook")]
+                targets = {e["spec"]["target"]["name"] for e in hooks}
+                require(targets == {vals["secrets"]["migrationDatabase"]["existingSecret"], vals["natsAuth"]["ctl"]["existingSecret"]},
+                        f"the setup hook's secrets (only) are hooks: {targets}")
+            if over.get("extraResources"):
+                require([o for o in objs if o["metadata"]["name"] == f"{RELEASE}-extra"], "extraResources rendered with tpl")
+
+    # ---- custom resources, all at once ----
+    @check("custom resources validate against their CRD models (ScaledObject, ServiceMonitor, ...)")
+    def _():
+        n = crd_validate(all_crs, args.models)
+        kinds = {o["kind"] for o in all_crs}
+        for k in ("Application", "ScaledObject", "ServiceMonitor", "PrometheusRule", "ExternalSecret", "Certificate"):
+            require(k in kinds, f"no {k} was validated")
+        print(f"     {n} custom resources")
+
+    # ---- checkov on everything rendered, plus the Dockerfile ----
+    @check("checkov (kubernetes + dockerfile): zero failed checks, every skip justified")
+    def _():
+        out = WORK / "checkov"
+        (out / "docker").mkdir(parents=True)
+        shutil.copy(ROOT / "docker" / "Dockerfile", out / "docker" / "Dockerfile")
+        require(env_objs, "nothing rendered")
+        for env, objs in env_objs.items():
+            (out / f"{env}.yaml").write_text(yaml.safe_dump_all(objs, sort_keys=False))
+        p = subprocess.run(
+            [args.checkov, "-d", str(out), "--framework", "kubernetes", "dockerfile", "--output", "json",
+             "--quiet", "--compact", "--skip-download", "--config-file", str(ROOT / "scripts" / "deploy" / "checkov.yaml")],
+            capture_output=True, text=True, env=dict(os.environ, BC_SKIP_MAPPING="TRUE", CHECKOV_RUN_SCA_PACKAGE_SCAN_V2="false"),
+        )
+        try:
+            reports = json.loads(p.stdout)
+        except json.JSONDecodeError:
+            raise AssertionError(f"checkov did not run: rc={p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+        reports = reports if isinstance(reports, list) else [reports]
+        failed, passed, skipped = [], 0, []
+        for r in reports:
+            res = r.get("results", {})
+            passed += len(res.get("passed_checks", []))
+            failed += [f"{c['check_id']} {c['resource']} ({c['file_path']})" for c in res.get("failed_checks", [])]
+            skipped += res.get("skipped_checks", [])
+        require(passed > 0, "checkov ran no check")
+        for s in skipped:
+            reason = (s.get("check_result") or {}).get("suppress_comment", "")
+            require(len(reason.strip()) >= 20, f"skip of {s['check_id']} on {s['resource']} has no reason")
+        require(not failed, "failed checks:\n" + "\n".join(sorted(set(failed))))
+        kinds = {r.get("check_type") for r in reports}
+        require({"kubernetes", "dockerfile"} <= kinds, f"checkov frameworks that ran: {kinds}")
+        print(f"     {passed} passed, {len(skipped)} skipped with reasons")
+
+    total = len(PASSED) + len(FAILED)
+    if FAILED:
+        print("\nfailed:\n  " + "\n  ".join(FAILED))
+    print(f"deploy: {len(PASSED)} passed, {len(FAILED)} failed")
+    return 1 if FAILED or total == 0 else 0
+
+
+WORK = Path(tempfile.gettempdir())
+
+if __name__ == "__main__":
+    sys.exit(main())
