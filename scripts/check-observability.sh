@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib/tools.sh
 source scripts/lib/tools.sh
 
-echo "observability: preparing tools (prometheus, promtool, PyYAML)"
+echo "observability: preparing tools (prometheus, promtool, PyYAML, yamllint)"
 if ! dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q 'install ok installed'; then
   # Debian's package starts its service on install where an init system runs, and that
   # server would sit on :9090. Forbid service starts for this install only (unless the
@@ -31,6 +31,6 @@ command -v promtool >/dev/null || die "promtool missing after installing prometh
 command -v prometheus >/dev/null || die "prometheus missing after installing prometheus"
 echo "observability: $(prometheus --version 2>&1 | head -n1)"
 
-pybin=$(venv_bin observability pyyaml==6.0.2)
+pybin=$(venv_bin observability pyyaml==6.0.2 yamllint==1.38.0)
 
 exec "$pybin/python" observability/tools/check_observability.py

@@ -92,6 +92,14 @@ impl JetStreamArgs {
         Duration::from_secs(self.ack_wait_secs)
     }
 
+    /// How long a delivery really has before JetStream redelivers it: with a BackOff list
+    /// the first step replaces the ack wait.
+    pub fn effective_ack_wait(&self) -> Duration {
+        self.backoff_secs
+            .first()
+            .map_or(self.ack_wait(), |first| Duration::from_secs(*first).min(self.ack_wait()))
+    }
+
     /// Settings JetStream would refuse, caught at start with a message saying what to change.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_deliver < 1 {

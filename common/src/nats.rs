@@ -135,3 +135,13 @@ pub async fn connect(
 pub fn is_connected(client: &async_nats::Client) -> bool {
     client.connection_state() == async_nats::connection::State::Connected
 }
+
+/// Flushes buffered publishes (acks are fire-and-forget), bounded: a client that never
+/// connected would otherwise wait forever.
+pub async fn flush(client: &async_nats::Client) {
+    match tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "flushing NATS on shutdown failed"),
+        Err(_) => tracing::warn!("flushing NATS on shutdown timed out; unsent acks will be redelivered"),
+    }
+}

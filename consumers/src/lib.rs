@@ -99,6 +99,7 @@ impl Application {
             pool,
         } = self;
         let js = async_nats::jetstream::new(client.clone());
+        let metrics = telemetry::metrics();
         for job_type in &job_types {
             worker::register_metrics(job_type);
         }
@@ -111,7 +112,7 @@ impl Application {
             nats: client.clone(),
             pool: pool.clone(),
             bound: bound.clone(),
-            metrics: telemetry::metrics(),
+            metrics,
         });
         let http_stop = shutdown.clone();
         let http_server = tokio::spawn(async move {
@@ -195,9 +196,7 @@ impl Application {
 
         while tasks.join_next().await.is_some() {}
         // Acks are fire-and-forget publishes: make sure they left before exiting.
-        if let Err(error) = client.flush().await {
-            tracing::warn!(%error, "flushing NATS on shutdown failed");
-        }
+        codigo_common::nats::flush(&client).await;
         let _ = http_server.await;
         pool.close().await;
         tracing::info!("codigo-consumer stopped");

@@ -310,7 +310,7 @@ async fn process(
         };
         let job = Job { envelope: &envelope, record: record.clone(), attempt };
 
-        let ack_wait = shared.jetstream.ack_wait();
+        let ack_wait = shared.jetstream.effective_ack_wait();
         let mut unavailable_attempts = 0u64;
         let outcome = loop {
             match with_progress(&message, ack_wait, &hard_stop, handler.handle(&job)).await {

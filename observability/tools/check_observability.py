@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import signal
 import subprocess
@@ -156,6 +155,16 @@ def markdown_anchors(path: Path) -> set[str]:
             seen[slug] = 0
         anchors.add(slug)
     return anchors
+
+
+def check_yamllint(rep: Report) -> None:
+    yamllint = Path(sys.executable).with_name("yamllint")
+    config = ROOT / ".yamllint"
+    cmd = [str(yamllint), "--strict"]
+    cmd += ["-c", str(config)] if config.exists() else ["-d", "{extends: default, rules: {line-length: {max: 120}}}"]
+    res = run([*cmd, str(OBS)])
+    rep.check("yamllint observability/ (repository .yamllint)",
+              [] if res.returncode == 0 else [res.stdout + res.stderr])
 
 
 def check_rules(rep: Report) -> tuple[list[str], list[dict]]:
@@ -363,9 +372,10 @@ def check_dashboards(rep: Report, metrics: dict, records: list[str]) -> list[tup
             res = run(["promtool", "check", "rules", str(f)])
             detail = res.stdout + res.stderr
             if res.returncode != 0:
-                # Map dashboard_query_N back to the panel for a readable failure.
-                detail += "\n" + "\n".join(f"dashboard_query_{i} = {t!r}: {e}"
-                                           for i, (_, t, e) in enumerate(own))
+                # Map dashboard_query_N back to its panel for a readable failure.
+                bad = sorted({int(i) for i in re.findall(r'"dashboard_query_(\d+)"', detail)})
+                detail += "\n" + "\n".join(f"dashboard_query_{i} is panel {own[i][1]!r}: {own[i][2]}"
+                                           for i in bad)
             rep.check(f"{label}: all {len(own)} PromQL queries parse (promtool)",
                       [] if res.returncode == 0 else [detail])
         queries += own
@@ -531,10 +541,14 @@ def synthetic_openmetrics(metrics: dict, now: int) -> str:
 # ---------------------------------------------------------------------------------------
 # live Prometheus
 
+# Loopback only: never through an HTTP(S)_PROXY from the environment.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def query(url: str, expr: str) -> tuple[list, str]:
     q = urllib.parse.urlencode({"query": expr})
     try:
-        with urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=30) as resp:
+        with _LOCAL.open(f"{url}/api/v1/query?{q}", timeout=30) as resp:
             body = json.load(resp)
     except urllib.error.HTTPError as exc:
         return [], exc.read().decode(errors="replace")
@@ -575,7 +589,7 @@ def check_live(rep: Report, metrics: dict, records: list[str],
             rep.ok(f"promfixture: Prometheus at {url} ready in {time.monotonic() - started:.0f}s "
                    f"with {len(metrics)} codigo metrics backfilled over 31 days")
 
-            with urllib.request.urlopen(f"{url}/api/v1/rules", timeout=30) as resp:
+            with _LOCAL.open(f"{url}/api/v1/rules", timeout=30) as resp:
                 groups = json.load(resp)["data"]["groups"]
             p = [f"{r.get('name')}: {r.get('lastError')}" for g in groups for r in g["rules"]
                  if r.get("health") != "ok"]
@@ -630,6 +644,7 @@ def main() -> int:
     rep = Report()
     print("== metrics, rules and rule tests")
     metrics = load_metrics(rep)
+    check_yamllint(rep)
     records, alerts = check_rules(rep)
     check_rule_tests(rep, records, alerts)
     print("== dashboards and docs")

@@ -12,6 +12,9 @@ prints one line on stdout:
     PROMETHEUS_URL=http://127.0.0.1:PORT
 
 and serves until SIGTERM or SIGINT, when it stops the server and deletes the directory.
+Stop it with SIGTERM, not SIGKILL (Rust's Child::kill sends SIGKILL): a killed fixture
+takes Prometheus with it (parent-death signal) but leaves its directory, which the next
+fixture run removes.
 Diagnostics go to stderr. Exit status: 0 after a clean stop, 1 when the fixture cannot be
 set up or the server dies underneath it.
 
@@ -28,9 +31,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
-import math
 import os
+import math
 import shutil
 import signal
 import socket
@@ -134,6 +138,35 @@ def normalise_openmetrics(text: str, shift_to_now: bool, now: float) -> tuple[st
     return "\n".join(lines) + "\n", lo + shift, hi + shift
 
 
+def _lock_workdir(workdir: Path) -> int:
+    """Holds an exclusive lock on workdir/.lock for the fixture's lifetime (the fd is not
+    inherited by Prometheus), so a later fixture can tell a live workdir from a leftover."""
+    fd = os.open(workdir / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def sweep_stale_workdirs() -> None:
+    """Removes workdirs of fixtures that died without cleaning up (SIGKILL): their lock is
+    free. Prometheus itself went with them (parent-death signal)."""
+    for d in Path(tempfile.gettempdir()).glob("promfixture-*"):
+        lock = d / ".lock"
+        try:
+            if time.time() - lock.stat().st_mtime < 60:
+                continue  # just created; its owner may not hold the lock yet
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        os.close(fd)
+        log(f"removed leftover {d}")
+
+
 def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind(("127.0.0.1", 0))
@@ -151,8 +184,12 @@ def _die_with_parent() -> None:
         pass
 
 
+# The server is on loopback: never route it through an HTTP(S)_PROXY from the environment.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def http_json(url: str, timeout: float = 5.0) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
+    with _LOCAL.open(url, timeout=timeout) as resp:
         return json.load(resp)
 
 
@@ -171,6 +208,7 @@ class PromFixture:
         self.promtool = shutil.which(promtool) or promtool
         self.timeout = timeout
         self.workdir: Path | None = None
+        self._lock_fd: int | None = None
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
@@ -184,7 +222,9 @@ class PromFixture:
             raise FixtureError(f"no such OpenMetrics file: {self.openmetrics}")
         if self.rules and not self.rules.is_dir():
             raise FixtureError(f"no such rule directory: {self.rules}")
+        sweep_stale_workdirs()
         self.workdir = Path(tempfile.mkdtemp(prefix="promfixture-"))
+        self._lock_fd = _lock_workdir(self.workdir)
         log(f"workdir {self.workdir}")
         try:
             retention_days = self._backfill()
@@ -313,6 +353,9 @@ class PromFixture:
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self) -> str:
         return self.start()

@@ -113,9 +113,7 @@ impl Application {
                 tokio::time::sleep(timeout).await;
             } => tracing::warn!("in-flight requests did not finish within the shutdown timeout"),
         }
-        if let Err(error) = self.client.flush().await {
-            tracing::warn!(%error, "flushing NATS on shutdown failed");
-        }
+        codigo_common::nats::flush(&self.client).await;
         tracing::info!("codigo-producer stopped");
         Ok(())
     }

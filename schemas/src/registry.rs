@@ -89,7 +89,13 @@ fn collect(validator: &Validator, instance: &Value, prefix: &str) -> Result<(), 
         .iter_errors(instance)
         .map(|error| Violation {
             pointer: format!("{prefix}{}", error.instance_path()),
-            message: error.to_string(),
+            message: match error.kind() {
+                // The library's wording ("{schema} is not allowed for {value}") reads backwards.
+                jsonschema::error::ValidationErrorKind::Not { .. } => {
+                    format!("{} is not an allowed value here", error.instance())
+                }
+                _ => error.to_string(),
+            },
         })
         .collect();
     if violations.is_empty() {

@@ -20,11 +20,12 @@ gke = {
   release_channel            = "REGULAR"
   binary_authorization_mode  = "PROJECT_SINGLETON_POLICY_ENFORCE"
   deletion_protection        = false
+  logging_components         = ["SYSTEM_COMPONENTS"]
   master_authorized_networks = []
   general_pool = {
     machine_type   = "e2-standard-4"
     min_node_count = 1
-    max_node_count = 2
+    max_node_count = 3
     disk_size_gb   = 50
     spot           = true
   }
@@ -61,7 +62,7 @@ state_prefix = "codigo/dev"
 
 billing_account = "000000-000000-000000"
 budget = {
-  amount               = 150
+  amount               = 220
   notification_emails  = { platform = "platform-team@example.com" }
   pubsub_notifications = false
 }

@@ -48,6 +48,7 @@ variable "gke" {
     release_channel           = string
     binary_authorization_mode = string
     deletion_protection       = bool
+    logging_components        = list(string)
     master_authorized_networks = list(object({
       cidr_block   = string
       display_name = string

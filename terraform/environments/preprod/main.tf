@@ -1,7 +1,8 @@
 # One environment of Codigo: VPC, private GKE, Cloud SQL, secrets, workload
 # identities, Terraform's own CI identities, backups and a budget. The image
-# registry and the GitHub federation pool are shared and live in bootstrap/. Every environment root
-# has this same file; differences live in terraform.tfvars and backend.tf.
+# registry, the GitHub federation pool and the node service accounts are shared
+# and live in bootstrap/. Every environment root has this same file; the
+# differences live in terraform.tfvars and backend.tf.
 
 locals {
   name = "codigo-${var.environment}"
@@ -52,6 +53,7 @@ module "gke" {
   release_channel           = var.gke.release_channel
   binary_authorization_mode = var.gke.binary_authorization_mode
   deletion_protection       = var.gke.deletion_protection
+  logging_components        = var.gke.logging_components
   general_pool              = var.gke.general_pool
   spot_pool                 = var.gke.spot_pool
   labels                    = local.labels

@@ -20,6 +20,7 @@ gke = {
   release_channel            = "STABLE"
   binary_authorization_mode  = "PROJECT_SINGLETON_POLICY_ENFORCE"
   deletion_protection        = true
+  logging_components         = ["SYSTEM_COMPONENTS"]
   master_authorized_networks = []
   # Per zone: 3 general nodes at minimum, one per zone for the NATS R3 peers.
   general_pool = {

@@ -21,6 +21,7 @@ gke = {
   release_channel            = "STABLE"
   binary_authorization_mode  = "PROJECT_SINGLETON_POLICY_ENFORCE"
   deletion_protection        = true
+  logging_components         = ["SYSTEM_COMPONENTS", "WORKLOADS"]
   master_authorized_networks = []
   # Per zone: 3 to 9 general nodes, 0 to 15 Spot consumer nodes.
   general_pool = {

@@ -20,6 +20,7 @@ gke = {
   release_channel            = "REGULAR"
   binary_authorization_mode  = "PROJECT_SINGLETON_POLICY_ENFORCE"
   deletion_protection        = true
+  logging_components         = ["SYSTEM_COMPONENTS"]
   master_authorized_networks = []
   general_pool = {
     machine_type   = "e2-standard-4"
@@ -61,7 +62,7 @@ state_prefix = "codigo/qa"
 
 billing_account = "000000-000000-000000"
 budget = {
-  amount               = 400
+  amount               = 500
   notification_emails  = { platform = "platform-team@example.com" }
   pubsub_notifications = false
 }

@@ -81,14 +81,12 @@ variable "apply_roles" {
   description = "Project roles of the apply service account: what the environment root creates, nothing broader than that (no Owner/Editor)."
   type        = list(string)
   default = [
-    "roles/artifactregistry.admin",
     "roles/cloudsql.admin",
     "roles/compute.networkAdmin",
     "roles/compute.securityAdmin",
     "roles/container.admin",
     "roles/iam.serviceAccountAdmin",
     "roles/iam.serviceAccountUser",
-    "roles/iam.workloadIdentityPoolAdmin",
     "roles/monitoring.notificationChannelEditor",
     "roles/pubsub.admin",
     "roles/resourcemanager.projectIamAdmin",

@@ -101,11 +101,10 @@ resource "google_container_cluster" "this" {
     evaluation_mode = var.binary_authorization_mode
   }
 
-  # Metrics are scraped by the in-cluster Prometheus (see docs/COST.md for why
-  # Managed Service for Prometheus stays off); Cloud Logging keeps system and
-  # workload logs for incident forensics.
+  # Metrics are scraped by the in-cluster Prometheus and logs collected into
+  # Loki (docs/COST.md says why Managed Service for Prometheus stays off).
   logging_config {
-    enable_components = ["SYSTEM_COMPONENTS", "WORKLOADS"]
+    enable_components = var.logging_components
   }
 
   monitoring_config {

@@ -106,6 +106,12 @@ variable "binary_authorization_mode" {
   }
 }
 
+variable "logging_components" {
+  description = "What GKE ships to Cloud Logging. Workload logs also go to the in-cluster Loki; keeping WORKLOADS here too buys an off-cluster copy for forensics at $0.50/GiB beyond the free 50 GiB."
+  type        = list(string)
+  default     = ["SYSTEM_COMPONENTS"]
+}
+
 variable "deletion_protection" {
   description = "Refuse `terraform destroy` of the cluster."
   type        = bool
