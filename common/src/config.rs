@@ -78,6 +78,10 @@ pub struct JetStreamArgs {
     /// empty uses the ack wait.
     #[arg(long, env = "CODIGO_BACKOFF_SECS", value_delimiter = ',', default_value = "30,60,120,300")]
     pub backoff_secs: Vec<u64>,
+    /// Create or update streams at start-up. Turn off where `codigo-ctl setup` owns them and
+    /// the service's NATS user may only use them (least privilege).
+    #[arg(long, env = "CODIGO_ENSURE_TOPOLOGY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ensure_topology: bool,
     /// Most delivered-but-unacknowledged jobs per consumer.
     #[arg(long, env = "CODIGO_MAX_ACK_PENDING", default_value_t = 20_000)]
     pub max_ack_pending: i64,

@@ -173,6 +173,25 @@ pub async fn ensure_topology<'a>(
     Ok(())
 }
 
+/// What a service does at start: create or update the topology, or, when `codigo-ctl setup`
+/// owns it, only check that the streams are there.
+pub async fn prepare_topology<'a>(
+    js: &jetstream::Context,
+    names: &Names,
+    args: &JetStreamArgs,
+    job_types: impl IntoIterator<Item = &'a str>,
+) -> Result<(), SetupError> {
+    if args.ensure_topology {
+        return ensure_topology(js, names, args, job_types).await;
+    }
+    for stream in [names.jobs_stream(), names.dlq_stream(), names.advisories_stream()] {
+        js.get_stream(&stream)
+            .await
+            .map_err(|source| SetupError::Lookup { stream, source })?;
+    }
+    Ok(())
+}
+
 /// Deletes every stream of a namespace (tests and `codigo-ctl` teardown).
 pub async fn delete_topology(js: &jetstream::Context, names: &Names) {
     for stream in [

@@ -51,6 +51,7 @@ pub struct Application {
     names: Names,
     client: async_nats::Client,
     pool: sqlx::PgPool,
+    overrides: Vec<Arc<dyn handlers::Handler>>,
 }
 
 fn patient() -> ExponentialBuilder {
@@ -79,7 +80,14 @@ impl Application {
             names,
             client,
             pool,
+            overrides: Vec::new(),
         })
+    }
+
+    /// Serves a job type with `handler` instead of the built-in one (tests, custom handlers).
+    pub fn with_handler(mut self, handler: Arc<dyn handlers::Handler>) -> Self {
+        self.overrides.push(handler);
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -97,6 +105,7 @@ impl Application {
             names,
             client,
             pool,
+            overrides,
         } = self;
         let js = async_nats::jetstream::new(client.clone());
         let metrics = telemetry::metrics();
@@ -131,7 +140,7 @@ impl Application {
                 .when(|e| !matches!(e, db::DbError::NotMigrated { .. }))
                 .notify(|error, wait| tracing::warn!(%error, ?wait, "waiting for Postgres"))
                 .await?;
-            (|| jetstream::ensure_topology(&js, &names, &config.jetstream, job_types.iter().copied()))
+            (|| jetstream::prepare_topology(&js, &names, &config.jetstream, job_types.iter().copied()))
                 .retry(patient())
                 .notify(|error, wait| tracing::warn!(%error, ?wait, "waiting for JetStream"))
                 .await
@@ -143,7 +152,7 @@ impl Application {
             () = shutdown.cancelled() => return Err(StartError::Interrupted),
         }
 
-        let handlers = handlers::build(
+        let mut handlers = handlers::build(
             handlers::HandlerSettings {
                 pool: pool.clone(),
                 webhook: config.webhook_signing_key.clone().map(|signing_key| {
@@ -156,6 +165,9 @@ impl Application {
             },
             &job_types,
         )?;
+        for handler in overrides {
+            handlers.insert(handler.job_type(), handler);
+        }
         let dead_letters = dlq::DeadLetters::new(js.clone(), names.clone());
         let shared = Arc::new(worker::Shared {
             js: js.clone(),

@@ -335,7 +335,7 @@ async fn process(
             .record(started.elapsed().as_secs_f64());
 
         match outcome {
-            Outcome::Succeeded => match message.ack().await {
+            Outcome::Succeeded => match message.ack().instrument(tracing::info_span!("ack")).await {
                 Ok(()) => {
                     count_ack(job_type, "ack");
                     let age = OffsetDateTime::now_utc() - envelope.created_at;

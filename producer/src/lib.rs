@@ -128,7 +128,7 @@ fn spawn_topology_setup(
 ) {
     tokio::spawn(async move {
         let js = async_nats::jetstream::new(client);
-        let setup = || async { jetstream::ensure_topology(&js, &names, &args, []).await };
+        let setup = || async { jetstream::prepare_topology(&js, &names, &args, []).await };
         let result = setup
             .retry(
                 ExponentialBuilder::default()

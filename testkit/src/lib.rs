@@ -116,6 +116,7 @@ impl TestEnv {
             max_deliver: 4,
             ack_wait_secs: 5,
             backoff_secs: vec![],
+            ensure_topology: true,
             max_ack_pending: 10_000,
         }
     }

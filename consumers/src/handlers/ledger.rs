@@ -17,6 +17,7 @@ impl LedgerPostHandler {
         Self { pool }
     }
 
+    #[tracing::instrument(name = "postgres_tx", skip_all)]
     async fn post(&self, job: &Job<'_>, entry: &LedgerPost) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(

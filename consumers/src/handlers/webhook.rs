@@ -179,6 +179,7 @@ impl WebhookHandler {
         }
     }
 
+    #[tracing::instrument(name = "postgres_tx", skip_all)]
     async fn record(&self, job: &Job<'_>, url: &str, status: u16) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
