@@ -9,24 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/tools.sh
 
 echo "observability: preparing tools (prometheus, promtool, PyYAML, yamllint)"
-if ! dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q 'install ok installed'; then
-  # Debian's package starts its service on install where an init system runs, and that
-  # server would sit on :9090. Forbid service starts for this install only (unless the
-  # machine already has a policy, which then decides).
-  policy=/usr/sbin/policy-rc.d
-  created_policy=""
-  if [[ $(id -u) -eq 0 && ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod +x "$policy"
-    created_policy=$policy
-    trap 'rm -f "$created_policy"' EXIT
-  fi
-  need_apt prometheus
-  if [[ -n $created_policy ]]; then
-    rm -f "$created_policy"
-    trap - EXIT
-  fi
-fi
+need_prometheus
 command -v promtool >/dev/null || die "promtool missing after installing prometheus"
 command -v prometheus >/dev/null || die "prometheus missing after installing prometheus"
 echo "observability: $(prometheus --version 2>&1 | head -n1)"

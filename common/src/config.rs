@@ -76,7 +76,12 @@ pub struct JetStreamArgs {
     pub ack_wait_secs: u64,
     /// Redelivery delays after an ack timeout (a crashed worker), comma separated seconds;
     /// empty uses the ack wait.
-    #[arg(long, env = "CODIGO_BACKOFF_SECS", value_delimiter = ',', default_value = "30,60,120,300")]
+    #[arg(
+        long,
+        env = "CODIGO_BACKOFF_SECS",
+        value_delimiter = ',',
+        default_value = "30,60,120,300"
+    )]
     pub backoff_secs: Vec<u64>,
     /// Create or update streams at start-up. Turn off where `codigo-ctl setup` owns them and
     /// the service's NATS user may only use them (least privilege).
@@ -99,9 +104,9 @@ impl JetStreamArgs {
     /// How long a delivery really has before JetStream redelivers it: with a BackOff list
     /// the first step replaces the ack wait.
     pub fn effective_ack_wait(&self) -> Duration {
-        self.backoff_secs
-            .first()
-            .map_or(self.ack_wait(), |first| Duration::from_secs(*first).min(self.ack_wait()))
+        self.backoff_secs.first().map_or(self.ack_wait(), |first| {
+            Duration::from_secs(*first).min(self.ack_wait())
+        })
     }
 
     /// Settings JetStream would refuse, caught at start with a message saying what to change.

@@ -47,16 +47,15 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
 /// themselves (their role may not), `codigo-ctl setup` does.
 pub async fn check_migrated(pool: &PgPool) -> Result<(), DbError> {
     let needed = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let found: Option<i64> = sqlx::query_scalar(
-        "SELECT max(version) FROM _sqlx_migrations WHERE success",
-    )
-    .fetch_one(pool)
-    .await
-    .or_else(|error| match &error {
-        // No migrations table at all: never set up.
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
-        _ => Err(DbError::Connect(error)),
-    })?;
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .or_else(|error| match &error {
+                // No migrations table at all: never set up.
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
+                _ => Err(DbError::Connect(error)),
+            })?;
     if found.unwrap_or(0) < needed {
         return Err(DbError::NotMigrated { found, needed });
     }

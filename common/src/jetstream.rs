@@ -126,7 +126,10 @@ async fn ensure_stream(
         })?;
     js.get_stream(&name)
         .await
-        .map_err(|source| SetupError::Lookup { stream: name, source })
+        .map_err(|source| SetupError::Lookup {
+            stream: name,
+            source,
+        })
 }
 
 async fn ensure_consumer(
@@ -184,7 +187,11 @@ pub async fn prepare_topology<'a>(
     if args.ensure_topology {
         return ensure_topology(js, names, args, job_types).await;
     }
-    for stream in [names.jobs_stream(), names.dlq_stream(), names.advisories_stream()] {
+    for stream in [
+        names.jobs_stream(),
+        names.dlq_stream(),
+        names.advisories_stream(),
+    ] {
         js.get_stream(&stream)
             .await
             .map_err(|source| SetupError::Lookup { stream, source })?;

@@ -96,15 +96,24 @@ mod tests {
         assert_eq!(n.job_subject("ledger.post"), "codigo.jobs.ledger.post");
         assert_eq!(n.dlq_subject("ledger.post"), "codigo.dlq.ledger.post");
         assert_eq!(n.durable("webhook.deliver"), "codigo-webhook-deliver");
-        assert_eq!(n.job_type_of("codigo.jobs.ledger.post"), Some("ledger.post"));
-        assert_eq!(n.job_type_of("codigo.dlq.webhook.deliver"), Some("webhook.deliver"));
+        assert_eq!(
+            n.job_type_of("codigo.jobs.ledger.post"),
+            Some("ledger.post")
+        );
+        assert_eq!(
+            n.job_type_of("codigo.dlq.webhook.deliver"),
+            Some("webhook.deliver")
+        );
         assert_eq!(n.job_type_of("other.jobs.x"), None);
     }
 
     #[test]
     fn namespaces_are_checked() {
         assert!(Names::new("t-1a_b").is_ok());
-        assert_eq!(Names::new("t-1a").expect("valid").jobs_stream(), "T_1A_JOBS");
+        assert_eq!(
+            Names::new("t-1a").expect("valid").jobs_stream(),
+            "T_1A_JOBS"
+        );
         for bad in ["", "Upper", "1abc", "a.b", "a b", "a>", &"a".repeat(33)] {
             assert!(Names::new(bad).is_err(), "{bad}");
         }

@@ -8,10 +8,7 @@ use crate::config::NatsArgs;
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
     #[error("NATS_URL entry {url:?} is not a valid server address: {source}")]
-    BadUrl {
-        url: String,
-        source: std::io::Error,
-    },
+    BadUrl { url: String, source: std::io::Error },
     #[error("cannot read NATS credentials file {path}: {source}; check NATS_CREDS")]
     Credentials {
         path: String,
@@ -52,10 +49,11 @@ pub async fn connect(
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|url| {
-            url.parse::<ServerAddr>().map_err(|source| NatsError::BadUrl {
-                url: url.to_owned(),
-                source,
-            })
+            url.parse::<ServerAddr>()
+                .map_err(|source| NatsError::BadUrl {
+                    url: url.to_owned(),
+                    source,
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if servers.is_empty() {
@@ -80,13 +78,14 @@ pub async fn connect(
     }
 
     if let Some(path) = &args.nats_creds {
-        options = options
-            .credentials_file(path)
-            .await
-            .map_err(|source| NatsError::Credentials {
-                path: path.display().to_string(),
-                source,
-            })?;
+        options =
+            options
+                .credentials_file(path)
+                .await
+                .map_err(|source| NatsError::Credentials {
+                    path: path.display().to_string(),
+                    source,
+                })?;
     }
     match (&args.nats_user, &args.nats_password) {
         (Some(user), Some(password)) => {
@@ -142,6 +141,8 @@ pub async fn flush(client: &async_nats::Client) {
     match tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::warn!(%error, "flushing NATS on shutdown failed"),
-        Err(_) => tracing::warn!("flushing NATS on shutdown timed out; unsent acks will be redelivered"),
+        Err(_) => {
+            tracing::warn!("flushing NATS on shutdown timed out; unsent acks will be redelivered")
+        }
     }
 }

@@ -37,7 +37,12 @@ pub struct Config {
     #[arg(long, env = "CODIGO_SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
     pub shutdown_timeout_secs: u64,
     /// How long one pull request waits for jobs, in milliseconds.
-    #[arg(long, env = "CODIGO_FETCH_EXPIRES_MS", default_value_t = 5000, hide = true)]
+    #[arg(
+        long,
+        env = "CODIGO_FETCH_EXPIRES_MS",
+        default_value_t = 5000,
+        hide = true
+    )]
     pub fetch_expires_ms: u64,
     #[command(flatten)]
     pub nats: NatsArgs,
@@ -85,7 +90,12 @@ impl Config {
         }
         let served = self.served_job_types()?;
         if served.contains(&codigo_schemas::WEBHOOK_DELIVER)
-            && self.webhook_signing_key.as_deref().unwrap_or_default().len() < 16
+            && self
+                .webhook_signing_key
+                .as_deref()
+                .unwrap_or_default()
+                .len()
+                < 16
         {
             return Err(ConfigError(
                 "serving webhook.deliver needs CODIGO_WEBHOOK_SIGNING_KEY (at least 16 characters), \

@@ -44,7 +44,12 @@ impl Reason {
 }
 
 /// Headers copied from the original message; the rest are ours or JetStream's.
-const KEPT_HEADERS: &[&str] = &["Codigo-Job-Type", "Content-Type", "traceparent", "tracestate"];
+const KEPT_HEADERS: &[&str] = &[
+    "Codigo-Job-Type",
+    "Content-Type",
+    "traceparent",
+    "tracestate",
+];
 
 /// Longest error text kept in a header.
 const MAX_ERROR_LEN: usize = 1024;
@@ -101,7 +106,12 @@ impl DeadLetters {
         headers.insert("Codigo-Job-Type", letter.job_type);
         headers.insert(
             "Nats-Msg-Id",
-            format!("dlq:{}:{}", self.names.jobs_stream(), letter.stream_sequence).as_str(),
+            format!(
+                "dlq:{}:{}",
+                self.names.jobs_stream(),
+                letter.stream_sequence
+            )
+            .as_str(),
         );
         headers.insert("Codigo-Dlq-Reason", letter.reason.as_str());
         headers.insert("Codigo-Dlq-Error", header_safe(letter.error).as_str());
@@ -157,14 +167,18 @@ impl AdvisoryWorker {
         while !shutdown.is_cancelled() {
             let bound = match consumer.take() {
                 Some(c) => c,
-                None => match codigo_common::jetstream::bind_advisories_consumer(&self.js, &self.names).await {
-                    Ok(c) => c,
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot bind the max-deliveries consumer; retrying");
-                        pause(&shutdown, Duration::from_secs(2)).await;
-                        continue;
+                None => {
+                    match codigo_common::jetstream::bind_advisories_consumer(&self.js, &self.names)
+                        .await
+                    {
+                        Ok(c) => c,
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot bind the max-deliveries consumer; retrying");
+                            pause(&shutdown, Duration::from_secs(2)).await;
+                            continue;
+                        }
                     }
-                },
+                }
             };
             let batch = bound
                 .batch()
@@ -183,21 +197,19 @@ impl AdvisoryWorker {
             let mut healthy = true;
             while let Some(next) = batch.next().await {
                 match next {
-                    Ok(advisory) => {
-                        match self.handle(&advisory.payload).await {
-                            Ok(()) => {
-                                if let Err(error) = advisory.ack().await {
-                                    tracing::warn!(%error, "ack of max-deliveries advisory failed");
-                                }
-                            }
-                            Err(error) => {
-                                tracing::warn!(%error, "dead-lettering after max deliveries failed; will retry");
-                                let _ = advisory
-                                    .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(5))))
-                                    .await;
+                    Ok(advisory) => match self.handle(&advisory.payload).await {
+                        Ok(()) => {
+                            if let Err(error) = advisory.ack().await {
+                                tracing::warn!(%error, "ack of max-deliveries advisory failed");
                             }
                         }
-                    }
+                        Err(error) => {
+                            tracing::warn!(%error, "dead-lettering after max deliveries failed; will retry");
+                            let _ = advisory
+                                .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(5))))
+                                .await;
+                        }
+                    },
                     Err(error) => {
                         tracing::warn!(%error, "max-deliveries stream error; rebinding");
                         healthy = false;
@@ -231,8 +243,13 @@ impl AdvisoryWorker {
             Err(error) => return Err(error.to_string()),
         };
         let subject = message.subject.to_string();
-        let job_type = self.names.job_type_of(&subject).unwrap_or("unknown").to_owned();
-        let envelope: Option<codigo_schemas::Envelope> = serde_json::from_slice(&message.payload).ok();
+        let job_type = self
+            .names
+            .job_type_of(&subject)
+            .unwrap_or("unknown")
+            .to_owned();
+        let envelope: Option<codigo_schemas::Envelope> =
+            serde_json::from_slice(&message.payload).ok();
         let id: Option<Uuid> = envelope.as_ref().map(|e| e.id);
 
         let mut last_error = format!("gave up after {} deliveries", advisory.deliveries);
@@ -240,11 +257,17 @@ impl AdvisoryWorker {
             match store::status_of(&self.pool, id).await {
                 Ok(Some((status, _))) if status == "succeeded" => {
                     // The last attempt committed after all; only the message is left over.
-                    stream.delete_message(advisory.stream_seq).await.map_err(|e| e.to_string())?;
+                    stream
+                        .delete_message(advisory.stream_seq)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     return Ok(());
                 }
                 Ok(Some((_, Some(error)))) => {
-                    last_error = format!("gave up after {} deliveries; last error: {error}", advisory.deliveries);
+                    last_error = format!(
+                        "gave up after {} deliveries; last error: {error}",
+                        advisory.deliveries
+                    );
                 }
                 Ok(_) => {}
                 Err(error) => return Err(format!("Postgres unavailable: {error}")),

@@ -65,7 +65,8 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let job_types = config.validate()?;
         let names = Names::new(&config.nats.namespace)?;
-        let client = nats::connect(&config.nats, "codigo-consumer", InitialConnect::Background).await?;
+        let client =
+            nats::connect(&config.nats, "codigo-consumer", InitialConnect::Background).await?;
         let pool = db::lazy_pool(&config.database)?;
         let listener = TcpListener::bind(config.http_addr)
             .await
@@ -140,11 +141,18 @@ impl Application {
                 .when(|e| !matches!(e, db::DbError::NotMigrated { .. }))
                 .notify(|error, wait| tracing::warn!(%error, ?wait, "waiting for Postgres"))
                 .await?;
-            (|| jetstream::prepare_topology(&js, &names, &config.jetstream, job_types.iter().copied()))
-                .retry(patient())
-                .notify(|error, wait| tracing::warn!(%error, ?wait, "waiting for JetStream"))
-                .await
-                .map_err(|e| StartError::Nats(nats::NatsError::Settings(e.to_string())))?;
+            (|| {
+                jetstream::prepare_topology(
+                    &js,
+                    &names,
+                    &config.jetstream,
+                    job_types.clone(),
+                )
+            })
+            .retry(patient())
+            .notify(|error, wait| tracing::warn!(%error, ?wait, "waiting for JetStream"))
+            .await
+            .map_err(|e| StartError::Nats(nats::NatsError::Settings(e.to_string())))?;
             Ok::<(), StartError>(())
         };
         tokio::select! {
@@ -203,7 +211,11 @@ impl Application {
             dead_letters,
         });
         tasks.spawn(advisories.run(shutdown.clone()));
-        tasks.spawn(worker::report_pending(shared, job_types.clone(), shutdown.clone()));
+        tasks.spawn(worker::report_pending(
+            shared,
+            job_types.clone(),
+            shutdown.clone(),
+        ));
         tracing::info!(job_types = ?job_types, concurrency = config.concurrency, "codigo-consumer running");
 
         while tasks.join_next().await.is_some() {}

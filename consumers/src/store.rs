@@ -67,7 +67,11 @@ pub async fn record_success(
     upsert(executor, job, "succeeded", result, None, true).await
 }
 
-pub async fn record_retry(pool: &PgPool, job: &JobRecord<'_>, error: &str) -> Result<(), sqlx::Error> {
+pub async fn record_retry(
+    pool: &PgPool,
+    job: &JobRecord<'_>,
+    error: &str,
+) -> Result<(), sqlx::Error> {
     upsert(pool, job, "retrying", None, Some(error), false).await
 }
 
@@ -79,7 +83,10 @@ pub async fn record_dead_letter(
     upsert(pool, job, "dead_lettered", None, Some(error), true).await
 }
 
-pub async fn status_of(pool: &PgPool, id: Uuid) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+pub async fn status_of(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
     sqlx::query_as("SELECT status, error FROM jobs WHERE id = $1")
         .bind(id)
         .fetch_optional(pool)

@@ -79,7 +79,14 @@ impl Drop for InFlight {
 impl Worker {
     async fn bind(&self) -> Option<PullConsumer> {
         let shared = &self.shared;
-        match bind_job_consumer(&shared.js, &shared.names, &shared.jetstream, self.handler.job_type()).await {
+        match bind_job_consumer(
+            &shared.js,
+            &shared.names,
+            &shared.jetstream,
+            self.handler.job_type(),
+        )
+        .await
+        {
             Ok(consumer) => Some(consumer),
             Err(error) => {
                 tracing::warn!(job_type = self.handler.job_type(), %error, "cannot bind consumer; retrying");
@@ -154,8 +161,17 @@ impl Worker {
                             let stop = hard_stop.clone();
                             tasks.spawn(process(shared, handler, message, permit, stop));
                         }
-                        // Fetched after SIGTERM: hand it straight back to another replica.
-                        _ => nak_now(job_type, &message).await,
+                        // Fetched after SIGTERM: hand it back, delayed past this pull
+                        // request's expiry so that it goes to another replica rather than
+                        // bouncing straight back into this draining one.
+                        _ => {
+                            nak_later(
+                                job_type,
+                                &message,
+                                self.shared.fetch_expires + Duration::from_secs(1),
+                            )
+                            .await
+                        }
                     },
                     Some(Err(error)) => {
                         tracing::warn!(job_type, %error, "message stream error; rebinding");
@@ -181,7 +197,10 @@ impl Worker {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(job_type, "drain timeout reached; handing unfinished jobs back");
+            tracing::warn!(
+                job_type,
+                "drain timeout reached; handing unfinished jobs back"
+            );
             hard_stop.cancel();
             while tasks.join_next().await.is_some() {}
         }
@@ -190,9 +209,20 @@ impl Worker {
 }
 
 async fn nak_now(job_type: &'static str, message: &jetstream::Message) {
-    match message.ack_with(AckKind::Nak(None)).await {
+    nak_later(job_type, message, Duration::ZERO).await;
+}
+
+async fn nak_later(job_type: &'static str, message: &jetstream::Message, delay: Duration) {
+    let kind = if delay.is_zero() {
+        AckKind::Nak(None)
+    } else {
+        AckKind::Nak(Some(delay))
+    };
+    match message.ack_with(kind).await {
         Ok(()) => count_ack(job_type, "nak"),
-        Err(error) => tracing::warn!(job_type, %error, "nak failed; the job returns after its ack wait"),
+        Err(error) => {
+            tracing::warn!(job_type, %error, "nak failed; the job returns after its ack wait")
+        }
     }
 }
 
@@ -222,7 +252,17 @@ fn decode(job_type: &str, payload: &[u8]) -> Result<(Envelope, Value), Rejected>
         codigo_schemas::SchemaError::Invalid(violations) => schema(
             violations
                 .iter()
-                .map(|v| format!("{}: {}", if v.pointer.is_empty() { "/" } else { &v.pointer }, v.message))
+                .map(|v| {
+                    format!(
+                        "{}: {}",
+                        if v.pointer.is_empty() {
+                            "/"
+                        } else {
+                            &v.pointer
+                        },
+                        v.message
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
@@ -280,9 +320,19 @@ async fn process(
     let _in_flight = InFlight::start(job_type);
     let (attempt, stream_sequence) = message
         .info()
-        .map(|info| (u64::try_from(info.delivered).unwrap_or(1), info.stream_sequence))
+        .map(|info| {
+            (
+                u64::try_from(info.delivered).unwrap_or(1),
+                info.stream_sequence,
+            )
+        })
         .unwrap_or((1, 0));
-    let span = tracing::info_span!("process_job", job_type, attempt, job_id = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "process_job",
+        job_type,
+        attempt,
+        job_id = tracing::field::Empty
+    );
     telemetry::link_to_remote_parent(&span, message.headers.as_ref());
     let started = Instant::now();
     async {
@@ -407,7 +457,9 @@ async fn dead_letter(
     }
     match message.ack_with(AckKind::Term).await {
         Ok(()) => count_ack(job_type, "term"),
-        Err(e) => tracing::warn!(error = %e, "term failed; the redelivery is dead-lettered again and de-duplicated"),
+        Err(e) => {
+            tracing::warn!(error = %e, "term failed; the redelivery is dead-lettered again and de-duplicated")
+        }
     }
 }
 

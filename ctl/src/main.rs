@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use codigo_common::config::{DatabaseArgs, JetStreamArgs, NatsArgs, TelemetryArgs};
 
 #[derive(Debug, Parser)]
-#[command(name = "codigo-ctl", version, about = "Operate the Codigo job pipeline")]
+#[command(
+    name = "codigo-ctl",
+    version,
+    about = "Operate the Codigo job pipeline"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,11 +49,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut telemetry_args = cli.telemetry.clone();
     // Operator output goes to stdout; logs stay readable text on stderr unless asked otherwise.
-    telemetry_args.log_format.get_or_insert(codigo_common::config::LogFormat::Text);
+    telemetry_args
+        .log_format
+        .get_or_insert(codigo_common::config::LogFormat::Text);
     let _telemetry = codigo_common::telemetry::init("codigo-ctl", &telemetry_args)?;
-    cli.jetstream
-        .validate()
-        .map_err(anyhow::Error::msg)?;
+    cli.jetstream.validate().map_err(anyhow::Error::msg)?;
     let names = codigo_common::Names::new(&cli.nats.namespace)?;
     match cli.command {
         Command::Setup => setup::run(&cli.nats, &cli.database, &cli.jetstream, &names).await,

@@ -24,7 +24,10 @@ pub async fn run(nats_args: &NatsArgs, names: &Names, format: Format) -> anyhow:
     let client = nats::connect(nats_args, "codigo-ctl", InitialConnect::FailFast).await?;
     let js = async_nats::jetstream::new(client);
     let jobs = js.get_stream(names.jobs_stream()).await.map_err(|e| {
-        anyhow::anyhow!("stream {} not found ({e}); run `codigo-ctl setup`", names.jobs_stream())
+        anyhow::anyhow!(
+            "stream {} not found ({e}); run `codigo-ctl setup`",
+            names.jobs_stream()
+        )
     })?;
     let dlq = js.get_stream(names.dlq_stream()).await?;
     let dead: BTreeMap<String, usize> = dlq
@@ -44,7 +47,11 @@ pub async fn run(nats_args: &NatsArgs, names: &Names, format: Format) -> anyhow:
             redelivered: info.as_ref().map_or(0, |i| i.num_redelivered),
             waiting_pulls: info.as_ref().map_or(0, |i| i.num_waiting),
             dead_letters: dead.get(&names.dlq_subject(job_type)).copied().unwrap_or(0),
-            consumer: if info.is_some() { consumer } else { format!("{consumer} (missing)") },
+            consumer: if info.is_some() {
+                consumer
+            } else {
+                format!("{consumer} (missing)")
+            },
         });
     }
 
@@ -53,12 +60,24 @@ pub async fn run(nats_args: &NatsArgs, names: &Names, format: Format) -> anyhow:
         Format::Text => {
             println!(
                 "{:<18} {:<28} {:>10} {:>12} {:>12} {:>8} {:>13}",
-                "JOB TYPE", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED", "PULLS", "DEAD LETTERS"
+                "JOB TYPE",
+                "CONSUMER",
+                "PENDING",
+                "ACK PENDING",
+                "REDELIVERED",
+                "PULLS",
+                "DEAD LETTERS"
             );
             for r in &rows {
                 println!(
                     "{:<18} {:<28} {:>10} {:>12} {:>12} {:>8} {:>13}",
-                    r.job_type, r.consumer, r.pending, r.ack_pending, r.redelivered, r.waiting_pulls, r.dead_letters
+                    r.job_type,
+                    r.consumer,
+                    r.pending,
+                    r.ack_pending,
+                    r.redelivered,
+                    r.waiting_pulls,
+                    r.dead_letters
                 );
             }
         }

@@ -3,11 +3,14 @@
 //!
 //! `CODIGO_API_KEYS` holds comma-separated entries `name:token[;tenant=T][;types=a.b|c.d][;rate=N]`.
 //! A plain `name:token` has tenant `name`, every job type, and `CODIGO_RATE_LIMIT_PER_KEY`.
+//! Names and tenants are 1-64 characters from `A-Za-z0-9._-`; tokens at least 16 characters,
+//! one per key; `types=` names registered job types only (docs/SECURITY.md).
 use std::collections::BTreeSet;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use codigo_schemas::registry;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
@@ -19,6 +22,16 @@ pub enum ParseKeysError {
     Entry { index: usize, reason: String },
     #[error("CODIGO_API_KEYS has two keys named {0:?}; names must be unique")]
     DuplicateName(String),
+    #[error("CODIGO_API_KEYS keys {first:?} and {second:?} have the same token; give every key its own token")]
+    DuplicateToken { first: String, second: String },
+}
+
+/// Names and tenants end up in logs, envelopes and job rows: keep them to a plain alphabet.
+fn plain_identifier(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 pub struct ApiKey {
@@ -99,6 +112,9 @@ impl ApiKeys {
             if name.is_empty() || token.is_empty() {
                 return Err(bad("name and token must not be empty"));
             }
+            if !plain_identifier(name) {
+                return Err(bad("the name must be 1-64 characters from A-Z, a-z, 0-9, '.', '_' and '-'"));
+            }
             if token.len() < 16 {
                 return Err(bad("token shorter than 16 characters"));
             }
@@ -110,21 +126,34 @@ impl ApiKeys {
                     .split_once('=')
                     .ok_or_else(|| bad("options are key=value"))?;
                 match key.trim() {
-                    "tenant" if !value.trim().is_empty() => tenant = value.trim().to_owned(),
+                    "tenant" => {
+                        if !plain_identifier(value.trim()) {
+                            return Err(bad("tenant must be 1-64 characters from A-Z, a-z, 0-9, '.', '_' and '-'"));
+                        }
+                        tenant = value.trim().to_owned();
+                    }
                     "types" => {
-                        job_types = Some(
-                            value
-                                .split('|')
-                                .map(|t| t.trim().to_owned())
-                                .filter(|t| !t.is_empty())
-                                .collect(),
-                        );
+                        let types: BTreeSet<String> = value
+                            .split('|')
+                            .map(|t| t.trim().to_owned())
+                            .filter(|t| !t.is_empty())
+                            .collect();
+                        if types.is_empty() {
+                            return Err(bad("types= lists no job type; drop it to allow every type"));
+                        }
+                        // A typo would otherwise yield a key that can submit nothing.
+                        if let Some(unknown) = types.iter().find(|t| registry().job_type(t).is_err()) {
+                            return Err(bad(&format!(
+                                "types= names {unknown:?}, which is not a registered job type; known: {}",
+                                registry().names().collect::<Vec<_>>().join(", ")
+                            )));
+                        }
+                        job_types = Some(types);
                     }
                     "rate" => {
-                        rate = value
-                            .trim()
-                            .parse()
-                            .map_err(|_| bad("rate must be a whole number of requests per second"))?;
+                        rate = value.trim().parse().map_err(|_| {
+                            bad("rate must be a whole number of requests per second")
+                        })?;
                     }
                     _ => return Err(bad("unknown option; use tenant=, types= or rate=")),
                 }
@@ -132,11 +161,19 @@ impl ApiKeys {
             if keys.iter().any(|k| k.name == name) {
                 return Err(ParseKeysError::DuplicateName(name.to_owned()));
             }
+            // One token, two keys would make the tenant depend on the order of the entries.
+            let token_digest = digest(token.as_bytes());
+            if let Some(first) = keys.iter().find(|k| k.token_digest == token_digest) {
+                return Err(ParseKeysError::DuplicateToken {
+                    first: first.name.clone(),
+                    second: name.to_owned(),
+                });
+            }
             keys.push(ApiKey {
                 name: name.to_owned(),
                 tenant,
                 job_types,
-                token_digest: digest(token.as_bytes()),
+                token_digest,
                 limiter: limiter(rate),
             });
         }
@@ -192,6 +229,12 @@ mod tests {
             "a:aaaaaaaaaaaaaaaa;rate=x",
             "a:aaaaaaaaaaaaaaaa;color=red",
             "a:aaaaaaaaaaaaaaaa,a:bbbbbbbbbbbbbbbb",
+            "a:aaaaaaaaaaaaaaaa,b:aaaaaaaaaaaaaaaa",
+            "a:aaaaaaaaaaaaaaaa;types=ledger.psot",
+            "a:aaaaaaaaaaaaaaaa;types=|",
+            "a:aaaaaaaaaaaaaaaa;tenant=",
+            "a:aaaaaaaaaaaaaaaa;tenant=acme corp",
+            "a b:aaaaaaaaaaaaaaaa",
         ] {
             let error = ApiKeys::parse(raw, 1).expect_err(raw).to_string();
             assert!(error.contains("CODIGO_API_KEYS"), "{error}");

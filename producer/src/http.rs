@@ -12,8 +12,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use codigo_schemas::registry;
 use codigo_common::telemetry::PrometheusHandle;
+use codigo_schemas::registry;
 use opentelemetry::propagation::Extractor;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -48,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/jobs", post(submit_job))
         .route("/v1/jobs/batch", post(submit_batch))
         .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/events", post(crate::cloudevents::submit_events))
         .route("/v1/job-types", get(job_types))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
@@ -107,8 +108,8 @@ async fn observe(request: Request, next: Next) -> Response {
     response
 }
 
-struct Caller<'a> {
-    tenant: &'a str,
+pub(crate) struct Caller<'a> {
+    pub(crate) tenant: &'a str,
     key: Option<&'a ApiKey>,
 }
 
@@ -121,22 +122,28 @@ impl Caller<'_> {
     }
 }
 
-fn authenticate<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<Caller<'a>, Problem> {
+/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
+/// (RFC 9110).
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+pub(crate) fn authenticate<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+) -> Result<Caller<'a>, Problem> {
     let Some(keys) = &state.keys else {
         return Ok(Caller {
             tenant: LOCAL_TENANT,
             key: None,
         });
     };
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .ok_or_else(Problem::unauthorized)?;
+    let token = bearer_token(headers).ok_or_else(Problem::unauthorized)?;
     let key = keys.find(token).ok_or_else(Problem::unauthorized)?;
     key.check_rate()
         .map_err(|wait| Problem::rate_limited(wait.as_secs().max(1)))?;
@@ -146,35 +153,96 @@ fn authenticate<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<Caller<'
     })
 }
 
+/// The media type of a `Content-Type` header without its parameters, lower-cased.
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+/// `application/json` or any `application/*+json` type.
+pub(crate) fn is_json_media_type(essence: &str) -> bool {
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
 fn require_json(headers: &HeaderMap) -> Result<(), Problem> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+    if media_type(headers).is_some_and(|essence| is_json_media_type(&essence)) {
         Ok(())
     } else {
         Err(Problem::unsupported_media_type())
     }
 }
 
-fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Value, Problem> {
-    let bytes = body.map_err(|rejection| {
+/// Deepest nesting of objects and arrays a body may have. Checked on the raw bytes before
+/// parsing, so a hostile body never reaches the parser's recursion or the schema validator.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Whether `bytes` nests objects and arrays deeper than `limit` (brackets inside strings do
+/// not count). Malformed input is left to the parser.
+pub(crate) fn nests_deeper_than(bytes: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in bytes {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The body's bytes, or 413 when over the limit.
+pub(crate) fn body_bytes(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, Problem> {
+    body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::payload_too_large(limit)
         } else {
             Problem::malformed_json(format!("the request body could not be read: {rejection}"))
         }
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        Problem::malformed_json(format!("the body is not valid JSON: {e}; send a JSON object"))
     })
+}
+
+/// Parses a JSON body after checking its nesting depth.
+pub(crate) fn parse_json(bytes: &[u8]) -> Result<Value, Problem> {
+    if nests_deeper_than(bytes, MAX_JSON_DEPTH) {
+        return Err(Problem::too_deeply_nested(MAX_JSON_DEPTH));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        Problem::malformed_json(format!(
+            "the body is not valid JSON: {e}; send a JSON object"
+        ))
+    })
+}
+
+fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Value, Problem> {
+    parse_json(&body_bytes(body, limit)?)
 }
 
 /// Body of `POST /v1/jobs` and of each item of a batch.
@@ -206,7 +274,14 @@ fn record_published(job_type: &str, result: &'static str) {
     .increment(1);
 }
 
-/// Validates one job request; `pointer` locates it in the body for error messages.
+/// Counts a request refused before publishing; `job_type` may be anything the client sent.
+pub(crate) fn rejected(job_type: &str, problem: Problem) -> Problem {
+    record_published(job_type, "rejected");
+    problem
+}
+
+/// Validates one job request (`/v1/jobs` body or batch item); `pointer` locates it in the
+/// body for error messages.
 #[tracing::instrument(name = "validate", skip_all)]
 fn validate_job(
     caller: &Caller<'_>,
@@ -214,38 +289,64 @@ fn validate_job(
     header_key: Option<&str>,
     pointer: &str,
 ) -> Result<NewJob, Problem> {
-    if !value.is_object() {
-        return Err(Problem::invalid_request(format!(
-            "{} must be a JSON object with `type` and `payload`",
-            if pointer.is_empty() { "the body" } else { pointer }
-        )));
-    }
     let job_type_hint = value
         .get("type")
         .and_then(Value::as_str)
         .unwrap_or("unknown")
         .to_owned();
-    let outcome = (|| {
-        let request: JobRequest = serde_json::from_value(value).map_err(|e| {
+    if !value.is_object() {
+        return Err(rejected(
+            &job_type_hint,
+            Problem::invalid_request(format!(
+                "{} must be a JSON object with `type` and `payload`",
+                if pointer.is_empty() {
+                    "the body"
+                } else {
+                    pointer
+                }
+            )),
+        ));
+    }
+    let parsed = serde_json::from_value::<JobRequest>(value)
+        .map_err(|e| {
             Problem::invalid_request(format!(
                 "{}: {e}; allowed fields are type, payload and idempotency_key",
                 if pointer.is_empty() { "body" } else { pointer }
             ))
-        })?;
+        })
+        .and_then(|mut request| {
+            request.idempotency_key = match (request.idempotency_key.take(), header_key) {
+                (Some(body), Some(header)) if body != header => {
+                    return Err(Problem::invalid_request(
+                        "the Idempotency-Key header and the body's idempotency_key differ; send one",
+                    ))
+                }
+                (Some(key), _) => Some(key),
+                (None, header) => header.map(str::to_owned),
+            };
+            Ok(request)
+        });
+    match parsed {
+        Ok(request) => check_job(caller, request, &format!("{pointer}/payload")),
+        Err(problem) => Err(rejected(&job_type_hint, problem)),
+    }
+}
+
+/// The checks every job passes, whichever route it came in by: a registered type (so NATS
+/// subjects are only ever built from registered names), the key's scope, the idempotency
+/// key's length and the payload's schema. `payload_pointer` locates the payload in the body.
+pub(crate) fn check_job(
+    caller: &Caller<'_>,
+    request: JobRequest,
+    payload_pointer: &str,
+) -> Result<NewJob, Problem> {
+    let requested_type = request.job_type.clone();
+    let outcome = (|| {
         let job_type = registry()
             .job_type(&request.job_type)
             .map_err(|_| Problem::unknown_job_type(&request.job_type))?;
         caller.may_submit(job_type.name)?;
-        let idempotency_key = match (request.idempotency_key, header_key) {
-            (Some(body), Some(header)) if body != header => {
-                return Err(Problem::invalid_request(
-                    "the Idempotency-Key header and the body's idempotency_key differ; send one",
-                ))
-            }
-            (Some(key), _) => Some(key),
-            (None, header) => header.map(str::to_owned),
-        };
-        if let Some(key) = &idempotency_key {
+        if let Some(key) = &request.idempotency_key {
             if key.is_empty() || key.len() > 256 {
                 return Err(Problem::invalid_request(
                     "idempotency_key must be 1 to 256 characters",
@@ -254,17 +355,14 @@ fn validate_job(
         }
         job_type
             .validate(&request.payload)
-            .map_err(|e| Problem::from_schema_error(e, &format!("{pointer}/payload")))?;
+            .map_err(|e| Problem::from_schema_error(e, payload_pointer))?;
         Ok(NewJob {
             job_type: job_type.name.to_owned(),
             payload: request.payload,
-            idempotency_key,
+            idempotency_key: request.idempotency_key,
         })
     })();
-    if outcome.is_err() {
-        record_published(&job_type_hint, "rejected");
-    }
-    outcome
+    outcome.map_err(|problem| rejected(&requested_type, problem))
 }
 
 /// Answer of an accepted job.
@@ -302,6 +400,87 @@ fn publish_problem(job_type: &str, error: &PublishError) -> Problem {
     Problem::unavailable(format!("{error}; nothing was stored"))
 }
 
+/// Publishes one validated job: `202` once JetStream stored it, `503` otherwise.
+pub(crate) async fn publish_one(
+    state: &AppState,
+    caller: &Caller<'_>,
+    job: NewJob,
+) -> Result<JobAccepted, Problem> {
+    let job_type = job.job_type.clone();
+    match state.publisher.publish(caller.tenant, job).await {
+        Ok(published) => Ok(accepted(job_type, published)),
+        Err(error) => Err(publish_problem(&job_type, &error)),
+    }
+}
+
+/// A batch is refused whole while JetStream is unreachable: answering per item would only
+/// repeat the same 503.
+pub(crate) fn require_jetstream(state: &AppState) -> Result<(), Problem> {
+    if state.publisher.is_connected() {
+        Ok(())
+    } else {
+        Err(Problem::unavailable(
+            "JetStream is unreachable; nothing was stored, retry shortly",
+        ))
+    }
+}
+
+/// Checks a batch's length against `CODIGO_MAX_BATCH_ITEMS`.
+pub(crate) fn check_batch_len(state: &AppState, len: usize) -> Result<(), Problem> {
+    if len == 0 || len > state.max_batch_items {
+        return Err(Problem::invalid_request(format!(
+            "a batch holds 1 to {} jobs; this one has {len}",
+            state.max_batch_items
+        )));
+    }
+    Ok(())
+}
+
+/// Publishes the valid items of a batch together and reports every item, in order: the
+/// items that failed validation as `rejected`, the others `queued` or `error`.
+pub(crate) async fn publish_batch(
+    state: &AppState,
+    caller: &Caller<'_>,
+    items: Vec<Result<NewJob, Problem>>,
+) -> BatchAccepted {
+    let mut results: Vec<Option<BatchItemResult>> = Vec::with_capacity(items.len());
+    let mut indices = Vec::new();
+    let mut jobs = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match item {
+            Ok(job) => {
+                indices.push(index);
+                jobs.push(job);
+                results.push(None);
+            }
+            Err(problem) => results.push(Some(BatchItemResult::failed(index, "rejected", problem))),
+        }
+    }
+    let job_types: Vec<String> = jobs.iter().map(|job| job.job_type.clone()).collect();
+    let outcomes = state.publisher.publish_many(caller.tenant, jobs).await;
+    for ((index, job_type), outcome) in indices.into_iter().zip(job_types).zip(outcomes) {
+        results[index] = Some(match outcome {
+            Ok(published) => {
+                let job = accepted(job_type, published);
+                BatchItemResult {
+                    index,
+                    status: "queued",
+                    id: Some(job.id),
+                    job_type: Some(job.job_type),
+                    duplicate: Some(job.duplicate),
+                    error: None,
+                }
+            }
+            Err(error) => {
+                BatchItemResult::failed(index, "error", publish_problem(&job_type, &error))
+            }
+        });
+    }
+    BatchAccepted {
+        results: results.into_iter().flatten().collect(),
+    }
+}
+
 fn idempotency_header(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
     headers
         .get("idempotency-key")
@@ -324,7 +503,7 @@ fn idempotency_header(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
         (status = 403, description = "job type outside the key's scope", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "unknown job type or schema violation", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "unknown job type, schema violation or JSON nested too deeply", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "over the key's rate", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "JetStream unavailable; nothing stored", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -337,11 +516,8 @@ async fn submit_job(
     require_json(&headers)?;
     let value = read_body(body, state.max_body_bytes)?;
     let job = validate_job(&caller, value, idempotency_header(&headers)?, "")?;
-    let job_type = job.job_type.clone();
-    match state.publisher.publish(caller.tenant, job).await {
-        Ok(published) => Ok((StatusCode::ACCEPTED, Json(accepted(job_type, published)))),
-        Err(error) => Err(publish_problem(&job_type, &error)),
-    }
+    let accepted = publish_one(&state, &caller, job).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -396,7 +572,7 @@ impl BatchItemResult {
         (status = 401, description = "missing or invalid API key", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "not a batch, or too many items", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "not a batch, too many items, or JSON nested too deeply", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "over the key's rate", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "JetStream unavailable; nothing stored", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -409,56 +585,20 @@ async fn submit_batch(
     require_json(&headers)?;
     let value = read_body(body, state.max_body_bytes)?;
     let batch: BatchRequest = serde_json::from_value(value).map_err(|e| {
-        Problem::invalid_request(format!("{e}; a batch is {{\"jobs\": [{{\"type\": ..., \"payload\": ...}}, ...]}}"))
+        Problem::invalid_request(format!(
+            "{e}; a batch is {{\"jobs\": [{{\"type\": ..., \"payload\": ...}}, ...]}}"
+        ))
     })?;
-    if batch.jobs.is_empty() || batch.jobs.len() > state.max_batch_items {
-        return Err(Problem::invalid_request(format!(
-            "a batch holds 1 to {} jobs; this one has {}",
-            state.max_batch_items,
-            batch.jobs.len()
-        )));
-    }
-    if !state.publisher.is_connected() {
-        return Err(Problem::unavailable("JetStream is unreachable; nothing was stored, retry shortly"));
-    }
-
-    let mut results: Vec<Option<BatchItemResult>> = Vec::with_capacity(batch.jobs.len());
-    let mut indices = Vec::new();
-    let mut jobs = Vec::new();
-    for (index, item) in batch.jobs.into_iter().enumerate() {
-        match validate_job(&caller, item, None, &format!("/jobs/{index}")) {
-            Ok(job) => {
-                indices.push(index);
-                jobs.push(job);
-                results.push(None);
-            }
-            Err(problem) => results.push(Some(BatchItemResult::failed(index, "rejected", problem))),
-        }
-    }
-    let job_types: Vec<String> = jobs.iter().map(|job| job.job_type.clone()).collect();
-    let outcomes = state.publisher.publish_many(caller.tenant, jobs).await;
-    for ((index, job_type), outcome) in indices.into_iter().zip(job_types).zip(outcomes) {
-        results[index] = Some(match outcome {
-            Ok(published) => {
-                let job = accepted(job_type, published);
-                BatchItemResult {
-                    index,
-                    status: "queued",
-                    id: Some(job.id),
-                    job_type: Some(job.job_type),
-                    duplicate: Some(job.duplicate),
-                    error: None,
-                }
-            }
-            Err(error) => BatchItemResult::failed(index, "error", publish_problem(&job_type, &error)),
-        });
-    }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(BatchAccepted {
-            results: results.into_iter().flatten().collect(),
-        }),
-    ))
+    check_batch_len(&state, batch.jobs.len())?;
+    require_jetstream(&state)?;
+    let items = batch
+        .jobs
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| validate_job(&caller, item, None, &format!("/jobs/{index}")))
+        .collect();
+    let results = publish_batch(&state, &caller, items).await;
+    Ok((StatusCode::ACCEPTED, Json(results)))
 }
 
 /// A job's status as recorded by the workers.
@@ -488,7 +628,9 @@ async fn get_job(
         Ok(None) => Err(not_found()),
         Err(error) => {
             tracing::warn!(%error, "job status query failed");
-            Err(Problem::unavailable("the job store is unreachable; retry shortly"))
+            Err(Problem::unavailable(
+                "the job store is unreachable; retry shortly",
+            ))
         }
     }
 }
@@ -531,8 +673,9 @@ async fn job_types() -> Json<JobTypes> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Codigo ingest gateway", description = "Submit jobs to the Codigo pipeline."),
-    paths(submit_job, submit_batch, get_job, job_types),
-    components(schemas(Problem, JobRequest, JobAccepted, BatchRequest, BatchItemResult, BatchAccepted, JobStatus, JobTypes, JobTypeInfo)),
+    paths(submit_job, submit_batch, crate::cloudevents::submit_events, get_job, job_types),
+    components(schemas(Problem, JobRequest, JobAccepted, BatchRequest, BatchItemResult, BatchAccepted,
+        crate::cloudevents::CloudEvent, crate::cloudevents::EventsAccepted, JobStatus, JobTypes, JobTypeInfo)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -562,7 +705,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<&'static str, Prob
     if state.topology_ready.load(Ordering::Relaxed) && state.publisher.ready().await {
         Ok("ready")
     } else {
-        Err(Problem::unavailable("JetStream is unreachable or the streams are not set up yet"))
+        Err(Problem::unavailable(
+            "JetStream is unreachable or the streams are not set up yet",
+        ))
     }
 }
 
@@ -578,4 +723,35 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn unknown_route() -> Problem {
     Problem::not_found("no such route; see /openapi.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_depth_counts_brackets_outside_strings() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(!nests_deeper_than(deep(32).as_bytes(), 32));
+        assert!(nests_deeper_than(deep(33).as_bytes(), 32));
+        let quoted = format!(r#"{{"s": "{}\" {}"}}"#, "[".repeat(100), "{".repeat(100));
+        assert!(!nests_deeper_than(quoted.as_bytes(), 2));
+        assert!(nests_deeper_than(br#"{"a": {"b": [1]}}"#, 2));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let mut headers = HeaderMap::new();
+        for (value, token) in [
+            ("Bearer abc", Some("abc")),
+            ("BEARER abc", Some("abc")),
+            ("bearer  abc ", Some("abc")),
+            ("Basic abc", None),
+            ("Bearer ", None),
+            ("Bearerabc", None),
+        ] {
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            assert_eq!(bearer_token(&headers), token, "{value}");
+        }
+    }
 }

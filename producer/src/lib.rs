@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cloudevents;
 pub mod config;
 pub mod http;
 pub mod problem;
@@ -56,9 +57,11 @@ impl Application {
             tracing::warn!("CODIGO_AUTH=disabled: every caller is accepted as tenant `local`; never run this way outside a laptop");
         }
         let names = Names::new(&config.nats.namespace)?;
-        let client = nats::connect(&config.nats, "codigo-producer", InitialConnect::Background).await?;
+        let client =
+            nats::connect(&config.nats, "codigo-producer", InitialConnect::Background).await?;
         let pool = db::lazy_pool(&config.database)?;
-        let publisher = publish::Publisher::new(client.clone(), names.clone(), config.publish_timeout());
+        let publisher =
+            publish::Publisher::new(client.clone(), names.clone(), config.publish_timeout());
 
         let topology_ready = Arc::new(AtomicBool::new(false));
         spawn_topology_setup(

@@ -20,6 +20,9 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Object>)]
     pub violations: Vec<Violation>,
+    /// CloudEvents attributes that are required but absent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_attributes: Vec<String>,
     #[serde(skip)]
     pub retry_after_secs: Option<u64>,
 }
@@ -32,12 +35,18 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             violations: Vec::new(),
+            missing_attributes: Vec::new(),
             retry_after_secs: None,
         }
     }
 
     pub fn malformed_json(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON", detail)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "Malformed JSON",
+            detail,
+        )
     }
 
     pub fn invalid_request(detail: impl Into<String>) -> Self {
@@ -102,6 +111,51 @@ impl Problem {
             "unsupported-media-type",
             "Unsupported media type",
             "send the body as JSON with `Content-Type: application/json`",
+        )
+    }
+
+    /// A media type this API does not take, with what to send instead.
+    pub fn unsupported_media_type_because(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            detail,
+        )
+    }
+
+    pub fn too_deeply_nested(limit: usize) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too-deeply-nested",
+            "JSON nested too deeply",
+            format!(
+                "the body nests objects and arrays deeper than {limit} levels; flatten the payload"
+            ),
+        )
+    }
+
+    pub fn cloudevent_missing_attributes(missing: &[&str]) -> Self {
+        let mut problem = Self::new(
+            StatusCode::BAD_REQUEST,
+            "cloudevent-missing-attributes",
+            "CloudEvent lacks required attributes",
+            format!(
+                "the CloudEvent lacks the required attribute(s) {}; send them as JSON members \
+                 (structured mode) or as ce-* headers (binary mode)",
+                missing.join(", ")
+            ),
+        );
+        problem.missing_attributes = missing.iter().map(|a| (*a).to_owned()).collect();
+        problem
+    }
+
+    pub fn invalid_cloudevent(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-cloudevent",
+            "Invalid CloudEvent",
+            detail,
         )
     }
 
@@ -176,6 +230,13 @@ impl IntoResponse for Problem {
         );
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        // RFC 9110: a 401 names the scheme the client should use.
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"codigo\""),
+            );
         }
         response
     }

@@ -96,7 +96,10 @@ impl Publisher {
         // A disconnected client would buffer the messages and maybe deliver them later:
         // refuse now rather than answer 503 for a job that may still be stored.
         if !self.is_connected() {
-            return jobs.iter().map(|_| Err(PublishError::Disconnected)).collect();
+            return jobs
+                .iter()
+                .map(|_| Err(PublishError::Disconnected))
+                .collect();
         }
         let mut pending = Vec::with_capacity(jobs.len());
         for job in jobs {

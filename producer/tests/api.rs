@@ -59,13 +59,12 @@ impl Gateway {
         let task = tokio::spawn(async move {
             app.run_until_stopped(stop).await.expect("gateway runs");
         });
-        let gateway = Self {
+        Self {
             addr,
             shutdown,
             task,
             http: reqwest::Client::new(),
-        };
-        gateway
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -84,7 +83,12 @@ impl Gateway {
         panic!("gateway never became ready");
     }
 
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
         let mut request = self.http.post(self.url(path)).json(&body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -116,8 +120,15 @@ fn assert_problem(headers: &reqwest::header::HeaderMap, body: &Value, slug: &str
         Some("application/problem+json"),
         "{body}"
     );
-    assert_eq!(body["type"], format!("https://codigo.dev/problems/{slug}"), "{body}");
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    assert_eq!(
+        body["type"],
+        format!("https://codigo.dev/problems/{slug}"),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -126,25 +137,48 @@ async fn accepted_job_lands_on_the_stream_with_contract_headers() {
     let gw = Gateway::start(&env, &[]).await;
     gw.wait_ready().await;
 
-    let (status, _, body) = gw.post("/v1/jobs", Some(ALPHA), ledger("acct-1", 500)).await;
+    let (status, _, body) = gw
+        .post("/v1/jobs", Some(ALPHA), ledger("acct-1", 500))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["status"], "queued");
     assert_eq!(body["duplicate"], false);
     assert_eq!(body["type"], "ledger.post");
     let id = body["id"].as_str().expect("id").to_owned();
-    assert_eq!(uuid::Uuid::parse_str(&id).expect("uuid").get_version_num(), 7);
+    assert_eq!(
+        uuid::Uuid::parse_str(&id).expect("uuid").get_version_num(),
+        7
+    );
 
-    let stream = env.js.get_stream(env.names.jobs_stream()).await.expect("stream");
+    let stream = env
+        .js
+        .get_stream(env.names.jobs_stream())
+        .await
+        .expect("stream");
     let message = stream.get_raw_message(1).await.expect("stored");
-    assert_eq!(message.subject.as_str(), env.names.job_subject("ledger.post"));
-    assert_eq!(message.headers.get("Nats-Msg-Id").map(|v| v.as_str()), Some(id.as_str()));
-    assert_eq!(message.headers.get("Codigo-Job-Type").map(|v| v.as_str()), Some("ledger.post"));
-    assert_eq!(message.headers.get("Content-Type").map(|v| v.as_str()), Some("application/json"));
+    assert_eq!(
+        message.subject.as_str(),
+        env.names.job_subject("ledger.post")
+    );
+    assert_eq!(
+        message.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        Some(id.as_str())
+    );
+    assert_eq!(
+        message.headers.get("Codigo-Job-Type").map(|v| v.as_str()),
+        Some("ledger.post")
+    );
+    assert_eq!(
+        message.headers.get("Content-Type").map(|v| v.as_str()),
+        Some("application/json")
+    );
     let envelope: Value = serde_json::from_slice(&message.payload).expect("json");
     assert_eq!(envelope["id"], id.as_str());
     assert_eq!(envelope["tenant"], "alpha");
     assert!(envelope["created_at"].as_str().is_some());
-    codigo_schemas::registry().validate_envelope(&envelope).expect("envelope valid");
+    codigo_schemas::registry()
+        .validate_envelope(&envelope)
+        .expect("envelope valid");
 
     gw.stop().await;
     env.cleanup().await;
@@ -164,12 +198,24 @@ async fn idempotency_key_returns_the_same_id_and_marks_duplicates() {
     assert_eq!(first["id"], second["id"]);
     assert_eq!(first["duplicate"], false);
     assert_eq!(second["duplicate"], true);
-    assert_eq!(uuid::Uuid::parse_str(first["id"].as_str().unwrap()).unwrap().get_version_num(), 5);
+    assert_eq!(
+        uuid::Uuid::parse_str(first["id"].as_str().unwrap())
+            .unwrap()
+            .get_version_num(),
+        5
+    );
 
     // The header works too, and another tenant with the same key gets its own job.
     let plain = ledger("acct-1", 500);
-    let response = gw.http.post(gw.url("/v1/jobs")).bearer_auth(ALPHA)
-        .header("Idempotency-Key", "order-42").json(&plain).send().await.unwrap();
+    let response = gw
+        .http
+        .post(gw.url("/v1/jobs"))
+        .bearer_auth(ALPHA)
+        .header("Idempotency-Key", "order-42")
+        .json(&plain)
+        .send()
+        .await
+        .unwrap();
     let (_, _, via_header) = read(response).await;
     assert_eq!(via_header["id"], first["id"]);
     assert_eq!(via_header["duplicate"], true);
@@ -180,15 +226,30 @@ async fn idempotency_key_returns_the_same_id_and_marks_duplicates() {
     // Conflicting keys are refused.
     let mut conflicting = ledger("acct-1", 1);
     conflicting["idempotency_key"] = json!("a");
-    let response = gw.http.post(gw.url("/v1/jobs")).bearer_auth(ALPHA)
-        .header("Idempotency-Key", "b").json(&conflicting).send().await.unwrap();
+    let response = gw
+        .http
+        .post(gw.url("/v1/jobs"))
+        .bearer_auth(ALPHA)
+        .header("Idempotency-Key", "b")
+        .json(&conflicting)
+        .send()
+        .await
+        .unwrap();
     let (status, headers, body) = read(response).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_problem(&headers, &body, "invalid-request");
 
-    let stream = env.js.get_stream(env.names.jobs_stream()).await.expect("stream");
+    let stream = env
+        .js
+        .get_stream(env.names.jobs_stream())
+        .await
+        .expect("stream");
     let mut stream = stream;
-    assert_eq!(stream.info().await.expect("info").state.messages, 2, "duplicates are not stored");
+    assert_eq!(
+        stream.info().await.expect("info").state.messages,
+        2,
+        "duplicates are not stored"
+    );
     gw.stop().await;
     env.cleanup().await;
 }
@@ -200,26 +261,56 @@ async fn every_bad_input_gets_its_status_and_problem_type() {
     gw.wait_ready().await;
 
     // Malformed JSON: 400.
-    let response = gw.http.post(gw.url("/v1/jobs")).bearer_auth(ALPHA)
-        .header("content-type", "application/json").body("{\"type\": ").send().await.unwrap();
+    let response = gw
+        .http
+        .post(gw.url("/v1/jobs"))
+        .bearer_auth(ALPHA)
+        .header("content-type", "application/json")
+        .body("{\"type\": ")
+        .send()
+        .await
+        .unwrap();
     let (status, headers, body) = read(response).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_problem(&headers, &body, "malformed-json");
 
     // Unknown job type: 422.
-    let (status, headers, body) = gw.post("/v1/jobs", Some(ALPHA), json!({"type": "nope.never", "payload": {}})).await;
+    let (status, headers, body) = gw
+        .post(
+            "/v1/jobs",
+            Some(ALPHA),
+            json!({"type": "nope.never", "payload": {}}),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_problem(&headers, &body, "unknown-job-type");
 
     // Schema violations: 422 with every pointer.
-    let (status, headers, body) = gw.post("/v1/jobs", Some(ALPHA), json!({"type": "ledger.post",
-        "payload": {"account": "", "amount_cents": 0, "currency": "eur"}})).await;
+    let (status, headers, body) = gw
+        .post(
+            "/v1/jobs",
+            Some(ALPHA),
+            json!({"type": "ledger.post",
+        "payload": {"account": "", "amount_cents": 0, "currency": "eur"}}),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_problem(&headers, &body, "schema-violation");
-    let mut pointers: Vec<&str> = body["violations"].as_array().unwrap().iter()
-        .map(|v| v["pointer"].as_str().unwrap()).collect();
+    let mut pointers: Vec<&str> = body["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["pointer"].as_str().unwrap())
+        .collect();
     pointers.sort_unstable();
-    assert_eq!(pointers, vec!["/payload/account", "/payload/amount_cents", "/payload/currency"]);
+    assert_eq!(
+        pointers,
+        vec![
+            "/payload/account",
+            "/payload/amount_cents",
+            "/payload/currency"
+        ]
+    );
 
     // Unknown top-level field: 422.
     let mut extra = ledger("a", 1);
@@ -236,8 +327,15 @@ async fn every_bad_input_gets_its_status_and_problem_type() {
     assert_problem(&headers, &body, "payload-too-large");
 
     // Wrong content type: 415.
-    let response = gw.http.post(gw.url("/v1/jobs")).bearer_auth(ALPHA)
-        .header("content-type", "text/plain").body(ledger("a", 1).to_string()).send().await.unwrap();
+    let response = gw
+        .http
+        .post(gw.url("/v1/jobs"))
+        .bearer_auth(ALPHA)
+        .header("content-type", "text/plain")
+        .body(ledger("a", 1).to_string())
+        .send()
+        .await
+        .unwrap();
     let (status, headers, body) = read(response).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_problem(&headers, &body, "unsupported-media-type");
@@ -246,7 +344,9 @@ async fn every_bad_input_gets_its_status_and_problem_type() {
     let (status, headers, body) = gw.post("/v1/jobs", None, ledger("a", 1)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_problem(&headers, &body, "unauthorized");
-    let (status, _, _) = gw.post("/v1/jobs", Some("not-a-real-token-at-all"), ledger("a", 1)).await;
+    let (status, _, _) = gw
+        .post("/v1/jobs", Some("not-a-real-token-at-all"), ledger("a", 1))
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Outside the key's scope: 403.
@@ -268,11 +368,23 @@ async fn every_bad_input_gets_its_status_and_problem_type() {
     assert!(headers.get("retry-after").is_some());
 
     // Unknown job id, unknown route: 404 problems.
-    let response = gw.http.get(gw.url(&format!("/v1/jobs/{}", uuid::Uuid::now_v7()))).bearer_auth(ALPHA).send().await.unwrap();
+    let response = gw
+        .http
+        .get(gw.url(&format!("/v1/jobs/{}", uuid::Uuid::now_v7())))
+        .bearer_auth(ALPHA)
+        .send()
+        .await
+        .unwrap();
     let (status, headers, body) = read(response).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_problem(&headers, &body, "not-found");
-    let response = gw.http.get(gw.url("/v1/jobs/not-a-uuid")).bearer_auth(ALPHA).send().await.unwrap();
+    let response = gw
+        .http
+        .get(gw.url("/v1/jobs/not-a-uuid"))
+        .bearer_auth(ALPHA)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let response = gw.http.get(gw.url("/nothing/here")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
@@ -290,7 +402,13 @@ async fn jetstream_unreachable_is_503_with_retry_after_and_not_ready() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_problem(&headers, &body, "unavailable");
     assert!(headers.get("retry-after").is_some());
-    let (status, _, body) = gw.post("/v1/jobs/batch", Some(ALPHA), json!({"jobs": [ledger("a", 1)]})).await;
+    let (status, _, body) = gw
+        .post(
+            "/v1/jobs/batch",
+            Some(ALPHA),
+            json!({"jobs": [ledger("a", 1)]}),
+        )
+        .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let ready = gw.http.get(gw.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -318,22 +436,42 @@ async fn batch_reports_each_item_in_order() {
     let (status, _, body) = gw.post("/v1/jobs/batch", Some(ALPHA), items).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let results = body["results"].as_array().expect("results");
-    let statuses: Vec<&str> = results.iter().map(|r| r["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, vec!["queued", "rejected", "queued", "rejected", "queued"]);
-    let indices: Vec<u64> = results.iter().map(|r| r["index"].as_u64().unwrap()).collect();
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        vec!["queued", "rejected", "queued", "rejected", "queued"]
+    );
+    let indices: Vec<u64> = results
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
     assert_eq!(indices, vec![0, 1, 2, 3, 4]);
-    assert_eq!(results[1]["error"]["violations"][0]["pointer"], "/jobs/1/payload/amount_cents");
-    assert_eq!(results[3]["error"]["type"], "https://codigo.dev/problems/unknown-job-type");
+    assert_eq!(
+        results[1]["error"]["violations"][0]["pointer"],
+        "/jobs/1/payload/amount_cents"
+    );
+    assert_eq!(
+        results[3]["error"]["type"],
+        "https://codigo.dev/problems/unknown-job-type"
+    );
     assert_eq!(results[2]["id"], results[4]["id"]);
     // Within one batch the second copy is the duplicate, whichever ack arrives first.
-    let duplicates = [results[2]["duplicate"].as_bool().unwrap(), results[4]["duplicate"].as_bool().unwrap()];
+    let duplicates = [
+        results[2]["duplicate"].as_bool().unwrap(),
+        results[4]["duplicate"].as_bool().unwrap(),
+    ];
     assert_eq!(duplicates.iter().filter(|d| **d).count(), 1);
 
     let too_many = json!({"jobs": vec![ledger("a", 1); 6]});
     let (status, headers, body) = gw.post("/v1/jobs/batch", Some(ALPHA), too_many).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_problem(&headers, &body, "invalid-request");
-    let (status, _, _) = gw.post("/v1/jobs/batch", Some(ALPHA), json!([ledger("a", 1)])).await;
+    let (status, _, _) = gw
+        .post("/v1/jobs/batch", Some(ALPHA), json!([ledger("a", 1)]))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
     gw.stop().await;
@@ -346,17 +484,34 @@ async fn job_status_is_scoped_to_the_tenant() {
     let gw = Gateway::start(&env, &[]).await;
     gw.wait_ready().await;
     let id = uuid::Uuid::now_v7();
-    sqlx::query("INSERT INTO jobs (id, type, status, attempts, tenant, created_at, finished_at)
-                 VALUES ($1, 'ledger.post', 'succeeded', 1, 'acme', now(), now())")
-        .bind(id).execute(&env.pool).await.expect("insert");
+    sqlx::query(
+        "INSERT INTO jobs (id, type, status, attempts, tenant, created_at, finished_at)
+                 VALUES ($1, 'ledger.post', 'succeeded', 1, 'acme', now(), now())",
+    )
+    .bind(id)
+    .execute(&env.pool)
+    .await
+    .expect("insert");
 
-    let owner = gw.http.get(gw.url(&format!("/v1/jobs/{id}"))).bearer_auth(BETA).send().await.unwrap();
+    let owner = gw
+        .http
+        .get(gw.url(&format!("/v1/jobs/{id}")))
+        .bearer_auth(BETA)
+        .send()
+        .await
+        .unwrap();
     let (status, _, body) = read(owner).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "succeeded");
     assert_eq!(body["type"], "ledger.post");
 
-    let stranger = gw.http.get(gw.url(&format!("/v1/jobs/{id}"))).bearer_auth(ALPHA).send().await.unwrap();
+    let stranger = gw
+        .http
+        .get(gw.url(&format!("/v1/jobs/{id}")))
+        .bearer_auth(ALPHA)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stranger.status(), StatusCode::NOT_FOUND);
     gw.stop().await;
     env.cleanup().await;
@@ -370,23 +525,53 @@ async fn discovery_routes_and_metrics() {
 
     let (_, _, openapi) = read(gw.http.get(gw.url("/openapi.json")).send().await.unwrap()).await;
     assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/v1/jobs", "/v1/jobs/batch", "/v1/jobs/{id}", "/v1/job-types"] {
+    for path in [
+        "/v1/jobs",
+        "/v1/jobs/batch",
+        "/v1/jobs/{id}",
+        "/v1/job-types",
+    ] {
         assert!(openapi["paths"].get(path).is_some(), "{path} documented");
     }
     let (status, _, types) = read(gw.http.get(gw.url("/v1/job-types")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<&str> = types["job_types"].as_array().unwrap().iter()
-        .map(|t| t["type"].as_str().unwrap()).collect();
+    let names: Vec<&str> = types["job_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["type"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["ledger.post", "webhook.deliver"]);
-    assert_eq!(types["job_types"][0]["schema"]["required"], json!(["account", "amount_cents", "currency"]));
+    assert_eq!(
+        types["job_types"][0]["schema"]["required"],
+        json!(["account", "amount_cents", "currency"])
+    );
 
     gw.post("/v1/jobs", Some(ALPHA), ledger("a", 1)).await;
     gw.post("/v1/jobs", None, ledger("a", 1)).await;
-    let text = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains(r#"codigo_gateway_requests_total{route="/v1/jobs",method="POST",status="202"}"#), "{text}");
-    assert!(text.contains(r#"codigo_gateway_requests_total{route="/v1/jobs",method="POST",status="401"}"#));
-    assert!(text.contains(r#"codigo_gateway_request_duration_seconds_bucket{route="/v1/jobs",method="POST",le="0.5"}"#));
-    assert!(text.contains(r#"codigo_gateway_jobs_published_total{job_type="ledger.post",result="accepted"}"#));
+    let text = gw
+        .http
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"codigo_gateway_requests_total{route="/v1/jobs",method="POST",status="202"}"#
+        ),
+        "{text}"
+    );
+    assert!(text
+        .contains(r#"codigo_gateway_requests_total{route="/v1/jobs",method="POST",status="401"}"#));
+    assert!(text.contains(
+        r#"codigo_gateway_request_duration_seconds_bucket{route="/v1/jobs",method="POST",le="0.5"}"#
+    ));
+    assert!(text.contains(
+        r#"codigo_gateway_jobs_published_total{job_type="ledger.post",result="accepted"}"#
+    ));
     assert!(!text.contains(ALPHA), "tokens never reach /metrics");
 
     // The stream holds only what was accepted.

@@ -3,7 +3,11 @@ use codigo_schemas::{registry, SchemaError, Violation};
 use serde_json::{json, Value};
 
 fn payload_violations(job_type: &str, payload: Value) -> Vec<Violation> {
-    match registry().job_type(job_type).expect("registered").validate(&payload) {
+    match registry()
+        .job_type(job_type)
+        .expect("registered")
+        .validate(&payload)
+    {
         Ok(()) => Vec::new(),
         Err(SchemaError::Invalid(v)) => v,
         Err(other) => panic!("unexpected {other}"),
@@ -34,8 +38,16 @@ fn ledger_post_field_rules() {
         ("account", json!(7), "/account"),
         ("amount_cents", json!(0), "/amount_cents"),
         ("amount_cents", json!(1.5), "/amount_cents"),
-        ("amount_cents", json!(1_000_000_000_001_i64), "/amount_cents"),
-        ("amount_cents", json!(-1_000_000_000_001_i64), "/amount_cents"),
+        (
+            "amount_cents",
+            json!(1_000_000_000_001_i64),
+            "/amount_cents",
+        ),
+        (
+            "amount_cents",
+            json!(-1_000_000_000_001_i64),
+            "/amount_cents",
+        ),
         ("amount_cents", json!("10"), "/amount_cents"),
         ("currency", json!("eur"), "/currency"),
         ("currency", json!("EURO"), "/currency"),
@@ -51,7 +63,10 @@ fn ledger_post_field_rules() {
     for edge in [1_000_000_000_000_i64, -1_000_000_000_000, 1, -1] {
         let mut payload = ledger();
         payload["amount_cents"] = json!(edge);
-        assert!(payload_violations("ledger.post", payload).is_empty(), "{edge}");
+        assert!(
+            payload_violations("ledger.post", payload).is_empty(),
+            "{edge}"
+        );
     }
 }
 
@@ -78,7 +93,11 @@ fn webhook_deliver_field_rules() {
         ("url", json!("ftp://example.com"), "/url"),
         ("url", json!("not a url"), "/url"),
         ("url", json!("http://"), "/url"),
-        ("url", json!(format!("https://e.com/{}", "a".repeat(2048))), "/url"),
+        (
+            "url",
+            json!(format!("https://e.com/{}", "a".repeat(2048))),
+            "/url",
+        ),
         ("headers", json!({"X-N": 1}), "/headers/X-N"),
         ("headers", json!({"bad header": "v"}), "/headers"),
         ("headers", json!("x"), "/headers"),
@@ -90,7 +109,10 @@ fn webhook_deliver_field_rules() {
         assert_eq!(pointers(&violations), vec![pointer], "{field} = {value}");
     }
     let missing_body = json!({"url": "http://example.com"});
-    assert_eq!(pointers(&payload_violations("webhook.deliver", missing_body)), vec![""]);
+    assert_eq!(
+        pointers(&payload_violations("webhook.deliver", missing_body)),
+        vec![""]
+    );
 }
 
 fn envelope() -> Value {

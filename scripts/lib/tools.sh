@@ -68,3 +68,26 @@ npm_dir() {
   fi
   echo "$dir"
 }
+
+# need_prometheus — prometheus and promtool from Debian, without letting the package start a
+# server of its own.
+need_prometheus() {
+  if ! dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q 'install ok installed'; then
+    # Debian's package starts its service on install where an init system runs, and that
+    # server would sit on :9090. Forbid service starts for this install only (unless the
+    # machine already has a policy, which then decides).
+    local policy=/usr/sbin/policy-rc.d
+    local created_policy=""
+    if [[ $(id -u) -eq 0 && ! -e $policy ]]; then
+      printf '#!/bin/sh\nexit 101\n' >"$policy"
+      chmod +x "$policy"
+      created_policy=$policy
+      trap 'rm -f "$created_policy"' EXIT
+    fi
+    need_apt prometheus
+    if [[ -n $created_policy ]]; then
+      rm -f "$created_policy"
+      trap - EXIT
+    fi
+  fi
+}

@@ -20,7 +20,10 @@ pub enum Outcome {
     /// Done and recorded: ack.
     Succeeded,
     /// Worth trying again later: nak with a delay (the handler's, or the retry policy's).
-    Retry { after: Option<Duration>, error: String },
+    Retry {
+        after: Option<Duration>,
+        error: String,
+    },
     /// Will fail the same way every time: dead-letter and term.
     Permanent { error: String },
 }
@@ -71,14 +74,22 @@ pub struct HandlerSettings {
 }
 
 /// The handlers of the given job types.
-pub fn build(settings: HandlerSettings, job_types: &[&'static str]) -> Result<Handlers, webhook::WebhookSetupError> {
+pub fn build(
+    settings: HandlerSettings,
+    job_types: &[&'static str],
+) -> Result<Handlers, webhook::WebhookSetupError> {
     let mut handlers: Handlers = HashMap::new();
     for job_type in job_types {
         let handler: Arc<dyn Handler> = match *job_type {
-            codigo_schemas::LEDGER_POST => Arc::new(ledger::LedgerPostHandler::new(settings.pool.clone())),
+            codigo_schemas::LEDGER_POST => {
+                Arc::new(ledger::LedgerPostHandler::new(settings.pool.clone()))
+            }
             codigo_schemas::WEBHOOK_DELIVER => Arc::new(webhook::WebhookHandler::new(
                 settings.pool.clone(),
-                settings.webhook.clone().ok_or(webhook::WebhookSetupError::NoKey)?,
+                settings
+                    .webhook
+                    .clone()
+                    .ok_or(webhook::WebhookSetupError::NoKey)?,
             )?),
             other => return Err(webhook::WebhookSetupError::NoHandler(other.to_owned())),
         };

@@ -202,7 +202,13 @@ impl WebhookHandler {
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let secs: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
@@ -252,7 +258,14 @@ impl Handler for WebhookHandler {
             headers.insert("x-codigo-signature", signature);
         }
 
-        let response = match self.client.post(url).headers(headers).body(body).send().await {
+        let response = match self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+        {
             Ok(response) => response,
             Err(error) if blocked(&error) => {
                 return Ok(Outcome::Permanent {
@@ -294,8 +307,18 @@ mod tests {
     #[test]
     fn private_addresses_are_not_public() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-            "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:10.0.0.1", "::",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+            "::",
         ] {
             assert!(!is_public(ip.parse().expect("ip")), "{ip}");
         }

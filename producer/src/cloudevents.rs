@@ -1,0 +1,470 @@
+//! CloudEvents 1.0 at `POST /v1/events`, over the HTTP protocol binding: structured mode
+//! (`application/cloudevents+json`), batch mode (`application/cloudevents-batch+json`) and
+//! binary mode (`ce-*` headers, the body is the event's data).
+//!
+//! An event becomes a job: `type` is the job type, `id` the idempotency key (so a
+//! redelivered event is a duplicate, per tenant), `data` the payload. From there it takes the
+//! same path as `POST /v1/jobs`: scope, schema, publish, metrics and problem types.
+//!
+//! Events are read with serde_json rather than the `cloudevents-sdk` crate: its axum
+//! extractor reads bodies without the gateway's size limit, answers plain-text 400/500
+//! instead of problem details, stops at the first missing attribute, and has no
+//! server-side batch mode.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::http::{
+    authenticate, body_bytes, check_batch_len, check_job, is_json_media_type, media_type,
+    parse_json, publish_batch, publish_one, rejected, require_jetstream, AppState,
+    BatchAccepted, JobAccepted, JobRequest,
+};
+use crate::problem::Problem;
+
+/// Content type of one event in the JSON event format (structured mode).
+pub const STRUCTURED: &str = "application/cloudevents+json";
+/// Content type of a batch of events in the JSON event format.
+pub const BATCH: &str = "application/cloudevents-batch+json";
+/// The only CloudEvents version accepted.
+pub const SPEC_VERSION: &str = "1.0";
+
+/// Required context attributes, in the order problems name them.
+const REQUIRED: [&str; 4] = ["id", "source", "specversion", "type"];
+/// Longest event id: it is the job's idempotency key.
+const MAX_ID_LEN: usize = 256;
+
+/// A CloudEvents 1.0 event in the JSON event format. Extension attributes (lower-case
+/// letters and digits) are accepted and not forwarded.
+#[derive(Debug, ToSchema)]
+pub struct CloudEvent {
+    /// Always `1.0`.
+    pub specversion: String,
+    /// Unique per source; the job's idempotency key (1 to 256 characters).
+    pub id: String,
+    /// URI-reference of the event's producer.
+    pub source: String,
+    /// A registered job type (see `GET /v1/job-types`).
+    #[schema(rename = "type")]
+    pub event_type: String,
+    /// JSON only: `application/json` or `application/*+json`.
+    pub datacontenttype: Option<String>,
+    pub dataschema: Option<String>,
+    pub subject: Option<String>,
+    /// RFC 3339 time of the occurrence.
+    #[schema(format = DateTime)]
+    pub time: Option<String>,
+    /// The job's payload, validated against the job type's JSON Schema.
+    #[schema(value_type = Object)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// `202` for one event (like `POST /v1/jobs`) or for a batch (like `POST /v1/jobs/batch`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EventsAccepted {
+    Event(JobAccepted),
+    Batch(BatchAccepted),
+}
+
+enum Mode {
+    Structured,
+    Batch,
+    Binary,
+}
+
+fn mode(headers: &HeaderMap) -> Result<Mode, Problem> {
+    match media_type(headers).as_deref() {
+        Some(STRUCTURED) => Ok(Mode::Structured),
+        Some(BATCH) => Ok(Mode::Batch),
+        Some(other) if other.starts_with("application/cloudevents") => {
+            Err(Problem::unsupported_media_type_because(format!(
+                "{other} is not supported; send events in the JSON event format ({STRUCTURED} or \
+                 {BATCH}) or in binary mode (ce-* headers with a JSON body)"
+            )))
+        }
+        // Anything else is binary mode: the attributes travel as ce-* headers.
+        _ => Ok(Mode::Binary),
+    }
+}
+
+fn missing_attributes(present: impl Fn(&str) -> bool) -> Result<(), Problem> {
+    let missing: Vec<&str> = REQUIRED.into_iter().filter(|a| !present(a)).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Problem::cloudevent_missing_attributes(&missing))
+    }
+}
+
+/// Extension attribute names: lower-case ASCII letters and digits (CloudEvents 1.0 §3.1.1).
+fn valid_attribute_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+fn non_empty<'a>(name: &str, value: Option<&'a str>) -> Result<&'a str, Problem> {
+    match value {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(Problem::invalid_cloudevent(format!(
+            "attribute {name} must be a non-empty string"
+        ))),
+    }
+}
+
+/// The attributes every mode shares, checked the same way.
+fn check_context(
+    specversion: &str,
+    id: &str,
+    time: Option<&str>,
+    datacontenttype: Option<&str>,
+) -> Result<(), Problem> {
+    if specversion != SPEC_VERSION {
+        return Err(Problem::invalid_cloudevent(format!(
+            "specversion {specversion:?} is not supported; send CloudEvents {SPEC_VERSION}"
+        )));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(Problem::invalid_cloudevent(format!(
+            "attribute id is longer than {MAX_ID_LEN} characters; it is the job's idempotency key"
+        )));
+    }
+    if let Some(time) = time {
+        OffsetDateTime::parse(time, &Rfc3339).map_err(|_| {
+            Problem::invalid_cloudevent(format!(
+                "attribute time {time:?} is not an RFC 3339 timestamp such as 2018-04-05T17:31:00Z"
+            ))
+        })?;
+    }
+    if let Some(content_type) = datacontenttype {
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if !is_json_media_type(&essence) {
+            return Err(Problem::unsupported_media_type_because(format!(
+                "the event's data is {content_type:?}; job payloads are JSON: send \
+                 application/json data"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One event of the JSON event format (structured mode, or an item of a batch).
+fn from_json(value: Value) -> Result<JobRequest, Problem> {
+    let Value::Object(event) = value else {
+        return Err(Problem::invalid_cloudevent(
+            "a CloudEvent in the JSON format is a JSON object of attributes",
+        ));
+    };
+    // The JSON format reads a null attribute as an absent one.
+    let mut event: Map<String, Value> = event.into_iter().filter(|(_, v)| !v.is_null()).collect();
+    missing_attributes(|name| event.contains_key(name))?;
+    let text = |name: &str| non_empty(name, event.get(name).and_then(Value::as_str));
+    let specversion = text("specversion")?;
+    let id = text("id")?.to_owned();
+    text("source")?;
+    let job_type = text("type")?.to_owned();
+    let optional = |name: &str| -> Result<Option<&str>, Problem> {
+        event
+            .get(name)
+            .map(|v| non_empty(name, v.as_str()))
+            .transpose()
+    };
+    check_context(
+        specversion,
+        &id,
+        optional("time")?,
+        optional("datacontenttype")?,
+    )?;
+    optional("dataschema")?;
+    optional("subject")?;
+    if event.contains_key("data_base64") {
+        return Err(Problem::unsupported_media_type_because(
+            "data_base64 carries binary data; job payloads are JSON: send them as `data`",
+        ));
+    }
+    for (name, value) in &event {
+        if !valid_attribute_name(name) {
+            return Err(Problem::invalid_cloudevent(format!(
+                "attribute name {name:?} is not valid: CloudEvents attribute names are lower-case \
+                 letters and digits"
+            )));
+        }
+        if name != "data" && (value.is_object() || value.is_array()) {
+            return Err(Problem::invalid_cloudevent(format!(
+                "attribute {name} must be a string, number or boolean"
+            )));
+        }
+    }
+    Ok(JobRequest {
+        job_type,
+        payload: event.remove("data").unwrap_or(Value::Null),
+        idempotency_key: Some(id),
+    })
+}
+
+/// Decodes a binary-mode header value: printable ASCII, with `%XX` escapes for UTF-8 bytes
+/// (CloudEvents HTTP binding §3.1.3.2).
+fn percent_decode(name: &str, raw: &[u8]) -> Result<String, Problem> {
+    let invalid = || {
+        Problem::invalid_cloudevent(format!(
+            "header {name} is not valid: use printable ASCII with %XX escapes for UTF-8 bytes"
+        ))
+    };
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = tail.get(..2).ok_or_else(invalid)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| invalid())?;
+            bytes.push(u8::from_str_radix(hex, 16).map_err(|_| invalid())?);
+            rest = &tail[2..];
+        } else if (0x20..0x7f).contains(&byte) {
+            bytes.push(byte);
+            rest = tail;
+        } else {
+            return Err(invalid());
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| invalid())
+}
+
+/// An event in binary mode: attributes in `ce-*` headers, data in the body.
+fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<JobRequest, Problem> {
+    let mut attributes = BTreeMap::new();
+    for (name, value) in headers {
+        let Some(attribute) = name.as_str().strip_prefix("ce-") else {
+            continue;
+        };
+        if !valid_attribute_name(attribute) {
+            return Err(Problem::invalid_cloudevent(format!(
+                "header {name} does not name a valid attribute: CloudEvents attribute names are \
+                 lower-case letters and digits"
+            )));
+        }
+        if attribute == "datacontenttype" {
+            return Err(Problem::invalid_cloudevent(
+                "in binary mode the data's media type is the Content-Type header, not \
+                 ce-datacontenttype",
+            ));
+        }
+        attributes.insert(attribute.to_owned(), percent_decode(name.as_str(), value.as_bytes())?);
+    }
+    missing_attributes(|name| attributes.contains_key(name))?;
+    let text = |name: &str| non_empty(name, attributes.get(name).map(String::as_str));
+    let specversion = text("specversion")?;
+    let id = text("id")?;
+    text("source")?;
+    let job_type = text("type")?;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| Problem::invalid_cloudevent("the Content-Type header is not ASCII"))
+        })
+        .transpose()?;
+    check_context(
+        specversion,
+        id,
+        attributes.get("time").map(String::as_str),
+        content_type,
+    )?;
+    let payload = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        parse_json(body)?
+    };
+    Ok(JobRequest {
+        job_type: job_type.to_owned(),
+        payload,
+        idempotency_key: Some(id.to_owned()),
+    })
+}
+
+/// The `type` an event claims, for the rejection metric (folded to `unknown` unless it is
+/// registered).
+fn claimed_type(value: Option<&str>) -> String {
+    value.unwrap_or("unknown").to_owned()
+}
+
+/// Submit CloudEvents: one event (structured or binary mode) or a batch.
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    request_body(
+        description = "Structured mode: one event in the JSON format. Batch mode: an array of \
+            them (up to CODIGO_MAX_BATCH_ITEMS). Binary mode: the event's data as JSON, with its \
+            attributes in ce-* headers.",
+        content(
+            (CloudEvent = "application/cloudevents+json"),
+            (Vec<CloudEvent> = "application/cloudevents-batch+json"),
+            (serde_json::Value = "application/json"),
+        )
+    ),
+    params(
+        ("ce-specversion" = Option<String>, Header, description = "binary mode: 1.0"),
+        ("ce-id" = Option<String>, Header, description = "binary mode: the idempotency key"),
+        ("ce-source" = Option<String>, Header, description = "binary mode: the event's source"),
+        ("ce-type" = Option<String>, Header, description = "binary mode: the job type"),
+        ("ce-time" = Option<String>, Header, description = "binary mode: RFC 3339 time, optional"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 202, description = "one event: like POST /v1/jobs; a batch: per-item results like POST /v1/jobs/batch", body = EventsAccepted),
+        (status = 400, description = "malformed JSON, missing required attributes (named in missing_attributes), or an invalid attribute", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "job type outside the key's scope", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "event format or data content type other than JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "unknown job type, schema violation, JSON nested too deeply, or a batch that is not 1..CODIGO_MAX_BATCH_ITEMS events", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "over the key's rate", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "JetStream unavailable; nothing stored", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn submit_events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<EventsAccepted>), Problem> {
+    let caller = authenticate(&state, &headers)?;
+    let mode = mode(&headers)?;
+    let bytes = body_bytes(body, state.max_body_bytes)?;
+    let accepted = match mode {
+        Mode::Structured => {
+            let value = parse_json(&bytes)?;
+            let hint = claimed_type(value.get("type").and_then(Value::as_str));
+            let request = from_json(value).map_err(|problem| rejected(&hint, problem))?;
+            let job = check_job(&caller, request, "/data")?;
+            EventsAccepted::Event(publish_one(&state, &caller, job).await?)
+        }
+        Mode::Binary => {
+            let hint = claimed_type(headers.get("ce-type").and_then(|v| v.to_str().ok()));
+            let request = from_binary(&headers, &bytes).map_err(|problem| rejected(&hint, problem))?;
+            let job = check_job(&caller, request, "")?;
+            EventsAccepted::Event(publish_one(&state, &caller, job).await?)
+        }
+        Mode::Batch => {
+            let Value::Array(events) = parse_json(&bytes)? else {
+                return Err(Problem::invalid_request(format!(
+                    "a {BATCH} body is a JSON array of events"
+                )));
+            };
+            check_batch_len(&state, events.len())?;
+            require_jetstream(&state)?;
+            let items = events
+                .into_iter()
+                .enumerate()
+                .map(|(index, event)| {
+                    let hint = claimed_type(event.get("type").and_then(Value::as_str));
+                    let request = from_json(event).map_err(|problem| rejected(&hint, problem))?;
+                    check_job(&caller, request, &format!("/{index}/data"))
+                })
+                .collect();
+            EventsAccepted::Batch(publish_batch(&state, &caller, items).await)
+        }
+    };
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn problem_type(problem: &Problem) -> &str {
+        problem
+            .problem_type
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn structured_event_becomes_a_job_request() {
+        let request = from_json(json!({
+            "specversion": "1.0", "type": "ledger.post", "source": "/mycontext/subcontext",
+            "id": "A234-1234-1234", "time": "2018-04-05T17:31:00Z",
+            "comexampleextension1": "value", "comexampleothervalue": 5,
+            "datacontenttype": "application/json; charset=utf-8",
+            "data": {"account": "a", "amount_cents": 1, "currency": "EUR"}
+        }))
+        .expect("valid");
+        assert_eq!(request.job_type, "ledger.post");
+        assert_eq!(request.idempotency_key.as_deref(), Some("A234-1234-1234"));
+        assert_eq!(request.payload["account"], "a");
+    }
+
+    #[test]
+    fn every_missing_attribute_is_named() {
+        let problem = from_json(json!({"type": "ledger.post", "id": null, "data": {}}))
+            .expect_err("missing");
+        assert_eq!(problem.status, 400);
+        assert_eq!(problem.missing_attributes, vec!["id", "source", "specversion"]);
+        assert!(problem.detail.contains("id, source, specversion"), "{}", problem.detail);
+    }
+
+    #[test]
+    fn bad_attributes_are_refused() {
+        let base = json!({"specversion": "1.0", "type": "ledger.post", "source": "s", "id": "1"});
+        for (field, value, slug) in [
+            ("specversion", json!("0.3"), "invalid-cloudevent"),
+            ("id", json!(""), "invalid-cloudevent"),
+            ("id", json!(7), "invalid-cloudevent"),
+            ("id", json!("x".repeat(257)), "invalid-cloudevent"),
+            ("time", json!("yesterday"), "invalid-cloudevent"),
+            ("datacontenttype", json!("text/xml"), "unsupported-media-type"),
+            ("data_base64", json!("e30="), "unsupported-media-type"),
+            ("Bad-Name", json!("x"), "invalid-cloudevent"),
+            ("ext", json!({"nested": true}), "invalid-cloudevent"),
+        ] {
+            let mut event = base.clone();
+            event[field] = value;
+            let problem = from_json(event).expect_err(field);
+            assert_eq!(problem_type(&problem), slug, "{field}: {}", problem.detail);
+        }
+        assert!(from_json(json!([base])).is_err());
+    }
+
+    #[test]
+    fn binary_headers_are_percent_decoded() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("ce-specversion", "1.0"),
+            ("ce-type", "ledger.post"),
+            ("ce-source", "/mycontext/subcontext"),
+            ("ce-id", "caf%C3%A9-1"),
+            ("ce-time", "2018-04-05T03:56:24Z"),
+            ("content-type", "application/json; charset=utf-8"),
+        ] {
+            headers.insert(name, value.parse().expect("header"));
+        }
+        let request = from_binary(&headers, br#"{"account": "a"}"#).expect("valid");
+        assert_eq!(request.idempotency_key.as_deref(), Some("café-1"));
+        assert_eq!(request.payload, json!({"account": "a"}));
+
+        headers.insert("ce-id", "bad%zz".parse().expect("header"));
+        assert!(from_binary(&headers, b"{}").is_err());
+        headers.insert("ce-id", "1".parse().expect("header"));
+        headers.insert("content-type", "text/plain".parse().expect("header"));
+        let problem = from_binary(&headers, b"{}").expect_err("text/plain");
+        assert_eq!(problem.status, 415);
+        headers.remove("content-type");
+        assert!(from_binary(&headers, b"{}").is_ok(), "no Content-Type means JSON");
+        headers.remove("ce-source");
+        headers.remove("ce-specversion");
+        let problem = from_binary(&headers, b"{}").expect_err("missing");
+        assert_eq!(problem.missing_attributes, vec!["source", "specversion"]);
+    }
+}
