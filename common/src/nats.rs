@@ -38,24 +38,105 @@ pub enum InitialConnect {
     FailFast,
 }
 
+/// A URL as it may be shown: any `user:password@` replaced, so that errors and logs never
+/// carry credentials (even for URLs that do not parse).
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let prefix = if scheme.is_empty() {
+                String::new()
+            } else {
+                format!("{scheme}://")
+            };
+            format!("{prefix}***@{}", &rest[at + 1..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// `NATS_URL` entries as server addresses, with credentials written into a URL
+/// (`nats://user:password@host`, `nats://token@host`) taken out of it: the client does not
+/// read them from there, and an address is logged at debug level.
+fn servers(nats_url: &str) -> Result<(Vec<ServerAddr>, Option<UrlAuth>), NatsError> {
+    let mut servers = Vec::new();
+    let mut auth: Option<UrlAuth> = None;
+    for url in nats_url.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = |source| NatsError::BadUrl {
+            url: redact_url(url),
+            source,
+        };
+        let parsed = url.parse::<ServerAddr>().map_err(bad)?;
+        let mut inner = parsed.into_inner();
+        let found = match (inner.username(), inner.password()) {
+            ("", None) => None,
+            (token, None) => Some(UrlAuth::Token(percent_decode(token))),
+            (user, Some(password)) => Some(UrlAuth::UserPassword(
+                percent_decode(user),
+                percent_decode(password),
+            )),
+        };
+        if let Some(found) = found {
+            if auth.as_ref().is_some_and(|seen| *seen != found) {
+                return Err(NatsError::Settings(
+                    "NATS_URL entries carry different credentials; use one set, or NATS_USER and \
+                     NATS_PASSWORD"
+                        .into(),
+                ));
+            }
+            auth = Some(found);
+            let stripped = inner
+                .set_username("")
+                .and_then(|()| inner.set_password(None));
+            if stripped.is_err() {
+                return Err(NatsError::Settings(format!(
+                    "cannot take the credentials out of NATS_URL entry {}",
+                    redact_url(url)
+                )));
+            }
+        }
+        servers.push(inner.as_str().parse::<ServerAddr>().map_err(bad)?);
+    }
+    Ok((servers, auth))
+}
+
+#[derive(PartialEq, Eq)]
+enum UrlAuth {
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// Userinfo in a URL is percent-encoded; a malformed escape is kept as written.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match decoded {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 pub async fn connect(
     args: &NatsArgs,
     client_name: &str,
     initial: InitialConnect,
 ) -> Result<async_nats::Client, NatsError> {
-    let servers = args
-        .nats_url
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|url| {
-            url.parse::<ServerAddr>()
-                .map_err(|source| NatsError::BadUrl {
-                    url: url.to_owned(),
-                    source,
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let (servers, url_auth) = servers(&args.nats_url)?;
     if servers.is_empty() {
         return Err(NatsError::Settings("NATS_URL is empty".into()));
     }
@@ -87,11 +168,23 @@ pub async fn connect(
                     source,
                 })?;
     }
-    match (&args.nats_user, &args.nats_password) {
-        (Some(user), Some(password)) => {
+    match (&args.nats_user, &args.nats_password, url_auth) {
+        (Some(_), Some(_), Some(_)) => {
+            return Err(NatsError::Settings(
+                "NATS_URL carries credentials and NATS_USER/NATS_PASSWORD are set too; use one"
+                    .into(),
+            ))
+        }
+        (Some(user), Some(password), None) => {
             options = options.user_and_password(user.clone(), password.clone());
         }
-        (None, None) => {}
+        (None, None, Some(UrlAuth::UserPassword(user, password))) => {
+            options = options.user_and_password(user, password);
+        }
+        (None, None, Some(UrlAuth::Token(token))) => {
+            options = options.token(token);
+        }
+        (None, None, None) => {}
         _ => {
             return Err(NatsError::Settings(
                 "set both NATS_USER and NATS_PASSWORD, or neither".into(),
@@ -126,7 +219,12 @@ pub async fn connect(
         .connect(servers)
         .await
         .map_err(|source| NatsError::Connect {
-            urls: args.nats_url.clone(),
+            urls: args
+                .nats_url
+                .split(',')
+                .map(|url| redact_url(url.trim()))
+                .collect::<Vec<_>>()
+                .join(","),
             source,
         })
 }
@@ -144,5 +242,49 @@ pub async fn flush(client: &async_nats::Client) {
         Err(_) => {
             tracing::warn!("flushing NATS on shutdown timed out; unsent acks will be redelivered")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        for (url, shown) in [
+            (
+                "nats://u:s3cret@127.0.0.1:4222",
+                "nats://***@127.0.0.1:4222",
+            ),
+            (
+                "tls://tok3n@nats.example:4222/x@y",
+                "tls://***@nats.example:4222/x@y",
+            ),
+            ("u:s3cret@host:notaport", "***@host:notaport"),
+            ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+    }
+
+    #[test]
+    fn credentials_leave_the_urls() {
+        let (addrs, auth) =
+            servers("nats://codigo:p%40ss@127.0.0.1:4222, nats://codigo:p%40ss@127.0.0.2:4222")
+                .expect("parses");
+        assert!(addrs.iter().all(|s| !s.has_user_pass()));
+        assert!(addrs.iter().all(|s| !format!("{s:?}").contains("p%40ss")));
+        assert!(auth == Some(UrlAuth::UserPassword("codigo".into(), "p@ss".into())));
+        let (_, token) = servers("nats://t0ken@127.0.0.1").expect("parses");
+        assert!(token == Some(UrlAuth::Token("t0ken".into())));
+        assert!(servers("nats://a:b@h1,nats://c:d@h2").is_err());
+        let error = servers("nats://u:s3cret@host:notaport")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("***@host") && !error.contains("s3cret"),
+            "{error}"
+        );
     }
 }

@@ -63,11 +63,13 @@ impl Telemetry {
 /// Installs the global logger and tracer. Call once, first thing in `main`.
 pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info"))?;
-    let format = args.log_format.unwrap_or(if std::io::stdout().is_terminal() {
-        LogFormat::Text
-    } else {
-        LogFormat::Json
-    });
+    let format = args
+        .log_format
+        .unwrap_or(if std::io::stdout().is_terminal() {
+            LogFormat::Text
+        } else {
+            LogFormat::Json
+        });
     // The JSON formatter reads span ids through the finished subscriber, which exists only
     // after the layers are assembled: it gets a handle to it once it is built.
     let dispatch_handle = Arc::new(OnceLock::new());
@@ -101,7 +103,9 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Te
 
 /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields flattened,
 /// the current `span`, and the span's `trace_id` and `span_id`.
-fn json_layer<S>(dispatch: Arc<OnceLock<WeakDispatch>>) -> tracing_subscriber::fmt::Layer<S, JsonFields, JsonWithTraceIds>
+fn json_layer<S>(
+    dispatch: Arc<OnceLock<WeakDispatch>>,
+) -> tracing_subscriber::fmt::Layer<S, JsonFields, JsonWithTraceIds>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -140,13 +144,25 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'w> FormatFields<'w> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
         let mut line = String::new();
-        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
-        let ids = ctx.parent_span().map(|span| span.id()).and_then(|id| self.ids(&id));
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        let ids = ctx
+            .parent_span()
+            .map(|span| span.id())
+            .and_then(|id| self.ids(&id));
         match (ids, line.trim_end().strip_suffix('}')) {
             (Some((trace_id, span_id)), Some(object)) => {
-                writeln!(writer, r#"{object},"trace_id":"{trace_id}","span_id":"{span_id}"}}"#)
+                writeln!(
+                    writer,
+                    r#"{object},"trace_id":"{trace_id}","span_id":"{span_id}"}}"#
+                )
             }
             _ => writer.write_str(&line),
         }
@@ -374,16 +390,28 @@ mod tests {
         assert_eq!(lines[0]["level"], "INFO");
         assert_eq!(lines[0]["span"]["name"], "process_job");
         assert!(lines[0]["timestamp"].is_string() && lines[0]["target"].is_string());
-        assert_eq!(ids(&lines[0]), (Some(outer_ids.0.clone()), Some(outer_ids.1.clone())));
-        assert_eq!(ids(&lines[1]), (Some(inner_ids.0.clone()), Some(inner_ids.1.clone())));
-        assert_eq!(ids(&lines[2]), (Some(inner_ids.0.clone()), Some(inner_ids.1)));
+        assert_eq!(
+            ids(&lines[0]),
+            (Some(outer_ids.0.clone()), Some(outer_ids.1.clone()))
+        );
+        assert_eq!(
+            ids(&lines[1]),
+            (Some(inner_ids.0.clone()), Some(inner_ids.1.clone()))
+        );
+        assert_eq!(
+            ids(&lines[2]),
+            (Some(inner_ids.0.clone()), Some(inner_ids.1))
+        );
         assert_eq!(ids(&lines[3]), (None, None));
 
         // One trace, two spans; hex as in `traceparent`.
         assert_eq!(outer_ids.0, inner_ids.0);
         assert_eq!(outer_ids.0.len(), 32);
         assert_eq!(outer_ids.1.len(), 16);
-        assert!(outer_ids.0.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(outer_ids
+            .0
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(outer_ids.0, "0".repeat(32));
     }
 
@@ -430,7 +458,10 @@ mod tests {
         let described: Vec<(String, String)> = METRICS
             .iter()
             .map(|(name, kind, help)| {
-                assert!(help.ends_with('.') && !help.contains('\n'), "{name}: {help}");
+                assert!(
+                    help.ends_with('.') && !help.contains('\n'),
+                    "{name}: {help}"
+                );
                 (
                     (*name).to_owned(),
                     match kind {
@@ -442,6 +473,9 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(described, listed, "METRICS and observability/metrics.txt disagree");
+        assert_eq!(
+            described, listed,
+            "METRICS and observability/metrics.txt disagree"
+        );
     }
 }

@@ -7,7 +7,7 @@ use codigo_schemas::registry;
 
 /// Codigo workers: pull jobs from JetStream, run their handlers, record outcomes in Postgres.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "codigo-consumer", version)]
+#[command(name = "codigo-consumer", version, args_override_self = true)]
 pub struct Config {
     /// HTTP listen address (health, readiness, metrics).
     #[arg(long, env = "CODIGO_HTTP_ADDR", default_value = "0.0.0.0:9464")]

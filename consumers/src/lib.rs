@@ -141,18 +141,11 @@ impl Application {
                 .when(|e| !matches!(e, db::DbError::NotMigrated { .. }))
                 .notify(|error, wait| tracing::warn!(%error, ?wait, "waiting for Postgres"))
                 .await?;
-            (|| {
-                jetstream::prepare_topology(
-                    &js,
-                    &names,
-                    &config.jetstream,
-                    job_types.clone(),
-                )
-            })
-            .retry(patient())
-            .notify(|error, wait| tracing::warn!(%error, ?wait, "waiting for JetStream"))
-            .await
-            .map_err(|e| StartError::Nats(nats::NatsError::Settings(e.to_string())))?;
+            (|| jetstream::prepare_topology(&js, &names, &config.jetstream, job_types.clone()))
+                .retry(patient())
+                .notify(|error, wait| tracing::warn!(%error, ?wait, "waiting for JetStream"))
+                .await
+                .map_err(|e| StartError::Nats(nats::NatsError::Settings(e.to_string())))?;
             Ok::<(), StartError>(())
         };
         tokio::select! {

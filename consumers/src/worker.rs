@@ -231,6 +231,8 @@ struct Rejected {
     reason: Reason,
     error: String,
     id: Option<uuid::Uuid>,
+    /// The body, when it was at least JSON: its tenant and payload go on the jobs row.
+    value: Option<Value>,
 }
 
 fn decode(job_type: &str, payload: &[u8]) -> Result<(Envelope, Value), Rejected> {
@@ -238,6 +240,7 @@ fn decode(job_type: &str, payload: &[u8]) -> Result<(Envelope, Value), Rejected>
         reason: Reason::Decode,
         error: format!("body is not JSON: {e}"),
         id: None,
+        value: None,
     })?;
     let id = value
         .get("id")
@@ -247,6 +250,7 @@ fn decode(job_type: &str, payload: &[u8]) -> Result<(Envelope, Value), Rejected>
         reason: Reason::Schema,
         error,
         id,
+        value: Some(value.clone()),
     };
     registry().validate_envelope(&value).map_err(|e| match e {
         codigo_schemas::SchemaError::Invalid(violations) => schema(
@@ -340,10 +344,23 @@ async fn process(
         let (envelope, _) = match decode(job_type, &message.payload) {
             Ok(decoded) => decoded,
             Err(rejected) => {
+                // An envelope with a usable id still gets its jobs row, so that the submitter
+                // can see what became of it.
+                let value = rejected.value.as_ref();
+                let record = rejected.id.map(|id| JobRecord {
+                    id,
+                    job_type,
+                    payload: value.and_then(|v| v.get("payload")),
+                    idempotency_key: value.and_then(|v| v.get("idempotency_key")).and_then(Value::as_str),
+                    tenant: value.and_then(|v| v.get("tenant")).and_then(Value::as_str),
+                    created_at: OffsetDateTime::now_utc(),
+                    started_at: OffsetDateTime::now_utc(),
+                    attempts: i32::try_from(attempt).unwrap_or(i32::MAX),
+                });
                 if let Some(id) = rejected.id {
                     tracing::Span::current().record("job_id", tracing::field::display(id));
                 }
-                dead_letter(&shared, job_type, &message, &subject, attempt, stream_sequence, rejected.reason, &rejected.error, None).await;
+                dead_letter(&shared, job_type, &message, &subject, attempt, stream_sequence, rejected.reason, &rejected.error, record.as_ref()).await;
                 return;
             }
         };

@@ -128,15 +128,25 @@ async fn start_consumer(env: &TestEnv) -> Service {
         !config.webhook_allow_private,
         "CODIGO_WEBHOOK_ALLOW_PRIVATE must be unset for this test"
     );
-    let app = codigo_consumer::Application::build(config)
-        .await
-        .expect("consumer starts");
-    let addr = app.local_addr();
     let shutdown = Shutdown::new();
     let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        app.run_until_stopped(stop).await.expect("consumer runs");
+    let (started, addr) = tokio::sync::oneshot::channel();
+    // The consumer's run future is not `Send`, so it gets a runtime of its own, as in `main`.
+    let task = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("consumer runtime");
+        runtime.block_on(async move {
+            let app = codigo_consumer::Application::build(config)
+                .await
+                .expect("consumer starts");
+            let _ = started.send(app.local_addr());
+            app.run_until_stopped(stop).await.expect("consumer runs");
+        });
     });
+    let addr = addr.await.expect("consumer started");
     Service {
         addr,
         shutdown,
@@ -357,7 +367,10 @@ fn assert_contract(scrape: &Scrape, owns: impl Fn(&str) -> bool, what: &str) {
             }
         }
     }
-    assert!(checked >= 3, "{what}: only {checked} metrics of the contract apply");
+    assert!(
+        checked >= 3,
+        "{what}: only {checked} metrics of the contract apply"
+    );
 }
 
 async fn submit(http: &reqwest::Client, producer: &Service, body: Value) -> (StatusCode, Value) {
@@ -394,16 +407,23 @@ async fn live_metrics_match_the_contract_and_the_jobs_processed() {
 
     // Three distinct ledger jobs, one repeated submission, one invalid.
     for n in 1..=3 {
-        let (status, body) = submit(&http, &producer, ledger(&format!("metrics-{n}"), 100 * n)).await;
+        let (status, body) =
+            submit(&http, &producer, ledger(&format!("metrics-{n}"), 100 * n)).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         assert_eq!(body["duplicate"], false);
     }
     let mut repeated = ledger("metrics-dup", 7);
     repeated["idempotency_key"] = json!("metrics-dup-1");
     let (status, first) = submit(&http, &producer, repeated.clone()).await;
-    assert_eq!((status, &first["duplicate"]), (StatusCode::ACCEPTED, &json!(false)));
+    assert_eq!(
+        (status, &first["duplicate"]),
+        (StatusCode::ACCEPTED, &json!(false))
+    );
     let (status, second) = submit(&http, &producer, repeated).await;
-    assert_eq!((status, &second["duplicate"]), (StatusCode::ACCEPTED, &json!(true)));
+    assert_eq!(
+        (status, &second["duplicate"]),
+        (StatusCode::ACCEPTED, &json!(true))
+    );
     assert_eq!(first["id"], second["id"]);
     let (status, body) = submit(&http, &producer, ledger("metrics-bad", 0)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -429,8 +449,10 @@ async fn live_metrics_match_the_contract_and_the_jobs_processed() {
     let subject = env.names.job_subject(LEDGER);
     for (n, body) in [
         b"not json at all".to_vec(),
-        serde_json::to_vec(&json!({"id": uuid::Uuid::new_v4(), "type": LEDGER, "payload": {"account": ""}}))
-            .expect("json"),
+        serde_json::to_vec(
+            &json!({"id": uuid::Uuid::new_v4(), "type": LEDGER, "payload": {"account": ""}}),
+        )
+        .expect("json"),
     ]
     .into_iter()
     .enumerate()
@@ -457,18 +479,46 @@ async fn live_metrics_match_the_contract_and_the_jobs_processed() {
         (DEAD, &[("job_type", LEDGER), ("reason", "decode")], 1.0),
         (DEAD, &[("job_type", LEDGER), ("reason", "schema")], 1.0),
         (DEAD, &[("job_type", LEDGER), ("reason", "permanent")], 0.0),
-        (DEAD, &[("job_type", LEDGER), ("reason", "max_deliveries")], 0.0),
+        (
+            DEAD,
+            &[("job_type", LEDGER), ("reason", "max_deliveries")],
+            0.0,
+        ),
         (DEAD, &[("job_type", WEBHOOK), ("reason", "decode")], 0.0),
         (DEAD, &[("job_type", WEBHOOK), ("reason", "schema")], 0.0),
         (DEAD, &[("job_type", WEBHOOK), ("reason", "permanent")], 1.0),
-        (DEAD, &[("job_type", WEBHOOK), ("reason", "max_deliveries")], 1.0),
-        ("codigo_job_processing_duration_seconds_count", &[("job_type", LEDGER)], 4.0),
-        ("codigo_job_processing_duration_seconds_count", &[("job_type", WEBHOOK)], 5.0),
-        ("codigo_job_end_to_end_duration_seconds_count", &[("job_type", LEDGER)], 4.0),
+        (
+            DEAD,
+            &[("job_type", WEBHOOK), ("reason", "max_deliveries")],
+            1.0,
+        ),
+        (
+            "codigo_job_processing_duration_seconds_count",
+            &[("job_type", LEDGER)],
+            4.0,
+        ),
+        (
+            "codigo_job_processing_duration_seconds_count",
+            &[("job_type", WEBHOOK)],
+            5.0,
+        ),
+        (
+            "codigo_job_end_to_end_duration_seconds_count",
+            &[("job_type", LEDGER)],
+            4.0,
+        ),
         ("codigo_consumer_in_flight", &[("job_type", LEDGER)], 0.0),
         ("codigo_consumer_in_flight", &[("job_type", WEBHOOK)], 0.0),
-        ("codigo_consumer_pending_messages", &[("job_type", LEDGER)], 0.0),
-        ("codigo_consumer_pending_messages", &[("job_type", WEBHOOK)], 0.0),
+        (
+            "codigo_consumer_pending_messages",
+            &[("job_type", LEDGER)],
+            0.0,
+        ),
+        (
+            "codigo_consumer_pending_messages",
+            &[("job_type", WEBHOOK)],
+            0.0,
+        ),
     ];
     let matches = |page: &Scrape| {
         expected_consumer
@@ -492,7 +542,11 @@ async fn live_metrics_match_the_contract_and_the_jobs_processed() {
 
     let page = scrape(&http, &consumer).await;
     promtool_check(&page, "consumer");
-    assert_contract(&page, |name| !name.starts_with("codigo_gateway_"), "consumer");
+    assert_contract(
+        &page,
+        |name| !name.starts_with("codigo_gateway_"),
+        "consumer",
+    );
     for (name, labels, want) in expected_consumer {
         assert_eq!(page.get(name, labels), *want, "{name}{labels:?}");
     }
@@ -501,16 +555,28 @@ async fn live_metrics_match_the_contract_and_the_jobs_processed() {
     let term = page.get(ACKS, &[("job_type", LEDGER), ("outcome", "term")]);
     assert!((ack / (ack + term) - 4.0 / 6.0).abs() < 1e-9);
     for job_type in [LEDGER, WEBHOOK] {
-        let sum = page.get("codigo_job_processing_duration_seconds_sum", &[("job_type", job_type)]);
-        assert!(sum > 0.0 && sum.is_finite(), "{job_type} processing time {sum}");
+        let sum = page.get(
+            "codigo_job_processing_duration_seconds_sum",
+            &[("job_type", job_type)],
+        );
+        assert!(
+            sum > 0.0 && sum.is_finite(),
+            "{job_type} processing time {sum}"
+        );
         let inf = page.get(
             "codigo_job_processing_duration_seconds_bucket",
             &[("job_type", job_type), ("le", "+Inf")],
         );
-        let count = page.get("codigo_job_processing_duration_seconds_count", &[("job_type", job_type)]);
+        let count = page.get(
+            "codigo_job_processing_duration_seconds_count",
+            &[("job_type", job_type)],
+        );
         assert_eq!(inf, count);
     }
-    let e2e = page.get("codigo_job_end_to_end_duration_seconds_sum", &[("job_type", LEDGER)]);
+    let e2e = page.get(
+        "codigo_job_end_to_end_duration_seconds_sum",
+        &[("job_type", LEDGER)],
+    );
     assert!(e2e > 0.0 && e2e < 600.0, "end-to-end seconds {e2e}");
 
     // A job JetStream cannot store: the work stream is gone (consumer stopped first).
@@ -524,14 +590,35 @@ async fn live_metrics_match_the_contract_and_the_jobs_processed() {
 
     let page = scrape(&http, &producer).await;
     promtool_check(&page, "producer");
-    assert_contract(&page, |name| name.starts_with("codigo_gateway_"), "producer");
+    assert_contract(
+        &page,
+        |name| name.starts_with("codigo_gateway_"),
+        "producer",
+    );
     let post = [("route", "/v1/jobs"), ("method", "POST")];
     let with_status = |status| [post[0], post[1], ("status", status)];
-    assert_eq!(page.get("codigo_gateway_requests_total", &with_status("202")), 7.0);
-    assert_eq!(page.get("codigo_gateway_requests_total", &with_status("422")), 1.0);
-    assert_eq!(page.get("codigo_gateway_requests_total", &with_status("503")), 1.0);
-    assert!(page.get("codigo_gateway_requests_total", &[("route", "/readyz"), ("method", "GET"), ("status", "200")]) >= 1.0);
-    assert_eq!(page.get("codigo_gateway_request_duration_seconds_count", &post), 9.0);
+    assert_eq!(
+        page.get("codigo_gateway_requests_total", &with_status("202")),
+        7.0
+    );
+    assert_eq!(
+        page.get("codigo_gateway_requests_total", &with_status("422")),
+        1.0
+    );
+    assert_eq!(
+        page.get("codigo_gateway_requests_total", &with_status("503")),
+        1.0
+    );
+    assert!(
+        page.get(
+            "codigo_gateway_requests_total",
+            &[("route", "/readyz"), ("method", "GET"), ("status", "200")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        page.get("codigo_gateway_request_duration_seconds_count", &post),
+        9.0
+    );
     let bucket = |le| {
         page.get(
             "codigo_gateway_request_duration_seconds_bucket",

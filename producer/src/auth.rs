@@ -113,7 +113,9 @@ impl ApiKeys {
                 return Err(bad("name and token must not be empty"));
             }
             if !plain_identifier(name) {
-                return Err(bad("the name must be 1-64 characters from A-Z, a-z, 0-9, '.', '_' and '-'"));
+                return Err(bad(
+                    "the name must be 1-64 characters from A-Z, a-z, 0-9, '.', '_' and '-'",
+                ));
             }
             if token.len() < 16 {
                 return Err(bad("token shorter than 16 characters"));
@@ -139,10 +141,14 @@ impl ApiKeys {
                             .filter(|t| !t.is_empty())
                             .collect();
                         if types.is_empty() {
-                            return Err(bad("types= lists no job type; drop it to allow every type"));
+                            return Err(bad(
+                                "types= lists no job type; drop it to allow every type",
+                            ));
                         }
                         // A typo would otherwise yield a key that can submit nothing.
-                        if let Some(unknown) = types.iter().find(|t| registry().job_type(t).is_err()) {
+                        if let Some(unknown) =
+                            types.iter().find(|t| registry().job_type(t).is_err())
+                        {
                             return Err(bad(&format!(
                                 "types= names {unknown:?}, which is not a registered job type; known: {}",
                                 registry().names().collect::<Vec<_>>().join(", ")

@@ -26,8 +26,8 @@ use utoipa::ToSchema;
 
 use crate::http::{
     authenticate, body_bytes, check_batch_len, check_job, is_json_media_type, media_type,
-    parse_json, publish_batch, publish_one, rejected, require_jetstream, AppState,
-    BatchAccepted, JobAccepted, JobRequest,
+    parse_json, publish_batch, publish_one, rejected, require_jetstream, AppState, BatchAccepted,
+    JobAccepted, JobRequest,
 };
 use crate::problem::Problem;
 
@@ -263,7 +263,10 @@ fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<JobRequest, Problem> 
                  ce-datacontenttype",
             ));
         }
-        attributes.insert(attribute.to_owned(), percent_decode(name.as_str(), value.as_bytes())?);
+        attributes.insert(
+            attribute.to_owned(),
+            percent_decode(name.as_str(), value.as_bytes())?,
+        );
     }
     missing_attributes(|name| attributes.contains_key(name))?;
     let text = |name: &str| non_empty(name, attributes.get(name).map(String::as_str));
@@ -351,7 +354,8 @@ pub(crate) async fn submit_events(
         }
         Mode::Binary => {
             let hint = claimed_type(headers.get("ce-type").and_then(|v| v.to_str().ok()));
-            let request = from_binary(&headers, &bytes).map_err(|problem| rejected(&hint, problem))?;
+            let request =
+                from_binary(&headers, &bytes).map_err(|problem| rejected(&hint, problem))?;
             let job = check_job(&caller, request, "")?;
             EventsAccepted::Event(publish_one(&state, &caller, job).await?)
         }
@@ -384,11 +388,7 @@ mod tests {
     use serde_json::json;
 
     fn problem_type(problem: &Problem) -> &str {
-        problem
-            .problem_type
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
+        problem.problem_type.rsplit('/').next().unwrap_or_default()
     }
 
     #[test]
@@ -408,11 +408,18 @@ mod tests {
 
     #[test]
     fn every_missing_attribute_is_named() {
-        let problem = from_json(json!({"type": "ledger.post", "id": null, "data": {}}))
-            .expect_err("missing");
+        let problem =
+            from_json(json!({"type": "ledger.post", "id": null, "data": {}})).expect_err("missing");
         assert_eq!(problem.status, 400);
-        assert_eq!(problem.missing_attributes, vec!["id", "source", "specversion"]);
-        assert!(problem.detail.contains("id, source, specversion"), "{}", problem.detail);
+        assert_eq!(
+            problem.missing_attributes,
+            vec!["id", "source", "specversion"]
+        );
+        assert!(
+            problem.detail.contains("id, source, specversion"),
+            "{}",
+            problem.detail
+        );
     }
 
     #[test]
@@ -424,7 +431,11 @@ mod tests {
             ("id", json!(7), "invalid-cloudevent"),
             ("id", json!("x".repeat(257)), "invalid-cloudevent"),
             ("time", json!("yesterday"), "invalid-cloudevent"),
-            ("datacontenttype", json!("text/xml"), "unsupported-media-type"),
+            (
+                "datacontenttype",
+                json!("text/xml"),
+                "unsupported-media-type",
+            ),
             ("data_base64", json!("e30="), "unsupported-media-type"),
             ("Bad-Name", json!("x"), "invalid-cloudevent"),
             ("ext", json!({"nested": true}), "invalid-cloudevent"),
@@ -461,7 +472,10 @@ mod tests {
         let problem = from_binary(&headers, b"{}").expect_err("text/plain");
         assert_eq!(problem.status, 415);
         headers.remove("content-type");
-        assert!(from_binary(&headers, b"{}").is_ok(), "no Content-Type means JSON");
+        assert!(
+            from_binary(&headers, b"{}").is_ok(),
+            "no Content-Type means JSON"
+        );
         headers.remove("ce-source");
         headers.remove("ce-specversion");
         let problem = from_binary(&headers, b"{}").expect_err("missing");

@@ -14,7 +14,7 @@ pub enum AuthMode {
 
 /// Codigo ingest gateway: validates jobs and publishes them to JetStream.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "codigo-producer", version)]
+#[command(name = "codigo-producer", version, args_override_self = true)]
 pub struct Config {
     /// HTTP listen address (API, health, metrics).
     #[arg(long, env = "CODIGO_HTTP_ADDR", default_value = "0.0.0.0:8080")]

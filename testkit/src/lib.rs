@@ -30,6 +30,7 @@ pub struct TestEnv {
     pub pool: PgPool,
     pub nats: async_nats::Client,
     pub js: async_nats::jetstream::Context,
+    cleaned: bool,
 }
 
 impl TestEnv {
@@ -81,6 +82,7 @@ impl TestEnv {
             pool,
             nats,
             js,
+            cleaned: false,
         }
     }
 
@@ -151,17 +153,38 @@ impl TestEnv {
     }
 
     /// Removes the namespace's streams and drops the database.
-    pub async fn cleanup(self) {
-        let Self {
-            names,
-            database,
-            pool,
-            js,
-            ..
-        } = self;
-        pool.close().await;
-        codigo_common::jetstream::delete_topology(&js, &names).await;
-        drop_database(&database).await;
+    pub async fn cleanup(mut self) {
+        self.pool.close().await;
+        codigo_common::jetstream::delete_topology(&self.js, &self.names).await;
+        drop_database(&self.database).await;
+        self.cleaned = true;
+    }
+}
+
+impl Drop for TestEnv {
+    /// A test that panicked before `cleanup` still leaves nothing behind.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let names = self.names.clone();
+        let database = self.database.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(client) = async_nats::connect(nats_url()).await {
+                    let js = async_nats::jetstream::new(client);
+                    codigo_common::jetstream::delete_topology(&js, &names).await;
+                }
+                drop_database(&database).await;
+            });
+        })
+        .join();
     }
 }
 

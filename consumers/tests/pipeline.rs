@@ -1,0 +1,800 @@
+//! The pipeline end to end against real NATS and Postgres: gateway → JetStream → workers →
+//! Postgres, redeliveries, dead letters, webhooks and shutdown.
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::message::PublishMessage;
+use async_trait::async_trait;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use bytes::Bytes;
+use clap::Parser;
+use codigo_common::shutdown::Shutdown;
+use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
+use codigo_consumer::Application;
+use codigo_testkit::TestEnv;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+const SIGNING_KEY: &str = "test-signing-key-0123456789";
+const TOKEN: &str = "pipeline-token-0000001";
+
+fn consumer_args(env: &TestEnv, extra: &[&str]) -> codigo_consumer::Config {
+    let mut args = vec![
+        "codigo-consumer",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--nats-url",
+        Box::leak(codigo_testkit::nats_url().into_boxed_str()),
+        "--namespace",
+        Box::leak(env.names.namespace().to_owned().into_boxed_str()),
+        "--database-url",
+        Box::leak(env.database_url.clone().into_boxed_str()),
+        "--webhook-signing-key",
+        SIGNING_KEY,
+        "--retry-base-ms",
+        "50",
+        "--retry-max-secs",
+        "1",
+        "--max-deliver",
+        "4",
+        "--ack-wait-secs",
+        "5",
+        "--backoff-secs",
+        "1",
+        "--fetch-expires-ms",
+        "1000",
+        "--shutdown-timeout-secs",
+        "5",
+        "--concurrency",
+        "16",
+    ];
+    args.extend_from_slice(extra);
+    codigo_consumer::Config::try_parse_from(args).expect("valid consumer flags")
+}
+
+struct Running {
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("stops within its drain timeout")
+            .expect("task");
+    }
+}
+
+async fn start_consumer(
+    env: &TestEnv,
+    extra: &[&str],
+    handler: Option<Arc<dyn Handler>>,
+) -> Running {
+    let mut app = Application::build(consumer_args(env, extra))
+        .await
+        .expect("consumer starts");
+    if let Some(handler) = handler {
+        app = app.with_handler(handler);
+    }
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        app.run_until_stopped(stop).await.expect("consumer runs");
+    });
+    Running { shutdown, task }
+}
+
+async fn start_gateway(env: &TestEnv) -> (SocketAddr, Running) {
+    let keys = format!("pipeline:{TOKEN}");
+    let config = codigo_producer::Config::try_parse_from([
+        "codigo-producer",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--nats-url",
+        &codigo_testkit::nats_url(),
+        "--namespace",
+        env.names.namespace(),
+        "--database-url",
+        &env.database_url,
+        "--api-keys",
+        &keys,
+        "--rate-limit-per-key",
+        "0",
+    ])
+    .expect("valid producer flags");
+    let app = codigo_producer::Application::build(config)
+        .await
+        .expect("gateway starts");
+    let addr = app.local_addr();
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        app.run_until_stopped(stop).await.expect("gateway runs");
+    });
+    (addr, Running { shutdown, task })
+}
+
+fn envelope(job_type: &str, payload: Value) -> Value {
+    json!({
+        "id": Uuid::now_v7().to_string(),
+        "type": job_type,
+        "payload": payload,
+        "created_at": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap(),
+        "tenant": "test",
+    })
+}
+
+/// Publishes straight to JetStream, as an upstream system may.
+async fn publish_raw(env: &TestEnv, job_type: &str, body: Vec<u8>, msg_id: &str) {
+    let message = PublishMessage::build()
+        .payload(Bytes::from(body))
+        .message_id(msg_id);
+    env.js
+        .send_publish(env.names.job_subject(job_type), message)
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+}
+
+async fn count(env: &TestEnv, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&env.pool)
+        .await
+        .expect("query")
+}
+
+async fn wait_for_count(env: &TestEnv, what: &str, sql: &str, expected: i64) {
+    let timeout = Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let found = count(env, sql).await;
+        if found == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: expected {expected}, found {found} after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn dead_letters(
+    env: &TestEnv,
+    expected: usize,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    let stream = env
+        .js
+        .get_stream(env.names.dlq_stream())
+        .await
+        .expect("dlq stream");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut found = Vec::new();
+        for seq in 1..=(expected as u64 + 5) {
+            if let Ok(message) = stream.get_raw_message(seq).await {
+                found.push(message);
+            }
+        }
+        if found.len() >= expected {
+            assert_eq!(found.len(), expected, "no extra dead letters");
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected {expected} dead letters, found {}",
+            found.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn header<'a>(message: &'a async_nats::jetstream::message::StreamMessage, name: &str) -> &'a str {
+    message
+        .headers
+        .get(name)
+        .map(|v| v.as_str())
+        .unwrap_or_default()
+}
+
+async fn work_stream_messages(env: &TestEnv) -> u64 {
+    let mut stream = env
+        .js
+        .get_stream(env.names.jobs_stream())
+        .await
+        .expect("stream");
+    stream.info().await.expect("info").state.messages
+}
+
+async fn wait_work_stream_empty(env: &TestEnv) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while work_stream_messages(env).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "work stream never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn ledger_jobs_flow_from_gateway_to_postgres() {
+    let env = TestEnv::new().await;
+    let consumer = start_consumer(&env, &["--job-types", "ledger.post"], None).await;
+    let (addr, gateway) = start_gateway(&env).await;
+    let http = reqwest::Client::new();
+
+    let jobs: Vec<Value> = (1..=20)
+        .map(|i| json!({"type": "ledger.post", "payload": {"account": format!("acct-{}", i % 3), "amount_cents": i, "currency": "EUR"}}))
+        .collect();
+    let mut accepted = None;
+    for _ in 0..100 {
+        let response = http
+            .post(format!("http://{addr}/v1/jobs/batch"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"jobs": jobs}))
+            .send()
+            .await
+            .expect("post");
+        if response.status() == reqwest::StatusCode::ACCEPTED {
+            accepted = Some(response.json::<Value>().await.expect("json"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let accepted = accepted.expect("gateway accepted the batch");
+    assert!(accepted["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["status"] == "queued"));
+
+    wait_for_count(
+        &env,
+        "succeeded jobs",
+        "SELECT count(*) FROM jobs WHERE status = 'succeeded'",
+        20,
+    )
+    .await;
+    assert_eq!(count(&env, "SELECT count(*) FROM ledger_entries").await, 20);
+    assert_eq!(
+        count(
+            &env,
+            "SELECT sum(balance_cents)::bigint FROM account_balances"
+        )
+        .await,
+        210
+    );
+    let acct0: i64 = sqlx::query_scalar(
+        "SELECT balance_cents FROM account_balances WHERE account = 'acct-0' AND currency = 'EUR'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(acct0, 3 + 6 + 9 + 12 + 15 + 18);
+
+    let id = accepted["results"][0]["id"].as_str().unwrap();
+    let status: Value = http
+        .get(format!("http://{addr}/v1/jobs/{id}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "succeeded");
+    assert_eq!(status["attempts"], 1);
+    wait_work_stream_empty(&env).await;
+
+    gateway.stop().await;
+    consumer.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn same_idempotency_key_twice_takes_effect_once() {
+    let env = TestEnv::new().await;
+    let consumer = start_consumer(&env, &["--job-types", "ledger.post"], None).await;
+    let (addr, gateway) = start_gateway(&env).await;
+    let http = reqwest::Client::new();
+    let job = json!({"type": "ledger.post", "idempotency_key": "invoice-7",
+        "payload": {"account": "acme", "amount_cents": 700, "currency": "USD"}});
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let response = loop {
+            let r = http
+                .post(format!("http://{addr}/v1/jobs"))
+                .bearer_auth(TOKEN)
+                .json(&job)
+                .send()
+                .await
+                .unwrap();
+            if r.status() == reqwest::StatusCode::ACCEPTED {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        ids.push(response.json::<Value>().await.unwrap()["id"].clone());
+        // The third copy arrives after the first was processed: Postgres, not JetStream,
+        // must then refuse the second effect.
+        wait_for_count(
+            &env,
+            "processed",
+            "SELECT count(*) FROM jobs WHERE status = 'succeeded'",
+            1,
+        )
+        .await;
+    }
+    assert!(ids.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(count(&env, "SELECT count(*) FROM ledger_entries").await, 1);
+    assert_eq!(
+        count(
+            &env,
+            "SELECT balance_cents FROM account_balances WHERE account = 'acme'"
+        )
+        .await,
+        700
+    );
+    gateway.stop().await;
+    consumer.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_committed_job_changes_nothing() {
+    let env = TestEnv::new().await;
+    let job = envelope(
+        "ledger.post",
+        json!({"account": "acme", "amount_cents": 250, "currency": "EUR"}),
+    );
+    let body = serde_json::to_vec(&job).unwrap();
+    // Two messages with the same job id but different message ids: JetStream keeps both, as
+    // it would a redelivery or a resubmission after the duplicate window.
+    publish_raw(&env, "ledger.post", body.clone(), "first").await;
+    publish_raw(&env, "ledger.post", body, "second").await;
+    let consumer = start_consumer(&env, &["--job-types", "ledger.post"], None).await;
+    wait_work_stream_empty(&env).await;
+    wait_for_count(
+        &env,
+        "succeeded",
+        "SELECT count(*) FROM jobs WHERE status = 'succeeded'",
+        1,
+    )
+    .await;
+    assert_eq!(count(&env, "SELECT count(*) FROM ledger_entries").await, 1);
+    assert_eq!(
+        count(
+            &env,
+            "SELECT balance_cents FROM account_balances WHERE account = 'acme'"
+        )
+        .await,
+        250
+    );
+    assert_eq!(dead_letters(&env, 0).await.len(), 0);
+    consumer.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn invalid_messages_are_dead_lettered_with_their_reason() {
+    let env = TestEnv::new().await;
+    let consumer = start_consumer(&env, &["--job-types", "ledger.post"], None).await;
+
+    publish_raw(&env, "ledger.post", b"{not json".to_vec(), "bad-1").await;
+    let mut invalid = envelope(
+        "ledger.post",
+        json!({"account": "acme", "amount_cents": 0, "currency": "EUR"}),
+    );
+    let invalid_id = invalid["id"].as_str().unwrap().to_owned();
+    publish_raw(
+        &env,
+        "ledger.post",
+        serde_json::to_vec(&invalid).unwrap(),
+        "bad-2",
+    )
+    .await;
+    invalid["type"] = json!("webhook.deliver");
+    invalid["id"] = json!(Uuid::now_v7().to_string());
+    publish_raw(
+        &env,
+        "ledger.post",
+        serde_json::to_vec(&invalid).unwrap(),
+        "bad-3",
+    )
+    .await;
+
+    let letters = dead_letters(&env, 3).await;
+    let reasons: Vec<&str> = letters
+        .iter()
+        .map(|m| header(m, "Codigo-Dlq-Reason"))
+        .collect();
+    assert_eq!(reasons, vec!["decode", "schema", "schema"]);
+    assert_eq!(
+        letters[0].payload.as_ref(),
+        b"{not json",
+        "original body kept"
+    );
+    for letter in &letters {
+        assert_eq!(
+            letter.subject.as_str(),
+            env.names.dlq_subject("ledger.post")
+        );
+        assert_eq!(
+            header(letter, "Codigo-Original-Subject"),
+            env.names.job_subject("ledger.post")
+        );
+        assert_eq!(header(letter, "Codigo-Dlq-Attempts"), "1");
+        assert!(!header(letter, "Codigo-Dlq-Error").is_empty());
+    }
+    assert!(header(&letters[1], "Codigo-Dlq-Error").contains("/payload/amount_cents"));
+    let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+        .bind(Uuid::parse_str(&invalid_id).unwrap())
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "dead_lettered");
+    wait_work_stream_empty(&env).await;
+    assert_eq!(count(&env, "SELECT count(*) FROM ledger_entries").await, 0);
+    consumer.stop().await;
+    env.cleanup().await;
+}
+
+#[derive(Default)]
+struct Target {
+    responses: Mutex<VecDeque<u16>>,
+    seen: Mutex<Vec<(HeaderMap, Bytes)>>,
+}
+
+async fn hook(State(target): State<Arc<Target>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    target.seen.lock().unwrap().push((headers, body));
+    let code = target.responses.lock().unwrap().pop_front().unwrap_or(200);
+    StatusCode::from_u16(code).unwrap()
+}
+
+async fn webhook_target(responses: &[u16]) -> (SocketAddr, Arc<Target>) {
+    let target = Arc::new(Target::default());
+    target
+        .responses
+        .lock()
+        .unwrap()
+        .extend(responses.iter().copied());
+    let app = axum::Router::new()
+        .route("/hook", post(hook))
+        .with_state(target.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, target)
+}
+
+#[tokio::test]
+async fn webhook_failing_with_503_is_retried_and_recorded() {
+    let env = TestEnv::new().await;
+    let (addr, target) = webhook_target(&[503]).await;
+    let consumer = start_consumer(
+        &env,
+        &["--job-types", "webhook.deliver", "--webhook-allow-private"],
+        None,
+    )
+    .await;
+    let job = envelope(
+        "webhook.deliver",
+        json!({"url": format!("http://{addr}/hook"),
+        "body": {"order": 42}, "headers": {"X-Tenant-Ref": "abc"}}),
+    );
+    let id = Uuid::parse_str(job["id"].as_str().unwrap()).unwrap();
+    publish_raw(
+        &env,
+        "webhook.deliver",
+        serde_json::to_vec(&job).unwrap(),
+        "w1",
+    )
+    .await;
+
+    wait_for_count(
+        &env,
+        "delivered",
+        "SELECT count(*) FROM webhook_deliveries WHERE status_code = 200",
+        1,
+    )
+    .await;
+    let (attempts, url): (i32, String) =
+        sqlx::query_as("SELECT attempts, url FROM webhook_deliveries WHERE job_id = $1")
+            .bind(id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 2);
+    assert_eq!(url, format!("http://{addr}/hook"));
+    let (status, job_attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), job_attempts), ("succeeded", 2));
+
+    let seen = target.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    for (headers, body) in &seen {
+        assert_eq!(body.as_ref(), br#"{"order":42}"#);
+        assert_eq!(headers["x-codigo-job-id"], id.to_string());
+        assert_eq!(headers["x-tenant-ref"], "abc");
+        assert_eq!(headers["content-type"], "application/json");
+        let expected =
+            codigo_consumer::handlers::webhook::WebhookHandler::signature(SIGNING_KEY, body);
+        assert_eq!(headers["x-codigo-signature"], expected.as_str());
+    }
+    consumer.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn webhook_answering_400_is_dead_lettered() {
+    let env = TestEnv::new().await;
+    let (addr, target) = webhook_target(&[400]).await;
+    let consumer = start_consumer(
+        &env,
+        &["--job-types", "webhook.deliver", "--webhook-allow-private"],
+        None,
+    )
+    .await;
+    let job = envelope(
+        "webhook.deliver",
+        json!({"url": format!("http://{addr}/hook"), "body": [1, 2]}),
+    );
+    let id = Uuid::parse_str(job["id"].as_str().unwrap()).unwrap();
+    publish_raw(
+        &env,
+        "webhook.deliver",
+        serde_json::to_vec(&job).unwrap(),
+        "w2",
+    )
+    .await;
+
+    let letters = dead_letters(&env, 1).await;
+    assert_eq!(header(&letters[0], "Codigo-Dlq-Reason"), "permanent");
+    assert!(header(&letters[0], "Codigo-Dlq-Error").contains("400"));
+    wait_for_count(
+        &env,
+        "dead-lettered row",
+        "SELECT count(*) FROM jobs WHERE status = 'dead_lettered'",
+        1,
+    )
+    .await;
+    let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "dead_lettered");
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM webhook_deliveries").await,
+        0
+    );
+    assert_eq!(
+        target.seen.lock().unwrap().len(),
+        1,
+        "a permanent failure is not retried"
+    );
+    wait_work_stream_empty(&env).await;
+    consumer.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn private_webhook_targets_are_refused_unless_allowed() {
+    let env = TestEnv::new().await;
+    let (addr, target) = webhook_target(&[]).await;
+    let consumer = start_consumer(&env, &["--job-types", "webhook.deliver"], None).await;
+    for (n, url) in [
+        format!("http://{addr}/hook"),
+        format!("http://localhost:{}/hook", addr.port()),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let job = envelope("webhook.deliver", json!({"url": url, "body": null}));
+        publish_raw(
+            &env,
+            "webhook.deliver",
+            serde_json::to_vec(&job).unwrap(),
+            &format!("p{n}"),
+        )
+        .await;
+    }
+    let letters = dead_letters(&env, 2).await;
+    for letter in &letters {
+        assert_eq!(header(letter, "Codigo-Dlq-Reason"), "permanent");
+        let error = header(letter, "Codigo-Dlq-Error");
+        assert!(
+            error.contains("private") || error.contains("localhost"),
+            "{error}"
+        );
+    }
+    assert!(
+        target.seen.lock().unwrap().is_empty(),
+        "nothing reached the private target"
+    );
+    consumer.stop().await;
+    env.cleanup().await;
+}
+
+/// A handler that fails transiently every time, like a job whose target never recovers.
+struct AlwaysRetry;
+
+#[async_trait]
+impl Handler for AlwaysRetry {
+    fn job_type(&self) -> &'static str {
+        "ledger.post"
+    }
+
+    async fn handle(&self, _job: &Job<'_>) -> Result<Outcome, Unavailable> {
+        Ok(Outcome::Retry {
+            after: Some(Duration::from_millis(20)),
+            error: "still failing".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn jobs_that_keep_failing_are_dead_lettered_after_max_deliveries() {
+    let env = TestEnv::new().await;
+    let consumer = start_consumer(
+        &env,
+        &["--job-types", "ledger.post", "--max-deliver", "3"],
+        Some(Arc::new(AlwaysRetry)),
+    )
+    .await;
+    let job = envelope(
+        "ledger.post",
+        json!({"account": "acme", "amount_cents": 5, "currency": "EUR"}),
+    );
+    let id = Uuid::parse_str(job["id"].as_str().unwrap()).unwrap();
+    publish_raw(&env, "ledger.post", serde_json::to_vec(&job).unwrap(), "m1").await;
+
+    let letters = dead_letters(&env, 1).await;
+    assert_eq!(header(&letters[0], "Codigo-Dlq-Reason"), "max_deliveries");
+    assert_eq!(header(&letters[0], "Codigo-Dlq-Attempts"), "3");
+    assert!(header(&letters[0], "Codigo-Dlq-Error").contains("still failing"));
+    wait_work_stream_empty(&env).await;
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "dead_lettered");
+    assert!(error.unwrap_or_default().contains("3 deliveries"));
+    consumer.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigterm_during_load_drains_and_loses_nothing() {
+    let env = TestEnv::new().await;
+    const JOBS: i64 = 3000;
+    // Publish the backlog with pipelined acks.
+    let mut acks = Vec::new();
+    for i in 0..JOBS {
+        let job = envelope(
+            "ledger.post",
+            json!({"account": format!("a{}", i % 7), "amount_cents": i + 1, "currency": "EUR"}),
+        );
+        let message = PublishMessage::build()
+            .payload(Bytes::from(serde_json::to_vec(&job).unwrap()))
+            .message_id(job["id"].as_str().unwrap());
+        acks.push(
+            env.js
+                .send_publish(env.names.job_subject("ledger.post"), message)
+                .await
+                .unwrap(),
+        );
+    }
+    for ack in acks {
+        ack.await.expect("stored");
+    }
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_codigo-consumer"))
+        .envs(env.env_vars())
+        .env("CODIGO_HTTP_ADDR", "127.0.0.1:0")
+        .env("CODIGO_JOB_TYPES", "ledger.post")
+        .env("CODIGO_ACK_WAIT_SECS", "5")
+        .env("CODIGO_MAX_DELIVER", "4")
+        .env("CODIGO_BACKOFF_SECS", "1")
+        .env("CODIGO_FETCH_EXPIRES_MS", "1000")
+        .env("CODIGO_SHUTDOWN_TIMEOUT_SECS", "10")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("consumer binary starts");
+    // Stop it mid-load.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while count(&env, "SELECT count(*) FROM ledger_entries").await < 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "consumer made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().expect("pid");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits within its drain timeout")
+        .expect("wait");
+    assert!(status.success(), "exit status {status:?}");
+    let applied = count(&env, "SELECT count(*) FROM ledger_entries").await;
+    assert!(applied < JOBS, "stopped mid-load ({applied} of {JOBS})");
+
+    // Nothing is stuck with the stopped worker: another one finishes every job exactly once.
+    let stream = env.js.get_stream(env.names.jobs_stream()).await.unwrap();
+    let info = stream
+        .consumer_info(env.names.durable("ledger.post"))
+        .await
+        .unwrap();
+    assert_eq!(info.num_waiting, 0);
+    let consumer = start_consumer(&env, &["--job-types", "ledger.post"], None).await;
+    wait_for_count(
+        &env,
+        "all jobs applied",
+        "SELECT count(*) FROM ledger_entries",
+        JOBS,
+    )
+    .await;
+    wait_work_stream_empty(&env).await;
+    assert_eq!(
+        count(
+            &env,
+            "SELECT sum(balance_cents)::bigint FROM account_balances"
+        )
+        .await,
+        JOBS * (JOBS + 1) / 2
+    );
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM jobs WHERE status = 'succeeded'").await,
+        JOBS
+    );
+    let info = stream
+        .consumer_info(env.names.durable("ledger.post"))
+        .await
+        .unwrap();
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
+    assert_eq!(dead_letters(&env, 0).await.len(), 0);
+    consumer.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn unknown_job_types_are_refused_at_start() {
+    let env = TestEnv::bare().await;
+    let error = Application::build(consumer_args(&env, &["--job-types", "nope.never"]))
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("CODIGO_JOB_TYPES"), "{error}");
+    let mut without_key = consumer_args(&env, &["--job-types", "webhook.deliver"]);
+    without_key.webhook_signing_key = None;
+    let error = Application::build(without_key)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        error.to_string().contains("CODIGO_WEBHOOK_SIGNING_KEY"),
+        "{error}"
+    );
+    env.cleanup().await;
+}

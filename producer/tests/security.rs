@@ -1,0 +1,669 @@
+//! Security properties of the gateway against real NATS and Postgres: tenant isolation on
+//! every route, job types as the only source of subjects, the JSON depth limit, the 401
+//! answer, and secrets that never reach logs, error responses or /metrics (the real binary).
+mod gateway;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use codigo_testkit::TestEnv;
+use gateway::{ledger, ledger_payload, stored, Gateway, Reply, ALPHA, BETA, GAMMA, SCOPED};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const CE_JSON: &str = "application/cloudevents+json";
+
+/// The same logical job (same type and idempotency key) submitted by `token` on each route.
+async fn submit_everywhere(gw: &Gateway, token: &str, key: &str) -> Vec<Reply> {
+    let mut job = ledger("shared-account", 100);
+    job["idempotency_key"] = json!(key);
+    let single = gw.post("/v1/jobs", token, job.clone()).await;
+    let batch = gw
+        .post("/v1/jobs/batch", token, json!({"jobs": [job]}))
+        .await;
+    let event = json!({"specversion": "1.0", "id": key, "source": "/billing", "type": "ledger.post",
+        "tenant": "acme", "data": ledger_payload("shared-account", 100)});
+    let structured = gw
+        .post_raw(
+            "/v1/events",
+            Some(token),
+            &[("Content-Type", CE_JSON)],
+            event.to_string(),
+        )
+        .await;
+    vec![single, batch, structured]
+}
+
+fn id_and_duplicate(reply: &Reply) -> (String, bool) {
+    let item = reply.body["results"].get(0).unwrap_or(&reply.body);
+    assert_eq!(item["status"], "queued", "{}", reply.text);
+    (
+        item["id"].as_str().expect("id").to_owned(),
+        item["duplicate"].as_bool().expect("duplicate"),
+    )
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_suppress_another_tenants_job_on_any_route() {
+    let env = TestEnv::new().await;
+    let gw = Gateway::start(&env, &[]).await;
+
+    // alpha goes first on every route; acme (key beta) reuses alpha's key afterwards.
+    let alpha = submit_everywhere(&gw, ALPHA, "invoice-7").await;
+    let acme = submit_everywhere(&gw, BETA, "invoice-7").await;
+    let (alpha_id, alpha_dup) = id_and_duplicate(&alpha[0]);
+    assert!(!alpha_dup);
+    let (acme_id, acme_dup) = id_and_duplicate(&acme[0]);
+    assert_ne!(acme_id, alpha_id, "ids are scoped per tenant");
+    assert!(
+        !acme_dup,
+        "acme's job is its own, not a duplicate of alpha's"
+    );
+    for (route, (a, b)) in ["batch", "events"]
+        .iter()
+        .zip(alpha[1..].iter().zip(&acme[1..]))
+    {
+        assert_eq!(
+            id_and_duplicate(a),
+            (alpha_id.clone(), true),
+            "{route}: same tenant, same job"
+        );
+        assert_eq!(
+            id_and_duplicate(b),
+            (acme_id.clone(), true),
+            "{route}: same tenant, same job"
+        );
+    }
+
+    // Tenant, not key, is the scope: acme's second key sees acme's job.
+    let gamma = submit_everywhere(&gw, GAMMA, "invoice-7").await;
+    assert_eq!(id_and_duplicate(&gamma[0]), (acme_id.clone(), true));
+
+    // One message per tenant, each with the tenant of its key; the body's `tenant` extension
+    // attribute changed nothing.
+    let messages = stored(&env).await;
+    let tenants: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|(_, e)| {
+            (
+                e["id"].as_str().expect("id"),
+                e["tenant"].as_str().expect("tenant"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tenants,
+        vec![(alpha_id.as_str(), "alpha"), (acme_id.as_str(), "acme")]
+    );
+
+    gw.stop().await;
+    env.cleanup().await;
+}
+
+/// Records a stored job the way a worker does, with the tenant its envelope carries.
+async fn record_as_worker(env: &TestEnv, envelope: &Value) -> Uuid {
+    let id = Uuid::parse_str(envelope["id"].as_str().expect("id")).expect("uuid");
+    sqlx::query(
+        "INSERT INTO jobs (id, type, status, attempts, payload, idempotency_key, tenant,
+                           created_at, started_at, finished_at)
+         VALUES ($1, $2, 'succeeded', 1, $3, $4, $5, now(), now(), now())",
+    )
+    .bind(id)
+    .bind(envelope["type"].as_str())
+    .bind(&envelope["payload"])
+    .bind(envelope["idempotency_key"].as_str())
+    .bind(envelope["tenant"].as_str())
+    .execute(&env.pool)
+    .await
+    .expect("insert job row");
+    id
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_read_another_tenants_job() {
+    let env = TestEnv::new().await;
+    let gw = Gateway::start(&env, &[]).await;
+
+    let mut job = ledger("acct", 5);
+    job["idempotency_key"] = json!("secret-order");
+    let submitted = gw.post("/v1/jobs", BETA, job).await;
+    assert_eq!(submitted.status, StatusCode::ACCEPTED, "{}", submitted.text);
+    let (_, envelope) = stored(&env).await.pop().expect("stored");
+    let id = record_as_worker(&env, &envelope).await;
+    assert_eq!(envelope["tenant"], "acme");
+
+    // A job published straight to JetStream has no tenant: no key may read it.
+    let orphan = record_as_worker(
+        &env,
+        &json!({"id": Uuid::now_v7().to_string(), "type": "ledger.post", "payload": {}}),
+    )
+    .await;
+
+    for token in [BETA, GAMMA] {
+        let owner = gw.get(&format!("/v1/jobs/{id}"), token).await;
+        assert_eq!(owner.status, StatusCode::OK, "{}", owner.text);
+        assert_eq!(owner.body["idempotency_key"], "secret-order");
+    }
+    // Another tenant gets exactly what an unknown id gets: nothing tells the job exists.
+    let unknown = Uuid::now_v7();
+    let missing = gw.get(&format!("/v1/jobs/{unknown}"), ALPHA).await;
+    missing.assert_problem(StatusCode::NOT_FOUND, "not-found");
+    for token in [ALPHA, SCOPED] {
+        let stranger = gw.get(&format!("/v1/jobs/{id}"), token).await;
+        stranger.assert_problem(StatusCode::NOT_FOUND, "not-found");
+        assert!(!stranger.text.contains("secret-order"));
+        assert_eq!(
+            stranger.text.replace(&id.to_string(), "ID"),
+            missing.text.replace(&unknown.to_string(), "ID")
+        );
+    }
+    for token in [ALPHA, BETA, SCOPED] {
+        gw.get(&format!("/v1/jobs/{orphan}"), token)
+            .await
+            .assert_problem(StatusCode::NOT_FOUND, "not-found");
+    }
+
+    gw.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn only_registered_job_types_become_subjects() {
+    let env = TestEnv::new().await;
+    let gw = Gateway::start(&env, &[]).await;
+
+    let hostile = [
+        "ledger.post.>",
+        "ledger.*",
+        ">",
+        "ledger.post ",
+        " ledger.post",
+        "ledger.post\r\nPUB codigo.jobs.x 2\r\nhi",
+        "LEDGER.POST",
+        "ledger..post",
+        "jobs.ledger.post",
+        "",
+    ];
+    for job_type in hostile {
+        let body = json!({"type": job_type, "payload": ledger_payload("a", 1)});
+        gw.post("/v1/jobs", ALPHA, body.clone())
+            .await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "unknown-job-type");
+        let batch = gw
+            .post("/v1/jobs/batch", ALPHA, json!({"jobs": [body]}))
+            .await;
+        assert_eq!(
+            batch.body["results"][0]["status"], "rejected",
+            "{}",
+            batch.text
+        );
+        let event = json!({"specversion": "1.0", "id": "1", "source": "/s", "type": job_type,
+            "data": ledger_payload("a", 1)});
+        let reply = gw
+            .post_raw(
+                "/v1/events",
+                Some(ALPHA),
+                &[("Content-Type", CE_JSON)],
+                event.to_string(),
+            )
+            .await;
+        assert!(
+            reply.status.is_client_error(),
+            "{job_type:?}: {}",
+            reply.text
+        );
+    }
+    let binary = gw
+        .post_raw(
+            "/v1/events",
+            Some(ALPHA),
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+                ("ce-type", "ledger.>"),
+            ],
+            ledger_payload("a", 1).to_string(),
+        )
+        .await;
+    binary.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "unknown-job-type");
+
+    assert!(
+        stored(&env).await.is_empty(),
+        "nothing reached the work stream"
+    );
+    gw.stop().await;
+    env.cleanup().await;
+}
+
+/// `levels` nested arrays around a number.
+fn nested(levels: usize) -> Value {
+    (0..levels).fold(json!(1), |inner, _| json!([inner]))
+}
+
+fn webhook(body: Value) -> Value {
+    json!({"type": "webhook.deliver", "payload": {"url": "https://example.com/hook", "body": body}})
+}
+
+#[tokio::test]
+async fn json_nesting_deeper_than_32_levels_is_refused_on_every_route() {
+    let env = TestEnv::new().await;
+    let gw = Gateway::start(&env, &[]).await;
+
+    // Body object, payload object, then the webhook body: 30 levels of it make 32 in all.
+    let fits = gw.post("/v1/jobs", ALPHA, webhook(nested(30))).await;
+    assert_eq!(fits.status, StatusCode::ACCEPTED, "{}", fits.text);
+    gw.post("/v1/jobs", ALPHA, webhook(nested(31)))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "too-deeply-nested");
+    gw.post(
+        "/v1/jobs/batch",
+        ALPHA,
+        json!({"jobs": [webhook(nested(29))]}),
+    )
+    .await
+    .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "too-deeply-nested");
+    let event = json!({"specversion": "1.0", "id": "1", "source": "/s", "type": "webhook.deliver",
+        "data": {"url": "https://example.com/hook", "body": nested(31)}});
+    gw.post_raw(
+        "/v1/events",
+        Some(ALPHA),
+        &[("Content-Type", CE_JSON)],
+        event.to_string(),
+    )
+    .await
+    .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "too-deeply-nested");
+    let binary = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "2"),
+        ("ce-source", "/s"),
+        ("ce-type", "webhook.deliver"),
+    ];
+    gw.post_raw(
+        "/v1/events",
+        Some(ALPHA),
+        &binary,
+        json!({"url": "https://example.com/hook", "body": nested(40)}).to_string(),
+    )
+    .await
+    .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "too-deeply-nested");
+    // Far past serde_json's own recursion limit: still the same clear answer.
+    let hostile = format!(
+        "{{\"type\":\"ledger.post\",\"payload\":{}",
+        "[".repeat(100_000)
+    );
+    gw.post_raw(
+        "/v1/jobs",
+        Some(ALPHA),
+        &[("Content-Type", "application/json")],
+        hostile,
+    )
+    .await
+    .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "too-deeply-nested");
+    // Brackets inside strings are text, not nesting.
+    let mut memo = ledger("a", 1);
+    memo["payload"]["memo"] = json!("[".repeat(200));
+    let reply = gw.post("/v1/jobs", ALPHA, memo).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+
+    assert_eq!(stored(&env).await.len(), 2);
+    gw.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn unauthorized_answers_name_the_scheme_and_echo_nothing() {
+    let env = TestEnv::new().await;
+    let gw = Gateway::start(&env, &[]).await;
+
+    let guess = "guessed-token-that-is-wrong-123";
+    let reply = gw.post("/v1/jobs", guess, ledger("a", 1)).await;
+    reply.assert_problem(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(
+        reply
+            .headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer realm=\"codigo\"")
+    );
+    assert!(!reply.text.contains(guess));
+    let basic = gw
+        .post_raw(
+            "/v1/jobs",
+            None,
+            &[
+                ("Authorization", &format!("Basic {ALPHA}")),
+                ("Content-Type", "application/json"),
+            ],
+            ledger("a", 1).to_string(),
+        )
+        .await;
+    basic.assert_problem(StatusCode::UNAUTHORIZED, "unauthorized");
+    // The scheme is case-insensitive (RFC 9110).
+    let upper = gw
+        .post_raw(
+            "/v1/jobs",
+            None,
+            &[
+                ("Authorization", &format!("BEARER {ALPHA}")),
+                ("Content-Type", "application/json"),
+            ],
+            ledger("a", 1).to_string(),
+        )
+        .await;
+    assert_eq!(upper.status, StatusCode::ACCEPTED, "{}", upper.text);
+
+    gw.stop().await;
+    env.cleanup().await;
+}
+
+// --- secrets, with the real binary -------------------------------------------------------
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn scratch_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("codigo-{what}-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A private nats-server with JetStream and one user, killed and removed on drop.
+struct PrivateNats {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PrivateNats {
+    fn start(user: &str, password: &str) -> Self {
+        let port = free_port();
+        let dir = scratch_dir("nats");
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("nats-server");
+        let child = Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.join("js"))
+            .args(["--user", user, "--pass", password])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs (apt-get install nats-server)");
+        let server = Self { child, dir, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("private nats-server did not start on port {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A run of the real `codigo-producer` binary, its output going to files (a pipe nobody
+/// reads could stall it).
+struct Binary {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Binary {
+    fn start(env: &[(&str, String)]) -> Self {
+        let dir = scratch_dir("producer");
+        let stdout = std::fs::File::create(dir.join("stdout")).expect("stdout file");
+        let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_codigo-producer"))
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("codigo-producer starts");
+        Self { child, dir }
+    }
+
+    /// SIGTERM (a graceful stop, so that every log line is written), then the output.
+    fn stop(mut self) -> (Option<i32>, String) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.wait()
+    }
+
+    /// Waits for the process to exit by itself (start-up failures).
+    fn wait(&mut self) -> (Option<i32>, String) {
+        let mut status = None;
+        for _ in 0..300 {
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                status = Some(exit);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let status = status.unwrap_or_else(|| {
+            let _ = self.child.kill();
+            panic!("codigo-producer did not exit");
+        });
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        (
+            status.code(),
+            format!("{}{}", read("stdout"), read("stderr")),
+        )
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(!text.contains(secret), "{what} leaks {secret:?}:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_reach_logs_errors_or_metrics() {
+    let unique = Uuid::new_v4().simple().to_string();
+    let api_token = format!("api-token-{unique}");
+    let nats_password = format!("nats-password-{unique}");
+    let db_password = format!("db-password-{unique}");
+    let guessed_token = format!("guessed-token-{unique}");
+    let secrets = [
+        api_token.as_str(),
+        nats_password.as_str(),
+        db_password.as_str(),
+        guessed_token.as_str(),
+    ];
+
+    // NATS refuses the password (the server has another one); Postgres has no such role.
+    let nats = PrivateNats::start("codigo", &format!("right-{unique}"));
+    let port = free_port();
+    let namespace = format!("t{}", &unique[..12]);
+    let base = |nats_url: String, database_url: String, keys: String| {
+        vec![
+            ("CODIGO_HTTP_ADDR", format!("127.0.0.1:{port}")),
+            ("CODIGO_API_KEYS", keys),
+            ("CODIGO_NAMESPACE", namespace.clone()),
+            ("NATS_URL", nats_url),
+            ("DATABASE_URL", database_url),
+            ("LOG_FORMAT", "json".to_owned()),
+            // Everything, dependencies included, at the most talkative level.
+            ("RUST_LOG", "trace".to_owned()),
+        ]
+    };
+    let database_url = format!(
+        "postgres://codigo_nobody:{db_password}@127.0.0.1:5432/codigo_nowhere?sslmode=prefer"
+    );
+    let mut env = base(
+        nats.url(),
+        database_url.clone(),
+        format!("tenant-a:{api_token}"),
+    );
+    env.push(("NATS_USER", "codigo".to_owned()));
+    env.push(("NATS_PASSWORD", nats_password.clone()));
+    let producer = Binary::start(&env);
+
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let mut up = false;
+    for _ in 0..200 {
+        if http.get(url("/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "codigo-producer answered /healthz");
+
+    let mut seen = String::new();
+    let mut record = |reply: Reply| {
+        seen.push_str(&format!(
+            "{} {:?} {}\n",
+            reply.status, reply.headers, reply.text
+        ));
+        reply
+    };
+    let job = ledger("a", 1);
+    // JetStream unreachable (authorization refused): 503.
+    let reply = record(
+        gateway::read(
+            http.post(url("/v1/jobs"))
+                .bearer_auth(&api_token)
+                .json(&job)
+                .send()
+                .await
+                .expect("post"),
+        )
+        .await,
+    );
+    reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let reply = record(
+        gateway::read(
+            http.post(url("/v1/jobs/batch"))
+                .bearer_auth(&api_token)
+                .json(&json!({"jobs": [job]}))
+                .send()
+                .await
+                .expect("batch"),
+        )
+        .await,
+    );
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    // A wrong token: 401.
+    let reply = record(
+        gateway::read(
+            http.post(url("/v1/jobs"))
+                .bearer_auth(&guessed_token)
+                .json(&job)
+                .send()
+                .await
+                .expect("post"),
+        )
+        .await,
+    );
+    reply.assert_problem(StatusCode::UNAUTHORIZED, "unauthorized");
+    // Postgres refuses the connection: 503.
+    let reply = record(
+        gateway::read(
+            http.get(url(&format!("/v1/jobs/{}", Uuid::now_v7())))
+                .bearer_auth(&api_token)
+                .send()
+                .await
+                .expect("get"),
+        )
+        .await,
+    );
+    reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let reply = record(gateway::read(http.get(url("/readyz")).send().await.expect("readyz")).await);
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let metrics =
+        record(gateway::read(http.get(url("/metrics")).send().await.expect("metrics")).await);
+    assert!(
+        metrics.text.contains("codigo_gateway_requests_total"),
+        "{}",
+        metrics.text
+    );
+    assert_no_secret("responses and /metrics", &seen, &secrets);
+
+    let (_, logs) = producer.stop();
+    assert!(
+        logs.to_lowercase().contains("authorization violation"),
+        "the NATS refusal was logged:\n{logs}"
+    );
+    assert!(
+        logs.contains("job status query failed"),
+        "the Postgres failure was logged:\n{logs}"
+    );
+    assert_no_secret("producer logs", &logs, &secrets);
+
+    // Start-up failures print their error: never with the secret that came with it.
+    let url_password = format!("url-password-{unique}");
+    for (what, env) in [
+        (
+            "credentials inside an invalid NATS_URL",
+            base(
+                format!("nats://codigo:{url_password}@127.0.0.1:notaport"),
+                database_url.clone(),
+                format!("a:{api_token}"),
+            ),
+        ),
+        (
+            "an invalid DATABASE_URL",
+            base(
+                nats.url(),
+                format!("postgres://codigo:{db_password}@127.0.0.1:notaport/db"),
+                format!("a:{api_token}"),
+            ),
+        ),
+        (
+            "an invalid CODIGO_API_KEYS entry",
+            base(
+                nats.url(),
+                database_url.clone(),
+                format!("a:{api_token};rate=fast"),
+            ),
+        ),
+        (
+            "two keys with one token",
+            base(
+                nats.url(),
+                database_url.clone(),
+                format!("a:{api_token},b:{api_token}"),
+            ),
+        ),
+    ] {
+        let (code, output) = Binary::start(&env).wait();
+        assert_ne!(code, Some(0), "{what}: the binary refuses to start");
+        assert!(
+            output.contains("Error") || output.contains("error"),
+            "{what}: says why:\n{output}"
+        );
+        assert_no_secret(what, &output, &[&api_token, &db_password, &url_password]);
+    }
+}
