@@ -50,6 +50,8 @@ impl PrivateNats {
         for (name, content) in files {
             std::fs::write(dir.join(name), content).expect("server file");
         }
+        // Paths in the config are absolute: nats-server reads them from its working directory.
+        let body = body.replace("$DIR", &dir.display().to_string());
         let config = format!(
             "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\n{body}\n",
             dir.join("js").display()
@@ -267,14 +269,28 @@ async fn start_consumer(access: &Access, database_url: &str) -> Service {
     }
 }
 
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+async fn wait_until(what: &str, check: impl AsyncFnMut() -> bool) {
+    assert!(eventually(check).await, "timed out waiting for {what}");
+}
+
+/// Polls `check` for up to 30 s.
+async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
     for _ in 0..600 {
         if check().await {
-            return;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("timed out waiting for {what}");
+    false
+}
+
+/// Waits for a service's readiness; on failure shows what the server refused.
+async fn wait_ready(http: &reqwest::Client, service: &Service, name: &str, server: &PrivateNats) {
+    assert!(
+        eventually(async || ready(http, service).await).await,
+        "{name} never became ready; nats-server says:\n{}",
+        server.log()
+    );
 }
 
 async fn ready(http: &reqwest::Client, service: &Service) -> bool {
@@ -503,7 +519,7 @@ async fn every_binary_reaches_nats_over_tls() {
     let env = TestEnv::bare().await;
     let (ca, cert, key) = certificates();
     let server = PrivateNats::start(
-        "tls {\n  cert_file: \"./server.pem\"\n  key_file: \"./server-key.pem\"\n  timeout: 2\n}",
+        "tls {\n  cert_file: \"$DIR/server.pem\"\n  key_file: \"$DIR/server-key.pem\"\n  timeout: 2\n}",
         &[
             ("ca.pem", ca),
             ("server.pem", cert),
