@@ -36,6 +36,9 @@ pub struct Config {
     /// Seconds in-flight jobs get to finish after SIGTERM before they are handed back.
     #[arg(long, env = "CODIGO_SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
     pub shutdown_timeout_secs: u64,
+    /// Fault injection for the chaos suite (see `faults`); never set in production.
+    #[arg(long, env = "CODIGO_FAULTS", default_value = "", hide = true)]
+    pub faults: String,
     /// How long one pull request waits for jobs, in milliseconds.
     #[arg(
         long,
@@ -88,6 +91,7 @@ impl Config {
         if self.concurrency == 0 {
             return Err(ConfigError("CODIGO_CONCURRENCY must be at least 1".into()));
         }
+        crate::faults::Faults::parse(&self.faults).map_err(ConfigError)?;
         let served = self.served_job_types()?;
         if served.contains(&codigo_schemas::WEBHOOK_DELIVER)
             && self

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod dlq;
+pub mod faults;
 pub mod handlers;
 pub mod http;
 pub mod retry;
@@ -153,9 +154,17 @@ impl Application {
             () = shutdown.cancelled() => return Err(StartError::Interrupted),
         }
 
+        let faults = faults::Faults::parse(&config.faults).map_err(config::ConfigError)?;
+        if faults.enabled() {
+            tracing::warn!(
+                ?faults,
+                "FAULT INJECTION IS ON: this worker crashes and stalls on purpose"
+            );
+        }
         let mut handlers = handlers::build(
             handlers::HandlerSettings {
                 pool: pool.clone(),
+                faults: faults.clone(),
                 webhook: config.webhook_signing_key.clone().map(|signing_key| {
                     handlers::webhook::WebhookSettings {
                         signing_key,
@@ -182,6 +191,7 @@ impl Application {
             concurrency: config.concurrency,
             fetch_expires: config.fetch_expires(),
             dead_letters: dead_letters.clone(),
+            faults,
         });
 
         let drain_timeout = Duration::from_secs(config.shutdown_timeout_secs);

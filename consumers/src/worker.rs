@@ -32,6 +32,7 @@ pub struct Shared {
     pub concurrency: usize,
     pub fetch_expires: Duration,
     pub dead_letters: DeadLetters,
+    pub faults: crate::faults::Faults,
 }
 
 pub struct Worker {
@@ -89,7 +90,8 @@ impl Worker {
         {
             Ok(consumer) => Some(consumer),
             Err(error) => {
-                tracing::warn!(job_type = self.handler.job_type(), %error, "cannot bind consumer; retrying");
+                let job_type = self.handler.job_type();
+                tracing::warn!(job_type, %error, "cannot bind consumer; retrying");
                 None
             }
         }
@@ -108,7 +110,10 @@ impl Worker {
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             let first = tokio::select! {
-                permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
                 () = shutdown.cancelled() => break,
             };
             let mut permits = vec![first];
@@ -341,6 +346,13 @@ async fn process(
     let started = Instant::now();
     async {
         let subject = message.subject.to_string();
+        let delivery = Delivery {
+            job_type,
+            message: &message,
+            subject: &subject,
+            attempt,
+            stream_sequence,
+        };
         let (envelope, _) = match decode(job_type, &message.payload) {
             Ok(decoded) => decoded,
             Err(rejected) => {
@@ -351,7 +363,9 @@ async fn process(
                     id,
                     job_type,
                     payload: value.and_then(|v| v.get("payload")),
-                    idempotency_key: value.and_then(|v| v.get("idempotency_key")).and_then(Value::as_str),
+                    idempotency_key: value
+                        .and_then(|v| v.get("idempotency_key"))
+                        .and_then(Value::as_str),
                     tenant: value.and_then(|v| v.get("tenant")).and_then(Value::as_str),
                     created_at: OffsetDateTime::now_utc(),
                     started_at: OffsetDateTime::now_utc(),
@@ -360,7 +374,14 @@ async fn process(
                 if let Some(id) = rejected.id {
                     tracing::Span::current().record("job_id", tracing::field::display(id));
                 }
-                dead_letter(&shared, job_type, &message, &subject, attempt, stream_sequence, rejected.reason, &rejected.error, record.as_ref()).await;
+                dead_letter(
+                    &shared,
+                    &delivery,
+                    rejected.reason,
+                    &rejected.error,
+                    record.as_ref(),
+                )
+                .await;
                 return;
             }
         };
@@ -375,7 +396,11 @@ async fn process(
             started_at: OffsetDateTime::now_utc(),
             attempts: i32::try_from(attempt).unwrap_or(i32::MAX),
         };
-        let job = Job { envelope: &envelope, record: record.clone(), attempt };
+        let job = Job {
+            envelope: &envelope,
+            record: record.clone(),
+            attempt,
+        };
 
         let ack_wait = shared.jetstream.effective_ack_wait();
         let mut unavailable_attempts = 0u64;
@@ -385,9 +410,14 @@ async fn process(
                 Attempt::Finished(Err(unavailable)) => {
                     // Not the job's fault: keep it (and its delivery count) and wait.
                     unavailable_attempts += 1;
-                    let wait = shared.retry.delay(unavailable_attempts).min(Duration::from_secs(30));
-                    tracing::warn!(error = %unavailable, ?wait, "dependency unavailable; holding the job");
-                    if let Attempt::Stopped = with_progress(&message, ack_wait, &hard_stop, tokio::time::sleep(wait)).await {
+                    let wait = shared
+                        .retry
+                        .delay(unavailable_attempts)
+                        .min(Duration::from_secs(30));
+                    tracing::warn!(error = %unavailable, ?wait, "dependency unavailable; holding");
+                    let pause = tokio::time::sleep(wait);
+                    let waited = with_progress(&message, ack_wait, &hard_stop, pause).await;
+                    if let Attempt::Stopped = waited {
                         nak_now(job_type, &message).await;
                         return;
                     }
@@ -402,16 +432,21 @@ async fn process(
             .record(started.elapsed().as_secs_f64());
 
         match outcome {
-            Outcome::Succeeded => match message.ack().instrument(tracing::info_span!("ack")).await {
-                Ok(()) => {
-                    count_ack(job_type, "ack");
-                    let age = OffsetDateTime::now_utc() - envelope.created_at;
-                    metrics::histogram!("codigo_job_end_to_end_duration_seconds", "job_type" => job_type)
+            Outcome::Succeeded => {
+                shared.faults.after_commit();
+                match message.ack().instrument(tracing::info_span!("ack")).await {
+                    Ok(()) => {
+                        count_ack(job_type, "ack");
+                        let age = OffsetDateTime::now_utc() - envelope.created_at;
+                        metrics::histogram!(
+                            "codigo_job_end_to_end_duration_seconds", "job_type" => job_type
+                        )
                         .record(age.as_seconds_f64().max(0.0));
+                    }
+                    // Committed but not acked: the redelivery finds the job done and acks it.
+                    Err(error) => tracing::warn!(%error, "ack failed after commit"),
                 }
-                // Committed but not acked: the redelivery finds the job done and acks it.
-                Err(error) => tracing::warn!(%error, "ack failed after commit"),
-            },
+            }
             Outcome::Retry { after, error } => {
                 if let Err(db) = store::record_retry(&shared.pool, &record, &error).await {
                     tracing::debug!(error = %db, "could not record the retry");
@@ -420,11 +455,13 @@ async fn process(
                 tracing::info!(%error, ?delay, attempt, "job will be retried");
                 match message.ack_with(AckKind::Nak(Some(delay))).await {
                     Ok(()) => count_ack(job_type, "nak"),
-                    Err(e) => tracing::warn!(error = %e, "nak failed; the job returns after its ack wait"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "nak failed; the job returns after ack wait")
+                    }
                 }
             }
             Outcome::Permanent { error } => {
-                dead_letter(&shared, job_type, &message, &subject, attempt, stream_sequence, Reason::Permanent, &error, Some(&record)).await;
+                dead_letter(&shared, &delivery, Reason::Permanent, &error, Some(&record)).await;
             }
         }
     }
@@ -432,20 +469,31 @@ async fn process(
     .await;
 }
 
-/// Dead-letters the message, then terminates it. If the dead letter cannot be stored, the
-/// message is naked instead: nothing is dropped without a dead letter.
-#[allow(clippy::too_many_arguments)]
-async fn dead_letter(
-    shared: &Shared,
+/// One delivery of a message, as much as dead-lettering needs to know.
+struct Delivery<'a> {
     job_type: &'static str,
-    message: &jetstream::Message,
-    subject: &str,
+    message: &'a jetstream::Message,
+    subject: &'a str,
     attempt: u64,
     stream_sequence: u64,
+}
+
+/// Dead-letters the message, then terminates it. If the dead letter cannot be stored, the
+/// message is naked instead: nothing is dropped without a dead letter.
+async fn dead_letter(
+    shared: &Shared,
+    delivery: &Delivery<'_>,
     reason: Reason,
     error: &str,
     record: Option<&JobRecord<'_>>,
 ) {
+    let Delivery {
+        job_type,
+        message,
+        subject,
+        attempt,
+        stream_sequence,
+    } = *delivery;
     let stored = shared
         .dead_letters
         .publish(DeadLetter {
@@ -475,7 +523,7 @@ async fn dead_letter(
     match message.ack_with(AckKind::Term).await {
         Ok(()) => count_ack(job_type, "term"),
         Err(e) => {
-            tracing::warn!(error = %e, "term failed; the redelivery is dead-lettered again and de-duplicated")
+            tracing::warn!(error = %e, "term failed; the redelivery is dead-lettered again")
         }
     }
 }

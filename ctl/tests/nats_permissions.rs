@@ -392,14 +392,8 @@ async fn least_privilege_users_run_the_pipeline_and_nothing_more() {
     let producer = start_producer(&access, &env.database_url).await;
     let consumer = start_consumer(&access, &env.database_url).await;
     let http = reqwest::Client::new();
-    wait_until("the producer to be ready", async || {
-        ready(&http, &producer).await
-    })
-    .await;
-    wait_until("the consumer to be ready", async || {
-        ready(&http, &consumer).await
-    })
-    .await;
+    wait_ready(&http, &producer, "the producer", &server).await;
+    wait_ready(&http, &consumer, "the consumer", &server).await;
     job_end_to_end(&http, &producer, "acct-permissions").await;
     let balance: i64 = sqlx::query_scalar(
         "SELECT balance_cents FROM account_balances WHERE account = 'acct-permissions'",
@@ -557,14 +551,8 @@ async fn every_binary_reaches_nats_over_tls() {
     let producer = start_producer(&access, &env.database_url).await;
     let consumer = start_consumer(&access, &env.database_url).await;
     let http = reqwest::Client::new();
-    wait_until("the producer to be ready", async || {
-        ready(&http, &producer).await
-    })
-    .await;
-    wait_until("the consumer to be ready", async || {
-        ready(&http, &consumer).await
-    })
-    .await;
+    wait_ready(&http, &producer, "the producer", &server).await;
+    wait_ready(&http, &consumer, "the consumer", &server).await;
     job_end_to_end(&http, &producer, "acct-tls").await;
 
     consumer.stop().await;

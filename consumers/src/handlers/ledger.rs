@@ -6,15 +6,17 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use super::{db_failure, typed, Handler, Job, Outcome, Unavailable};
+use crate::faults::{Directive, Faults};
 use crate::store;
 
 pub struct LedgerPostHandler {
     pool: PgPool,
+    faults: Faults,
 }
 
 impl LedgerPostHandler {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, faults: Faults) -> Self {
+        Self { pool, faults }
     }
 
     #[tracing::instrument(name = "postgres_tx", skip_all)]
@@ -66,6 +68,19 @@ impl Handler for LedgerPostHandler {
             Ok(entry) => entry,
             Err(outcome) => return Ok(outcome),
         };
+        match self.faults.directive(entry.memo.as_deref()) {
+            Some(Directive::Sleep(duration)) => tokio::time::sleep(duration).await,
+            Some(Directive::Permanent) => {
+                return Ok(Outcome::Permanent {
+                    error: "rejected by fault injection (chaos:permanent)".into(),
+                })
+            }
+            Some(Directive::Crash) => {
+                eprintln!("fault injection: crashing on a chaos:crash job");
+                std::process::abort();
+            }
+            None => {}
+        }
         match self.post(job, &entry).await {
             Ok(applied) => {
                 if !applied {

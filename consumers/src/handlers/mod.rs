@@ -70,6 +70,7 @@ pub type Handlers = HashMap<&'static str, Arc<dyn Handler>>;
 
 pub struct HandlerSettings {
     pub pool: PgPool,
+    pub faults: crate::faults::Faults,
     pub webhook: Option<webhook::WebhookSettings>,
 }
 
@@ -81,9 +82,10 @@ pub fn build(
     let mut handlers: Handlers = HashMap::new();
     for job_type in job_types {
         let handler: Arc<dyn Handler> = match *job_type {
-            codigo_schemas::LEDGER_POST => {
-                Arc::new(ledger::LedgerPostHandler::new(settings.pool.clone()))
-            }
+            codigo_schemas::LEDGER_POST => Arc::new(ledger::LedgerPostHandler::new(
+                settings.pool.clone(),
+                settings.faults.clone(),
+            )),
             codigo_schemas::WEBHOOK_DELIVER => Arc::new(webhook::WebhookHandler::new(
                 settings.pool.clone(),
                 settings
