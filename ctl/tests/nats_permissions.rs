@@ -413,6 +413,15 @@ async fn least_privilege_users_run_the_pipeline_and_nothing_more() {
         .await
         .expect("submit");
     assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    // Every allowed path was enough: the server refused nothing so far.
+    let refused: Vec<String> = server
+        .log()
+        .lines()
+        .filter(|l| l.contains("Violation"))
+        .map(str::to_owned)
+        .collect();
+    assert!(refused.is_empty(), "the pipeline hit permission refusals:\n{}", refused.join("\n"));
+
     let (ctl, _) = client_as(&server, "codigo-ctl", &passwords.ctl).await;
     let ctl_js = context(&ctl);
     assert_eq!(jobs_stream_messages(&ctl_js).await, 1);

@@ -131,7 +131,18 @@ fn spawn_topology_setup(
 ) {
     tokio::spawn(async move {
         let js = async_nats::jetstream::new(client);
-        let setup = || async { jetstream::prepare_topology(&js, &names, &args, []).await };
+        let setup = || async {
+            if args.ensure_topology {
+                return jetstream::prepare_topology(&js, &names, &args, []).await;
+            }
+            // Where `codigo-ctl setup` owns the topology, the gateway's NATS user may read the
+            // work stream's info and nothing else (deploy/nats/permissions.conf).
+            let stream = names.jobs_stream();
+            js.get_stream(&stream)
+                .await
+                .map(drop)
+                .map_err(|source| jetstream::SetupError::Lookup { stream, source })
+        };
         let result = setup
             .retry(
                 ExponentialBuilder::default()

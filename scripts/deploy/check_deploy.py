@@ -255,6 +255,9 @@ def assert_probes(objs: list[dict]) -> None:
             p = get.get("port")
             require(ports.get(p, p) == port, f"{ident(o)}: {probe} must hit port {port}")
         require(env_of(c)["CODIGO_HTTP_ADDR"]["value"] == f"0.0.0.0:{port}", f"{ident(o)}: CODIGO_HTTP_ADDR")
+        if "setup" not in o["metadata"]["name"]:
+            require(env_of(c).get("CODIGO_ENSURE_TOPOLOGY", {}).get("value") == "false",
+                    f"{ident(o)}: services must not manage streams (CODIGO_ENSURE_TOPOLOGY=false)")
         tsc = spec.get("topologySpreadConstraints", [])
         keys = {t["topologyKey"] for t in tsc}
         require({"topology.kubernetes.io/zone", "kubernetes.io/hostname"} <= keys, f"{ident(o)}: topology spread")
@@ -277,6 +280,10 @@ def assert_consumers(objs: list[dict], vals: dict) -> None:
         c = dep["spec"]["template"]["spec"]["containers"][0]
         env = env_of(c)
         require(env["CODIGO_JOB_TYPES"]["value"] == ",".join(g["jobTypes"]), f"{dname}: CODIGO_JOB_TYPES")
+        require(env.get("CODIGO_ENSURE_TOPOLOGY", {}).get("value") == "false",
+                f"{dname}: the setup hook owns the topology (CODIGO_ENSURE_TOPOLOGY=false)")
+        require(dep["spec"]["template"]["spec"].get("nodeSelector", {}).get("codigo.io/pool") == "consumers",
+                f"{dname}: consumers run on the spot pool")
         require("replicas" not in dep["spec"], f"{dname}: replicas must be left to the autoscaler")
         require(env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == vals["secrets"]["database"]["existingSecret"],
                 f"{dname}: consumers use the app-role DATABASE_URL")

@@ -134,6 +134,11 @@ seccompProfile:
 - name: CODIGO_STREAM_MAX_BYTES
   value: {{ $c.stream.maxBytes | int64 | quote }}
 {{- end }}
+{{- if ne .component "ctl" }}
+{{- /* The setup hook owns streams and consumers; the services' NATS users may only use them. */}}
+- name: CODIGO_ENSURE_TOPOLOGY
+  value: "false"
+{{- end }}
 {{- include "codigo.natsEnv" . }}
 {{- end -}}
 
