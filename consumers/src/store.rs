@@ -67,6 +67,46 @@ pub async fn record_success(
     upsert(executor, job, "succeeded", result, None, true).await
 }
 
+/// Marks a group of jobs succeeded in one statement (ids must be distinct).
+pub async fn record_successes(
+    executor: impl PgExecutor<'_>,
+    jobs: &[&JobRecord<'_>],
+    results: &[Value],
+) -> Result<(), sqlx::Error> {
+    let finished = OffsetDateTime::now_utc();
+    sqlx::query(
+        "INSERT INTO jobs (id, type, status, attempts, payload, result, error, idempotency_key,
+                          tenant, created_at, started_at, finished_at)
+         SELECT id, type, 'succeeded', attempts, payload, result, NULL, idempotency_key, tenant,
+                created_at, started_at, $10
+           FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::jsonb[], $5::jsonb[], $6::text[],
+                       $7::text[], $8::timestamptz[], $9::timestamptz[])
+                AS t(id, type, attempts, payload, result, idempotency_key, tenant, created_at,
+                     started_at)
+         ON CONFLICT (id) DO UPDATE SET
+             status = 'succeeded',
+             attempts = GREATEST(jobs.attempts, EXCLUDED.attempts),
+             result = EXCLUDED.result,
+             error = NULL,
+             started_at = COALESCE(jobs.started_at, EXCLUDED.started_at),
+             finished_at = EXCLUDED.finished_at
+         WHERE jobs.status <> 'succeeded'",
+    )
+    .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.job_type).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.attempts).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.payload.cloned()).collect::<Vec<_>>())
+    .bind(results)
+    .bind(jobs.iter().map(|j| j.idempotency_key).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.tenant).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.created_at).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.started_at).collect::<Vec<_>>())
+    .bind(finished)
+    .execute(executor)
+    .await
+    .map(drop)
+}
+
 pub async fn record_retry(
     pool: &PgPool,
     job: &JobRecord<'_>,

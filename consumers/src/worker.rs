@@ -11,11 +11,13 @@ use codigo_common::shutdown::Shutdown;
 use codigo_common::{telemetry, Names};
 use codigo_schemas::{registry, Envelope};
 use futures::StreamExt;
+use opentelemetry::trace::TraceContextExt;
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::dlq::{pause, DeadLetter, DeadLetters, Reason};
 use crate::handlers::{Handler, Job, Outcome};
@@ -62,18 +64,20 @@ pub fn register_metrics(job_type: &'static str) {
     metrics::gauge!("codigo_consumer_pending_messages", "job_type" => job_type).set(0.0);
 }
 
-struct InFlight(&'static str);
+struct InFlight(&'static str, f64);
 
 impl InFlight {
-    fn start(job_type: &'static str) -> Self {
-        metrics::gauge!("codigo_consumer_in_flight", "job_type" => job_type).increment(1.0);
-        Self(job_type)
+    #[allow(clippy::cast_precision_loss)]
+    fn start(job_type: &'static str, jobs: usize) -> Self {
+        let jobs = jobs as f64;
+        metrics::gauge!("codigo_consumer_in_flight", "job_type" => job_type).increment(jobs);
+        Self(job_type, jobs)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!("codigo_consumer_in_flight", "job_type" => self.0).decrement(1.0);
+        metrics::gauge!("codigo_consumer_in_flight", "job_type" => self.0).decrement(self.1);
     }
 }
 
@@ -138,7 +142,7 @@ impl Worker {
                 .expires(self.shared.fetch_expires)
                 .messages()
                 .await;
-            let mut batch = match batch {
+            let batch = match batch {
                 Ok(batch) => batch,
                 Err(error) => {
                     tracing::warn!(job_type, %error, "pull request failed; rebinding");
@@ -151,38 +155,44 @@ impl Worker {
 
             let mut healthy = true;
             let mut draining = false;
+            // Messages that arrived together are handled together: one transaction for a
+            // group of ledger.post jobs instead of one per job.
+            let mut groups = batch.ready_chunks(self.shared.concurrency);
             loop {
                 let next = tokio::select! {
                     biased;
                     () = shutdown.cancelled(), if !draining => { draining = true; continue; }
-                    next = batch.next() => next,
+                    next = groups.next() => next,
                 };
-                match next {
-                    None => break,
-                    Some(Ok(message)) => match (draining, permits.pop()) {
-                        (false, Some(permit)) => {
-                            let handler = self.handler.clone();
-                            let shared = self.shared.clone();
-                            let stop = hard_stop.clone();
-                            tasks.spawn(process(shared, handler, message, permit, stop));
+                let Some(items) = next else { break };
+                let mut messages = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Ok(message) => messages.push(message),
+                        Err(error) => {
+                            tracing::warn!(job_type, %error, "message stream error; rebinding");
+                            healthy = false;
                         }
-                        // Fetched after SIGTERM: hand it back, delayed past this pull
-                        // request's expiry so that it goes to another replica rather than
-                        // bouncing straight back into this draining one.
-                        _ => {
-                            nak_later(
-                                job_type,
-                                &message,
-                                self.shared.fetch_expires + Duration::from_secs(1),
-                            )
-                            .await
-                        }
-                    },
-                    Some(Err(error)) => {
-                        tracing::warn!(job_type, %error, "message stream error; rebinding");
-                        healthy = false;
-                        break;
                     }
+                }
+                let slots_free = permits.len() >= messages.len();
+                if draining || !slots_free {
+                    // Fetched after SIGTERM: hand them back, delayed past this pull request's
+                    // expiry so that they go to another replica rather than bouncing straight
+                    // back into this draining one.
+                    let delay = self.shared.fetch_expires + Duration::from_secs(1);
+                    for message in &messages {
+                        nak_later(job_type, message, delay).await;
+                    }
+                } else if !messages.is_empty() {
+                    let taken = permits.split_off(permits.len() - messages.len());
+                    let handler = self.handler.clone();
+                    let shared = self.shared.clone();
+                    let stop = hard_stop.clone();
+                    tasks.spawn(process_group(shared, handler, messages, taken, stop));
+                }
+                if !healthy {
+                    break;
                 }
             }
             if healthy {
@@ -293,10 +303,10 @@ enum Attempt<T> {
     Stopped,
 }
 
-/// Runs `work` while telling JetStream the job is alive, so a slow job is not redelivered to
+/// Runs `work` while telling JetStream the jobs are alive, so a slow job is not redelivered to
 /// another worker while this one is still on it.
 async fn with_progress<F: std::future::Future>(
-    message: &jetstream::Message,
+    messages: &[&jetstream::Message],
     ack_wait: Duration,
     hard_stop: &Shutdown,
     work: F,
@@ -308,8 +318,10 @@ async fn with_progress<F: std::future::Future>(
         tokio::select! {
             output = &mut work => return Attempt::Finished(output),
             _ = ticker.tick() => {
-                if let Err(error) = message.ack_with(AckKind::Progress).await {
-                    tracing::debug!(%error, "progress signal failed");
+                for message in messages {
+                    if let Err(error) = message.ack_with(AckKind::Progress).await {
+                        tracing::debug!(%error, "progress signal failed");
+                    }
                 }
             }
             () = hard_stop.cancelled() => return Attempt::Stopped,
@@ -317,16 +329,18 @@ async fn with_progress<F: std::future::Future>(
     }
 }
 
-async fn process(
-    shared: Arc<Shared>,
-    handler: Arc<dyn Handler>,
-    message: jetstream::Message,
-    permit: OwnedSemaphorePermit,
-    hard_stop: Shutdown,
-) {
-    let _permit = permit;
-    let job_type = handler.job_type();
-    let _in_flight = InFlight::start(job_type);
+/// A message whose envelope decoded and validated, ready for its handler.
+struct Decoded<'a> {
+    delivery: Delivery<'a>,
+    span: tracing::Span,
+    envelope: Envelope,
+}
+
+fn delivery_of<'a>(
+    job_type: &'static str,
+    message: &'a jetstream::Message,
+    subject: &'a str,
+) -> Delivery<'a> {
     let (attempt, stream_sequence) = message
         .info()
         .map(|info| {
@@ -336,140 +350,222 @@ async fn process(
             )
         })
         .unwrap_or((1, 0));
+    Delivery {
+        job_type,
+        message,
+        subject,
+        attempt,
+        stream_sequence,
+    }
+}
+
+fn record_of<'a>(envelope: &'a Envelope, job_type: &'static str, attempt: u64) -> JobRecord<'a> {
+    JobRecord {
+        id: envelope.id,
+        job_type,
+        payload: Some(&envelope.payload),
+        idempotency_key: envelope.idempotency_key.as_deref(),
+        tenant: envelope.tenant.as_deref(),
+        created_at: envelope.created_at,
+        started_at: OffsetDateTime::now_utc(),
+        attempts: i32::try_from(attempt).unwrap_or(i32::MAX),
+    }
+}
+
+/// Decodes and validates one message; what fails is dead-lettered here.
+async fn decode_or_dead_letter<'a>(shared: &Shared, delivery: Delivery<'a>) -> Option<Decoded<'a>> {
+    let job_type = delivery.job_type;
     let span = tracing::info_span!(
         "process_job",
         job_type,
-        attempt,
+        attempt = delivery.attempt,
         job_id = tracing::field::Empty
     );
-    telemetry::link_to_remote_parent(&span, message.headers.as_ref());
-    let started = Instant::now();
-    async {
-        let subject = message.subject.to_string();
-        let delivery = Delivery {
-            job_type,
-            message: &message,
-            subject: &subject,
-            attempt,
-            stream_sequence,
-        };
-        let (envelope, _) = match decode(job_type, &message.payload) {
-            Ok(decoded) => decoded,
-            Err(rejected) => {
-                // An envelope with a usable id still gets its jobs row, so that the submitter
-                // can see what became of it.
-                let value = rejected.value.as_ref();
-                let record = rejected.id.map(|id| JobRecord {
-                    id,
-                    job_type,
-                    payload: value.and_then(|v| v.get("payload")),
-                    idempotency_key: value
-                        .and_then(|v| v.get("idempotency_key"))
-                        .and_then(Value::as_str),
-                    tenant: value.and_then(|v| v.get("tenant")).and_then(Value::as_str),
-                    created_at: OffsetDateTime::now_utc(),
-                    started_at: OffsetDateTime::now_utc(),
-                    attempts: i32::try_from(attempt).unwrap_or(i32::MAX),
-                });
-                if let Some(id) = rejected.id {
-                    tracing::Span::current().record("job_id", tracing::field::display(id));
-                }
-                dead_letter(
-                    &shared,
-                    &delivery,
-                    rejected.reason,
-                    &rejected.error,
-                    record.as_ref(),
-                )
+    telemetry::link_to_remote_parent(&span, delivery.message.headers.as_ref());
+    match decode(job_type, &delivery.message.payload) {
+        Ok((envelope, _)) => {
+            span.record("job_id", tracing::field::display(envelope.id));
+            Some(Decoded {
+                delivery,
+                span,
+                envelope,
+            })
+        }
+        Err(rejected) => {
+            // An envelope with a usable id still gets its jobs row, so that the submitter
+            // can see what became of it.
+            let value = rejected.value.as_ref();
+            let record = rejected.id.map(|id| JobRecord {
+                id,
+                job_type,
+                payload: value.and_then(|v| v.get("payload")),
+                idempotency_key: value
+                    .and_then(|v| v.get("idempotency_key"))
+                    .and_then(Value::as_str),
+                tenant: value.and_then(|v| v.get("tenant")).and_then(Value::as_str),
+                created_at: OffsetDateTime::now_utc(),
+                started_at: OffsetDateTime::now_utc(),
+                attempts: i32::try_from(delivery.attempt).unwrap_or(i32::MAX),
+            });
+            if let Some(id) = rejected.id {
+                span.record("job_id", tracing::field::display(id));
+            }
+            let reason = rejected.reason;
+            dead_letter(shared, &delivery, reason, &rejected.error, record.as_ref())
+                .instrument(span)
                 .await;
+            None
+        }
+    }
+}
+
+/// Runs the handler over a group of jobs and settles each: ack, nak(delay) or term.
+async fn process_group(
+    shared: Arc<Shared>,
+    handler: Arc<dyn Handler>,
+    messages: Vec<jetstream::Message>,
+    permits: Vec<OwnedSemaphorePermit>,
+    hard_stop: Shutdown,
+) {
+    let _permits = permits;
+    let job_type = handler.job_type();
+    let _in_flight = InFlight::start(job_type, messages.len());
+    let started = Instant::now();
+    let subjects: Vec<String> = messages.iter().map(|m| m.subject.to_string()).collect();
+
+    let mut decoded = Vec::with_capacity(messages.len());
+    for (message, subject) in messages.iter().zip(&subjects) {
+        let delivery = delivery_of(job_type, message, subject);
+        if let Some(ok) = decode_or_dead_letter(&shared, delivery).await {
+            decoded.push(ok);
+        }
+    }
+    if decoded.is_empty() {
+        return;
+    }
+    let jobs: Vec<Job<'_>> = decoded
+        .iter()
+        .map(|d| Job {
+            envelope: &d.envelope,
+            record: record_of(&d.envelope, job_type, d.delivery.attempt),
+            attempt: d.delivery.attempt,
+        })
+        .collect();
+
+    // One job keeps its own trace; a group runs under a span linked to each job's trace.
+    let group_span = if decoded.len() == 1 {
+        decoded[0].span.clone()
+    } else {
+        let span = tracing::info_span!("process_batch", job_type, jobs = decoded.len());
+        for d in &decoded {
+            span.add_link(d.span.context().span().span_context().clone());
+        }
+        span
+    };
+
+    let ack_wait = shared.jetstream.effective_ack_wait();
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
+    let mut waiting: Vec<usize> = (0..jobs.len()).collect();
+    let mut unavailable_attempts = 0u64;
+    while !waiting.is_empty() {
+        let group: Vec<&Job<'_>> = waiting.iter().map(|i| &jobs[*i]).collect();
+        let held: Vec<&jetstream::Message> = waiting
+            .iter()
+            .map(|i| decoded[*i].delivery.message)
+            .collect();
+        let work = handler.handle_batch(&group).instrument(group_span.clone());
+        let results = match with_progress(&held, ack_wait, &hard_stop, work).await {
+            Attempt::Finished(results) => results,
+            Attempt::Stopped => {
+                for message in held {
+                    nak_now(job_type, message).await;
+                }
                 return;
             }
         };
-        tracing::Span::current().record("job_id", tracing::field::display(envelope.id));
-        let record = JobRecord {
-            id: envelope.id,
-            job_type,
-            payload: Some(&envelope.payload),
-            idempotency_key: envelope.idempotency_key.as_deref(),
-            tenant: envelope.tenant.as_deref(),
-            created_at: envelope.created_at,
-            started_at: OffsetDateTime::now_utc(),
-            attempts: i32::try_from(attempt).unwrap_or(i32::MAX),
-        };
-        let job = Job {
-            envelope: &envelope,
-            record: record.clone(),
-            attempt,
-        };
-
-        let ack_wait = shared.jetstream.effective_ack_wait();
-        let mut unavailable_attempts = 0u64;
-        let outcome = loop {
-            match with_progress(&message, ack_wait, &hard_stop, handler.handle(&job)).await {
-                Attempt::Finished(Ok(outcome)) => break outcome,
-                Attempt::Finished(Err(unavailable)) => {
-                    // Not the job's fault: keep it (and its delivery count) and wait.
-                    unavailable_attempts += 1;
-                    let wait = shared
-                        .retry
-                        .delay(unavailable_attempts)
-                        .min(Duration::from_secs(30));
-                    tracing::warn!(error = %unavailable, ?wait, "dependency unavailable; holding");
-                    let pause = tokio::time::sleep(wait);
-                    let waited = with_progress(&message, ack_wait, &hard_stop, pause).await;
-                    if let Attempt::Stopped = waited {
-                        nak_now(job_type, &message).await;
-                        return;
-                    }
-                }
-                Attempt::Stopped => {
-                    nak_now(job_type, &message).await;
-                    return;
+        let mut still_waiting = Vec::new();
+        let mut unavailable = None;
+        for (index, result) in waiting.iter().zip(results) {
+            match result {
+                Ok(outcome) => outcomes[*index] = Some(outcome),
+                Err(error) => {
+                    unavailable = Some(error);
+                    still_waiting.push(*index);
                 }
             }
-        };
-        metrics::histogram!("codigo_job_processing_duration_seconds", "job_type" => job_type)
-            .record(started.elapsed().as_secs_f64());
-
-        match outcome {
-            Outcome::Succeeded => {
-                shared.faults.after_commit();
-                match message.ack().instrument(tracing::info_span!("ack")).await {
-                    Ok(()) => {
-                        count_ack(job_type, "ack");
-                        let age = OffsetDateTime::now_utc() - envelope.created_at;
-                        metrics::histogram!(
-                            "codigo_job_end_to_end_duration_seconds", "job_type" => job_type
-                        )
-                        .record(age.as_seconds_f64().max(0.0));
-                    }
-                    // Committed but not acked: the redelivery finds the job done and acks it.
-                    Err(error) => tracing::warn!(%error, "ack failed after commit"),
+        }
+        waiting = still_waiting;
+        if let Some(error) = unavailable {
+            // Not the jobs' fault: keep them (and their delivery counts) and wait.
+            unavailable_attempts += 1;
+            let wait = shared
+                .retry
+                .delay(unavailable_attempts)
+                .min(Duration::from_secs(30));
+            tracing::warn!(%error, ?wait, jobs = waiting.len(), "dependency unavailable; holding");
+            let held: Vec<&jetstream::Message> = waiting
+                .iter()
+                .map(|i| decoded[*i].delivery.message)
+                .collect();
+            let pause = tokio::time::sleep(wait);
+            if let Attempt::Stopped = with_progress(&held, ack_wait, &hard_stop, pause).await {
+                for message in held {
+                    nak_now(job_type, message).await;
                 }
-            }
-            Outcome::Retry { after, error } => {
-                if let Err(db) = store::record_retry(&shared.pool, &record, &error).await {
-                    tracing::debug!(error = %db, "could not record the retry");
-                }
-                let delay = after.unwrap_or_else(|| shared.retry.delay(attempt));
-                tracing::info!(%error, ?delay, attempt, "job will be retried");
-                match message.ack_with(AckKind::Nak(Some(delay))).await {
-                    Ok(()) => count_ack(job_type, "nak"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "nak failed; the job returns after ack wait")
-                    }
-                }
-            }
-            Outcome::Permanent { error } => {
-                dead_letter(&shared, &delivery, Reason::Permanent, &error, Some(&record)).await;
+                return;
             }
         }
     }
-    .instrument(span)
-    .await;
+
+    let elapsed = started.elapsed().as_secs_f64();
+    for ((d, job), outcome) in decoded.iter().zip(&jobs).zip(outcomes) {
+        metrics::histogram!("codigo_job_processing_duration_seconds", "job_type" => job_type)
+            .record(elapsed);
+        let Some(outcome) = outcome else { continue };
+        settle(&shared, d, &job.record, outcome)
+            .instrument(d.span.clone())
+            .await;
+    }
+}
+
+async fn settle(shared: &Shared, decoded: &Decoded<'_>, record: &JobRecord<'_>, outcome: Outcome) {
+    let delivery = &decoded.delivery;
+    let (job_type, message, attempt) = (delivery.job_type, delivery.message, delivery.attempt);
+    match outcome {
+        Outcome::Succeeded => {
+            shared.faults.after_commit();
+            match message.ack().instrument(tracing::info_span!("ack")).await {
+                Ok(()) => {
+                    count_ack(job_type, "ack");
+                    let age = OffsetDateTime::now_utc() - decoded.envelope.created_at;
+                    metrics::histogram!(
+                        "codigo_job_end_to_end_duration_seconds", "job_type" => job_type
+                    )
+                    .record(age.as_seconds_f64().max(0.0));
+                }
+                // Committed but not acked: the redelivery finds the job done and acks it.
+                Err(error) => tracing::warn!(%error, "ack failed after commit"),
+            }
+        }
+        Outcome::Retry { after, error } => {
+            if let Err(db) = store::record_retry(&shared.pool, record, &error).await {
+                tracing::debug!(error = %db, "could not record the retry");
+            }
+            let delay = after.unwrap_or_else(|| shared.retry.delay(attempt));
+            tracing::info!(%error, ?delay, attempt, "job will be retried");
+            match message.ack_with(AckKind::Nak(Some(delay))).await {
+                Ok(()) => count_ack(job_type, "nak"),
+                Err(e) => tracing::warn!(error = %e, "nak failed; the job returns after ack wait"),
+            }
+        }
+        Outcome::Permanent { error } => {
+            dead_letter(shared, delivery, Reason::Permanent, &error, Some(record)).await;
+        }
+    }
 }
 
 /// One delivery of a message, as much as dead-lettering needs to know.
+#[derive(Clone, Copy)]
 struct Delivery<'a> {
     job_type: &'static str,
     message: &'a jetstream::Message,

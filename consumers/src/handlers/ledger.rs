@@ -1,9 +1,12 @@
 //! `ledger.post`: one ledger entry per job id and its amount added to the account's balance,
 //! in the same transaction as the job's row, so that a redelivery changes nothing.
+use std::collections::{BTreeMap, HashSet};
+
 use async_trait::async_trait;
 use codigo_schemas::LedgerPost;
 use serde_json::json;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::{db_failure, typed, Handler, Job, Outcome, Unavailable};
 use crate::faults::{Directive, Faults};
@@ -56,10 +59,142 @@ impl LedgerPostHandler {
     }
 }
 
+/// A job of a group that goes through the shared transaction.
+struct Entry<'j, 'a> {
+    job: &'j Job<'a>,
+    entry: LedgerPost,
+}
+
+impl LedgerPostHandler {
+    /// Applies a group of distinct jobs in one transaction: entries inserted at once, balance
+    /// changes summed per account and applied in a fixed order (so that concurrent groups
+    /// cannot deadlock), job rows written at once. Returns which jobs were new.
+    #[tracing::instrument(name = "postgres_tx", skip_all, fields(jobs = entries.len()))]
+    async fn post_many(&self, entries: &[Entry<'_, '_>]) -> Result<HashSet<Uuid>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let inserted: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO ledger_entries (job_id, account, currency, amount_cents, memo)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+             ON CONFLICT (job_id) DO NOTHING
+             RETURNING job_id",
+        )
+        .bind(entries.iter().map(|e| e.job.record.id).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.entry.account.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.entry.currency.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.entry.amount_cents)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.entry.memo.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let inserted: HashSet<Uuid> = inserted.into_iter().collect();
+
+        let mut deltas: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for e in entries
+            .iter()
+            .filter(|e| inserted.contains(&e.job.record.id))
+        {
+            let delta = deltas
+                .entry((&e.entry.account, &e.entry.currency))
+                .or_default();
+            // An overflow fails the group; the one-by-one fallback then finds the culprit.
+            *delta = delta
+                .checked_add(e.entry.amount_cents)
+                .ok_or_else(|| sqlx::Error::Protocol("balance change overflows 64 bits".into()))?;
+        }
+        if !deltas.is_empty() {
+            sqlx::query(
+                "INSERT INTO account_balances (account, currency, balance_cents)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])
+                 ON CONFLICT (account, currency)
+                 DO UPDATE SET balance_cents = account_balances.balance_cents + EXCLUDED.balance_cents",
+            )
+            .bind(deltas.keys().map(|(a, _)| *a).collect::<Vec<_>>())
+            .bind(deltas.keys().map(|(_, c)| *c).collect::<Vec<_>>())
+            .bind(deltas.values().copied().collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let records: Vec<_> = entries.iter().map(|e| &e.job.record).collect();
+        let results: Vec<_> = entries
+            .iter()
+            .map(|e| json!({"applied": inserted.contains(&e.job.record.id)}))
+            .collect();
+        store::record_successes(&mut *tx, &records, &results).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+}
+
 #[async_trait]
 impl Handler for LedgerPostHandler {
     fn job_type(&self) -> &'static str {
         codigo_schemas::LEDGER_POST
+    }
+
+    async fn handle_batch(&self, jobs: &[&Job<'_>]) -> Vec<Result<Outcome, Unavailable>> {
+        // Jobs that need special treatment (a fault directive, a payload that does not decode,
+        // a repeated id) and lone jobs go one by one.
+        let mut results: Vec<Option<Result<Outcome, Unavailable>>> = Vec::new();
+        let mut shared = Vec::new();
+        let mut positions = Vec::new();
+        let mut seen = HashSet::new();
+        for (index, job) in jobs.iter().enumerate() {
+            results.push(None);
+            let Ok(entry) = typed::<LedgerPost>(&job.envelope.payload) else {
+                continue;
+            };
+            if self.faults.directive(entry.memo.as_deref()).is_none() && seen.insert(job.record.id)
+            {
+                shared.push(Entry { job, entry });
+                positions.push(index);
+            }
+        }
+        if shared.len() > 1 {
+            match self.post_many(&shared).await {
+                Ok(_) => {
+                    for index in &positions {
+                        results[*index] = Some(Ok(Outcome::Succeeded));
+                    }
+                }
+                Err(error) if store::is_transient(&error) => {
+                    for index in &positions {
+                        results[*index] =
+                            Some(Err(Unavailable(format!("Postgres unavailable: {error}"))));
+                    }
+                }
+                // A job of the group is at fault: the one-by-one path below isolates it.
+                Err(error) => {
+                    tracing::warn!(%error, jobs = shared.len(), "group transaction failed; retrying one by one")
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for (job, result) in jobs.iter().zip(results) {
+            out.push(match result {
+                Some(result) => result,
+                None => self.handle(job).await,
+            });
+        }
+        out
     }
 
     #[tracing::instrument(name = "ledger_post", skip_all, fields(job_id = %job.record.id))]

@@ -45,6 +45,13 @@ pub trait Handler: Send + Sync + 'static {
     fn job_type(&self) -> &'static str;
 
     async fn handle(&self, job: &Job<'_>) -> Result<Outcome, Unavailable>;
+
+    /// Handles jobs that arrived together, one result per job, in order. The default runs
+    /// them concurrently, one by one; a handler that can share work (one transaction for
+    /// the group) overrides it.
+    async fn handle_batch(&self, jobs: &[&Job<'_>]) -> Vec<Result<Outcome, Unavailable>> {
+        futures::future::join_all(jobs.iter().map(|job| self.handle(job))).await
+    }
 }
 
 /// Maps a database error to the worker's vocabulary.
