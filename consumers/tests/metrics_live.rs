@@ -130,23 +130,13 @@ async fn start_consumer(env: &TestEnv) -> Service {
     );
     let shutdown = Shutdown::new();
     let stop = shutdown.clone();
-    let (started, addr) = tokio::sync::oneshot::channel();
-    // The consumer's run future is not `Send`, so it gets a runtime of its own, as in `main`.
-    let task = tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("consumer runtime");
-        runtime.block_on(async move {
-            let app = codigo_consumer::Application::build(config)
-                .await
-                .expect("consumer starts");
-            let _ = started.send(app.local_addr());
-            app.run_until_stopped(stop).await.expect("consumer runs");
-        });
+    let app = codigo_consumer::Application::build(config)
+        .await
+        .expect("consumer starts");
+    let addr = app.local_addr();
+    let task = tokio::spawn(async move {
+        app.run_until_stopped(stop).await.expect("consumer runs");
     });
-    let addr = addr.await.expect("consumer started");
     Service {
         addr,
         shutdown,
@@ -390,6 +380,9 @@ fn ledger(account: &str, amount: i64) -> Value {
            "payload": {"account": account, "amount_cents": amount, "currency": "EUR"}})
 }
 
+/// A series (name and full label set) and its value.
+type Expected = (&'static str, &'static [(&'static str, &'static str)], f64);
+
 const LEDGER: &str = "ledger.post";
 const WEBHOOK: &str = "webhook.deliver";
 const ACKS: &str = "codigo_consumer_acks_total";
@@ -469,7 +462,7 @@ async fn live_metrics_match_the_contract_and_the_jobs_processed() {
 
     // Wait until every job has reached its end, then let anything late arrive before the
     // exact comparison.
-    let expected_consumer: &[(&str, &[(&str, &str)], f64)] = &[
+    let expected_consumer: &[Expected] = &[
         (ACKS, &[("job_type", LEDGER), ("outcome", "ack")], 4.0),
         (ACKS, &[("job_type", LEDGER), ("outcome", "nak")], 0.0),
         (ACKS, &[("job_type", LEDGER), ("outcome", "term")], 2.0),

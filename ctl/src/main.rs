@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod setup;
+mod slo;
 mod status;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -42,6 +43,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Service level objectives, read from Prometheus: `slo report`.
+    Slo {
+        #[command(subcommand)]
+        command: slo::SloCommand,
+    },
 }
 
 #[tokio::main]
@@ -58,5 +64,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Setup => setup::run(&cli.nats, &cli.database, &cli.jetstream, &names).await,
         Command::Status { format } => status::run(&cli.nats, &names, format).await,
+        Command::Slo { command } => slo::run(command).await,
     }
 }
