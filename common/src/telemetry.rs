@@ -60,22 +60,57 @@ impl Telemetry {
     }
 }
 
-/// Installs the global logger and tracer. Call once, first thing in `main`.
+/// Installs the global logger and tracer of a service (logs on stdout, `info` unless
+/// `RUST_LOG` says otherwise). Call once, first thing in `main`.
 pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, TelemetryError> {
-    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info"))?;
-    let format = args
-        .log_format
-        .unwrap_or(if std::io::stdout().is_terminal() {
-            LogFormat::Text
-        } else {
-            LogFormat::Json
-        });
+    init_with(service, args, LogTarget::Service)
+}
+
+/// The same for a command-line tool: logs go to stderr, so that stdout stays the tool's
+/// output (tables, JSON), and only warnings show unless `RUST_LOG` says otherwise.
+pub fn init_cli(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, TelemetryError> {
+    init_with(service, args, LogTarget::Cli)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LogTarget {
+    Service,
+    Cli,
+}
+
+fn init_with(
+    service: &'static str,
+    args: &TelemetryArgs,
+    target: LogTarget,
+) -> Result<Telemetry, TelemetryError> {
+    let default_level = if target == LogTarget::Cli {
+        "warn"
+    } else {
+        "info"
+    };
+    let filter =
+        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(default_level))?;
+    let on_terminal = match target {
+        LogTarget::Service => std::io::stdout().is_terminal(),
+        LogTarget::Cli => std::io::stderr().is_terminal(),
+    };
+    let format = args.log_format.unwrap_or(if on_terminal {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
     // The JSON formatter reads span ids through the finished subscriber, which exists only
     // after the layers are assembled: it gets a handle to it once it is built.
     let dispatch_handle = Arc::new(OnceLock::new());
-    let fmt_layer = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
-        LogFormat::Json => json_layer(dispatch_handle.clone()).boxed(),
+    let fmt_layer = match (format, target) {
+        (LogFormat::Text, LogTarget::Service) => tracing_subscriber::fmt::layer().boxed(),
+        (LogFormat::Text, LogTarget::Cli) => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        (LogFormat::Json, LogTarget::Service) => json_layer(dispatch_handle.clone()).boxed(),
+        (LogFormat::Json, LogTarget::Cli) => json_layer(dispatch_handle.clone())
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
 
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());

@@ -1,6 +1,7 @@
 //! `codigo-ctl`: the operator's tool for setting up, inspecting and repairing the pipeline.
 #![forbid(unsafe_code)]
 
+mod dlq;
 mod setup;
 mod slo;
 mod status;
@@ -43,6 +44,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Dead letters: `dlq list|show|replay|purge`.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
     /// Service level objectives, read from Prometheus: `slo report`.
     Slo {
         #[command(subcommand)]
@@ -53,17 +59,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut telemetry_args = cli.telemetry.clone();
-    // Operator output goes to stdout; logs stay readable text on stderr unless asked otherwise.
-    telemetry_args
-        .log_format
-        .get_or_insert(codigo_common::config::LogFormat::Text);
-    let _telemetry = codigo_common::telemetry::init("codigo-ctl", &telemetry_args)?;
+    // Operator output goes to stdout; logs go to stderr.
+    let _telemetry = codigo_common::telemetry::init_cli("codigo-ctl", &cli.telemetry)?;
     cli.jetstream.validate().map_err(anyhow::Error::msg)?;
     let names = codigo_common::Names::new(&cli.nats.namespace)?;
     match cli.command {
         Command::Setup => setup::run(&cli.nats, &cli.database, &cli.jetstream, &names).await,
         Command::Status { format } => status::run(&cli.nats, &names, format).await,
+        Command::Dlq { command } => dlq::run(&cli.nats, &names, command).await,
         Command::Slo { command } => slo::run(command).await,
     }
 }

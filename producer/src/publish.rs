@@ -79,7 +79,7 @@ impl Publisher {
     /// Publishes one job and waits for JetStream to store it.
     #[tracing::instrument(name = "publish", skip_all, fields(job_type = %job.job_type))]
     pub async fn publish(&self, tenant: &str, job: NewJob) -> Result<Published, PublishError> {
-        self.publish_many(tenant, vec![job])
+        self.send_all(tenant, vec![job])
             .await
             .pop()
             .unwrap_or(Err(PublishError::NotStored("nothing published".into())))
@@ -89,6 +89,14 @@ impl Publisher {
     /// trip; each job gets its own result, in order.
     #[tracing::instrument(name = "publish_batch", skip_all, fields(jobs = jobs.len()))]
     pub async fn publish_many(
+        &self,
+        tenant: &str,
+        jobs: Vec<NewJob>,
+    ) -> Vec<Result<Published, PublishError>> {
+        self.send_all(tenant, jobs).await
+    }
+
+    async fn send_all(
         &self,
         tenant: &str,
         jobs: Vec<NewJob>,
