@@ -420,7 +420,11 @@ async fn least_privilege_users_run_the_pipeline_and_nothing_more() {
         .filter(|l| l.contains("Violation"))
         .map(str::to_owned)
         .collect();
-    assert!(refused.is_empty(), "the pipeline hit permission refusals:\n{}", refused.join("\n"));
+    assert!(
+        refused.is_empty(),
+        "the pipeline hit permission refusals:\n{}",
+        refused.join("\n")
+    );
 
     let (ctl, _) = client_as(&server, "codigo-ctl", &passwords.ctl).await;
     let ctl_js = context(&ctl);

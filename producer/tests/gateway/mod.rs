@@ -79,8 +79,9 @@ impl Gateway {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Up to 30 s: on a loaded machine JetStream can take a while to answer stream updates.
     async fn wait_ready(&self) {
-        for _ in 0..200 {
+        for _ in 0..600 {
             if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
                 if r.status() == StatusCode::OK {
                     return;
