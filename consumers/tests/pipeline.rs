@@ -236,7 +236,7 @@ async fn ledger_jobs_flow_from_gateway_to_postgres() {
         .map(|i| json!({"type": "ledger.post", "payload": {"account": format!("acct-{}", i % 3), "amount_cents": i, "currency": "EUR"}}))
         .collect();
     let mut accepted = None;
-    for _ in 0..100 {
+    for _ in 0..600 {
         let response = http
             .post(format!("http://{addr}/v1/jobs/batch"))
             .bearer_auth(TOKEN)

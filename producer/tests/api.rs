@@ -71,8 +71,9 @@ impl Gateway {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Generous: on a loaded machine JetStream's API can take seconds to answer.
     async fn wait_ready(&self) {
-        for _ in 0..100 {
+        for _ in 0..600 {
             if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
                 if r.status() == StatusCode::OK {
                     return;
