@@ -8,7 +8,7 @@ export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/codigo
 # Integration tests create (and drop) one database per test on this server.
 export CODIGO_TEST_POSTGRES ?= postgres://postgres@127.0.0.1:5432
 
-.PHONY: help run test lint services test-tools test-rust test-deploy fmt stop
+.PHONY: help run test lint services test-tools test-rust test-deploy fmt stop chaos bench
 
 help:
 	@echo "make run    - start NATS, Postgres, one producer and two consumers; demo burst; Ctrl-C stops"
@@ -23,9 +23,10 @@ test: services test-tools test-rust test-deploy
 services:
 	@scripts/services.sh
 
-# Tools the Rust tests call (promtool for the live metrics check and the SLO report).
+# Tools the Rust tests call: promtool and prometheus (live metrics check, SLO report),
+# nats-server (private servers for permissions, TLS and chaos tests), psql.
 test-tools:
-	@source scripts/lib/tools.sh && need_prometheus
+	@source scripts/lib/tools.sh && need_prometheus && need_apt nats-server postgresql postgresql-client
 
 test-rust:
 	cargo test --workspace --locked
@@ -35,6 +36,18 @@ test-deploy:
 	bash scripts/check-helm.sh
 	bash scripts/check-terraform.sh
 	bash scripts/check-workflows.sh
+
+# Fault injection against private NATS and Postgres servers (see docs/RELIABILITY.md): 50,000
+# jobs, 20 consumer kills, a NATS and a Postgres crash-restart; fails on any loss or duplicate.
+chaos:
+	@source scripts/lib/tools.sh && need_apt nats-server postgresql
+	cargo build --release --locked -p codigo-producer -p codigo-consumer -p codigo-ctl -p codigo-chaos
+	"$${CARGO_TARGET_DIR:-target}/release/codigo-chaos" --bin-dir "$${CARGO_TARGET_DIR:-target}/release" --jobs 50000 --kills 20
+
+# The standard load scenarios against the release binaries, three times each; rewrites
+# BENCHMARKS.md and docs/bench/latency.svg (BENCH_* variables size it; see BENCHMARKS.md).
+bench: services
+	@scripts/bench.sh
 
 lint:
 	cargo fmt --all --check

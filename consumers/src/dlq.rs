@@ -127,12 +127,23 @@ impl DeadLetters {
         let message = PublishMessage::build()
             .payload(letter.payload)
             .headers(headers);
-        self.js
+        let ack = self
+            .js
             .send_publish(self.names.dlq_subject(letter.job_type), message)
             .await
             .map_err(|e| e.to_string())?
             .await
             .map_err(|e| e.to_string())?;
+        // A repeat after a crash between publish and term is dropped by de-duplication and was
+        // counted the first time: counting it again would inflate the job-failure SLI.
+        if ack.duplicate {
+            tracing::info!(
+                job_type = letter.job_type,
+                reason = letter.reason.as_str(),
+                "dead letter already stored"
+            );
+            return Ok(());
+        }
         metrics::counter!("codigo_consumer_dead_letters_total",
             "job_type" => letter.job_type.to_owned(), "reason" => letter.reason.as_str())
         .increment(1);

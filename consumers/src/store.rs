@@ -140,8 +140,10 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
             // 08 connection, 40 serialization/deadlock, 53 resources, 57 operator intervention
-            // (e.g. admin shutdown), 58 system errors.
-            ["08", "40", "53", "57", "58"]
+            // (e.g. admin shutdown), 58 system errors; and states of the database rather than
+            // of the job: 25006 read-only (a failover in progress), 55P03 lock timeout, 55000
+            // database not accepting connections, 28 credentials being rotated.
+            ["08", "40", "53", "57", "58", "25006", "28", "55"]
                 .iter()
                 .any(|class| code.starts_with(class))
         }

@@ -303,26 +303,44 @@ enum Attempt<T> {
     Stopped,
 }
 
+/// When the jobs of one delivery last told JetStream they are alive. It spans every step of
+/// the delivery (handler runs and the pauses between them): a clock restarted per step would
+/// never fire while a held job alternates short attempts and short pauses, and JetStream would
+/// redeliver a job its worker still holds.
+struct Progress {
+    every: Duration,
+    next: tokio::time::Instant,
+}
+
+impl Progress {
+    fn new(ack_wait: Duration) -> Self {
+        let every = (ack_wait / 3).max(Duration::from_millis(500));
+        Self {
+            every,
+            next: tokio::time::Instant::now() + every,
+        }
+    }
+}
+
 /// Runs `work` while telling JetStream the jobs are alive, so a slow job is not redelivered to
 /// another worker while this one is still on it.
 async fn with_progress<F: std::future::Future>(
     messages: &[&jetstream::Message],
-    ack_wait: Duration,
+    progress: &mut Progress,
     hard_stop: &Shutdown,
     work: F,
 ) -> Attempt<F::Output> {
-    let every = (ack_wait / 3).max(Duration::from_millis(500));
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tokio::pin!(work);
     loop {
         tokio::select! {
             output = &mut work => return Attempt::Finished(output),
-            _ = ticker.tick() => {
+            () = tokio::time::sleep_until(progress.next) => {
                 for message in messages {
                     if let Err(error) = message.ack_with(AckKind::Progress).await {
                         tracing::debug!(%error, "progress signal failed");
                     }
                 }
+                progress.next = tokio::time::Instant::now() + progress.every;
             }
             () = hard_stop.cancelled() => return Attempt::Stopped,
         }
@@ -463,7 +481,7 @@ async fn process_group(
         span
     };
 
-    let ack_wait = shared.jetstream.effective_ack_wait();
+    let mut progress = Progress::new(shared.jetstream.effective_ack_wait());
     let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
     let mut waiting: Vec<usize> = (0..jobs.len()).collect();
     let mut unavailable_attempts = 0u64;
@@ -474,7 +492,7 @@ async fn process_group(
             .map(|i| decoded[*i].delivery.message)
             .collect();
         let work = handler.handle_batch(&group).instrument(group_span.clone());
-        let results = match with_progress(&held, ack_wait, &hard_stop, work).await {
+        let results = match with_progress(&held, &mut progress, &hard_stop, work).await {
             Attempt::Finished(results) => results,
             Attempt::Stopped => {
                 for message in held {
@@ -508,7 +526,7 @@ async fn process_group(
                 .map(|i| decoded[*i].delivery.message)
                 .collect();
             let pause = tokio::time::sleep(wait);
-            if let Attempt::Stopped = with_progress(&held, ack_wait, &hard_stop, pause).await {
+            if let Attempt::Stopped = with_progress(&held, &mut progress, &hard_stop, pause).await {
                 for message in held {
                     nak_now(job_type, message).await;
                 }

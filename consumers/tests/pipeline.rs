@@ -804,18 +804,29 @@ async fn a_job_the_database_refuses_does_not_sink_its_group() {
     let env = TestEnv::new().await;
     // One account sits at the edge of bigint: adding to it fails in Postgres, every time.
     sqlx::query("INSERT INTO account_balances VALUES ('full', 'EUR', 9223372036854775000)")
-        .execute(&env.pool).await.unwrap();
+        .execute(&env.pool)
+        .await
+        .unwrap();
     let mut acks = Vec::new();
     let mut poison = None;
     for i in 0..200i64 {
         let account = if i == 100 { "full" } else { "ok" };
-        let job = envelope("ledger.post", json!({"account": account, "amount_cents": 1000, "currency": "EUR"}));
+        let job = envelope(
+            "ledger.post",
+            json!({"account": account, "amount_cents": 1000, "currency": "EUR"}),
+        );
         if i == 100 {
             poison = Some(Uuid::parse_str(job["id"].as_str().unwrap()).unwrap());
         }
-        let message = PublishMessage::build().payload(Bytes::from(serde_json::to_vec(&job).unwrap()))
+        let message = PublishMessage::build()
+            .payload(Bytes::from(serde_json::to_vec(&job).unwrap()))
             .message_id(job["id"].as_str().unwrap());
-        acks.push(env.js.send_publish(env.names.job_subject("ledger.post"), message).await.unwrap());
+        acks.push(
+            env.js
+                .send_publish(env.names.job_subject("ledger.post"), message)
+                .await
+                .unwrap(),
+        );
     }
     for ack in acks {
         ack.await.unwrap();
@@ -824,10 +835,26 @@ async fn a_job_the_database_refuses_does_not_sink_its_group() {
     let consumer = start_consumer(&env, &["--job-types", "ledger.post"], None).await;
     let letters = dead_letters(&env, 1).await;
     assert_eq!(header(&letters[0], "Codigo-Dlq-Reason"), "permanent");
-    wait_for_count(&env, "the rest applied", "SELECT count(*) FROM ledger_entries", 199).await;
-    assert_eq!(count(&env, "SELECT balance_cents FROM account_balances WHERE account = 'ok'").await, 199_000);
+    wait_for_count(
+        &env,
+        "the rest applied",
+        "SELECT count(*) FROM ledger_entries",
+        199,
+    )
+    .await;
+    assert_eq!(
+        count(
+            &env,
+            "SELECT balance_cents FROM account_balances WHERE account = 'ok'"
+        )
+        .await,
+        199_000
+    );
     let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
-        .bind(poison.unwrap()).fetch_one(&env.pool).await.unwrap();
+        .bind(poison.unwrap())
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
     assert_eq!(status, "dead_lettered");
     wait_work_stream_empty(&env).await;
     consumer.stop().await;

@@ -216,7 +216,10 @@ impl Letter {
     }
 }
 
-async fn dlq_stream(nats_args: &NatsArgs, names: &Names) -> anyhow::Result<(jetstream::Context, Stream)> {
+async fn dlq_stream(
+    nats_args: &NatsArgs,
+    names: &Names,
+) -> anyhow::Result<(jetstream::Context, Stream)> {
     let client = nats::connect(nats_args, "codigo-ctl", InitialConnect::FailFast).await?;
     let js = jetstream::new(client);
     let stream = js.get_stream(names.dlq_stream()).await.map_err(|e| {
@@ -230,7 +233,11 @@ async fn dlq_stream(nats_args: &NatsArgs, names: &Names) -> anyhow::Result<(jets
 
 /// Every dead letter matching `filter`, oldest first, read with an ordered consumer (one pass,
 /// no acknowledgements, nothing changed on the stream).
-async fn letters(stream: &mut Stream, names: &Names, filter: &Filter) -> anyhow::Result<Vec<Letter>> {
+async fn letters(
+    stream: &mut Stream,
+    names: &Names,
+    filter: &Filter,
+) -> anyhow::Result<Vec<Letter>> {
     let filter_subject = filter
         .job_type
         .as_deref()
@@ -304,7 +311,10 @@ pub async fn run(nats_args: &NatsArgs, names: &Names, command: DlqCommand) -> an
         DlqCommand::Show { seq, format } => {
             let (_, stream) = dlq_stream(nats_args, names).await?;
             let message = stream.get_raw_message(seq).await.map_err(|e| {
-                anyhow::anyhow!("no dead letter {seq} in {} ({e}); `codigo-ctl dlq list` shows what is there", names.dlq_stream())
+                anyhow::anyhow!(
+                    "no dead letter {seq} in {} ({e}); `codigo-ctl dlq list` shows what is there",
+                    names.dlq_stream()
+                )
             })?;
             let letter = Letter::new(
                 names,
@@ -431,7 +441,12 @@ async fn replay(
         tokio::time::sleep_until(next_at).await;
         next_at = tokio::time::Instant::now() + interval;
         let mut headers = HeaderMap::new();
-        for name in ["Codigo-Job-Type", "Content-Type", "traceparent", "tracestate"] {
+        for name in [
+            "Codigo-Job-Type",
+            "Content-Type",
+            "traceparent",
+            "tracestate",
+        ] {
             if let Some(value) = letter.headers.get(name) {
                 headers.insert(name, value.as_str());
             }
@@ -464,16 +479,13 @@ async fn replay(
         let deleted = if keep {
             false
         } else {
-            stream
-                .delete_message(letter.seq)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "dead letter {} was replayed but not deleted ({e}); delete it with \
+            stream.delete_message(letter.seq).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "dead letter {} was replayed but not deleted ({e}); delete it with \
                          `codigo-ctl dlq purge` or replaying it again does nothing new",
-                        letter.seq
-                    )
-                })?
+                    letter.seq
+                )
+            })?
         };
         done.push(Replayed {
             seq: letter.seq,
@@ -485,7 +497,10 @@ async fn replay(
         });
     }
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&json!({"replayed": done}))?),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"replayed": done}))?
+        ),
         Format::Text => {
             for r in &done {
                 println!(
@@ -499,7 +514,11 @@ async fn replay(
                     } else {
                         ""
                     },
-                    if r.deleted { ", dead letter deleted" } else { "" }
+                    if r.deleted {
+                        ", dead letter deleted"
+                    } else {
+                        ""
+                    }
                 );
             }
             println!("{} dead letters replayed", done.len());

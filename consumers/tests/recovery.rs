@@ -1,0 +1,225 @@
+//! Recovery without restarts: a worker carries on after its durable consumer is deleted and
+//! recreated, and holds jobs (without dead-lettering them) while Postgres refuses writes.
+use std::time::Duration;
+
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use clap::Parser;
+use codigo_common::shutdown::Shutdown;
+use codigo_consumer::Application;
+use codigo_testkit::TestEnv;
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+struct Running {
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("stops within its drain timeout")
+            .expect("task");
+    }
+}
+
+async fn start_consumer(env: &TestEnv) -> Running {
+    let nats_url = codigo_testkit::nats_url();
+    let config = codigo_consumer::Config::try_parse_from([
+        "codigo-consumer",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--nats-url",
+        &nats_url,
+        "--namespace",
+        env.names.namespace(),
+        "--database-url",
+        &env.database_url,
+        "--job-types",
+        "ledger.post",
+        "--retry-base-ms",
+        "50",
+        "--retry-max-secs",
+        "1",
+        "--max-deliver",
+        "3",
+        "--ack-wait-secs",
+        "3",
+        "--backoff-secs",
+        "3",
+        "--fetch-expires-ms",
+        "1000",
+        "--shutdown-timeout-secs",
+        "5",
+    ])
+    .expect("valid consumer flags");
+    let app = Application::build(config).await.expect("consumer starts");
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        app.run_until_stopped(stop).await.expect("consumer runs");
+    });
+    Running { shutdown, task }
+}
+
+/// Publishes `count` ledger jobs of 1 cent to `account`; returns their ids.
+async fn publish_jobs(env: &TestEnv, account: &str, count: usize) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let id = Uuid::now_v7();
+        let envelope = json!({
+            "id": id.to_string(),
+            "type": "ledger.post",
+            "payload": {"account": account, "amount_cents": 1, "currency": "EUR"},
+            "created_at": OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("format"),
+            "tenant": "test",
+        });
+        env.js
+            .send_publish(
+                env.names.job_subject("ledger.post"),
+                PublishMessage::build()
+                    .payload(Bytes::from(serde_json::to_vec(&envelope).expect("json")))
+                    .message_id(id.to_string()),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+        ids.push(id);
+    }
+    ids
+}
+
+async fn applied(env: &TestEnv, account: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM ledger_entries WHERE account = $1")
+        .bind(account)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap_or(-1)
+}
+
+async fn dead_letters(env: &TestEnv) -> u64 {
+    let mut stream = env
+        .js
+        .get_stream(env.names.dlq_stream())
+        .await
+        .expect("dlq");
+    stream.info().await.expect("info").state.messages
+}
+
+async fn wait_applied(env: &TestEnv, account: &str, expected: i64) {
+    env.eventually(
+        &format!("{expected} jobs applied to {account}"),
+        Duration::from_secs(60),
+        || async { applied(env, account).await == expected },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_worker_rebinds_when_its_durable_consumer_is_deleted_and_carries_on() {
+    let env = TestEnv::new().await;
+    let consumer = start_consumer(&env).await;
+    publish_jobs(&env, "before", 20).await;
+    wait_applied(&env, "before", 20).await;
+
+    // An operator deletes the durable consumer under the running worker.
+    let stream = env
+        .js
+        .get_stream(env.names.jobs_stream())
+        .await
+        .expect("stream");
+    let durable = env.names.durable("ledger.post");
+    stream
+        .delete_consumer(&durable)
+        .await
+        .expect("consumer deleted");
+
+    publish_jobs(&env, "after", 20).await;
+    wait_applied(&env, "after", 20).await;
+    let info = stream
+        .consumer_info(&durable)
+        .await
+        .expect("the worker created the consumer again");
+    assert_eq!(
+        info.config.max_deliver, 3,
+        "recreated with the configured settings"
+    );
+    assert_eq!(dead_letters(&env).await, 0);
+    consumer.stop().await;
+    env.cleanup().await;
+}
+
+/// Runs `sql` against the test database's server as an administrator, then ends every other
+/// session of the test database so that the next ones see the change.
+async fn admin(env: &TestEnv, sql: &str) {
+    let server = env
+        .database_url
+        .rsplit_once('/')
+        .map(|(server, _)| server.to_owned())
+        .expect("database URL");
+    let mut conn = PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .expect("admin connection");
+    sqlx::query(sql)
+        .execute(&mut conn)
+        .await
+        .expect("admin SQL");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&env.database)
+    .execute(&mut conn)
+    .await
+    .expect("sessions ended");
+}
+
+#[tokio::test]
+async fn jobs_are_held_while_postgres_refuses_writes_and_finish_when_it_is_back() {
+    let env = TestEnv::new().await;
+    let consumer = start_consumer(&env).await;
+    publish_jobs(&env, "warm-up", 1).await;
+    wait_applied(&env, "warm-up", 1).await;
+
+    // A failover leaves the database read-only for a while: every write fails with SQLSTATE
+    // 25006 although nothing is wrong with the jobs.
+    let database = env.database.clone();
+    admin(
+        &env,
+        &format!("ALTER DATABASE {database} SET default_transaction_read_only = on"),
+    )
+    .await;
+    let ids = publish_jobs(&env, "held", 5).await;
+    // Longer than the ack wait and MaxDeliver × backoff: held jobs keep their first delivery.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(applied(&env, "held").await, 0, "no write got through");
+    assert_eq!(
+        dead_letters(&env).await,
+        0,
+        "a transient error is no reason to give up"
+    );
+
+    admin(
+        &env,
+        &format!("ALTER DATABASE {database} RESET default_transaction_read_only"),
+    )
+    .await;
+    wait_applied(&env, "held", 5).await;
+    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM jobs WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_all(&env.pool)
+        .await
+        .expect("jobs rows");
+    assert_eq!(attempts, vec![1; 5], "held in place, never redelivered");
+    assert_eq!(dead_letters(&env).await, 0);
+    consumer.stop().await;
+    env.cleanup().await;
+}
