@@ -59,8 +59,9 @@ pub struct JetStreamArgs {
     /// Most messages the work stream holds before it refuses new ones (discard new).
     #[arg(long, env = "CODIGO_STREAM_MAX_MESSAGES", default_value_t = 10_000_000)]
     pub stream_max_messages: i64,
-    /// Most bytes the work stream holds before it refuses new ones (discard new).
-    #[arg(long, env = "CODIGO_STREAM_MAX_BYTES", default_value_t = 8 * 1024 * 1024 * 1024)]
+    /// Most bytes the work stream holds before it refuses new ones (discard new). JetStream
+    /// reserves this much file storage up front, so size it to the NATS volume.
+    #[arg(long, env = "CODIGO_STREAM_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub stream_max_bytes: i64,
     /// Replicas of each stream (3 in production clusters).
     #[arg(long, env = "CODIGO_STREAM_REPLICAS", default_value_t = 1)]

@@ -49,6 +49,12 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Delete this namespace's streams and consumers, with every job and dead letter in
+    /// them (the database is left alone). Needs `--yes`.
+    Teardown {
+        #[arg(long)]
+        yes: bool,
+    },
     /// Service level objectives, read from Prometheus: `slo report`.
     Slo {
         #[command(subcommand)]
@@ -67,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Setup => setup::run(&cli.nats, &cli.database, &cli.jetstream, &names).await,
         Command::Status { format } => status::run(&cli.nats, &names, format).await,
         Command::Dlq { command } => dlq::run(&cli.nats, &names, command).await,
+        Command::Teardown { yes } => setup::teardown(&cli.nats, &names, yes).await,
         Command::Slo { command } => slo::run(command).await,
     }
 }

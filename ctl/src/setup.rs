@@ -30,3 +30,20 @@ pub async fn run(
     client.flush().await?;
     Ok(())
 }
+
+pub async fn teardown(nats_args: &NatsArgs, names: &Names, yes: bool) -> anyhow::Result<()> {
+    if !yes {
+        anyhow::bail!(
+            "teardown deletes {}, {} and {} with every queued job and dead letter; add --yes to confirm",
+            names.jobs_stream(),
+            names.dlq_stream(),
+            names.advisories_stream()
+        );
+    }
+    let client = nats::connect(nats_args, "codigo-ctl", InitialConnect::FailFast).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    jetstream::delete_topology(&js, names).await;
+    println!("nats: streams of namespace {} deleted", names.namespace());
+    client.flush().await?;
+    Ok(())
+}

@@ -112,7 +112,7 @@ impl TestEnv {
         JetStreamArgs {
             duplicate_window_secs: 120,
             stream_max_messages: 1_000_000,
-            stream_max_bytes: 1024 * 1024 * 1024,
+            stream_max_bytes: 64 * 1024 * 1024,
             stream_replicas: 1,
             dlq_max_age_days: 1,
             max_deliver: 4,
