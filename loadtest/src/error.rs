@@ -1,0 +1,68 @@
+use std::path::PathBuf;
+
+use codigo_common::{db::DbError, jetstream::SetupError, names::InvalidNamespace, nats::NatsError};
+
+/// Everything that stops a load run or a benchmark, each with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Namespace(#[from] InvalidNamespace),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Topology(#[from] SetupError),
+    #[error("Postgres: {what}: {source}; is Postgres running, and may the role in DATABASE_URL create databases?")]
+    Postgres {
+        what: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("JetStream: {what}: {source}; is nats-server running with -js at NATS_URL?")]
+    JetStream {
+        what: String,
+        #[source]
+        source: async_nats::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot write {path}: {source}; check that the directory exists and is writable")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name}: {detail}; see its log at {log}")]
+    Process {
+        name: String,
+        detail: String,
+        log: PathBuf,
+    },
+    #[error("cannot start {bin}: {source}; build the binaries first (`cargo build --release`) or point --bin-dir at them")]
+    Spawn {
+        bin: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interrupted; everything this run started has been stopped and removed")]
+    Interrupted,
+}
+
+impl LoadError {
+    pub fn postgres(what: impl Into<String>, source: sqlx::Error) -> Self {
+        Self::Postgres {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn jetstream(what: impl Into<String>, source: impl Into<async_nats::Error>) -> Self {
+        Self::JetStream {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}

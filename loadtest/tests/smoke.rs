@@ -1,0 +1,262 @@
+//! A few seconds of the load generator against the real producer and consumer (in-process)
+//! on real NATS and Postgres: every run completes and its counts add up. Speed is never
+//! asserted here; `make bench` measures it.
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use codigo_common::shutdown::Shutdown;
+use codigo_loadtest::baseline::{self, BaselineSpec};
+use codigo_loadtest::driver::Load;
+use codigo_loadtest::run::{self, Endpoints, Report, RunSpec};
+use codigo_loadtest::scratch::Server;
+use codigo_loadtest::target::Ingest;
+use codigo_testkit::TestEnv;
+
+const TOKEN: &str = "loadtest-smoke-token-01";
+
+struct Running {
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("stops within its drain timeout")
+            .expect("task");
+    }
+}
+
+async fn start_producer(env: &TestEnv) -> (SocketAddr, Running) {
+    let keys = format!("smoke:{TOKEN}");
+    let config = codigo_producer::Config::try_parse_from([
+        "codigo-producer",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--nats-url",
+        &codigo_testkit::nats_url(),
+        "--namespace",
+        env.names.namespace(),
+        "--database-url",
+        &env.database_url,
+        "--api-keys",
+        &keys,
+        "--rate-limit-per-key",
+        "0",
+    ])
+    .expect("valid producer flags");
+    let app = codigo_producer::Application::build(config)
+        .await
+        .expect("producer starts");
+    let addr = app.local_addr();
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        app.run_until_stopped(stop).await.expect("producer runs");
+    });
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await {
+            if r.status().is_success() {
+                return (addr, Running { shutdown, task });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("producer never became ready");
+}
+
+async fn start_consumer(env: &TestEnv) -> Running {
+    let config = codigo_consumer::Config::try_parse_from([
+        "codigo-consumer",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--nats-url",
+        &codigo_testkit::nats_url(),
+        "--namespace",
+        env.names.namespace(),
+        "--database-url",
+        &env.database_url,
+        "--job-types",
+        "ledger.post",
+        "--max-deliver",
+        "4",
+        "--ack-wait-secs",
+        "5",
+        "--backoff-secs",
+        "1",
+        "--fetch-expires-ms",
+        "1000",
+        "--shutdown-timeout-secs",
+        "5",
+    ])
+    .expect("valid consumer flags");
+    let app = codigo_consumer::Application::build(config)
+        .await
+        .expect("consumer starts");
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        app.run_until_stopped(stop).await.expect("consumer runs");
+    });
+    Running { shutdown, task }
+}
+
+fn spec(ingest: Ingest, load: Load, duration: Option<Duration>, jobs: Option<u64>) -> RunSpec {
+    RunSpec {
+        ingest,
+        load,
+        duration,
+        jobs,
+        batch_size: 20,
+        accounts: 7,
+        job_bytes: 512,
+        tenant: "smoke".into(),
+        max_in_flight: 64,
+        max_backlog: Some(500),
+        e2e: true,
+        drain_timeout: Duration::from_secs(60),
+        progress: false,
+    }
+}
+
+fn assert_consistent(what: &str, report: &Report) {
+    let jobs = &report.jobs;
+    assert!(jobs.sent > 0, "{what}: nothing sent: {jobs:?}");
+    assert_eq!(jobs.sent, jobs.accepted + jobs.rejected, "{what}: {jobs:?}");
+    assert_eq!(jobs.rejected, 0, "{what}: {:?}", report.errors);
+    assert_eq!(jobs.completed, jobs.accepted, "{what}: {jobs:?}");
+    assert_eq!((jobs.failed, jobs.unfinished), (0, 0), "{what}: {jobs:?}");
+    assert_eq!(
+        report.e2e_latency.map(|l| l.count),
+        Some(jobs.completed),
+        "{what}: one end-to-end sample per completed job"
+    );
+    assert!(report.ingest_latency.is_some_and(|l| l.count > 0), "{what}");
+    assert!((report.success_ratio - 1.0).abs() < 1e-9, "{what}");
+    assert!(report.text().contains("jobs_completed"), "{what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_and_closed_loops_account_for_every_job() {
+    let env = TestEnv::new().await;
+    let (addr, producer) = start_producer(&env).await;
+    let consumer = start_consumer(&env).await;
+    let endpoints = Endpoints {
+        producer_url: format!("http://{addr}"),
+        api_key: Some(TOKEN.into()),
+        nats: env.nats.clone(),
+        names: env.names.clone(),
+        pool: Some(env.pool.clone()),
+    };
+
+    let open = run::run(
+        &spec(
+            Ingest::Single,
+            Load::Open { rate: 100.0 },
+            Some(Duration::from_secs(1)),
+            None,
+        ),
+        &endpoints,
+    )
+    .await
+    .expect("open loop completes");
+    assert_consistent("open loop, single", &open);
+
+    let closed = run::run(
+        &spec(
+            Ingest::Batch,
+            Load::Closed { concurrency: 2 },
+            None,
+            Some(150),
+        ),
+        &endpoints,
+    )
+    .await
+    .expect("closed loop completes");
+    assert_consistent("closed loop, batch", &closed);
+    assert_eq!(closed.jobs.sent, 150, "stops at the job count");
+    assert_eq!(
+        closed.ingest_latency.map(|l| l.count),
+        Some(8),
+        "8 requests of ≤ 20"
+    );
+
+    let direct = run::run(
+        &spec(
+            Ingest::Nats,
+            Load::Closed { concurrency: 8 },
+            None,
+            Some(60),
+        ),
+        &endpoints,
+    )
+    .await
+    .expect("direct publishing completes");
+    assert_consistent("closed loop, nats", &direct);
+
+    // The binary itself, as a person runs it: JSON summary and a plot.
+    let dir = std::env::temp_dir().join(format!("codigo-loadtest-smoke-{}", env.database));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let plot = dir.join("latency.svg");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_codigo-loadtest"))
+        .args(["--ingest", "batch", "--batch-size", "10", "--jobs", "40"])
+        .args(["--concurrency", "2", "--json", "--plot"])
+        .arg(&plot)
+        .envs(env.env_vars())
+        .env("CODIGO_PRODUCER_URL", format!("http://{addr}"))
+        .env("CODIGO_LOADTEST_API_KEY", TOKEN)
+        .output()
+        .await
+        .expect("codigo-loadtest runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("stdout is the JSON summary");
+    assert_eq!(summary["jobs"]["sent"], 40, "{summary}");
+    assert_eq!(summary["jobs"]["completed"], 40, "{summary}");
+    assert_eq!(summary["jobs"]["rejected"], 0, "{summary}");
+    assert!(summary["e2e_latency"]["p99_ms"].is_number(), "{summary}");
+    let svg = std::fs::read_to_string(&plot).expect("plot written");
+    assert!(svg.starts_with("<svg") && svg.contains("end to end"));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    consumer.stop().await;
+    producer.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_measures_and_removes_its_namespace_and_database() {
+    let env = TestEnv::bare().await;
+    let server = Server::from_database_url(&env.database_url).expect("valid URL");
+    let spec = BaselineSpec {
+        jobs: 300,
+        workers: 2,
+        fetch_batch: 50,
+        publish_window: 100,
+        accounts: 5,
+        job_bytes: 512,
+    };
+    let report = baseline::run(&spec, &env.nats, &server)
+        .await
+        .expect("baseline completes");
+    assert_eq!(report.jobs, 300);
+    for rate in [
+        report.publish_per_sec,
+        report.consume_ack_per_sec,
+        report.pipeline_live_per_sec,
+        report.pipeline_drain_per_sec,
+    ] {
+        assert!(rate.is_finite() && rate > 0.0, "{report:?}");
+    }
+    assert!(report.text().contains("bare_pipeline_drain"));
+    assert_eq!(server.alive(), 0, "the baseline's scratch was removed");
+    env.cleanup().await;
+}
