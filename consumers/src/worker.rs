@@ -24,6 +24,10 @@ use crate::handlers::{Handler, Job, Outcome};
 use crate::retry::RetryPolicy;
 use crate::store::{self, JobRecord};
 
+/// Largest group handled in one go: beyond it a transaction only grows longer, while more
+/// groups in flight overlap their round trips.
+const MAX_GROUP: usize = 128;
+
 /// Everything the workers of one process share.
 pub struct Shared {
     pub js: jetstream::Context,
@@ -157,7 +161,7 @@ impl Worker {
             let mut draining = false;
             // Messages that arrived together are handled together: one transaction for a
             // group of ledger.post jobs instead of one per job.
-            let mut groups = batch.ready_chunks(self.shared.concurrency);
+            let mut groups = batch.ready_chunks(self.shared.concurrency.min(MAX_GROUP));
             loop {
                 let next = tokio::select! {
                     biased;
