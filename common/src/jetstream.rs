@@ -124,6 +124,13 @@ async fn ensure_stream(
             stream: name.clone(),
             source,
         })?;
+    lookup_stream(js, name).await
+}
+
+async fn lookup_stream(
+    js: &jetstream::Context,
+    name: String,
+) -> Result<jetstream::stream::Stream, SetupError> {
     js.get_stream(&name)
         .await
         .map_err(|source| SetupError::Lookup {
@@ -136,12 +143,11 @@ async fn ensure_consumer(
     stream: &jetstream::stream::Stream,
     stream_name: &str,
     config: consumer::pull::Config,
-) -> Result<(), SetupError> {
+) -> Result<PullConsumer, SetupError> {
     let name = config.durable_name.clone().unwrap_or_default();
     stream
         .create_consumer(config)
         .await
-        .map(drop)
         .map_err(|source| SetupError::Consumer {
             stream: stream_name.to_owned(),
             consumer: name,
@@ -192,9 +198,7 @@ pub async fn prepare_topology<'a>(
         names.dlq_stream(),
         names.advisories_stream(),
     ] {
-        js.get_stream(&stream)
-            .await
-            .map_err(|source| SetupError::Lookup { stream, source })?;
+        lookup_stream(js, stream).await?;
     }
     Ok(())
 }
@@ -222,24 +226,9 @@ pub async fn bind_job_consumer(
     args: &JetStreamArgs,
     job_type: &str,
 ) -> Result<PullConsumer, SetupError> {
-    let stream_name = names.jobs_stream();
-    let stream = js
-        .get_stream(&stream_name)
-        .await
-        .map_err(|source| SetupError::Lookup {
-            stream: stream_name.clone(),
-            source,
-        })?;
+    let stream = lookup_stream(js, names.jobs_stream()).await?;
     let config = job_consumer_config(names, args, job_type);
-    let durable = config.durable_name.clone().unwrap_or_default();
-    stream
-        .create_consumer(config)
-        .await
-        .map_err(|source| SetupError::Consumer {
-            stream: stream_name,
-            consumer: durable,
-            source,
-        })
+    ensure_consumer(&stream, &names.jobs_stream(), config).await
 }
 
 /// The advisories consumer shared by every worker replica.
@@ -247,20 +236,11 @@ pub async fn bind_advisories_consumer(
     js: &jetstream::Context,
     names: &Names,
 ) -> Result<PullConsumer, SetupError> {
-    let stream_name = names.advisories_stream();
-    let stream = js
-        .get_stream(&stream_name)
-        .await
-        .map_err(|source| SetupError::Lookup {
-            stream: stream_name.clone(),
-            source,
-        })?;
-    stream
-        .create_consumer(advisories_consumer_config(names))
-        .await
-        .map_err(|source| SetupError::Consumer {
-            stream: stream_name,
-            consumer: names.advisories_durable(),
-            source,
-        })
+    let stream = lookup_stream(js, names.advisories_stream()).await?;
+    ensure_consumer(
+        &stream,
+        &names.advisories_stream(),
+        advisories_consumer_config(names),
+    )
+    .await
 }
