@@ -27,6 +27,9 @@ pub fn lazy_pool(args: &DatabaseArgs) -> Result<PgPool, DbError> {
     Ok(PgPoolOptions::new()
         .max_connections(args.db_max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // No round trip before every checkout: a connection that died is found out by the
+        // statement that uses it, whose error the callers already treat as transient.
+        .test_before_acquire(false)
         .connect_lazy_with(options.application_name("codigo")))
 }
 

@@ -6,6 +6,7 @@
 //! are exported over OTLP/HTTP when an endpoint is configured. Metrics are rendered in the
 //! Prometheus text format by whoever serves `/metrics`.
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -122,7 +123,13 @@ fn init_with(
             .with_resource(Resource::builder().with_service_name(service).build())
             .build(),
     };
-    let otel_layer = tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer(service));
+    let exporting = args.otel_endpoint.as_deref().is_some_and(|e| !e.is_empty());
+    // Busy/idle timings and thread attributes cost a clock read or an allocation on every
+    // poll of every span, and nobody reads them: left out.
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_tracer(tracer_provider.tracer(service));
 
     let dispatch = Dispatch::new(
         tracing_subscriber::registry()
@@ -132,8 +139,29 @@ fn init_with(
     );
     let _ = dispatch_handle.set(dispatch.downgrade());
     // A second init (tests starting several services in one process) keeps the first.
-    let _ = dispatch.try_init();
+    if dispatch.try_init().is_ok() {
+        TRACES_EXPORTED.store(exporting, Ordering::Relaxed);
+    }
     Ok(Telemetry { tracer_provider })
+}
+
+static TRACES_EXPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports its spans. Spans that only a trace viewer reads (one per job
+/// where a group of jobs already shares a span) are worth their cost only when it does.
+pub fn traces_exported() -> bool {
+    TRACES_EXPORTED.load(Ordering::Relaxed)
+}
+
+/// A span that only adds detail to an exported trace (`make()` when traces are exported, a
+/// disabled span otherwise). Work under a disabled span stays in its parent's span, so log
+/// lines and `traceparent` headers still carry the trace.
+pub fn detail_span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if traces_exported() {
+        make()
+    } else {
+        tracing::Span::none()
+    }
 }
 
 /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields flattened,

@@ -1,7 +1,7 @@
 //! One pull loop per job type: fetch as many jobs as there are free slots, run each in its own
 //! task, and map every outcome to exactly one of ack, nak(delay) or term.
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
@@ -27,6 +27,11 @@ use crate::store::{self, JobRecord};
 /// Largest group handled in one go: beyond it a transaction only grows longer, while more
 /// groups in flight overlap their round trips.
 const MAX_GROUP: usize = 128;
+
+/// How long a group waits for the rest of its pull to arrive before it is handled: a
+/// transaction for 128 jobs costs about what one for 20 does, and under load a pull's
+/// messages arrive over a few socket reads. At low rates it is the latency a job pays.
+const GROUP_LINGER: Duration = Duration::from_millis(1);
 
 /// Everything the workers of one process share.
 pub struct Shared {
@@ -110,6 +115,7 @@ impl Worker {
     pub async fn run(self, shutdown: Shutdown, drain_timeout: Duration) {
         let job_type = self.handler.job_type();
         let slots = Arc::new(Semaphore::new(self.shared.concurrency));
+        let group_size = self.shared.concurrency.min(MAX_GROUP);
         // Cancelled when in-flight jobs must give up: they nak and return.
         let hard_stop = Shutdown::new();
         let mut tasks = JoinSet::new();
@@ -117,16 +123,17 @@ impl Worker {
 
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
-            let first = tokio::select! {
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
+            // Pull only once a whole group's slots are free: pulling whatever trickled free
+            // would keep every later group as small as the first ones that finished.
+            let mut permits = tokio::select! {
+                permits = slots.clone().acquire_many_owned(u32::try_from(group_size).unwrap_or(u32::MAX)) => match permits {
+                    Ok(permits) => permits,
                     Err(_) => break,
                 },
                 () = shutdown.cancelled() => break,
             };
-            let mut permits = vec![first];
-            while let Ok(permit) = slots.clone().try_acquire_owned() {
-                permits.push(permit);
+            while let Ok(more) = slots.clone().try_acquire_owned() {
+                permits.merge(more);
             }
 
             let bound = match consumer.take() {
@@ -142,7 +149,7 @@ impl Worker {
             };
             let batch = bound
                 .batch()
-                .max_messages(permits.len())
+                .max_messages(permits.num_permits())
                 .expires(self.shared.fetch_expires)
                 .messages()
                 .await;
@@ -161,14 +168,27 @@ impl Worker {
             let mut draining = false;
             // Messages that arrived together are handled together: one transaction for a
             // group of ledger.post jobs instead of one per job.
-            let mut groups = batch.ready_chunks(self.shared.concurrency.min(MAX_GROUP));
+            let mut batch = batch.fuse();
             loop {
                 let next = tokio::select! {
                     biased;
                     () = shutdown.cancelled(), if !draining => { draining = true; continue; }
-                    next = groups.next() => next,
+                    next = batch.next() => next,
                 };
-                let Some(items) = next else { break };
+                let Some(first) = next else { break };
+                let mut items = vec![first];
+                let until = tokio::time::sleep(GROUP_LINGER);
+                tokio::pin!(until);
+                while items.len() < group_size {
+                    tokio::select! {
+                        biased;
+                        next = batch.next() => match next {
+                            Some(item) => items.push(item),
+                            None => break,
+                        },
+                        () = &mut until => break,
+                    }
+                }
                 let mut messages = Vec::with_capacity(items.len());
                 for item in items {
                     match item {
@@ -179,21 +199,21 @@ impl Worker {
                         }
                     }
                 }
-                let slots_free = permits.len() >= messages.len();
-                if draining || !slots_free {
-                    // Fetched after SIGTERM: hand them back, delayed past this pull request's
-                    // expiry so that they go to another replica rather than bouncing straight
-                    // back into this draining one.
-                    let delay = self.shared.fetch_expires + Duration::from_secs(1);
-                    for message in &messages {
-                        nak_later(job_type, message, delay).await;
-                    }
-                } else if !messages.is_empty() {
-                    let taken = permits.split_off(permits.len() - messages.len());
+                if messages.is_empty() {
+                    // Only stream errors arrived.
+                } else if let Some(taken) = permits.split(messages.len()).filter(|_| !draining) {
                     let handler = self.handler.clone();
                     let shared = self.shared.clone();
                     let stop = hard_stop.clone();
                     tasks.spawn(process_group(shared, handler, messages, taken, stop));
+                } else {
+                    // Fetched after SIGTERM (or, impossibly, beyond the free slots): hand them
+                    // back, delayed past this pull request's expiry so that they go to another
+                    // replica rather than bouncing straight back into this draining one.
+                    let delay = self.shared.fetch_expires + Duration::from_secs(1);
+                    for message in &messages {
+                        nak_later(job_type, message, delay).await;
+                    }
                 }
                 if !healthy {
                     break;
@@ -254,7 +274,7 @@ struct Rejected {
     value: Option<Value>,
 }
 
-fn decode(job_type: &str, payload: &[u8]) -> Result<(Envelope, Value), Rejected> {
+fn decode(job_type: &str, payload: &[u8]) -> Result<Envelope, Rejected> {
     let value: Value = serde_json::from_slice(payload).map_err(|e| Rejected {
         reason: Reason::Decode,
         error: format!("body is not JSON: {e}"),
@@ -291,15 +311,19 @@ fn decode(job_type: &str, payload: &[u8]) -> Result<(Envelope, Value), Rejected>
         ),
         other => schema(other.to_string()),
     })?;
-    let envelope: Envelope =
-        serde_json::from_value(value.clone()).map_err(|e| schema(format!("envelope: {e}")))?;
-    if envelope.job_type != job_type {
+    if value.get("type").and_then(Value::as_str) != Some(job_type) {
         return Err(schema(format!(
-            "envelope type {:?} arrived on the {job_type} subject",
-            envelope.job_type
+            "envelope type {} arrived on the {job_type} subject",
+            value.get("type").unwrap_or(&Value::Null)
         )));
     }
-    Ok((envelope, value))
+    // Valid against the schema, so it deserializes; taken apart rather than copied.
+    serde_json::from_value(value).map_err(|e| Rejected {
+        reason: Reason::Schema,
+        error: format!("envelope: {e}"),
+        id,
+        value: None,
+    })
 }
 
 enum Attempt<T> {
@@ -354,8 +378,33 @@ async fn with_progress<F: std::future::Future>(
 /// A message whose envelope decoded and validated, ready for its handler.
 struct Decoded<'a> {
     delivery: Delivery<'a>,
-    span: tracing::Span,
+    /// The job's own `process_job` span: made up front when traces are exported, otherwise
+    /// only once something needs it (a job handled alone, a log line about this job). A job
+    /// that succeeds within a group then costs no span of its own.
+    span: OnceLock<tracing::Span>,
     envelope: Envelope,
+}
+
+impl Decoded<'_> {
+    fn span(&self) -> &tracing::Span {
+        self.span
+            .get_or_init(|| job_span(&self.delivery, Some(self.envelope.id)))
+    }
+}
+
+/// A job's `process_job` span, continuing the trace its message carries.
+fn job_span(delivery: &Delivery<'_>, job_id: Option<uuid::Uuid>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "process_job",
+        job_type = delivery.job_type,
+        attempt = delivery.attempt,
+        job_id = tracing::field::Empty
+    );
+    telemetry::link_to_remote_parent(&span, delivery.message.headers.as_ref());
+    if let Some(id) = job_id {
+        span.record("job_id", tracing::field::display(id));
+    }
+    span
 }
 
 fn delivery_of<'a>(
@@ -397,16 +446,12 @@ fn record_of<'a>(envelope: &'a Envelope, job_type: &'static str, attempt: u64) -
 /// Decodes and validates one message; what fails is dead-lettered here.
 async fn decode_or_dead_letter<'a>(shared: &Shared, delivery: Delivery<'a>) -> Option<Decoded<'a>> {
     let job_type = delivery.job_type;
-    let span = tracing::info_span!(
-        "process_job",
-        job_type,
-        attempt = delivery.attempt,
-        job_id = tracing::field::Empty
-    );
-    telemetry::link_to_remote_parent(&span, delivery.message.headers.as_ref());
     match decode(job_type, &delivery.message.payload) {
-        Ok((envelope, _)) => {
-            span.record("job_id", tracing::field::display(envelope.id));
+        Ok(envelope) => {
+            let span = OnceLock::new();
+            if telemetry::traces_exported() {
+                let _ = span.set(job_span(&delivery, Some(envelope.id)));
+            }
             Some(Decoded {
                 delivery,
                 span,
@@ -429,12 +474,9 @@ async fn decode_or_dead_letter<'a>(shared: &Shared, delivery: Delivery<'a>) -> O
                 started_at: OffsetDateTime::now_utc(),
                 attempts: i32::try_from(delivery.attempt).unwrap_or(i32::MAX),
             });
-            if let Some(id) = rejected.id {
-                span.record("job_id", tracing::field::display(id));
-            }
             let reason = rejected.reason;
             dead_letter(shared, &delivery, reason, &rejected.error, record.as_ref())
-                .instrument(span)
+                .instrument(job_span(&delivery, rejected.id))
                 .await;
             None
         }
@@ -446,7 +488,7 @@ async fn process_group(
     shared: Arc<Shared>,
     handler: Arc<dyn Handler>,
     messages: Vec<jetstream::Message>,
-    permits: Vec<OwnedSemaphorePermit>,
+    permits: OwnedSemaphorePermit,
     hard_stop: Shutdown,
 ) {
     let _permits = permits;
@@ -476,11 +518,13 @@ async fn process_group(
 
     // One job keeps its own trace; a group runs under a span linked to each job's trace.
     let group_span = if decoded.len() == 1 {
-        decoded[0].span.clone()
+        decoded[0].span().clone()
     } else {
         let span = tracing::info_span!("process_batch", job_type, jobs = decoded.len());
-        for d in &decoded {
-            span.add_link(d.span.context().span().span_context().clone());
+        if telemetry::traces_exported() {
+            for d in &decoded {
+                span.add_link(d.span().context().span().span_context().clone());
+            }
         }
         span
     };
@@ -544,9 +588,14 @@ async fn process_group(
         metrics::histogram!("codigo_job_processing_duration_seconds", "job_type" => job_type)
             .record(elapsed);
         let Some(outcome) = outcome else { continue };
-        settle(&shared, d, &job.record, outcome)
-            .instrument(d.span.clone())
-            .await;
+        if outcome == Outcome::Succeeded && !telemetry::traces_exported() {
+            // Nothing is logged about a success: no span needed.
+            settle(&shared, d, &job.record, outcome).await;
+        } else {
+            settle(&shared, d, &job.record, outcome)
+                .instrument(d.span().clone())
+                .await;
+        }
     }
 }
 
@@ -556,7 +605,12 @@ async fn settle(shared: &Shared, decoded: &Decoded<'_>, record: &JobRecord<'_>, 
     match outcome {
         Outcome::Succeeded => {
             shared.faults.after_commit();
-            match message.ack().instrument(tracing::info_span!("ack")).await {
+            let ack_span = if telemetry::traces_exported() {
+                tracing::info_span!("ack")
+            } else {
+                tracing::Span::none()
+            };
+            match message.ack().instrument(ack_span).await {
                 Ok(()) => {
                     count_ack(job_type, "ack");
                     let age = OffsetDateTime::now_utc() - decoded.envelope.created_at;
@@ -566,7 +620,11 @@ async fn settle(shared: &Shared, decoded: &Decoded<'_>, record: &JobRecord<'_>, 
                     .record(age.as_seconds_f64().max(0.0));
                 }
                 // Committed but not acked: the redelivery finds the job done and acks it.
-                Err(error) => tracing::warn!(%error, "ack failed after commit"),
+                Err(error) => tracing::warn!(
+                    parent: decoded.span(),
+                    %error,
+                    "ack failed after commit"
+                ),
             }
         }
         Outcome::Retry { after, error } => {

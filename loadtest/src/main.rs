@@ -2,6 +2,11 @@ use clap::Parser;
 use codigo_loadtest::cli::{self, Cli, Command};
 use tracing_subscriber::EnvFilter;
 
+// The same allocator as the services, so that the bare baseline it measures is not held back
+// by the C library's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

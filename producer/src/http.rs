@@ -282,13 +282,13 @@ pub(crate) fn rejected(job_type: &str, problem: Problem) -> Problem {
 
 /// Validates one job request (`/v1/jobs` body or batch item); `pointer` locates it in the
 /// body for error messages.
-#[tracing::instrument(name = "validate", skip_all)]
 fn validate_job(
     caller: &Caller<'_>,
     value: Value,
     header_key: Option<&str>,
     pointer: &str,
 ) -> Result<NewJob, Problem> {
+    let _span = codigo_common::telemetry::detail_span(|| tracing::info_span!("validate")).entered();
     let job_type_hint = value
         .get("type")
         .and_then(Value::as_str)

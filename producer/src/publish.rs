@@ -9,6 +9,7 @@ use codigo_schemas::Envelope;
 use futures::future::join_all;
 use serde_json::Value;
 use time::OffsetDateTime;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// A validated job, ready to be stored.
@@ -77,9 +78,11 @@ impl Publisher {
     }
 
     /// Publishes one job and waits for JetStream to store it.
-    #[tracing::instrument(name = "publish", skip_all, fields(job_type = %job.job_type))]
     pub async fn publish(&self, tenant: &str, job: NewJob) -> Result<Published, PublishError> {
+        let span =
+            telemetry::detail_span(|| tracing::info_span!("publish", job_type = %job.job_type));
         self.send_all(tenant, vec![job])
+            .instrument(span)
             .await
             .pop()
             .unwrap_or(Err(PublishError::NotStored("nothing published".into())))

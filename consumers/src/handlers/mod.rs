@@ -68,7 +68,7 @@ pub fn db_failure(error: sqlx::Error) -> Result<Outcome, Unavailable> {
 /// Decodes a validated payload into its typed form; a failure here means the schema and the
 /// type disagree, which no retry fixes.
 pub fn typed<T: serde::de::DeserializeOwned>(payload: &Value) -> Result<T, Outcome> {
-    serde_json::from_value(payload.clone()).map_err(|e| Outcome::Permanent {
+    T::deserialize(payload).map_err(|e| Outcome::Permanent {
         error: format!("payload does not decode: {e}"),
     })
 }
