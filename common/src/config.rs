@@ -3,8 +3,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use secrecy::SecretString;
 
-#[derive(Debug, Clone, Args)]
+use crate::nats::redact_url;
+
+/// clap value parser for settings that hold a secret.
+pub fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
+}
+
+#[derive(Clone, Args)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma separated.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
@@ -16,8 +24,8 @@ pub struct NatsArgs {
     #[arg(long, env = "NATS_USER")]
     pub nats_user: Option<String>,
     /// NATS password (with NATS_USER).
-    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true, value_parser = secret)]
+    pub nats_password: Option<SecretString>,
     /// Path of a file holding an NKey seed.
     #[arg(long, env = "NATS_NKEY_SEED_FILE")]
     pub nats_nkey_seed_file: Option<PathBuf>,
@@ -35,7 +43,31 @@ pub struct NatsArgs {
     pub namespace: String,
 }
 
-#[derive(Debug, Clone, Args)]
+impl std::fmt::Debug for NatsArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsArgs")
+            .field(
+                "nats_url",
+                &self
+                    .nats_url
+                    .split(',')
+                    .map(redact_url)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .field("nats_creds", &self.nats_creds)
+            .field("nats_user", &self.nats_user)
+            .field("nats_password", &self.nats_password)
+            .field("nats_nkey_seed_file", &self.nats_nkey_seed_file)
+            .field("nats_tls_ca", &self.nats_tls_ca)
+            .field("nats_tls_cert", &self.nats_tls_cert)
+            .field("nats_tls_key", &self.nats_tls_key)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+#[derive(Clone, Args)]
 pub struct DatabaseArgs {
     /// PostgreSQL URL; TLS through `sslmode=` in the URL.
     #[arg(
@@ -48,6 +80,15 @@ pub struct DatabaseArgs {
     /// Largest number of Postgres connections this process opens.
     #[arg(long, env = "CODIGO_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+}
+
+impl std::fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseArgs")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("db_max_connections", &self.db_max_connections)
+            .finish()
+    }
 }
 
 /// Shape of the work stream, the dead-letter stream and the per-type consumers.
@@ -146,4 +187,42 @@ pub struct TelemetryArgs {
     /// OTLP/HTTP endpoint for traces (e.g. http://otel-collector:4318); unset exports nothing.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otel_endpoint: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Settings {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let settings = Settings::parse_from([
+            "test",
+            "--nats-url",
+            "nats://n1:4222,nats://alice:nats-url-secret@n2:4222",
+            "--nats-user",
+            "bob",
+            "--nats-password",
+            "nats-password-secret",
+            "--database-url",
+            "postgres://app:db-url-secret@db/codigo",
+        ]);
+        let debug = format!("{settings:?}");
+        for secret in ["nats-url-secret", "nats-password-secret", "db-url-secret"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(
+            debug.contains("bob") && debug.contains("db/codigo"),
+            "{debug}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 use std::time::Duration;
 
 use async_nats::{ConnectOptions, ServerAddr};
+use secrecy::ExposeSecret as _;
 
 use crate::config::NatsArgs;
 
@@ -176,7 +177,7 @@ pub async fn connect(
             ))
         }
         (Some(user), Some(password), None) => {
-            options = options.user_and_password(user.clone(), password.clone());
+            options = options.user_and_password(user.clone(), password.expose_secret().to_owned());
         }
         (None, None, Some(UrlAuth::UserPassword(user, password))) => {
             options = options.user_and_password(user, password);

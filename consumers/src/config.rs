@@ -4,6 +4,7 @@ use std::time::Duration;
 use clap::Parser;
 use codigo_common::config::{DatabaseArgs, JetStreamArgs, NatsArgs, TelemetryArgs};
 use codigo_schemas::registry;
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// Codigo workers: pull jobs from JetStream, run their handlers, record outcomes in Postgres.
 #[derive(Debug, Clone, Parser)]
@@ -21,8 +22,9 @@ pub struct Config {
     #[arg(long, env = "CODIGO_CONCURRENCY", default_value_t = 512)]
     pub concurrency: usize,
     /// HMAC-SHA256 key that signs webhook bodies; required when webhook.deliver is served.
-    #[arg(long, env = "CODIGO_WEBHOOK_SIGNING_KEY", hide_env_values = true)]
-    pub webhook_signing_key: Option<String>,
+    #[arg(long, env = "CODIGO_WEBHOOK_SIGNING_KEY", hide_env_values = true,
+          value_parser = codigo_common::config::secret)]
+    pub webhook_signing_key: Option<SecretString>,
     /// Allow webhooks to private, loopback and link-local addresses (local use and tests).
     #[arg(long, env = "CODIGO_WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
     pub webhook_allow_private: bool,
@@ -98,9 +100,8 @@ impl Config {
         if served.contains(&codigo_schemas::WEBHOOK_DELIVER)
             && self
                 .webhook_signing_key
-                .as_deref()
-                .unwrap_or_default()
-                .len()
+                .as_ref()
+                .map_or(0, |key| key.expose_secret().len())
                 < 16
         {
             return Err(ConfigError(
@@ -114,5 +115,23 @@ impl Config {
 
     pub fn fetch_expires(&self) -> Duration {
         Duration::from_millis(self.fetch_expires_ms.max(500))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_holds_no_signing_key() {
+        let config = Config::try_parse_from([
+            "codigo-consumer",
+            "--webhook-signing-key",
+            "signing-key-that-must-not-show",
+        ])
+        .expect("parses");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("signing-key-that-must-not-show"), "{debug}");
+        assert!(debug.contains("webhook_signing_key"), "{debug}");
     }
 }

@@ -20,6 +20,7 @@ use backon::{ExponentialBuilder, Retryable};
 use codigo_common::nats::{self, InitialConnect};
 use codigo_common::shutdown::Shutdown;
 use codigo_common::{db, jetstream, telemetry, Names};
+use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -165,9 +166,9 @@ impl Application {
             handlers::HandlerSettings {
                 pool: pool.clone(),
                 faults: faults.clone(),
-                webhook: config.webhook_signing_key.clone().map(|signing_key| {
+                webhook: config.webhook_signing_key.as_ref().map(|signing_key| {
                     handlers::webhook::WebhookSettings {
-                        signing_key,
+                        signing_key: signing_key.expose_secret().to_owned(),
                         allow_private: config.webhook_allow_private,
                         timeout: Duration::from_secs(config.webhook_timeout_secs),
                     }

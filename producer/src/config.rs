@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use codigo_common::config::{DatabaseArgs, JetStreamArgs, NatsArgs, TelemetryArgs};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::auth::{ApiKeys, ParseKeysError};
 
@@ -20,8 +21,9 @@ pub struct Config {
     #[arg(long, env = "CODIGO_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
     /// API keys: `name:token` entries, comma separated; see README for scopes, tenant, rate.
-    #[arg(long, env = "CODIGO_API_KEYS", hide_env_values = true)]
-    pub api_keys: Option<String>,
+    #[arg(long, env = "CODIGO_API_KEYS", hide_env_values = true,
+          value_parser = codigo_common::config::secret)]
+    pub api_keys: Option<SecretString>,
     /// `disabled` turns API-key auth off (local use only).
     #[arg(long, env = "CODIGO_AUTH", value_enum, default_value = "required")]
     pub auth: AuthMode,
@@ -76,7 +78,11 @@ impl Config {
         match self.auth {
             AuthMode::Disabled => Ok(None),
             AuthMode::Required => {
-                let raw = self.api_keys.as_deref().unwrap_or_default();
+                let raw = self
+                    .api_keys
+                    .as_ref()
+                    .map(ExposeSecret::expose_secret)
+                    .unwrap_or_default();
                 let keys = ApiKeys::parse(raw, self.rate_limit_per_key)?;
                 if keys.is_empty() {
                     return Err(ConfigError::NoKeys);
@@ -84,5 +90,26 @@ impl Config {
                 Ok(Some(keys))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_holds_no_api_key() {
+        let config = Config::try_parse_from([
+            "codigo-producer",
+            "--api-keys",
+            "ops:token-that-must-not-show",
+        ])
+        .expect("parses");
+        assert_eq!(
+            config.api_keys().expect("valid keys").map(|k| k.is_empty()),
+            Some(false)
+        );
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("token-that-must-not-show"), "{debug}");
     }
 }

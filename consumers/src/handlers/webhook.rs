@@ -112,6 +112,13 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// A webhook URL for messages: scheme, host and port only. Its user info, path and query often
+/// hold the receiver's secret, and these messages reach logs, dead-letter headers and the
+/// jobs table.
+fn target_of(url: &reqwest::Url) -> String {
+    url.origin().ascii_serialization()
+}
+
 fn blocked(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(e) = current {
@@ -258,6 +265,7 @@ impl Handler for WebhookHandler {
             headers.insert("x-codigo-signature", signature);
         }
 
+        let target = target_of(&url);
         let response = match self
             .client
             .post(url)
@@ -269,13 +277,13 @@ impl Handler for WebhookHandler {
             Ok(response) => response,
             Err(error) if blocked(&error) => {
                 return Ok(Outcome::Permanent {
-                    error: format!("refused target: {error}"),
+                    error: format!("refused target {target}: {}", error.without_url()),
                 })
             }
             Err(error) => {
                 return Ok(Outcome::Retry {
                     after: None,
-                    error: format!("delivery failed: {error}"),
+                    error: format!("delivery to {target} failed: {}", error.without_url()),
                 })
             }
         };
@@ -324,6 +332,67 @@ mod tests {
         }
         for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
             assert!(is_public(ip.parse().expect("ip")), "{ip}");
+        }
+    }
+
+    #[test]
+    fn messages_name_the_target_without_its_secrets() {
+        let url =
+            reqwest::Url::parse("https://hook:s3cret@hooks.example.com:8443/T0/B1/XyZ?token=abc")
+                .expect("url");
+        assert_eq!(target_of(&url), "https://hooks.example.com:8443");
+    }
+
+    /// A failed delivery's error (logged, dead-lettered, stored) carries no part of the URL
+    /// that may be secret.
+    #[tokio::test]
+    async fn delivery_errors_do_not_repeat_the_url() {
+        // Nothing listens on port 9 of the loopback address: the connection is refused.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("lazy pool");
+        let handler = WebhookHandler::new(
+            pool,
+            WebhookSettings {
+                signing_key: "key".into(),
+                allow_private: true,
+                timeout: Duration::from_secs(2),
+            },
+        )
+        .expect("handler");
+        let envelope = codigo_schemas::Envelope {
+            id: uuid::Uuid::nil(),
+            job_type: codigo_schemas::WEBHOOK_DELIVER.into(),
+            payload: serde_json::json!({
+                "url": "http://hook:s3cret@127.0.0.1:9/T0/B1/XyZ?token=abc",
+                "body": {}
+            }),
+            idempotency_key: None,
+            created_at: time::OffsetDateTime::now_utc(),
+            tenant: None,
+        };
+        let job = Job {
+            envelope: &envelope,
+            record: crate::store::JobRecord {
+                id: envelope.id,
+                job_type: codigo_schemas::WEBHOOK_DELIVER,
+                payload: Some(&envelope.payload),
+                idempotency_key: None,
+                tenant: None,
+                created_at: envelope.created_at,
+                started_at: envelope.created_at,
+                attempts: 1,
+            },
+            attempt: 1,
+        };
+        match handler.handle(&job).await {
+            Ok(Outcome::Retry { error, .. }) => {
+                assert!(error.contains("http://127.0.0.1:9"), "{error}");
+                for secret in ["s3cret", "hook:", "XyZ", "token"] {
+                    assert!(!error.contains(secret), "{secret} in {error}");
+                }
+            }
+            other => panic!("expected a retry, got {other:?}"),
         }
     }
 
