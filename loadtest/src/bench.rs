@@ -506,6 +506,7 @@ async fn scenarios(ctx: &Ctx<'_>) -> Result<Results, LoadError> {
     for rep in 1..=reps {
         let step = |what: &str| eprintln!("[{rep}/{reps}] {what}");
         if wanted(args, Scenario::Baseline) {
+            settle(ctx).await;
             step("bare baseline");
             let spec = BaselineSpec {
                 jobs: args.baseline_jobs.unwrap_or(args.drain_jobs).max(1),
@@ -536,18 +537,21 @@ async fn scenarios(ctx: &Ctx<'_>) -> Result<Results, LoadError> {
             progress: true,
         };
         if wanted(args, Scenario::MaxBatch) {
+            settle(ctx).await;
             step("sustained rate, batch ingest");
             results
                 .max_batch
                 .push(load_rep(ctx, &sustained(Ingest::Batch, args.batch_clients)).await?);
         }
         if wanted(args, Scenario::MaxSingle) {
+            settle(ctx).await;
             step("sustained rate, single POST");
             results
                 .max_single
                 .push(load_rep(ctx, &sustained(Ingest::Single, args.single_clients)).await?);
         }
         if wanted(args, Scenario::MaxNats) {
+            settle(ctx).await;
             step("sustained rate, direct to JetStream");
             results
                 .max_nats
@@ -563,6 +567,7 @@ async fn scenarios(ctx: &Ctx<'_>) -> Result<Results, LoadError> {
                 .or(measured.map(|r| r / 2.0))
                 .unwrap_or(100.0)
                 .max(1.0);
+            settle(ctx).await;
             step(&format!(
                 "latency, open loop at {rate:.0} jobs/s (single POST)"
             ));
@@ -576,15 +581,52 @@ async fn scenarios(ctx: &Ctx<'_>) -> Result<Results, LoadError> {
             results.latency_rates.push(rate);
         }
         if wanted(args, Scenario::Drain) {
+            settle(ctx).await;
             step(&format!("drain {} jobs, one consumer", args.drain_jobs));
             results.drain.push(drain_rep(ctx, 1).await?);
         }
         if wanted(args, Scenario::DrainTwo) {
+            settle(ctx).await;
             step(&format!("drain {} jobs, two consumers", args.drain_jobs));
             results.drain_two.push(drain_rep(ctx, 2).await?);
         }
     }
     Ok(results)
+}
+
+/// Lets the previous step's after-effects finish before the next measurement starts, so that
+/// none pays for the one before it: Postgres checkpoints what the last run wrote, and NATS
+/// finishes removing its streams' files. Waits for the machine's CPUs to fall under 15 % busy
+/// (over half a second), for 30 s at most.
+async fn settle(ctx: &Ctx<'_>) {
+    ctx.server.checkpoint().await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let Some(before) = cpu_times() else { return };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some(after) = cpu_times() else { return };
+        let total = after.0.saturating_sub(before.0);
+        let idle = after.1.saturating_sub(before.1);
+        #[allow(clippy::cast_precision_loss)]
+        let busy = 1.0 - idle as f64 / total.max(1) as f64;
+        if busy < 0.15 {
+            return;
+        }
+    }
+}
+
+/// The machine's CPU time so far, in clock ticks: (all, idle + iowait), from `/proc/stat`.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((fields.iter().sum(), idle))
 }
 
 /// Starts producer (for HTTP ingest) and one consumer, runs the load, reads memory.
@@ -1383,7 +1425,10 @@ fn write_report(
          - **Drain**: {} jobs published straight to JetStream with no consumer running, then the \
          consumer process(es) started; jobs/s = jobs / (process start → last commit). The first \
          ack is seen by subscribing to the stream's `$JS.ACK` subjects.\n\
-         - **Memory**: VmHWM from `/proc/<pid>/status` at the end of each repetition.\n",
+         - **Memory**: VmHWM from `/proc/<pid>/status` at the end of each repetition.\n\
+         - **Between measurements**: Postgres runs a `CHECKPOINT` and the benchmark waits (30 s \
+         at most) for the machine's CPUs to fall under 15 % busy, so that no measurement pays for \
+         the writes and file removals of the one before.\n",
         args.duration_secs,
         args.max_backlog,
         num_int(args.drain_jobs),

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod driver;
 pub mod e2e;
 pub mod error;
+pub mod http1;
 pub mod payload;
 pub mod plot;
 pub mod procs;

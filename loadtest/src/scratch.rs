@@ -104,6 +104,24 @@ impl Server {
         live(self).retain(|s| s.database != scratch.database);
     }
 
+    /// Asks Postgres to write out what earlier work left dirty (pages, WAL) now, rather than
+    /// during the next measurement. Needs superuser or `pg_checkpoint`; without, it is skipped.
+    pub async fn checkpoint(&self) {
+        let done = match self.admin().await {
+            Ok(mut admin) => sqlx::query("CHECKPOINT")
+                .execute(&mut admin)
+                .await
+                .map(drop),
+            Err(error) => {
+                tracing::warn!(%error, "cannot connect for a checkpoint");
+                return;
+            }
+        };
+        if let Err(error) = done {
+            tracing::warn!(%error, "CHECKPOINT refused; measurements may pay for earlier writes");
+        }
+    }
+
     /// Scratches created and not removed yet.
     pub fn alive(&self) -> usize {
         live(self).len()

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::LoadError;
+use crate::http1::Http1Client;
 use crate::payload::JobFactory;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -54,6 +55,8 @@ impl Sent {
 
 pub enum Target {
     Http {
+        /// For plain `http://` producers; `client` serves `https://` ones.
+        plain: Option<Http1Client>,
         client: reqwest::Client,
         url: String,
         token: Option<String>,
@@ -94,9 +97,11 @@ impl Target {
             .build()
             .map_err(LoadError::Http)?;
         let path = if batch { "/v1/jobs/batch" } else { "/v1/jobs" };
+        let url = format!("{}{path}", base_url.trim_end_matches('/'));
         Ok(Self::Http {
+            plain: Http1Client::new(&url, token.as_deref(), REQUEST_TIMEOUT)?,
             client,
-            url: format!("{}{path}", base_url.trim_end_matches('/')),
+            url,
             token,
             batch,
         })
@@ -117,6 +122,7 @@ impl Target {
     pub async fn send(&self, factory: &JobFactory, first: u64, count: u64) -> Sent {
         match self {
             Self::Http {
+                plain,
                 client,
                 url,
                 token,
@@ -127,23 +133,18 @@ impl Target {
                 } else {
                     factory.request_body(first)
                 };
-                let mut request = client
-                    .post(url)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body);
-                if let Some(token) = token {
-                    request = request.bearer_auth(token);
-                }
-                let response = match request.send().await {
-                    Ok(response) => response,
-                    Err(error) => return Sent::refused(count, transport(&error)),
+                let answer = match plain {
+                    Some(plain) => plain
+                        .post_json(body)
+                        .await
+                        .map_err(|f| f.as_str().to_owned()),
+                    None => https_post(client, url, token.as_deref(), body).await,
                 };
-                let status = response.status();
-                let bytes = match response.bytes().await {
-                    Ok(bytes) => bytes,
-                    Err(error) => return Sent::refused(count, transport(&error)),
+                let (status, bytes) = match answer {
+                    Ok(answer) => answer,
+                    Err(why) => return Sent::refused(count, why),
                 };
-                if status != reqwest::StatusCode::ACCEPTED {
+                if status != hyper::StatusCode::ACCEPTED {
                     return Sent::refused(count, format!("http {}", status.as_u16()));
                 }
                 if *batch {
@@ -176,6 +177,25 @@ impl Target {
             }
         }
     }
+}
+
+async fn https_post(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> Result<(hyper::StatusCode, bytes::Bytes), String> {
+    let mut request = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.map_err(|e| transport(&e))?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| transport(&e))?;
+    Ok((status, bytes))
 }
 
 fn transport(error: &reqwest::Error) -> String {
