@@ -73,6 +73,26 @@ pub fn register_metrics(job_type: &'static str) {
     metrics::gauge!("codigo_consumer_pending_messages", "job_type" => job_type).set(0.0);
 }
 
+/// The per-job series of one job type, looked up once per group rather than once per job.
+struct Meters {
+    acked: metrics::Counter,
+    processing: metrics::Histogram,
+    end_to_end: metrics::Histogram,
+}
+
+impl Meters {
+    fn of(job_type: &'static str) -> Self {
+        Self {
+            acked: metrics::counter!("codigo_consumer_acks_total",
+                "job_type" => job_type, "outcome" => "ack"),
+            processing: metrics::histogram!("codigo_job_processing_duration_seconds",
+                "job_type" => job_type),
+            end_to_end: metrics::histogram!("codigo_job_end_to_end_duration_seconds",
+                "job_type" => job_type),
+        }
+    }
+}
+
 struct InFlight(&'static str, f64);
 
 impl InFlight {
@@ -495,11 +515,10 @@ async fn process_group(
     let job_type = handler.job_type();
     let _in_flight = InFlight::start(job_type, messages.len());
     let started = Instant::now();
-    let subjects: Vec<String> = messages.iter().map(|m| m.subject.to_string()).collect();
 
     let mut decoded = Vec::with_capacity(messages.len());
-    for (message, subject) in messages.iter().zip(&subjects) {
-        let delivery = delivery_of(job_type, message, subject);
+    for message in &messages {
+        let delivery = delivery_of(job_type, message, message.subject.as_str());
         if let Some(ok) = decode_or_dead_letter(&shared, delivery).await {
             decoded.push(ok);
         }
@@ -583,23 +602,30 @@ async fn process_group(
         }
     }
 
-    let elapsed = started.elapsed().as_secs_f64();
+    let meters = Meters::of(job_type);
+    meters
+        .processing
+        .record_many(started.elapsed().as_secs_f64(), decoded.len());
     for ((d, job), outcome) in decoded.iter().zip(&jobs).zip(outcomes) {
-        metrics::histogram!("codigo_job_processing_duration_seconds", "job_type" => job_type)
-            .record(elapsed);
         let Some(outcome) = outcome else { continue };
         if outcome == Outcome::Succeeded && !telemetry::traces_exported() {
             // Nothing is logged about a success: no span needed.
-            settle(&shared, d, &job.record, outcome).await;
+            settle(&shared, &meters, d, &job.record, outcome).await;
         } else {
-            settle(&shared, d, &job.record, outcome)
+            settle(&shared, &meters, d, &job.record, outcome)
                 .instrument(d.span().clone())
                 .await;
         }
     }
 }
 
-async fn settle(shared: &Shared, decoded: &Decoded<'_>, record: &JobRecord<'_>, outcome: Outcome) {
+async fn settle(
+    shared: &Shared,
+    meters: &Meters,
+    decoded: &Decoded<'_>,
+    record: &JobRecord<'_>,
+    outcome: Outcome,
+) {
     let delivery = &decoded.delivery;
     let (job_type, message, attempt) = (delivery.job_type, delivery.message, delivery.attempt);
     match outcome {
@@ -612,12 +638,9 @@ async fn settle(shared: &Shared, decoded: &Decoded<'_>, record: &JobRecord<'_>, 
             };
             match message.ack().instrument(ack_span).await {
                 Ok(()) => {
-                    count_ack(job_type, "ack");
+                    meters.acked.increment(1);
                     let age = OffsetDateTime::now_utc() - decoded.envelope.created_at;
-                    metrics::histogram!(
-                        "codigo_job_end_to_end_duration_seconds", "job_type" => job_type
-                    )
-                    .record(age.as_seconds_f64().max(0.0));
+                    meters.end_to_end.record(age.as_seconds_f64().max(0.0));
                 }
                 // Committed but not acked: the redelivery finds the job done and acks it.
                 Err(error) => tracing::warn!(

@@ -8,50 +8,18 @@
 //! are exact.
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
-use codigo_common::shutdown::Shutdown;
-use codigo_testkit::TestEnv;
+use codigo_testkit::{InProcess, TestEnv};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "metrics-token-00000001";
 const SIGNING_KEY: &str = "metrics-signing-key-0001";
 
-/// An in-process service: where it listens and how to stop it.
-struct Service {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Service {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn wait_ready(&self, http: &reqwest::Client) {
-        for _ in 0..400 {
-            if let Ok(response) = http.get(self.url("/readyz")).send().await {
-                if response.status() == StatusCode::OK {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{} never became ready", self.addr);
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.expect("service task");
-    }
-}
-
-async fn start_producer(env: &TestEnv) -> Service {
+async fn start_producer(env: &TestEnv) -> InProcess {
     let keys = format!("metrics:{TOKEN}");
     let nats_url = codigo_testkit::nats_url();
     let config = codigo_producer::Config::try_parse_from([
@@ -77,22 +45,14 @@ async fn start_producer(env: &TestEnv) -> Service {
     let app = codigo_producer::Application::build(config)
         .await
         .expect("producer starts");
-    let addr = app.local_addr();
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        app.run_until_stopped(stop).await.expect("producer runs");
-    });
-    Service {
-        addr,
-        shutdown,
-        task,
-    }
+    InProcess::spawn("producer", app.local_addr(), |stop| {
+        app.run_until_stopped(stop)
+    })
 }
 
 /// Short retry delays and four deliveries (the test kit's consumer settings), so the job
 /// that keeps failing reaches MaxDeliver within seconds.
-async fn start_consumer(env: &TestEnv) -> Service {
+async fn start_consumer(env: &TestEnv) -> InProcess {
     let nats_url = codigo_testkit::nats_url();
     let config = codigo_consumer::Config::try_parse_from([
         "codigo-consumer",
@@ -128,20 +88,12 @@ async fn start_consumer(env: &TestEnv) -> Service {
         !config.webhook_allow_private,
         "CODIGO_WEBHOOK_ALLOW_PRIVATE must be unset for this test"
     );
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
     let app = codigo_consumer::Application::build(config)
         .await
         .expect("consumer starts");
-    let addr = app.local_addr();
-    let task = tokio::spawn(async move {
-        app.run_until_stopped(stop).await.expect("consumer runs");
-    });
-    Service {
-        addr,
-        shutdown,
-        task,
-    }
+    InProcess::spawn("consumer", app.local_addr(), |stop| {
+        app.run_until_stopped(stop)
+    })
 }
 
 /// One parsed `/metrics` page.
@@ -247,7 +199,7 @@ fn parse_sample(line: &str) -> (String, BTreeMap<String, String>, f64) {
     (name.to_owned(), labels, value)
 }
 
-async fn scrape(http: &reqwest::Client, service: &Service) -> Scrape {
+async fn scrape(http: &reqwest::Client, service: &InProcess) -> Scrape {
     let response = http
         .get(service.url("/metrics"))
         .send()
@@ -363,7 +315,7 @@ fn assert_contract(scrape: &Scrape, owns: impl Fn(&str) -> bool, what: &str) {
     );
 }
 
-async fn submit(http: &reqwest::Client, producer: &Service, body: Value) -> (StatusCode, Value) {
+async fn submit(http: &reqwest::Client, producer: &InProcess, body: Value) -> (StatusCode, Value) {
     let response = http
         .post(producer.url("/v1/jobs"))
         .bearer_auth(TOKEN)
@@ -395,8 +347,8 @@ async fn live_metrics_match_the_contract_and_the_jobs_processed() {
     let http = reqwest::Client::new();
     let producer = start_producer(&env).await;
     let consumer = start_consumer(&env).await;
-    producer.wait_ready(&http).await;
-    consumer.wait_ready(&http).await;
+    producer.wait_ready().await;
+    consumer.wait_ready().await;
 
     // Three distinct ledger jobs, one repeated submission, one invalid.
     for n in 1..=3 {

@@ -12,10 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bytes::Bytes;
 use clap::Parser;
-use codigo_common::shutdown::Shutdown;
 use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
 use codigo_consumer::Application;
-use codigo_testkit::TestEnv;
+use codigo_testkit::{InProcess, TestEnv};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -57,41 +56,23 @@ fn consumer_args(env: &TestEnv, extra: &[&str]) -> codigo_consumer::Config {
     codigo_consumer::Config::try_parse_from(args).expect("valid consumer flags")
 }
 
-struct Running {
-    shutdown: Shutdown,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("stops within its drain timeout")
-            .expect("task");
-    }
-}
-
 async fn start_consumer(
     env: &TestEnv,
     extra: &[&str],
     handler: Option<Arc<dyn Handler>>,
-) -> Running {
+) -> InProcess {
     let mut app = Application::build(consumer_args(env, extra))
         .await
         .expect("consumer starts");
     if let Some(handler) = handler {
         app = app.with_handler(handler);
     }
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        app.run_until_stopped(stop).await.expect("consumer runs");
-    });
-    Running { shutdown, task }
+    InProcess::spawn("consumer", app.local_addr(), |stop| {
+        app.run_until_stopped(stop)
+    })
 }
 
-async fn start_gateway(env: &TestEnv) -> (SocketAddr, Running) {
+async fn start_gateway(env: &TestEnv) -> (SocketAddr, InProcess) {
     let keys = format!("pipeline:{TOKEN}");
     let config = codigo_producer::Config::try_parse_from([
         "codigo-producer",
@@ -113,12 +94,10 @@ async fn start_gateway(env: &TestEnv) -> (SocketAddr, Running) {
         .await
         .expect("gateway starts");
     let addr = app.local_addr();
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        app.run_until_stopped(stop).await.expect("gateway runs");
-    });
-    (addr, Running { shutdown, task })
+    (
+        addr,
+        InProcess::spawn("gateway", addr, |stop| app.run_until_stopped(stop)),
+    )
 }
 
 fn envelope(job_type: &str, payload: Value) -> Value {

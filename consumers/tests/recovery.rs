@@ -5,30 +5,14 @@ use std::time::Duration;
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use clap::Parser;
-use codigo_common::shutdown::Shutdown;
 use codigo_consumer::Application;
-use codigo_testkit::TestEnv;
+use codigo_testkit::{InProcess, TestEnv};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-struct Running {
-    shutdown: Shutdown,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("stops within its drain timeout")
-            .expect("task");
-    }
-}
-
-async fn start_consumer(env: &TestEnv) -> Running {
+async fn start_consumer(env: &TestEnv) -> InProcess {
     let nats_url = codigo_testkit::nats_url();
     let config = codigo_consumer::Config::try_parse_from([
         "codigo-consumer",
@@ -59,12 +43,9 @@ async fn start_consumer(env: &TestEnv) -> Running {
     ])
     .expect("valid consumer flags");
     let app = Application::build(config).await.expect("consumer starts");
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        app.run_until_stopped(stop).await.expect("consumer runs");
-    });
-    Running { shutdown, task }
+    InProcess::spawn("consumer", app.local_addr(), |stop| {
+        app.run_until_stopped(stop)
+    })
 }
 
 /// Publishes `count` ledger jobs of 1 cent to `account`; returns their ids.

@@ -11,7 +11,6 @@
 //! checked for the `trace_id` and `span_id` of the span they were written in.
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,8 +23,7 @@ use axum::routing::post;
 use axum::Router;
 use clap::Parser;
 use codigo_common::config::{LogFormat, TelemetryArgs};
-use codigo_common::shutdown::Shutdown;
-use codigo_testkit::TestEnv;
+use codigo_testkit::{InProcess, TestEnv};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -218,13 +216,7 @@ impl Drop for ConsumerProcess {
     }
 }
 
-struct Producer {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn start_producer(env: &TestEnv) -> Producer {
+async fn start_producer(env: &TestEnv) -> InProcess {
     let keys = format!("tracing:{TOKEN}");
     let nats_url = codigo_testkit::nats_url();
     let config = codigo_producer::Config::try_parse_from([
@@ -246,29 +238,14 @@ async fn start_producer(env: &TestEnv) -> Producer {
     let app = codigo_producer::Application::build(config)
         .await
         .expect("producer starts");
-    let addr = app.local_addr();
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        app.run_until_stopped(stop).await.expect("producer runs");
+    let producer = InProcess::spawn("producer", app.local_addr(), |stop| {
+        app.run_until_stopped(stop)
     });
-    let http = reqwest::Client::new();
-    for _ in 0..400 {
-        if let Ok(response) = http.get(format!("http://{addr}/readyz")).send().await {
-            if response.status() == reqwest::StatusCode::OK {
-                return Producer {
-                    addr,
-                    shutdown,
-                    task,
-                };
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("producer never became ready");
+    producer.wait_ready().await;
+    producer
 }
 
-async fn submit(producer: &Producer, traceparent: Option<String>, account: &str) -> String {
+async fn submit(producer: &InProcess, traceparent: Option<String>, account: &str) -> String {
     let mut request = reqwest::Client::new()
         .post(format!("http://{}/v1/jobs", producer.addr))
         .bearer_auth(TOKEN)
@@ -283,7 +260,7 @@ async fn submit(producer: &Producer, traceparent: Option<String>, account: &str)
     body["id"].as_str().expect("job id").to_owned()
 }
 
-async fn submit_batch(producer: &Producer, jobs: usize) -> Vec<String> {
+async fn submit_batch(producer: &InProcess, jobs: usize) -> Vec<String> {
     let items: Vec<Value> = (0..jobs)
         .map(|n| {
             json!({"type": "ledger.post",
@@ -615,7 +592,6 @@ async fn one_trace_spans_producer_queue_and_consumer() {
     );
     assert_eq!(dead_lettered["span"]["name"], "process_job");
 
-    producer.shutdown.cancel();
-    producer.task.await.expect("producer task");
+    producer.stop().await;
     env.cleanup().await;
 }

@@ -8,27 +8,11 @@ use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
 use bytes::Bytes;
 use clap::Parser;
-use codigo_common::shutdown::Shutdown;
 use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
-use codigo_testkit::TestEnv;
+use codigo_testkit::{InProcess, TestEnv};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-struct Running {
-    shutdown: Shutdown,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("consumer stops")
-            .expect("consumer task");
-    }
-}
 
 /// A worker that refuses every ledger job, so that valid jobs end up dead-lettered.
 struct Refuse;
@@ -46,7 +30,7 @@ impl Handler for Refuse {
     }
 }
 
-async fn start_consumer(env: &TestEnv, handler: Option<Arc<dyn Handler>>) -> Running {
+async fn start_consumer(env: &TestEnv, handler: Option<Arc<dyn Handler>>) -> InProcess {
     let nats_url = codigo_testkit::nats_url();
     let config = codigo_consumer::Config::try_parse_from([
         "codigo-consumer",
@@ -78,12 +62,9 @@ async fn start_consumer(env: &TestEnv, handler: Option<Arc<dyn Handler>>) -> Run
     if let Some(handler) = handler {
         app = app.with_handler(handler);
     }
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        app.run_until_stopped(stop).await.expect("consumer runs");
-    });
-    Running { shutdown, task }
+    InProcess::spawn("consumer", app.local_addr(), |stop| {
+        app.run_until_stopped(stop)
+    })
 }
 
 async fn publish(env: &TestEnv, body: Vec<u8>, msg_id: &str) {

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use clap::Parser;
-use codigo_common::shutdown::Shutdown;
-use codigo_testkit::TestEnv;
+use codigo_testkit::{InProcess, TestEnv};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -189,23 +188,7 @@ fn ctl_setup(access: &Access, database_url: &str) {
     );
 }
 
-struct Service {
-    addr: std::net::SocketAddr,
-    shutdown: Shutdown,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Service {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("stops in time")
-            .expect("service task");
-    }
-}
-
-async fn start_producer(access: &Access, database_url: &str) -> Service {
+async fn start_producer(access: &Access, database_url: &str) -> InProcess {
     let mut args = vec![
         "codigo-producer".to_owned(),
         "--http-addr".to_owned(),
@@ -224,19 +207,12 @@ async fn start_producer(access: &Access, database_url: &str) -> Service {
     let app = codigo_producer::Application::build(config)
         .await
         .expect("producer starts");
-    let addr = app.local_addr();
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
-    let task =
-        tokio::spawn(async move { app.run_until_stopped(stop).await.expect("producer runs") });
-    Service {
-        addr,
-        shutdown,
-        task,
-    }
+    InProcess::spawn("producer", app.local_addr(), |stop| {
+        app.run_until_stopped(stop)
+    })
 }
 
-async fn start_consumer(access: &Access, database_url: &str) -> Service {
+async fn start_consumer(access: &Access, database_url: &str) -> InProcess {
     let mut args = vec![
         "codigo-consumer".to_owned(),
         "--http-addr".to_owned(),
@@ -257,16 +233,9 @@ async fn start_consumer(access: &Access, database_url: &str) -> Service {
     let app = codigo_consumer::Application::build(config)
         .await
         .expect("consumer starts");
-    let addr = app.local_addr();
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
-    let task =
-        tokio::spawn(async move { app.run_until_stopped(stop).await.expect("consumer runs") });
-    Service {
-        addr,
-        shutdown,
-        task,
-    }
+    InProcess::spawn("consumer", app.local_addr(), |stop| {
+        app.run_until_stopped(stop)
+    })
 }
 
 async fn wait_until(what: &str, check: impl AsyncFnMut() -> bool) {
@@ -285,7 +254,7 @@ async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
 }
 
 /// Waits for a service's readiness; on failure shows what the server refused.
-async fn wait_ready(http: &reqwest::Client, service: &Service, name: &str, server: &PrivateNats) {
+async fn wait_ready(http: &reqwest::Client, service: &InProcess, name: &str, server: &PrivateNats) {
     assert!(
         eventually(async || ready(http, service).await).await,
         "{name} never became ready; nats-server says:\n{}",
@@ -293,7 +262,7 @@ async fn wait_ready(http: &reqwest::Client, service: &Service, name: &str, serve
     );
 }
 
-async fn ready(http: &reqwest::Client, service: &Service) -> bool {
+async fn ready(http: &reqwest::Client, service: &InProcess) -> bool {
     http.get(format!("http://{}/readyz", service.addr))
         .send()
         .await
@@ -301,7 +270,7 @@ async fn ready(http: &reqwest::Client, service: &Service) -> bool {
 }
 
 /// Submits a ledger job through the producer and waits for the consumer to record it.
-async fn job_end_to_end(http: &reqwest::Client, producer: &Service, account: &str) {
+async fn job_end_to_end(http: &reqwest::Client, producer: &InProcess, account: &str) {
     let response = http
         .post(format!("http://{}/v1/jobs", producer.addr))
         .bearer_auth(TOKEN)

@@ -7,8 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
-use codigo_common::shutdown::Shutdown;
-use codigo_testkit::TestEnv;
+use codigo_testkit::{InProcess, TestEnv};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -147,23 +146,7 @@ async fn webhook_target() -> SocketAddr {
     addr
 }
 
-struct Service {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Service {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("stops in time")
-            .expect("service task");
-    }
-}
-
-async fn start_services(env: &TestEnv, app_url: &str) -> (Service, Service) {
+async fn start_services(env: &TestEnv, app_url: &str) -> (InProcess, InProcess) {
     let nats_url = codigo_testkit::nats_url();
     let common = [
         "--http-addr",
@@ -206,42 +189,16 @@ async fn start_services(env: &TestEnv, app_url: &str) -> (Service, Service) {
     )
     .await
     .expect("consumer starts");
-    let run = |addr: SocketAddr,
-               future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-               shutdown: Shutdown| Service {
-        addr,
-        shutdown,
-        task: tokio::spawn(future),
-    };
-    let (producer_stop, consumer_stop) = (Shutdown::new(), Shutdown::new());
-    let producer_addr = producer.local_addr();
-    let consumer_addr = consumer.local_addr();
-    let stop = producer_stop.clone();
-    let producer = run(
-        producer_addr,
-        Box::pin(async move {
-            producer
-                .run_until_stopped(stop)
-                .await
-                .expect("producer runs")
-        }),
-        producer_stop,
-    );
-    let stop = consumer_stop.clone();
-    let consumer = run(
-        consumer_addr,
-        Box::pin(async move {
-            consumer
-                .run_until_stopped(stop)
-                .await
-                .expect("consumer runs")
-        }),
-        consumer_stop,
-    );
+    let producer = InProcess::spawn("producer", producer.local_addr(), |stop| {
+        producer.run_until_stopped(stop)
+    });
+    let consumer = InProcess::spawn("consumer", consumer.local_addr(), |stop| {
+        consumer.run_until_stopped(stop)
+    });
     (producer, consumer)
 }
 
-async fn submit(http: &reqwest::Client, producer: &Service, job: Value) -> String {
+async fn submit(http: &reqwest::Client, producer: &InProcess, job: Value) -> String {
     let response = http
         .post(format!("http://{}/v1/jobs", producer.addr))
         .bearer_auth(TOKEN)
@@ -255,7 +212,7 @@ async fn submit(http: &reqwest::Client, producer: &Service, job: Value) -> Strin
 }
 
 /// Waits for a job's final status, read through the producer (the application role).
-async fn final_status(http: &reqwest::Client, producer: &Service, id: &str) -> Value {
+async fn final_status(http: &reqwest::Client, producer: &InProcess, id: &str) -> Value {
     for _ in 0..600 {
         if let Ok(response) = http
             .get(format!("http://{}/v1/jobs/{id}", producer.addr))

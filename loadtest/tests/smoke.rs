@@ -5,32 +5,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use codigo_common::shutdown::Shutdown;
 use codigo_loadtest::baseline::{self, BaselineSpec};
 use codigo_loadtest::driver::Load;
 use codigo_loadtest::run::{self, Endpoints, Report, RunSpec};
 use codigo_loadtest::scratch::Server;
 use codigo_loadtest::target::Ingest;
-use codigo_testkit::TestEnv;
+use codigo_testkit::{InProcess, TestEnv};
 
 const TOKEN: &str = "loadtest-smoke-token-01";
 
-struct Running {
-    shutdown: Shutdown,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("stops within its drain timeout")
-            .expect("task");
-    }
-}
-
-async fn start_producer(env: &TestEnv) -> (SocketAddr, Running) {
+async fn start_producer(env: &TestEnv) -> (SocketAddr, InProcess) {
     let keys = format!("smoke:{TOKEN}");
     let config = codigo_producer::Config::try_parse_from([
         "codigo-producer",
@@ -52,24 +36,12 @@ async fn start_producer(env: &TestEnv) -> (SocketAddr, Running) {
         .await
         .expect("producer starts");
     let addr = app.local_addr();
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        app.run_until_stopped(stop).await.expect("producer runs");
-    });
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await {
-            if r.status().is_success() {
-                return (addr, Running { shutdown, task });
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("producer never became ready");
+    let producer = InProcess::spawn("producer", addr, |stop| app.run_until_stopped(stop));
+    producer.wait_ready().await;
+    (addr, producer)
 }
 
-async fn start_consumer(env: &TestEnv) -> Running {
+async fn start_consumer(env: &TestEnv) -> InProcess {
     let config = codigo_consumer::Config::try_parse_from([
         "codigo-consumer",
         "--http-addr",
@@ -97,12 +69,9 @@ async fn start_consumer(env: &TestEnv) -> Running {
     let app = codigo_consumer::Application::build(config)
         .await
         .expect("consumer starts");
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        app.run_until_stopped(stop).await.expect("consumer runs");
-    });
-    Running { shutdown, task }
+    InProcess::spawn("consumer", app.local_addr(), |stop| {
+        app.run_until_stopped(stop)
+    })
 }
 
 fn spec(ingest: Ingest, load: Load, duration: Option<Duration>, jobs: Option<u64>) -> RunSpec {

@@ -1,12 +1,9 @@
 //! The gateway against real NATS and Postgres: every row of the contract's error table, ids,
 //! idempotency, batches, tenants and what lands on the stream.
-use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::Parser;
-use codigo_common::shutdown::Shutdown;
 use codigo_producer::{Application, Config};
-use codigo_testkit::TestEnv;
+use codigo_testkit::{InProcess, TestEnv};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -16,9 +13,7 @@ const SCOPED: &str = "scoped-token-000000003";
 const SLOW: &str = "slow-token-00000000004";
 
 struct Gateway {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-    task: tokio::task::JoinHandle<()>,
+    service: InProcess,
     http: reqwest::Client,
 }
 
@@ -53,35 +48,21 @@ impl Gateway {
         args.extend_from_slice(extra);
         let config = Config::try_parse_from(args).expect("valid flags");
         let app = Application::build(config).await.expect("gateway starts");
-        let addr = app.local_addr();
-        let shutdown = Shutdown::new();
-        let stop = shutdown.clone();
-        let task = tokio::spawn(async move {
-            app.run_until_stopped(stop).await.expect("gateway runs");
+        let service = InProcess::spawn("gateway", app.local_addr(), |stop| {
+            app.run_until_stopped(stop)
         });
         Self {
-            addr,
-            shutdown,
-            task,
+            service,
             http: reqwest::Client::new(),
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.service.url(path)
     }
 
-    /// Generous: on a loaded machine JetStream's API can take seconds to answer.
     async fn wait_ready(&self) {
-        for _ in 0..600 {
-            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
-                if r.status() == StatusCode::OK {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("gateway never became ready");
+        self.service.wait_ready().await;
     }
 
     async fn post(
@@ -98,8 +79,7 @@ impl Gateway {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.expect("gateway task");
+        self.service.stop().await;
     }
 }
 

@@ -195,3 +195,77 @@ async fn drop_database(database: &str) {
             .await;
     }
 }
+
+/// A service (gateway or consumer) started inside the test process: where it listens, and
+/// how to stop it as Kubernetes stops a pod (the shutdown signal, then time to drain).
+pub struct InProcess {
+    pub addr: std::net::SocketAddr,
+    shutdown: codigo_common::shutdown::Shutdown,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcess {
+    /// Runs `run` (an application's `run_until_stopped`) on a task of its own; the task
+    /// panics, failing the test, if the service stops with an error.
+    pub fn spawn<F, Fut, E>(name: &'static str, addr: std::net::SocketAddr, run: F) -> Self
+    where
+        F: FnOnce(codigo_common::shutdown::Shutdown) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let shutdown = codigo_common::shutdown::Shutdown::new();
+        let running = run(shutdown.clone());
+        let task = tokio::spawn(async move {
+            if let Err(error) = running.await {
+                panic!("{name} failed: {error}");
+            }
+        });
+        Self {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Waits (30 s at most: on a loaded machine JetStream can take seconds to answer) until
+    /// `GET /readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        for _ in 0..600 {
+            if self.ready().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the service at {} never became ready", self.addr);
+    }
+
+    async fn ready(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut stream) = tokio::net::TcpStream::connect(self.addr).await else {
+            return false;
+        };
+        let request = format!(
+            "GET /readyz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
+        if stream.write_all(request.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut status_line = [0u8; 12];
+        stream.read_exact(&mut status_line).await.is_ok() && &status_line[9..12] == b"200"
+    }
+
+    /// Signals shutdown and waits for the service to drain and stop (30 s at most).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("stops within its drain timeout")
+            .expect("service task");
+    }
+}

@@ -3,12 +3,10 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::Parser;
-use codigo_common::shutdown::Shutdown;
 use codigo_producer::{Application, Config};
-use codigo_testkit::TestEnv;
+use codigo_testkit::{InProcess, TestEnv};
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -30,8 +28,7 @@ pub fn api_keys() -> String {
 
 pub struct Gateway {
     pub addr: SocketAddr,
-    shutdown: Shutdown,
-    task: tokio::task::JoinHandle<()>,
+    service: InProcess,
     pub http: reqwest::Client,
 }
 
@@ -60,15 +57,10 @@ impl Gateway {
         let config = Config::try_parse_from(args).expect("valid flags");
         let app = Application::build(config).await.expect("gateway starts");
         let addr = app.local_addr();
-        let shutdown = Shutdown::new();
-        let stop = shutdown.clone();
-        let task = tokio::spawn(async move {
-            app.run_until_stopped(stop).await.expect("gateway runs");
-        });
+        let service = InProcess::spawn("gateway", addr, |stop| app.run_until_stopped(stop));
         let gateway = Self {
             addr,
-            shutdown,
-            task,
+            service,
             http: reqwest::Client::new(),
         };
         gateway.wait_ready().await;
@@ -76,20 +68,11 @@ impl Gateway {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.service.url(path)
     }
 
-    /// Up to 30 s: on a loaded machine JetStream can take a while to answer stream updates.
     async fn wait_ready(&self) {
-        for _ in 0..600 {
-            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
-                if r.status() == StatusCode::OK {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("gateway never became ready");
+        self.service.wait_ready().await;
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
@@ -136,8 +119,7 @@ impl Gateway {
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.expect("gateway task");
+        self.service.stop().await;
     }
 }
 
