@@ -398,9 +398,9 @@ async fn with_progress<F: std::future::Future>(
 /// A message whose envelope decoded and validated, ready for its handler.
 struct Decoded<'a> {
     delivery: Delivery<'a>,
-    /// The job's own `process_job` span: made up front when traces are exported, otherwise
-    /// only once something needs it (a job handled alone, a log line about this job). A job
-    /// that succeeds within a group then costs no span of its own.
+    /// The job's own `process_job` span, made once something needs it: an exported trace (its
+    /// group's span links to it), a job handled alone, a log line about this job. A job that
+    /// succeeds within a group while traces are not exported then costs no span of its own.
     span: OnceLock<tracing::Span>,
     envelope: Envelope,
 }
@@ -467,17 +467,11 @@ fn record_of<'a>(envelope: &'a Envelope, job_type: &'static str, attempt: u64) -
 async fn decode_or_dead_letter<'a>(shared: &Shared, delivery: Delivery<'a>) -> Option<Decoded<'a>> {
     let job_type = delivery.job_type;
     match decode(job_type, &delivery.message.payload) {
-        Ok(envelope) => {
-            let span = OnceLock::new();
-            if telemetry::traces_exported() {
-                let _ = span.set(job_span(&delivery, Some(envelope.id)));
-            }
-            Some(Decoded {
-                delivery,
-                span,
-                envelope,
-            })
-        }
+        Ok(envelope) => Some(Decoded {
+            delivery,
+            span: OnceLock::new(),
+            envelope,
+        }),
         Err(rejected) => {
             // An envelope with a usable id still gets its jobs row, so that the submitter
             // can see what became of it.
@@ -608,14 +602,15 @@ async fn process_group(
         .record_many(started.elapsed().as_secs_f64(), decoded.len());
     for ((d, job), outcome) in decoded.iter().zip(&jobs).zip(outcomes) {
         let Some(outcome) = outcome else { continue };
-        if outcome == Outcome::Succeeded && !telemetry::traces_exported() {
-            // Nothing is logged about a success: no span needed.
-            settle(&shared, &meters, d, &job.record, outcome).await;
+        // Nothing is logged about a success: it needs the job's span only for a trace.
+        let span = if outcome == Outcome::Succeeded {
+            telemetry::detail_span(|| d.span().clone())
         } else {
-            settle(&shared, &meters, d, &job.record, outcome)
-                .instrument(d.span().clone())
-                .await;
-        }
+            d.span().clone()
+        };
+        settle(&shared, &meters, d, &job.record, outcome)
+            .instrument(span)
+            .await;
     }
 }
 
@@ -631,11 +626,7 @@ async fn settle(
     match outcome {
         Outcome::Succeeded => {
             shared.faults.after_commit();
-            let ack_span = if telemetry::traces_exported() {
-                tracing::info_span!("ack")
-            } else {
-                tracing::Span::none()
-            };
+            let ack_span = telemetry::detail_span(|| tracing::info_span!("ack"));
             match message.ack().instrument(ack_span).await {
                 Ok(()) => {
                     meters.acked.increment(1);

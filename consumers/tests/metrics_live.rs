@@ -21,26 +21,19 @@ const SIGNING_KEY: &str = "metrics-signing-key-0001";
 
 async fn start_producer(env: &TestEnv) -> InProcess {
     let keys = format!("metrics:{TOKEN}");
-    let nats_url = codigo_testkit::nats_url();
-    let config = codigo_producer::Config::try_parse_from([
+    let config = codigo_producer::Config::try_parse_from(env.service_args(
         "codigo-producer",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--nats-url",
-        &nats_url,
-        "--namespace",
-        env.names.namespace(),
-        "--database-url",
-        &env.database_url,
-        "--api-keys",
-        &keys,
-        "--auth",
-        "required",
-        "--rate-limit-per-key",
-        "0",
-        "--publish-timeout-secs",
-        "2",
-    ])
+        &[
+            "--api-keys",
+            &keys,
+            "--auth",
+            "required",
+            "--rate-limit-per-key",
+            "0",
+            "--publish-timeout-secs",
+            "2",
+        ],
+    ))
     .expect("valid producer flags");
     let app = codigo_producer::Application::build(config)
         .await
@@ -53,36 +46,29 @@ async fn start_producer(env: &TestEnv) -> InProcess {
 /// Short retry delays and four deliveries (the test kit's consumer settings), so the job
 /// that keeps failing reaches MaxDeliver within seconds.
 async fn start_consumer(env: &TestEnv) -> InProcess {
-    let nats_url = codigo_testkit::nats_url();
-    let config = codigo_consumer::Config::try_parse_from([
+    let config = codigo_consumer::Config::try_parse_from(env.service_args(
         "codigo-consumer",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--nats-url",
-        &nats_url,
-        "--namespace",
-        env.names.namespace(),
-        "--database-url",
-        &env.database_url,
-        "--webhook-signing-key",
-        SIGNING_KEY,
-        "--webhook-timeout-secs",
-        "2",
-        "--retry-base-ms",
-        "50",
-        "--retry-max-secs",
-        "1",
-        "--fetch-expires-ms",
-        "1000",
-        "--shutdown-timeout-secs",
-        "5",
-        "--max-deliver",
-        "4",
-        "--ack-wait-secs",
-        "5",
-        "--backoff-secs",
-        "5",
-    ])
+        &[
+            "--webhook-signing-key",
+            SIGNING_KEY,
+            "--webhook-timeout-secs",
+            "2",
+            "--retry-base-ms",
+            "50",
+            "--retry-max-secs",
+            "1",
+            "--fetch-expires-ms",
+            "1000",
+            "--shutdown-timeout-secs",
+            "5",
+            "--max-deliver",
+            "4",
+            "--ack-wait-secs",
+            "5",
+            "--backoff-secs",
+            "5",
+        ],
+    ))
     .expect("valid consumer flags");
     assert!(
         !config.webhook_allow_private,

@@ -23,36 +23,30 @@ const SIGNING_KEY: &str = "test-signing-key-0123456789";
 const TOKEN: &str = "pipeline-token-0000001";
 
 fn consumer_args(env: &TestEnv, extra: &[&str]) -> codigo_consumer::Config {
-    let mut args = vec![
+    let mut args = env.service_args(
         "codigo-consumer",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--nats-url",
-        Box::leak(codigo_testkit::nats_url().into_boxed_str()),
-        "--namespace",
-        Box::leak(env.names.namespace().to_owned().into_boxed_str()),
-        "--database-url",
-        Box::leak(env.database_url.clone().into_boxed_str()),
-        "--webhook-signing-key",
-        SIGNING_KEY,
-        "--retry-base-ms",
-        "50",
-        "--retry-max-secs",
-        "1",
-        "--max-deliver",
-        "4",
-        "--ack-wait-secs",
-        "5",
-        "--backoff-secs",
-        "1",
-        "--fetch-expires-ms",
-        "1000",
-        "--shutdown-timeout-secs",
-        "5",
-        "--concurrency",
-        "16",
-    ];
-    args.extend_from_slice(extra);
+        &[
+            "--webhook-signing-key",
+            SIGNING_KEY,
+            "--retry-base-ms",
+            "50",
+            "--retry-max-secs",
+            "1",
+            "--max-deliver",
+            "4",
+            "--ack-wait-secs",
+            "5",
+            "--backoff-secs",
+            "1",
+            "--fetch-expires-ms",
+            "1000",
+            "--shutdown-timeout-secs",
+            "5",
+            "--concurrency",
+            "16",
+        ],
+    );
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
     codigo_consumer::Config::try_parse_from(args).expect("valid consumer flags")
 }
 
@@ -74,21 +68,10 @@ async fn start_consumer(
 
 async fn start_gateway(env: &TestEnv) -> (SocketAddr, InProcess) {
     let keys = format!("pipeline:{TOKEN}");
-    let config = codigo_producer::Config::try_parse_from([
+    let config = codigo_producer::Config::try_parse_from(env.service_args(
         "codigo-producer",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--nats-url",
-        &codigo_testkit::nats_url(),
-        "--namespace",
-        env.names.namespace(),
-        "--database-url",
-        &env.database_url,
-        "--api-keys",
-        &keys,
-        "--rate-limit-per-key",
-        "0",
-    ])
+        &["--api-keys", &keys, "--rate-limit-per-key", "0"],
+    ))
     .expect("valid producer flags");
     let app = codigo_producer::Application::build(config)
         .await

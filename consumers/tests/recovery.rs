@@ -13,34 +13,27 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 async fn start_consumer(env: &TestEnv) -> InProcess {
-    let nats_url = codigo_testkit::nats_url();
-    let config = codigo_consumer::Config::try_parse_from([
+    let config = codigo_consumer::Config::try_parse_from(env.service_args(
         "codigo-consumer",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--nats-url",
-        &nats_url,
-        "--namespace",
-        env.names.namespace(),
-        "--database-url",
-        &env.database_url,
-        "--job-types",
-        "ledger.post",
-        "--retry-base-ms",
-        "50",
-        "--retry-max-secs",
-        "1",
-        "--max-deliver",
-        "3",
-        "--ack-wait-secs",
-        "3",
-        "--backoff-secs",
-        "3",
-        "--fetch-expires-ms",
-        "1000",
-        "--shutdown-timeout-secs",
-        "5",
-    ])
+        &[
+            "--job-types",
+            "ledger.post",
+            "--retry-base-ms",
+            "50",
+            "--retry-max-secs",
+            "1",
+            "--max-deliver",
+            "3",
+            "--ack-wait-secs",
+            "3",
+            "--backoff-secs",
+            "3",
+            "--fetch-expires-ms",
+            "1000",
+            "--shutdown-timeout-secs",
+            "5",
+        ],
+    ))
     .expect("valid consumer flags");
     let app = Application::build(config).await.expect("consumer starts");
     InProcess::spawn("consumer", app.local_addr(), |stop| {

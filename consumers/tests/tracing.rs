@@ -218,22 +218,10 @@ impl Drop for ConsumerProcess {
 
 async fn start_producer(env: &TestEnv) -> InProcess {
     let keys = format!("tracing:{TOKEN}");
-    let nats_url = codigo_testkit::nats_url();
-    let config = codigo_producer::Config::try_parse_from([
+    let config = codigo_producer::Config::try_parse_from(env.service_args(
         "codigo-producer",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--nats-url",
-        &nats_url,
-        "--namespace",
-        env.names.namespace(),
-        "--database-url",
-        &env.database_url,
-        "--api-keys",
-        &keys,
-        "--rate-limit-per-key",
-        "0",
-    ])
+        &["--api-keys", &keys, "--rate-limit-per-key", "0"],
+    ))
     .expect("valid producer flags");
     let app = codigo_producer::Application::build(config)
         .await

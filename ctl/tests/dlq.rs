@@ -31,30 +31,23 @@ impl Handler for Refuse {
 }
 
 async fn start_consumer(env: &TestEnv, handler: Option<Arc<dyn Handler>>) -> InProcess {
-    let nats_url = codigo_testkit::nats_url();
-    let config = codigo_consumer::Config::try_parse_from([
+    let config = codigo_consumer::Config::try_parse_from(env.service_args(
         "codigo-consumer",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--nats-url",
-        &nats_url,
-        "--namespace",
-        env.names.namespace(),
-        "--database-url",
-        &env.database_url,
-        "--job-types",
-        "ledger.post",
-        "--max-deliver",
-        "4",
-        "--ack-wait-secs",
-        "5",
-        "--backoff-secs",
-        "1",
-        "--fetch-expires-ms",
-        "1000",
-        "--shutdown-timeout-secs",
-        "5",
-    ])
+        &[
+            "--job-types",
+            "ledger.post",
+            "--max-deliver",
+            "4",
+            "--ack-wait-secs",
+            "5",
+            "--backoff-secs",
+            "1",
+            "--fetch-expires-ms",
+            "1000",
+            "--shutdown-timeout-secs",
+            "5",
+        ],
+    ))
     .expect("consumer flags");
     let mut app = codigo_consumer::Application::build(config)
         .await

@@ -16,21 +16,10 @@ const TOKEN: &str = "loadtest-smoke-token-01";
 
 async fn start_producer(env: &TestEnv) -> (SocketAddr, InProcess) {
     let keys = format!("smoke:{TOKEN}");
-    let config = codigo_producer::Config::try_parse_from([
+    let config = codigo_producer::Config::try_parse_from(env.service_args(
         "codigo-producer",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--nats-url",
-        &codigo_testkit::nats_url(),
-        "--namespace",
-        env.names.namespace(),
-        "--database-url",
-        &env.database_url,
-        "--api-keys",
-        &keys,
-        "--rate-limit-per-key",
-        "0",
-    ])
+        &["--api-keys", &keys, "--rate-limit-per-key", "0"],
+    ))
     .expect("valid producer flags");
     let app = codigo_producer::Application::build(config)
         .await
@@ -42,29 +31,23 @@ async fn start_producer(env: &TestEnv) -> (SocketAddr, InProcess) {
 }
 
 async fn start_consumer(env: &TestEnv) -> InProcess {
-    let config = codigo_consumer::Config::try_parse_from([
+    let config = codigo_consumer::Config::try_parse_from(env.service_args(
         "codigo-consumer",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--nats-url",
-        &codigo_testkit::nats_url(),
-        "--namespace",
-        env.names.namespace(),
-        "--database-url",
-        &env.database_url,
-        "--job-types",
-        "ledger.post",
-        "--max-deliver",
-        "4",
-        "--ack-wait-secs",
-        "5",
-        "--backoff-secs",
-        "1",
-        "--fetch-expires-ms",
-        "1000",
-        "--shutdown-timeout-secs",
-        "5",
-    ])
+        &[
+            "--job-types",
+            "ledger.post",
+            "--max-deliver",
+            "4",
+            "--ack-wait-secs",
+            "5",
+            "--backoff-secs",
+            "1",
+            "--fetch-expires-ms",
+            "1000",
+            "--shutdown-timeout-secs",
+            "5",
+        ],
+    ))
     .expect("valid consumer flags");
     let app = codigo_consumer::Application::build(config)
         .await

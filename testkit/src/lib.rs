@@ -123,6 +123,26 @@ impl TestEnv {
         }
     }
 
+    /// Command line of a service started in the test process (`binary` is its argv[0]): a free
+    /// port, this test's NATS namespace and database, then `extra`.
+    pub fn service_args(&self, binary: &str, extra: &[&str]) -> Vec<String> {
+        [
+            binary,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--nats-url",
+            &nats_url(),
+            "--namespace",
+            self.names.namespace(),
+            "--database-url",
+            &self.database_url,
+        ]
+        .iter()
+        .chain(extra)
+        .map(|arg| (*arg).to_owned())
+        .collect()
+    }
+
     /// Environment variables that point a child process of ours at this test's namespace.
     pub fn env_vars(&self) -> Vec<(&'static str, String)> {
         vec![

@@ -35,25 +35,18 @@ pub struct Gateway {
 impl Gateway {
     pub async fn start(env: &TestEnv, extra: &[&str]) -> Self {
         let keys = api_keys();
-        let nats_url = codigo_testkit::nats_url();
-        let mut args = vec![
+        let mut args = env.service_args(
             "codigo-producer",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--nats-url",
-            &nats_url,
-            "--namespace",
-            env.names.namespace(),
-            "--database-url",
-            &env.database_url,
-            "--api-keys",
-            &keys,
-            "--rate-limit-per-key",
-            "0",
-            "--publish-timeout-secs",
-            "2",
-        ];
-        args.extend_from_slice(extra);
+            &[
+                "--api-keys",
+                &keys,
+                "--rate-limit-per-key",
+                "0",
+                "--publish-timeout-secs",
+                "2",
+            ],
+        );
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
         let config = Config::try_parse_from(args).expect("valid flags");
         let app = Application::build(config).await.expect("gateway starts");
         let addr = app.local_addr();
