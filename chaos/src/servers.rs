@@ -12,8 +12,17 @@ use crate::ChaosError;
 /// The nats-server the suite runs (Debian's package).
 pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a process started a moment later. It is taken
+/// below Linux's ephemeral range (32768 and up): a port the kernel picks for us is one it may
+/// hand to any outgoing connection on the machine in that moment, and the restarted process
+/// then fails to bind it.
 pub fn free_port() -> Result<u16, ChaosError> {
+    for _ in 0..1000 {
+        let port = fastrand::u16(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let listener =
         TcpListener::bind("127.0.0.1:0").map_err(|e| ChaosError::io("pick a free port", e))?;
     listener
