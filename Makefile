@@ -7,6 +7,9 @@ export NATS_URL ?= nats://127.0.0.1:4222
 export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/codigo
 # Integration tests create (and drop) one database per test on this server.
 export CODIGO_TEST_POSTGRES ?= postgres://postgres@127.0.0.1:5432
+# Written by scripts/services.sh: NATS_URL of the pinned nats-server (a private one when the
+# server at NATS_URL is older) and PATH with that binary first.
+WITH_SERVICES := source .local/services.env &&
 
 .PHONY: help run test lint services test-tools test-rust test-deploy fmt stop chaos bench
 
@@ -24,12 +27,12 @@ services:
 	@scripts/services.sh
 
 # Tools the Rust tests call: promtool and prometheus (live metrics check, SLO report),
-# nats-server (private servers for permissions, TLS and chaos tests), psql.
+# the pinned nats-server (private servers for permissions, TLS and chaos tests), psql.
 test-tools:
-	@source scripts/lib/tools.sh && need_prometheus && need_apt nats-server postgresql postgresql-client
+	@source scripts/lib/tools.sh && need_prometheus && need_nats_server >/dev/null && need_apt postgresql postgresql-client
 
-test-rust:
-	cargo test --workspace --locked
+test-rust: services
+	$(WITH_SERVICES) cargo test --workspace --locked
 
 test-deploy:
 	bash scripts/check-observability.sh
@@ -39,15 +42,15 @@ test-deploy:
 
 # Fault injection against private NATS and Postgres servers (see docs/RELIABILITY.md): 50,000
 # jobs, 20 consumer kills, a NATS and a Postgres crash-restart; fails on any loss or duplicate.
-chaos:
-	@source scripts/lib/tools.sh && need_apt nats-server postgresql
+chaos: services
+	@source scripts/lib/tools.sh && need_apt postgresql
 	cargo build --release --locked -p codigo-producer -p codigo-consumer -p codigo-ctl -p codigo-chaos
-	"$${CARGO_TARGET_DIR:-target}/release/codigo-chaos" --bin-dir "$${CARGO_TARGET_DIR:-target}/release" --jobs 50000 --kills 20
+	$(WITH_SERVICES) "$${CARGO_TARGET_DIR:-target}/release/codigo-chaos" --bin-dir "$${CARGO_TARGET_DIR:-target}/release" --jobs 50000 --kills 20
 
 # The standard load scenarios against the release binaries, three times each; rewrites
 # BENCHMARKS.md and docs/bench/latency.svg (BENCH_* variables size it; see BENCHMARKS.md).
 bench: services
-	@scripts/bench.sh
+	@$(WITH_SERVICES) scripts/bench.sh
 
 lint:
 	cargo fmt --all --check
@@ -58,5 +61,5 @@ fmt:
 
 # Stops the private NATS and Postgres that `make run`/`make test` may have started in .local/.
 stop:
-	@[[ -f .local/nats/nats.pid ]] && kill "$$(cat .local/nats/nats.pid)" 2>/dev/null || true
+	@for pid in .local/nats-*/nats.pid; do [[ -f $$pid ]] && kill "$$(cat "$$pid")" 2>/dev/null; done; true
 	@[[ -d .local/postgres/data ]] && runuser -u postgres -- $$(ls -d /usr/lib/postgresql/*/bin | tail -n1)/pg_ctl -D .local/postgres/data stop -m fast 2>/dev/null || true

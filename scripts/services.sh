@@ -31,17 +31,49 @@ nats_host=${nats_hostport%:*}
 nats_port=${nats_hostport##*:}
 [[ $nats_port =~ ^[0-9]+$ ]] || nats_port=4222
 
-if port_open "$nats_host" "$nats_port"; then
-  echo "nats: reusing the server at $nats_host:$nats_port"
-else
-  command -v nats-server >/dev/null || need_apt nats-server
-  dir="$CODIGO_LOCAL/nats"
+# The pinned server is the only one tested: one already at NATS_URL is reused when it is at least
+# that release; otherwise a private pinned server is started (on NATS_URL's port if free, else on
+# CODIGO_PRIVATE_NATS_PORT) and NATS_URL points there for every later step (.local/services.env).
+nats_bin=$(need_nats_server)
+pinned=$(nats_server_pinned_version)
+start_private_nats() {
+  local port=$1 dir="$CODIGO_LOCAL/nats-$1"
   mkdir -p "$dir/store"
-  echo "nats: starting a private nats-server with JetStream on $nats_host:$nats_port (data in $dir)"
-  setsid nats-server -a "$nats_host" -p "$nats_port" -js -sd "$dir/store" \
+  echo "nats: starting a private nats-server $pinned with JetStream on 127.0.0.1:$port (data in $dir)"
+  setsid "$nats_bin" -c "$CODIGO_ROOT/deploy/nats/server.conf" -a 127.0.0.1 -p "$port" -js -sd "$dir/store" \
     -l "$dir/nats.log" -P "$dir/nats.pid" </dev/null >/dev/null 2>&1 &
-  wait_port "$nats_host" "$nats_port" nats-server "$dir/nats.log"
+  wait_port 127.0.0.1 "$port" nats-server "$dir/nats.log"
+}
+nats_url=$NATS_URL
+if port_open "$nats_host" "$nats_port"; then
+  have=$(nats_info_version "$nats_host" "$nats_port")
+  if [[ -n $have ]] && version_at_least "$have" "$pinned"; then
+    echo "nats: reusing nats-server $have at $nats_host:$nats_port"
+  else
+    private_port=${CODIGO_PRIVATE_NATS_PORT:-14222}
+    echo "nats: the server at $nats_host:$nats_port is ${have:-of unknown version}, older than the pinned $pinned; using a private one on 127.0.0.1:$private_port instead"
+    if port_open 127.0.0.1 "$private_port"; then
+      have=$(nats_info_version 127.0.0.1 "$private_port")
+      [[ -n $have ]] && version_at_least "$have" "$pinned" ||
+        die "127.0.0.1:$private_port is taken by something that is not nats-server >= $pinned; set CODIGO_PRIVATE_NATS_PORT to a free port"
+      echo "nats: reusing nats-server $have at 127.0.0.1:$private_port"
+    else
+      start_private_nats "$private_port"
+    fi
+    nats_url="nats://127.0.0.1:$private_port"
+  fi
+else
+  [[ $nats_host == 127.0.0.1 || $nats_host == localhost ]] ||
+    die "no NATS answers at $nats_host:$nats_port; start one there or point NATS_URL at 127.0.0.1"
+  start_private_nats "$nats_port"
 fi
+mkdir -p "$CODIGO_LOCAL"
+cat >"$CODIGO_LOCAL/services.env" <<ENV
+# Written by scripts/services.sh: the servers every later step uses.
+export NATS_URL=$nats_url
+export CODIGO_NATS_SERVER=$nats_bin
+export PATH=$CODIGO_LOCAL/bin:\$PATH
+ENV
 
 # postgres://user[:pass]@host:port/db[?params]
 pg_rest=${DATABASE_URL#*://}

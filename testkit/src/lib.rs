@@ -15,6 +15,41 @@ pub fn nats_url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
+/// The oldest nats-server the tests accept: the pinned release of deploy/nats/requirements.txt,
+/// which `make test` starts when the server at `NATS_URL` is older.
+pub const MIN_NATS_SERVER: (u64, u64, u64) = (2, 12, 0);
+
+/// The nats-server binary for tests that start private servers: `CODIGO_NATS_SERVER` (set by
+/// `make test` to the pinned release), else the first `nats-server` on `PATH`.
+pub fn nats_server_binary() -> String {
+    std::env::var("CODIGO_NATS_SERVER").unwrap_or_else(|_| "nats-server".into())
+}
+
+/// Panics unless `client` talks to a server at least [`MIN_NATS_SERVER`]: a test passing on an
+/// older server proves nothing about the one we ship.
+pub fn assert_current_server(client: &async_nats::Client) {
+    let version = client.server_info().version;
+    let parsed: Vec<u64> = version
+        .split(['.', '-'])
+        .take(3)
+        .map(|part| part.parse().unwrap_or(0))
+        .collect();
+    let have = (
+        parsed.first().copied().unwrap_or(0),
+        parsed.get(1).copied().unwrap_or(0),
+        parsed.get(2).copied().unwrap_or(0),
+    );
+    assert!(
+        have >= MIN_NATS_SERVER,
+        "the NATS server at {} is {version}, older than the {}.{}.{} the project ships: run the tests \
+         through `make test`, which starts the pinned server (deploy/nats/requirements.txt)",
+        nats_url(),
+        MIN_NATS_SERVER.0,
+        MIN_NATS_SERVER.1,
+        MIN_NATS_SERVER.2,
+    );
+}
+
 /// The Postgres server tests create their databases on (no database name in it).
 fn server_url() -> String {
     std::env::var("CODIGO_TEST_POSTGRES")
@@ -74,6 +109,7 @@ impl TestEnv {
         let nats = async_nats::connect(nats_url())
             .await
             .expect("NATS reachable for tests (start it with `make services`)");
+        assert_current_server(&nats);
         let js = async_nats::jetstream::new(nats.clone());
         Self {
             names: Names::new(&namespace).expect("valid namespace"),
