@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Offline validation of terraform/: formatting, checkov security scan, and the
-# HCL conventions the roots rely on. `terraform init/validate/plan` need the
-# provider registry, so they run in the GitHub workflows, not here.
+# Offline validation of terraform/: formatting, checkov security scan, the HCL
+# conventions the roots rely on, and the references `terraform validate` would
+# resolve. `terraform init/validate/plan` need the provider registry, so they run
+# in the GitHub workflows, not here.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -72,6 +73,25 @@ if [[ $hcl_rc -ne 0 && $hcl_not_ok -eq 0 ]]; then
 fi
 if [[ $hcl_ok -eq 0 && $hcl_not_ok -eq 0 ]]; then
   not_ok "HCL checks produced no results"
+fi
+
+echo "== references resolve (what terraform validate would check; python-hcl2)"
+if "$hcl_bin/python" scripts/check_terraform_refs_test.py; then
+  ok "reference checker finds each kind of broken reference"
+else
+  not_ok "reference checker self-test"
+fi
+refs_out=$(mktemp)
+trap 'rm -f "$checkov_out" "$hcl_out" "$refs_out"' EXIT
+refs_rc=0
+"$hcl_bin/python" scripts/check_terraform_refs.py "$TF_DIR" >"$refs_out" 2>&1 || refs_rc=$?
+cat "$refs_out"
+refs_ok=$(grep -c '^ok ' "$refs_out" || true)
+refs_not_ok=$(grep -c '^not ok ' "$refs_out" || true)
+passed=$((passed + refs_ok))
+failed=$((failed + refs_not_ok))
+if [[ $refs_rc -ne 0 && $refs_not_ok -eq 0 ]] || [[ $refs_ok -eq 0 && $refs_not_ok -eq 0 ]]; then
+  not_ok "reference checks did not run (exit $refs_rc)"
 fi
 
 echo "terraform: $passed passed, $failed failed"

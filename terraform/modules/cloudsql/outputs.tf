@@ -40,12 +40,12 @@ output "monitoring_user" {
 
 output "app_database_url" {
   description = "DATABASE_URL of the application user."
-  value       = local.database_urls.app
+  value       = local.database_secrets["database-url-app"]
   sensitive   = true
 }
 
 output "migration_database_url" {
   description = "DATABASE_URL of the migration user."
-  value       = local.database_urls.migration
+  value       = local.database_secrets["database-url-migration"]
   sensitive   = true
 }
