@@ -36,18 +36,28 @@ else
   not_ok "terraform fmt"
 fi
 
-echo "== checkov --framework terraform $TF_DIR"
+# checkov evaluates variables from the .tfvars it is given, and modules through the roots
+# that call them: bootstrap once, the platform root once per environment with its data.
 checkov_out=$(mktemp)
 trap 'rm -f "$checkov_out"' EXIT
-checkov_rc=0
-BC_SKIP_MAPPING=TRUE "$checkov_bin/checkov" --directory "$TF_DIR" --framework terraform \
-  --skip-download --quiet --compact --output cli >"$checkov_out" 2>&1 || checkov_rc=$?
-cat "$checkov_out"
-if [[ $checkov_rc -eq 0 ]] && grep -Eq 'Passed checks: [1-9][0-9]*, Failed checks: 0,' "$checkov_out"; then
-  ok "checkov: $(grep -Eo 'Passed checks: [0-9]+, Failed checks: [0-9]+, Skipped checks: [0-9]+' "$checkov_out")"
-else
-  not_ok "checkov (exit $checkov_rc); fix the finding or skip it inline with #checkov:skip=CKV_ID:reason"
-fi
+run_checkov() {
+  local label=$1
+  shift
+  echo "== checkov --framework terraform $label"
+  local rc=0
+  BC_SKIP_MAPPING=TRUE "$checkov_bin/checkov" "$@" --framework terraform \
+    --skip-download --quiet --compact --output cli >"$checkov_out" 2>&1 || rc=$?
+  cat "$checkov_out"
+  if [[ $rc -eq 0 ]] && grep -Eq 'Passed checks: [1-9][0-9]*, Failed checks: 0,' "$checkov_out"; then
+    ok "checkov $label: $(grep -Eo 'Passed checks: [0-9]+, Failed checks: [0-9]+, Skipped checks: [0-9]+' "$checkov_out")"
+  else
+    not_ok "checkov $label (exit $rc); fix the finding or skip it inline with #checkov:skip=CKV_ID:reason"
+  fi
+}
+run_checkov "$TF_DIR/bootstrap" --directory "$TF_DIR/bootstrap"
+for env_file in "$TF_DIR"/platform/environments/*.tfvars; do
+  run_checkov "$TF_DIR/platform with $(basename "$env_file")" --directory "$TF_DIR/platform" --var-file "$env_file"
+done
 
 echo "== every checkov skip carries a reason"
 # A bare `#checkov:skip=CKV_X` (no `:reason`) hides a finding without saying why.
