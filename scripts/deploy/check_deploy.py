@@ -24,6 +24,7 @@ import yaml
 sys.dont_write_bytecode = True  # leave no __pycache__ in the work tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nats_permissions  # noqa: E402
+import check_argocd_waves as argocd_waves  # noqa: E402
 
 import helm_python as helm  # noqa: E402
 import kubernetes_validate  # noqa: E402
@@ -475,6 +476,25 @@ def assert_common(objs: list[dict], vals: dict, env: str | None) -> None:
 
 # --- main --------------------------------------------------------------------------------
 
+def assert_sync_waves(env: str, apps: list[dict]) -> None:
+    """gitops/apps on an empty cluster: every CRD is installed by an earlier wave than the
+    resources that need it (scripts/deploy/check_argocd_waves.py)."""
+    loaded = []
+    for a in apps:
+        name = a["metadata"]["name"].removesuffix(f"-{env}")
+        wave = int(a["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"])
+        if "sources" in a["spec"]:
+            loaded.append(argocd_waves.remote_app(name, wave, a["spec"], ROOT, deep_merge))
+            continue
+        s = a["spec"]["source"]
+        chart_dir = ROOT / s["path"]
+        vals = load_values([chart_dir / vf for vf in s["helm"].get("valueFiles", [])])
+        objs = render(chart_dir, vals, name=s["helm"]["releaseName"], namespace=a["spec"]["destination"]["namespace"])
+        loaded.append(argocd_waves.local_app(name, wave, a["spec"], objs))
+    problems = argocd_waves.findings(loaded)
+    require(not problems, "\n".join(problems))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--helm", required=True, help="helm CLI binary")
@@ -699,6 +719,12 @@ def main() -> int:
                     rep = helm.lint(chart_dir, vals, strict=True)
                 bad = [m for m in rep["messages"] if m["severity"] >= 2] + rep.get("errors", [])
                 require(not bad, f"{s['path']}: lint {bad}")
+
+    for env in ENVS:
+        @check(f"gitops {env}: sync waves converge on an empty cluster (each CRD before its resources)")
+        def _(env=env):
+            require(applications.get(env), "the app-of-apps did not render")
+            assert_sync_waves(env, applications[env])
 
     # ---- the codigo chart, per environment (the value files its Application names) ----
     env_objs: dict[str, list[dict]] = {}
