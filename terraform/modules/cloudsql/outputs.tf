@@ -29,7 +29,7 @@ output "migration_user" {
 }
 
 output "secret_ids" {
-  description = "Secret Manager secret IDs, keyed database-url-app / database-url-migration / postgres-monitoring-password (gitops: ExternalSecret remoteRef.key)."
+  description = "Secret Manager secret IDs, keyed database-url-app / database-url-migration / postgres-monitoring-password / postgres-monitoring-dsn (gitops: ExternalSecret remoteRef.key)."
   value       = { for k, s in google_secret_manager_secret.database : k => s.secret_id }
 }
 
