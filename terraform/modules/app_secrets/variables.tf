@@ -20,9 +20,9 @@ variable "generated" {
 }
 
 variable "provided" {
-  description = "Secrets created empty; an operator adds the value (`gcloud secrets versions add`). CODIGO_API_KEYS holds tenant tokens that are issued outside Terraform."
+  description = "Secrets created empty; an operator adds the value (`gcloud secrets versions add`). CODIGO_API_KEYS holds tenant tokens that are issued outside Terraform; Alertmanager's receivers read the PagerDuty routing key and the Slack webhook URL."
   type        = list(string)
-  default     = ["api-keys"]
+  default     = ["api-keys", "pagerduty-routing-key", "slack-webhook-url"]
 }
 
 variable "replication_locations" {
