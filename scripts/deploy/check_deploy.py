@@ -25,6 +25,7 @@ sys.dont_write_bytecode = True  # leave no __pycache__ in the work tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nats_permissions  # noqa: E402
 import check_argocd_waves as argocd_waves  # noqa: E402
+import check_runbooks as runbooks  # noqa: E402
 
 import helm_python as helm  # noqa: E402
 import kubernetes_validate  # noqa: E402
@@ -495,6 +496,22 @@ def assert_sync_waves(env: str, apps: list[dict]) -> None:
     require(not problems, "\n".join(problems))
 
 
+def assert_runbooks(env_objs: dict[str, list[dict]], applications: dict[str, list[dict]]) -> None:
+    """Every kubectl command in the docs names what the rendered manifests contain, and none
+    scales what an autoscaler owns or rolls back behind Argo CD's back."""
+    rendered: list[tuple[str, dict]] = []
+    for env, objs in env_objs.items():
+        rendered += [(NAMESPACE, o) for o in objs]
+    platform = ROOT / "gitops" / "platform"
+    for env, apps in applications.items():
+        rendered += [("argocd", a) for a in apps]
+        vals = load_values([platform / "values.yaml", ROOT / "gitops" / "environments" / env / "values" / "platform.yaml"])
+        rendered += [("cert-manager", o) for o in render(platform, vals, name="platform", namespace="cert-manager")]
+    docs = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md", ROOT / "terraform" / "README.md"]
+    problems = runbooks.check_docs(docs, runbooks.Inventory.build(rendered), ROOT)
+    require(not problems, "\n".join(problems))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--helm", required=True, help="helm CLI binary")
@@ -837,6 +854,11 @@ def main() -> int:
                         f"the setup hook's secrets (only) are hooks: {targets}")
             if over.get("extraResources"):
                 require([o for o in objs if o["metadata"]["name"] == f"{RELEASE}-extra"], "extraResources rendered with tpl")
+
+    @check("runbooks: every kubectl command names rendered objects; no scale of autoscaled, no rollout undo")
+    def _():
+        require(len(env_objs) == len(ENVS) and len(applications) == len(ENVS), "the charts did not render")
+        assert_runbooks(env_objs, applications)
 
     # ---- custom resources, all at once ----
     @check("custom resources validate against their CRD models (ScaledObject, ServiceMonitor, ...)")
