@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nats_permissions  # noqa: E402
 import check_argocd_waves as argocd_waves  # noqa: E402
 import check_runbooks as runbooks  # noqa: E402
+import check_nats_access as nats_access  # noqa: E402
 
 import helm_python as helm  # noqa: E402
 import kubernetes_validate  # noqa: E402
@@ -496,6 +497,17 @@ def assert_sync_waves(env: str, apps: list[dict]) -> None:
     require(not problems, "\n".join(problems))
 
 
+def assert_nats_closed(env: str) -> None:
+    """Only Codigo, KEDA and Prometheus reach the NATS ports each needs; routes are mTLS."""
+    platform = ROOT / "gitops" / "platform"
+    envdir = ROOT / "gitops" / "environments" / env / "values"
+    objs = render(platform, load_values([platform / "values.yaml", envdir / "platform.yaml"]),
+                  name="platform", namespace="cert-manager")
+    values = load_values([ROOT / "gitops" / "values" / "nats.yaml", envdir / "nats.yaml"])
+    problems = nats_access.findings(objs, values)
+    require(not problems, "\n".join(problems))
+
+
 def assert_runbooks(env_objs: dict[str, list[dict]], applications: dict[str, list[dict]]) -> None:
     """Every kubectl command in the docs names what the rendered manifests contain, and none
     scales what an autoscaler owns or rolls back behind Argo CD's back."""
@@ -742,6 +754,10 @@ def main() -> int:
         def _(env=env):
             require(applications.get(env), "the app-of-apps did not render")
             assert_sync_waves(env, applications[env])
+
+        @check(f"NATS {env}: NetworkPolicy admits only Codigo, KEDA and Prometheus to their ports; routes mTLS")
+        def _(env=env):
+            assert_nats_closed(env)
 
     # ---- the codigo chart, per environment (the value files its Application names) ----
     env_objs: dict[str, list[dict]] = {}
