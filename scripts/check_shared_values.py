@@ -209,21 +209,25 @@ def check_env(root: Path, env: str) -> list[str]:
             f"{tf.psa_cidr}); Google assigns the address at apply time, so read it from Secret Manager at sync time"
         )
 
-    # JetStream backups: the CronJob's identity and bucket are Terraform's
-    backup = get(chart, "natsBackup", None)
-    if backup is not None or get(chart_defaults, "natsBackup") is not None:
-        merged = {**(get(chart_defaults, "natsBackup") or {}), **(backup or {})}
-        if merged.get("enabled"):
-            if merged.get("bucket") != tf.backup_bucket:
-                problems.append(
-                    f"helm/codigo/values-{env}.yaml: natsBackup.bucket {merged.get('bucket')!r}, Terraform's is {tf.backup_bucket!r}"
-                )
-            email = ((merged.get("serviceAccount") or {}).get("annotations") or {}).get(GSA_ANNOTATION)
-            if email != tf.gsa[tf.backup_ksa]:
-                problems.append(
-                    f"helm/codigo/values-{env}.yaml: natsBackup's service account is annotated {email!r}; "
-                    f"Terraform binds {tf.gsa[tf.backup_ksa]!r} to {tf.backup_ksa}"
-                )
+    # JetStream backups: the CronJob (gitops/platform) runs as the identity Terraform binds
+    # and writes to the bucket Terraform creates; the template derives both from the
+    # project with Terraform's formulas, from these values:
+    platform_defaults = values(root / "gitops" / "platform" / "values.yaml")
+    backup = {**(platform_defaults.get("natsBackup") or {}), **(values(platform_values).get("natsBackup") or {})}
+    if not backup.get("enabled"):
+        problems.append("gitops/platform: natsBackup.enabled is false: docs/DR.md promises JetStream snapshots")
+    else:
+        namespace = (platform_defaults.get("namespaces") or {}).get("codigo")
+        ksa = f"{namespace}/{backup.get('kubernetesServiceAccount')}"
+        email = f"{backup.get('serviceAccountId')}@{tf.project}.iam.gserviceaccount.com"
+        if ksa != tf.backup_ksa or tf.gsa.get(ksa) != email:
+            problems.append(
+                f"gitops/platform natsBackup runs as {ksa} annotated {email}; Terraform binds "
+                f"{tf.gsa[tf.backup_ksa]} to {tf.backup_ksa}"
+            )
+        template = (root / "gitops" / "platform" / "templates" / "nats-backup.yaml").read_text()
+        if '"%s-jetstream-backups"' not in template or tf.backup_bucket != f"{tf.project}-jetstream-backups":
+            problems.append(f"gitops/platform/templates/nats-backup.yaml must write to Terraform's bucket {tf.backup_bucket}")
     return problems
 
 

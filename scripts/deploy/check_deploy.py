@@ -27,6 +27,7 @@ import nats_permissions  # noqa: E402
 import check_argocd_waves as argocd_waves  # noqa: E402
 import check_runbooks as runbooks  # noqa: E402
 import check_nats_access as nats_access  # noqa: E402
+import check_jetstream_restore as jetstream_restore  # noqa: E402
 
 import helm_python as helm  # noqa: E402
 import kubernetes_validate  # noqa: E402
@@ -508,6 +509,26 @@ def assert_nats_closed(env: str) -> None:
     require(not problems, "\n".join(problems))
 
 
+def assert_backup_cronjob(env: str) -> None:
+    """docs/DR.md's JetStream backup exists: a CronJob with the Workload Identity account,
+    running the tool that the restore check below exercises."""
+    platform = ROOT / "gitops" / "platform"
+    objs = render(platform, load_values([platform / "values.yaml", ROOT / "gitops" / "environments" / env / "values" / "platform.yaml"]),
+                  name="platform", namespace="cert-manager")
+    jobs = [o for o in objs if o["kind"] == "CronJob" and o["metadata"].get("namespace") == NAMESPACE]
+    require(jobs, f"{env}: no JetStream backup CronJob in namespace {NAMESPACE} (docs/DR.md promises one)")
+    spec = jobs[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    sas = {o["metadata"]["name"]: o for o in objs if o["kind"] == "ServiceAccount"}
+    sa = sas.get(spec.get("serviceAccountName"))
+    require(sa and sa["metadata"].get("annotations", {}).get("iam.gke.io/gcp-service-account"),
+            f"{env}: the backup CronJob's service account has no Workload Identity annotation")
+    script = [o for o in objs if o["kind"] == "ConfigMap" and "jetstream_snapshot.py" in o.get("data", {})]
+    require(script and script[0]["data"]["jetstream_snapshot.py"] == (ROOT / "deploy" / "nats" / "jetstream_snapshot.py").read_text(),
+            f"{env}: the CronJob must run deploy/nats/jetstream_snapshot.py, the tool the restore check exercises")
+    command = " ".join(spec["containers"][0].get("command", []))
+    require("jetstream_snapshot.py backup" in command and "CODIGO_JOBS" in command, f"{env}: CronJob command {command!r}")
+
+
 def assert_runbooks(env_objs: dict[str, list[dict]], applications: dict[str, list[dict]]) -> None:
     """Every kubectl command in the docs names what the rendered manifests contain, and none
     scales what an autoscaler owns or rolls back behind Argo CD's back."""
@@ -870,6 +891,15 @@ def main() -> int:
                         f"the setup hook's secrets (only) are hooks: {targets}")
             if over.get("extraResources"):
                 require([o for o in objs if o["metadata"]["name"] == f"{RELEASE}-extra"], "extraResources rendered with tpl")
+
+    for env in ENVS:
+        @check(f"JetStream backup {env}: CronJob with its Workload Identity account runs the tested tool")
+        def _(env=env):
+            assert_backup_cronjob(env)
+
+    @check("JetStream backup restores: jobs snapshotted from one nats-server are all in an empty one after restore")
+    def _():
+        print(f"     {jetstream_restore.run(args.nats_server)}")
 
     @check("runbooks: every kubectl command names rendered objects; no scale of autoscaled, no rollout undo")
     def _():
