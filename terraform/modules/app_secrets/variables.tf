@@ -12,6 +12,7 @@ variable "generated" {
   description = "Secrets whose value Terraform generates (random, 48 characters): the NATS user passwords (read by both the NATS servers and the clients) and the webhook HMAC key."
   type        = list(string)
   default = [
+    "grafana-admin-password",
     "nats-producer-password",
     "nats-consumer-password",
     "nats-ctl-password",
