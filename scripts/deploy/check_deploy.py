@@ -286,8 +286,6 @@ def assert_consumers(objs: list[dict], vals: dict) -> None:
         require(env["CODIGO_JOB_TYPES"]["value"] == ",".join(g["jobTypes"]), f"{dname}: CODIGO_JOB_TYPES")
         require(env.get("CODIGO_ENSURE_TOPOLOGY", {}).get("value") == "false",
                 f"{dname}: the setup hook owns the topology (CODIGO_ENSURE_TOPOLOGY=false)")
-        require(dep["spec"]["template"]["spec"].get("nodeSelector", {}).get("codigo.io/pool") == "consumers",
-                f"{dname}: consumers run on the spot pool")
         require("replicas" not in dep["spec"], f"{dname}: replicas must be left to the autoscaler")
         require(env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == vals["secrets"]["database"]["existingSecret"],
                 f"{dname}: consumers use the app-role DATABASE_URL")
@@ -327,6 +325,45 @@ def assert_consumers(objs: list[dict], vals: dict) -> None:
             require(hpa, f"{dname}: no CPU HPA while KEDA is off")
             require(hpa["spec"]["minReplicas"] >= 1, f"{dname}: HPA minReplicas >= 1")
             require(hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu", f"{dname}: HPA on CPU")
+
+
+def assert_consumers_prefer_spot(objs: list[dict]) -> None:
+    """Consumers prefer the Spot pool (label codigo.io/pool=consumers, taint gke-spot) and
+    may fall back to on-demand nodes: a preference and a toleration, no requirement."""
+    for dep in by_kind(objs, "Deployment"):
+        if dep["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "consumer":
+            continue
+        name, spec = dep["metadata"]["name"], dep["spec"]["template"]["spec"]
+        require("codigo.io/pool" not in (spec.get("nodeSelector") or {}),
+                f"{name}: nodeSelector codigo.io/pool makes Spot mandatory: no fallback to on-demand nodes when Spot capacity is gone")
+        affinity = (spec.get("affinity") or {}).get("nodeAffinity") or {}
+        required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+        for term in required.get("nodeSelectorTerms", []):
+            for expr in term.get("matchExpressions", []):
+                require(expr.get("key") not in ("codigo.io/pool", "cloud.google.com/gke-spot"),
+                        f"{name}: required node affinity on {expr.get('key')} leaves no fallback to on-demand nodes")
+        preferred = [p["preference"] for p in affinity.get("preferredDuringSchedulingIgnoredDuringExecution", [])]
+        require(any(e.get("key") == "codigo.io/pool" and "consumers" in e.get("values", [])
+                    for p in preferred for e in p.get("matchExpressions", [])),
+                f"{name}: no preferred node affinity for the Spot pool (codigo.io/pool=consumers)")
+        require(any(t.get("key") == "cloud.google.com/gke-spot" for t in spec.get("tolerations", [])),
+                f"{name}: no toleration of the Spot taint")
+
+
+def assert_keda_names(objs: list[dict], namespace: str) -> None:
+    """KEDA watches the stream and durables the services create: names built as
+    common/src/names.rs builds them (upper case and dashes to underscores for streams;
+    <namespace>-<job type with dots as dashes> for durables)."""
+    names_rs = (ROOT / "common" / "src" / "names.rs").read_text()
+    require("to_ascii_uppercase().replace('-', \"_\")" in names_rs and "job_type.replace('.', \"-\")" in names_rs,
+            "common/src/names.rs builds names differently now: update assert_keda_names")
+    stream = namespace.upper().replace("-", "_") + "_JOBS"
+    for so in by_kind(objs, "ScaledObject"):
+        for trigger in so["spec"]["triggers"]:
+            meta = trigger["metadata"]
+            require(meta["stream"] == stream, f"{so['metadata']['name']}: KEDA watches stream {meta['stream']}, the services create {stream}")
+            require(meta["consumer"].startswith(f"{namespace}-") and "." not in meta["consumer"],
+                    f"{so['metadata']['name']}: durable {meta['consumer']} is not <namespace>-<job-type>")
 
 
 def assert_setup_job(objs: list[dict], vals: dict) -> None:
@@ -838,6 +875,7 @@ def main() -> int:
             assert_monitoring(objs, vals)
             assert_no_secret_data(objs)
             assert_common(objs, vals, env)
+            assert_consumers_prefer_spot(objs)
 
     # ---- other shapes of the chart ----
     base = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -905,6 +943,13 @@ def main() -> int:
     def _():
         require(len(env_objs) == len(ENVS) and len(applications) == len(ENVS), "the charts did not render")
         assert_runbooks(env_objs, applications)
+
+    @check("chart: KEDA's stream and durables are named as the services name them (dashes in the namespace)")
+    def _():
+        for namespace in ("codigo", "codigo-staging", "team-a-jobs"):
+            objs = render(CHART, {"config": {"namespace": namespace}})
+            require(by_kind(objs, "ScaledObject"), "no ScaledObject rendered")
+            assert_keda_names(objs, namespace)
 
     # ---- custom resources, all at once ----
     @check("custom resources validate against their CRD models (ScaledObject, ServiceMonitor, ...)")
