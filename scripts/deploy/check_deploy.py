@@ -788,8 +788,7 @@ def main() -> int:
                 require(a in waves and b in waves, f"apps {a} and {b} must be enabled")
                 require(waves[a] < waves[b], f"sync wave of {a} ({waves[a]}) must precede {b} ({waves[b]})")
             require(max(waves.values()) == waves["codigo"], "codigo syncs last")
-            require("opencost" not in waves or apps_defaults["apps"]["opencost"]["enabled"] is False,
-                    "opencost is optional: disabled in the catalogue")
+            require("opencost" in waves, f"{env}: docs/COST.md says spend per namespace is visible in OpenCost: enable the opencost app")
 
         @check(f"gitops {env}: local charts named by Applications render and validate")
         def _(env=env):
