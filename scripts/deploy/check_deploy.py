@@ -566,6 +566,41 @@ def assert_backup_cronjob(env: str) -> None:
     require("jetstream_snapshot.py backup" in command and "CODIGO_JOBS" in command, f"{env}: CronJob command {command!r}")
 
 
+def pinned_images_file(env: str, src: dict) -> list[Path]:
+    """The image pins the codigo Application carries as valuesObject (read by the root app
+    at main) act as a last values file: that file, after checking they are its content."""
+    images_file = (ROOT / "gitops" / "environments" / env / "images.yaml").resolve()
+    pins = src.get("helm", {}).get("valuesObject")
+    if pins is None:
+        return []
+    require(pins == yaml.safe_load(images_file.read_text()), f"{env}: the codigo app's valuesObject is not images.yaml")
+    return [images_file]
+
+
+def assert_revisions_pinned(env: str, apps: list[dict], root_app: dict) -> None:
+    """Each environment pins the chart and values of Codigo it runs; promotion moves the pin
+    together with the image digests. dev follows main."""
+    codigo = [a for a in apps if a["metadata"]["name"] == f"codigo-{env}"]
+    require(codigo, f"{env}: no codigo Application")
+    src = codigo[0]["spec"]["source"]
+    revision = str(src["targetRevision"])
+    if env == "dev":
+        require(revision == "main", f"dev follows main, got {revision}")
+    else:
+        require(re.fullmatch(r"[0-9a-f]{40}|v\d+\.\d+\.\d+(-[\w.]+)?", revision),
+                f"{env}: the codigo app reads chart and values at {revision!r}: a branch moves under a running "
+                "environment; pin a commit or release tag (codigoRevision in apps-values.yaml)")
+    require(src.get("helm", {}).get("valuesObject", {}).get("images"),
+            f"{env}: image pins must come from the root app's images.yaml (valuesObject), not the pinned revision")
+    root_files = root_app["spec"]["source"]["helm"]["valueFiles"]
+    require(any(f.endswith(f"environments/{env}/images.yaml") for f in root_files),
+            f"{env}: root.yaml must read images.yaml")
+    require(str(root_app["spec"]["source"]["targetRevision"]) == "main", f"{env}: the root app follows main")
+    workflows = {name: (ROOT / ".github" / "workflows" / name).read_text() for name in ("promote.yml", "release.yml")}
+    require("codigoRevision" in workflows["promote.yml"], "promote.yml must move codigoRevision with the digests")
+    require("codigoRevision" in workflows["release.yml"], "release.yml must pin qa's codigoRevision to the release")
+
+
 def assert_runbooks(env_objs: dict[str, list[dict]], applications: dict[str, list[dict]]) -> None:
     """Every kubectl command in the docs names what the rendered manifests contain, and none
     scales what an autoscaler owns or rolls back behind Argo CD's back."""
@@ -812,6 +847,12 @@ def main() -> int:
             require(applications.get(env), "the app-of-apps did not render")
             assert_sync_waves(env, applications[env])
 
+        @check(f"gitops {env}: codigo's chart and values pinned per environment; images from the root app")
+        def _(env=env):
+            require(applications.get(env), "the app-of-apps did not render")
+            root_app = yaml.safe_load((ROOT / "gitops" / "environments" / env / "root.yaml").read_text())
+            assert_revisions_pinned(env, applications[env], root_app)
+
         @check(f"NATS {env}: NetworkPolicy admits only Codigo, KEDA and Prometheus to their ports; routes mTLS")
         def _(env=env):
             assert_nats_closed(env)
@@ -828,6 +869,7 @@ def main() -> int:
             require(app, f"no codigo Application in {env}")
             src = app[0]["spec"]["source"]
             files = [(ROOT / src["path"] / vf).resolve() for vf in src["helm"]["valueFiles"]]
+            files += pinned_images_file(env, src)
             require(files[-1] == (ROOT / "gitops" / "environments" / env / "images.yaml").resolve(),
                     "images.yaml must be the last values file (CI pins win)")
             env_files[env] = files
