@@ -7,7 +7,10 @@ For every Terraform configuration directory (a root or a module) under TERRAFORM
   something the directory declares;
 - every `module.M.O` reference names an output that module M declares;
 - every module call passes each required variable of the module and no unknown one;
-- every output refers only to what exists (a special case of the above).
+- every output refers only to what exists (a special case of the above);
+- `var.X.attr` names an attribute of X's object type, and every .tfvars value of an
+  object-typed variable has exactly the attributes the type declares (optional ones may
+  be left out), at every nesting level.
 
 Prints `ok <name>` / `not ok <name>:` lines like check_terraform_hcl.py and exits
 non-zero when a reference does not resolve.
@@ -179,6 +182,134 @@ def load_config(directory: Path, root: Path, errors: list[str]) -> Config:
     return config
 
 
+# --- variable types --------------------------------------------------------------------
+
+TYPE_TOKEN = re.compile(r"\s*([A-Za-z_][\w-]*|\"(?:[^\"\\]|\\.)*\"|-?\d+(?:\.\d+)?|[(){}\[\],=])")
+
+
+def parse_type(text: str):
+    """A Terraform type constraint as nested tuples: ("object", {attr: (type, optional)}),
+    ("list"|"set"|"map", element), ("tuple", [types]), or a primitive name. None when the
+    text is not a type this parser knows (the caller then checks nothing)."""
+    text = text.strip()
+    if text.startswith("${") and text.endswith("}"):
+        text = text[2:-1]
+    tokens = TYPE_TOKEN.findall(text)
+    pos = 0
+
+    def peek():
+        return tokens[pos] if pos < len(tokens) else ""
+
+    def take(expected=None):
+        nonlocal pos
+        tok = peek()
+        if expected is not None and tok != expected:
+            raise ValueError(f"expected {expected!r}, got {tok!r}")
+        pos += 1
+        return tok
+
+    def skip_value():
+        depth = 0
+        while pos < len(tokens):
+            tok = peek()
+            if tok in "([{":
+                depth += 1
+            elif tok in ")]}":
+                if depth == 0:
+                    return
+                depth -= 1
+            elif tok == "," and depth == 0:
+                return
+            take()
+
+    def typ():
+        name = take()
+        if name in ("string", "number", "bool", "any"):
+            return name
+        if name in ("list", "set", "map"):
+            take("(")
+            inner = typ()
+            take(")")
+            return (name, inner)
+        if name == "tuple":
+            take("(")
+            take("[")
+            items = []
+            while peek() != "]":
+                items.append(typ())
+                if peek() == ",":
+                    take()
+            take("]")
+            take(")")
+            return ("tuple", items)
+        if name == "object":
+            take("(")
+            take("{")
+            attrs = {}
+            while peek() != "}":
+                attr = take().strip('"')
+                take("=")
+                optional = False
+                if peek() == "optional":
+                    take()
+                    take("(")
+                    inner = typ()
+                    if peek() == ",":
+                        take()
+                        skip_value()
+                    take(")")
+                    optional = True
+                else:
+                    inner = typ()
+                attrs[attr] = (inner, optional)
+                if peek() == ",":
+                    take()
+            take("}")
+            take(")")
+            return ("object", attrs)
+        raise ValueError(f"unknown type {name!r}")
+
+    try:
+        result = typ()
+    except (ValueError, IndexError):
+        return None
+    return result if pos == len(tokens) else None
+
+
+def attribute_problem(vtype, path: list[str], var: str) -> str | None:
+    """Why var.<var>.<path...> names no attribute of the type, or None."""
+    for index, attr in enumerate(path):
+        while isinstance(vtype, tuple) and vtype[0] in ("list", "set", "map"):
+            vtype = vtype[1]  # an index was stripped from the reference
+        if not isinstance(vtype, tuple) or vtype[0] != "object":
+            return None
+        if attr not in vtype[1]:
+            where = ".".join([var] + path[:index])
+            return f"var.{where} has no attribute {attr!r} (its type declares {', '.join(sorted(vtype[1]))})"
+        vtype = vtype[1][attr][0]
+    return None
+
+
+def value_problems(vtype, value, where: str) -> list[str]:
+    """Attributes of a .tfvars value that its object type does not declare, or misses."""
+    if isinstance(vtype, tuple) and vtype[0] == "object" and isinstance(value, dict):
+        attrs = vtype[1]
+        given = {str(k).strip('"') for k in value if not str(k).startswith("__")}
+        out = [f"{where}: {key!r} is not an attribute of the variable's type" for key in sorted(given - set(attrs))]
+        out += [f"{where}: required attribute {key!r} is missing" for key, (_, optional) in sorted(attrs.items())
+                if not optional and key not in given]
+        for key in sorted(given & set(attrs)):
+            raw = value.get(key, value.get(f'"{key}"'))
+            out += value_problems(attrs[key][0], raw, f"{where}.{key}")
+        return out
+    if isinstance(vtype, tuple) and vtype[0] in ("list", "set") and isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in value_problems(vtype[1], item, f"{where}[{i}]")]
+    if isinstance(vtype, tuple) and vtype[0] == "map" and isinstance(value, dict):
+        return [p for k, item in value.items() if not str(k).startswith("__")
+                for p in value_problems(vtype[1], item, f"{where}[{k}]")]
+    return []
+
+
 def references(code: str) -> list[list[str]]:
     """Traversals (root, attr, attr...) in the code of one expression."""
     found = []
@@ -209,6 +340,11 @@ def check_config(config: Config, root: Path, configs: dict[Path, Config]) -> lis
             if head == "var":
                 if len(parts) < 2 or parts[1] not in config.variables:
                     problems.add(f"{rel}: var.{parts[1] if len(parts) > 1 else ''} is not a declared variable")
+                elif len(parts) > 2:
+                    vtype = parse_type(str(config.variables[parts[1]].get("type", "")))
+                    problem = attribute_problem(vtype, parts[2:], parts[1]) if vtype else None
+                    if problem:
+                        problems.add(f"{rel}: {problem}")
             elif head == "local":
                 if len(parts) < 2 or parts[1] not in config.locals:
                     problems.add(f"{rel}: local.{parts[1] if len(parts) > 1 else ''} is never declared in locals")
@@ -245,6 +381,21 @@ def check_config(config: Config, root: Path, configs: dict[Path, Config]) -> lis
         for var, body in sorted(module.variables.items()):
             if "default" not in body and var not in passed:
                 problems.add(f"{where}: module {name!r} does not pass required variable {var!r}")
+    # .tfvars next to the root (bootstrap/terraform.tfvars, platform/environments/*.tfvars)
+    tfvars = sorted(config.path.glob("*.tfvars")) + sorted(config.path.glob("environments/*.tfvars"))
+    for path in tfvars:
+        try:
+            with path.open(encoding="utf-8") as handle:
+                values = hcl2.load(handle)
+        except Exception as exc:  # the parser raises several exception types
+            problems.add(f"{path.relative_to(root)}: {exc}")
+            continue
+        for name, value in values.items():
+            if name.startswith("__") or name not in config.variables:
+                continue
+            vtype = parse_type(str(config.variables[name].get("type", "")))
+            for problem in value_problems(vtype, value, f"{path.relative_to(root)}: {name}"):
+                problems.add(problem)
     return sorted(problems)
 
 

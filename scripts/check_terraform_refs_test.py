@@ -43,6 +43,14 @@ output "bucket" {
 """
 
 ROOT_OK = """
+variable "net" {
+  description = "an object"
+  type        = object({ cidr = string, spare = optional(number, 1) })
+}
+output "cidr" {
+  description = "attribute of an object variable"
+  value       = var.net.cidr
+}
 data "google_project" "this" {
   project_id = "p"
 }
@@ -70,6 +78,7 @@ BROKEN = {
         "value = google_storage_bucket.other.name",
         "google_storage_bucket.other is not a declared resource",
     ),
+    "unknown attribute of an object variable": ("value       = var.net.cidr", "value       = var.net.cdr", "has no attribute 'cdr'"),
     "unknown module argument": ('  source = "../mod"\n', '  source = "../mod"\n  colour = "red"\n', "passes 'colour'"),
     "missing required argument": (
         '  name   = "svc@${data.google_project.this.number}.iam.gserviceaccount.com"\n',
@@ -79,13 +88,21 @@ BROKEN = {
 }
 
 
-def run(root_tf: str) -> subprocess.CompletedProcess:
+TFVARS_OK = 'net = { cidr = "10.0.0.0/8" }\n'
+TFVARS_BROKEN = {
+    "tfvars attribute the type lacks": ('net = { cidr = "10.0.0.0/8", cdir = "x" }\n', "'cdir' is not an attribute"),
+    "tfvars missing a required attribute": ("net = { spare = 2 }\n", "required attribute 'cidr' is missing"),
+}
+
+
+def run(root_tf: str, tfvars: str = TFVARS_OK) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         (base / "mod").mkdir()
         (base / "mod" / "main.tf").write_text(MODULE)
         (base / "root").mkdir()
         (base / "root" / "main.tf").write_text(root_tf)
+        (base / "root" / "terraform.tfvars").write_text(tfvars)
         return subprocess.run(
             [sys.executable, str(CHECKER), str(base)], capture_output=True, text=True, check=False
         )
@@ -101,9 +118,14 @@ def main() -> int:
         result = run(ROOT_OK.replace(old, new))
         if result.returncode == 0 or expected not in result.stdout:
             failures.append(f"{name}: want a finding containing {expected!r}, got:\n{result.stdout}{result.stderr}")
+    for name, (tfvars, expected) in TFVARS_BROKEN.items():
+        result = run(ROOT_OK, tfvars)
+        if result.returncode == 0 or expected not in result.stdout:
+            failures.append(f"{name}: want a finding containing {expected!r}, got:\n{result.stdout}{result.stderr}")
     for failure in failures:
         print(f"FAILED: {failure}")
-    print(f"check_terraform_refs self-test: {len(BROKEN) + 1 - len(failures)} of {len(BROKEN) + 1} cases behave")
+    total = len(BROKEN) + len(TFVARS_BROKEN) + 1
+    print(f"check_terraform_refs self-test: {total - len(failures)} of {total} cases behave")
     return 1 if failures else 0
 
 
