@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # cicd checks, run by `make test`: GitHub workflows (actionlint + shellcheck, zizmor, checkov,
-# project policy), the gitops digest-bump helper, shell scripts, and the cargo-deny policy.
+# project policy, images built/scanned/smoke-tested on PRs), the gitops digest-bump helper,
+# shell scripts, and the cargo-deny policy.
 # Installs its tools idempotently under .local/; a check that cannot run fails.
 set -euo pipefail
 
@@ -85,6 +86,10 @@ run_policy() {
   "$gha_bin/python" scripts/check_workflows_policy.py
 }
 
+run_pr_images() {
+  "$gha_bin/python" scripts/check_workflows_pr_images.py
+}
+
 run_gitops_helper_tests() {
   "$gha_bin/python" scripts/check_workflows_gitops_test.py 2>&1 | indent
   return "${PIPESTATUS[0]}"
@@ -110,6 +115,7 @@ check "actionlint (with shellcheck on run: blocks)" run_actionlint
 check "zizmor --offline" run_zizmor
 check "checkov --framework github_actions" run_checkov
 check "workflow policy (pins, permissions, timeouts, concurrency)" run_policy
+check "pull requests build, scan and smoke-test the images" run_pr_images
 check "gitops digest helper tests" run_gitops_helper_tests
 check "cargo deny check bans licenses sources" run_cargo_deny
 

@@ -10,7 +10,7 @@ Usage: check_terraform_hcl.py TERRAFORM_DIR
 
 from __future__ import annotations
 
-import filecmp
+import difflib
 import re
 import sys
 from pathlib import Path
@@ -18,8 +18,15 @@ from pathlib import Path
 import hcl2
 
 ENVIRONMENTS = ("dev", "qa", "preprod", "prod")
-# Identical in every environment root: only terraform.tfvars and backend.tf differ.
-SHARED_ROOT_FILES = ("main.tf", "variables.tf", "outputs.tf", "versions.tf")
+# The one root every environment applies; environments differ only in data:
+# platform/environments/<env>.tfvars and <env>.gcs.tfbackend.
+PLATFORM = "platform"
+PLATFORM_FILES = ("main.tf", "variables.tf", "outputs.tf", "versions.tf", "backend.tf")
+# Directories that may hold .tf files: the two roots and the modules.
+TF_DIRS = ("bootstrap", PLATFORM, "modules")
+# Two .tf files this alike (share of identical lines) are copies of one shape.
+COPY_RATIO = 0.6
+COPY_MIN_LINES = 30
 MODULE_FILES = ("versions.tf", "variables.tf", "outputs.tf")
 # Outputs whose value is a credential or key material.
 SENSITIVE_OUTPUT = re.compile(r"(^|_)(database_url|password|ca_certificate)$")
@@ -60,7 +67,7 @@ def blocks(doc: dict, kind: str) -> list[tuple[str, dict]]:
 def load_all(root: Path) -> tuple[dict[Path, dict], list[str]]:
     docs: dict[Path, dict] = {}
     errors: list[str] = []
-    for path in sorted(list(root.rglob("*.tf")) + list(root.rglob("*.tfvars"))):
+    for path in sorted(list(root.rglob("*.tf")) + list(root.rglob("*.tfvars")) + list(root.rglob("*.tfbackend"))):
         if ".terraform" in path.parts:
             continue
         try:
@@ -115,7 +122,7 @@ def version_constraint_bounded(constraint: str) -> bool:
 def check_versions(root: Path, docs: dict[Path, dict]) -> list[str]:
     problems = []
     version_files = [p for p in docs if p.name == "versions.tf"]
-    expected_roots = [root / "bootstrap"] + [root / "environments" / e for e in ENVIRONMENTS]
+    expected_roots = [root / "bootstrap", root / PLATFORM]
     expected = expected_roots + sorted(p for p in (root / "modules").iterdir() if p.is_dir())
     for directory in expected:
         if directory / "versions.tf" not in docs:
@@ -150,29 +157,64 @@ def check_no_keys(root: Path, docs: dict[Path, dict]) -> list[str]:
     return problems
 
 
-def check_env_roots_identical(root: Path) -> list[str]:
+def check_one_root(root: Path, docs: dict[Path, dict]) -> list[str]:
+    """One root module for the four environments; each environment is only data."""
     problems = []
-    base = root / "environments" / ENVIRONMENTS[0]
+    platform = root / PLATFORM
+    for name in PLATFORM_FILES:
+        if not (platform / name).is_file():
+            problems.append(f"{PLATFORM}: missing {name}")
     for env in ENVIRONMENTS:
-        directory = root / "environments" / env
-        for name in SHARED_ROOT_FILES + ("backend.tf", "terraform.tfvars"):
-            if not (directory / name).is_file():
-                problems.append(f"environments/{env}: missing {name}")
-        if env == ENVIRONMENTS[0]:
+        for suffix in (".tfvars", ".gcs.tfbackend"):
+            if not (platform / "environments" / f"{env}{suffix}").is_file():
+                problems.append(f"{PLATFORM}/environments: missing {env}{suffix}")
+    for path in sorted(root.rglob("*.tf")):
+        rel = path.relative_to(root)
+        if ".terraform" not in rel.parts and rel.parts[0] not in TF_DIRS:
+            problems.append(f"{rel}: Terraform outside {', '.join(TF_DIRS)}; an environment is a .tfvars, not a root")
+    for path in sorted(platform.glob("environments/*")):
+        if path.suffix == ".tf":
+            problems.append(f"{path.relative_to(root)}: environments/ holds data only (.tfvars, .gcs.tfbackend)")
+    backend = (docs.get(platform / "backend.tf", {}).get("terraform") or [{}])[0]
+    gcs = dict(blocks(backend, "backend")).get("gcs")
+    if gcs is None:
+        problems.append(f"{PLATFORM}/backend.tf: no gcs backend")
+    elif any(not k.startswith("__") for k in gcs):
+        problems.append(f"{PLATFORM}/backend.tf: the gcs backend must be partial; bucket and prefix come from -backend-config")
+    return problems
+
+
+def check_no_copies(root: Path) -> list[str]:
+    """A shape written twice drifts: no .tf file may be a near-copy of another."""
+    problems = []
+    files = {}
+    for path in sorted(root.rglob("*.tf")):
+        if ".terraform" in path.parts:
             continue
-        for name in SHARED_ROOT_FILES:
-            if (directory / name).is_file() and (base / name).is_file():
-                if not filecmp.cmp(base / name, directory / name, shallow=False):
-                    problems.append(f"environments/{env}/{name} differs from environments/{ENVIRONMENTS[0]}/{name}")
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        lines = [line for line in lines if line and not line.startswith(("#", "//"))]
+        if len(lines) >= COPY_MIN_LINES:
+            files[path.relative_to(root)] = lines
+    names = sorted(files)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            matcher = difflib.SequenceMatcher(None, files[first], files[second], autojunk=False)
+            if matcher.real_quick_ratio() < COPY_RATIO or matcher.quick_ratio() < COPY_RATIO:
+                continue
+            ratio = matcher.ratio()
+            if ratio >= COPY_RATIO:
+                problems.append(
+                    f"{first} and {second} are {ratio:.0%} the same lines: keep one root and put what differs in data"
+                )
     return problems
 
 
 def env_docs(root: Path, docs: dict[Path, dict], env: str) -> tuple[dict, dict, dict]:
-    directory = root / "environments" / env
+    platform = root / PLATFORM
     return (
-        docs.get(directory / "backend.tf", {}),
-        docs.get(directory / "terraform.tfvars", {}),
-        docs.get(directory / "variables.tf", {}),
+        docs.get(platform / "environments" / f"{env}.gcs.tfbackend", {}),
+        docs.get(platform / "environments" / f"{env}.tfvars", {}),
+        docs.get(platform / "variables.tf", {}),
     )
 
 
@@ -180,22 +222,21 @@ def check_backends(root: Path, docs: dict[Path, dict]) -> list[str]:
     problems = []
     buckets = set()
     for env in ENVIRONMENTS:
-        backend_doc, tfvars, _ = env_docs(root, docs, env)
-        terraform = (backend_doc.get("terraform") or [{}])[0]
-        gcs = dict(blocks(terraform, "backend")).get("gcs")
-        if gcs is None:
-            problems.append(f"environments/{env}/backend.tf: no gcs backend")
+        gcs, tfvars, _ = env_docs(root, docs, env)
+        where = f"{PLATFORM}/environments/{env}"
+        if not gcs:
+            problems.append(f"{where}.gcs.tfbackend: missing or empty")
             continue
         bucket, prefix = unquote(gcs.get("bucket")), unquote(gcs.get("prefix"))
         buckets.add(bucket)
         if prefix != f"codigo/{env}":
-            problems.append(f"environments/{env}/backend.tf: prefix {prefix!r}, want 'codigo/{env}'")
+            problems.append(f"{where}.gcs.tfbackend: prefix {prefix!r}, want 'codigo/{env}'")
         if unquote(tfvars.get("state_bucket")) != bucket:
-            problems.append(f"environments/{env}: tfvars state_bucket != backend bucket {bucket!r}")
+            problems.append(f"{where}.tfvars: state_bucket != backend bucket {bucket!r}")
         if unquote(tfvars.get("state_prefix")) != prefix:
-            problems.append(f"environments/{env}: tfvars state_prefix != backend prefix {prefix!r}")
+            problems.append(f"{where}.tfvars: state_prefix != backend prefix {prefix!r}")
         if unquote(tfvars.get("environment")) != env:
-            problems.append(f"environments/{env}: tfvars environment is {unquote(tfvars.get('environment'))!r}")
+            problems.append(f"{where}.tfvars: environment is {unquote(tfvars.get('environment'))!r}")
     if len(buckets) > 1:
         problems.append(f"environments use different state buckets: {sorted(map(str, buckets))}")
     bootstrap = docs.get(root / "bootstrap" / "backend.tf", {})
@@ -205,17 +246,31 @@ def check_backends(root: Path, docs: dict[Path, dict]) -> list[str]:
     return problems
 
 
+def ci_supplied_variables(root: Path) -> set[str]:
+    """Variables every workflow that plans passes as TF_VAR_<name> (not in the tfvars)."""
+    workflows = root.parent / ".github" / "workflows"
+    names: set[str] | None = None
+    for path in sorted(workflows.glob("*.yml")):
+        text = path.read_text(encoding="utf-8")
+        if "terraform plan" not in text:
+            continue
+        found = set(re.findall(r"^\s*TF_VAR_(\w+):", text, re.M))
+        names = found if names is None else names & found
+    return names or set()
+
+
 def check_tfvars_match_variables(root: Path, docs: dict[Path, dict]) -> list[str]:
     problems = []
+    from_ci = ci_supplied_variables(root)
     for env in ENVIRONMENTS:
         _, tfvars, variables = env_docs(root, docs, env)
         declared = dict(blocks(variables, "variable"))
         for key in tfvars:
             if not key.startswith("__") and key not in declared:
-                problems.append(f"environments/{env}/terraform.tfvars: {key} is not a declared variable")
+                problems.append(f"{PLATFORM}/environments/{env}.tfvars: {key} is not a declared variable")
         for name, body in declared.items():
-            if "default" not in body and name not in tfvars:
-                problems.append(f"environments/{env}/terraform.tfvars: required variable {name} is not set")
+            if "default" not in body and name not in tfvars and name not in from_ci:
+                problems.append(f"{PLATFORM}/environments/{env}.tfvars: required variable {name} is not set")
     return problems
 
 
@@ -264,7 +319,8 @@ def main() -> int:
     checks.record("modules have versions.tf, variables.tf, outputs.tf and resource files", check_module_layout(root))
     checks.record("terraform and providers are version-bounded (google 6.x)", check_versions(root, docs))
     checks.record("no service account keys", check_no_keys(root, docs))
-    checks.record("environment roots share main/variables/outputs/versions", check_env_roots_identical(root))
+    checks.record("one root for all environments, which differ only in data", check_one_root(root, docs))
+    checks.record("no .tf file is a copy of another", check_no_copies(root))
     checks.record("backends: one GCS bucket, prefix per environment, tfvars agree", check_backends(root, docs))
     checks.record("tfvars set every required variable and nothing undeclared", check_tfvars_match_variables(root, docs))
     checks.record("dev is zonal and Spot, preprod/prod are HA", check_environment_shapes(root, docs))

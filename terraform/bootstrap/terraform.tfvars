@@ -12,4 +12,5 @@ environment_projects = {
   prod    = "codigo-prod"
 }
 
-state_admins = ["group:platform-admins@example.com"]
+# state_admins is organisation-specific and has no placeholder here: pass it on the command
+# line (terraform/README.md, Bootstrap).

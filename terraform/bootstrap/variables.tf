@@ -79,6 +79,11 @@ variable "services" {
 }
 
 variable "state_admins" {
-  description = "Members (groups) with full access to the state bucket, for break-glass and the first applies. Terraform service accounts get prefix-scoped access from each environment root."
+  description = "Members (groups) with full access to the state bucket, for break-glass and the first applies. Terraform service accounts get prefix-scoped access from the platform root. Not in the tfvars (organisation-specific): pass -var 'state_admins=[\"group:...\"]' or TF_VAR_state_admins."
   type        = list(string)
+
+  validation {
+    condition     = length(var.state_admins) > 0 && alltrue([for m in var.state_admins : can(regex("^(group|user|serviceAccount|domain):[^@\\s]+(@[^@\\s]+)?$", m)) && !can(regex("example\\.(com|org|net)$", m))])
+    error_message = "state_admins must list real IAM members (group:admins@your-domain); example.com/org/net addresses are reserved and IAM refuses them."
+  }
 }

@@ -12,6 +12,7 @@ variable "generated" {
   description = "Secrets whose value Terraform generates (random, 48 characters): the NATS user passwords (read by both the NATS servers and the clients) and the webhook HMAC key."
   type        = list(string)
   default = [
+    "grafana-admin-password",
     "nats-producer-password",
     "nats-consumer-password",
     "nats-ctl-password",
@@ -20,9 +21,9 @@ variable "generated" {
 }
 
 variable "provided" {
-  description = "Secrets created empty; an operator adds the value (`gcloud secrets versions add`). CODIGO_API_KEYS holds tenant tokens that are issued outside Terraform."
+  description = "Secrets created empty; an operator adds the value (`gcloud secrets versions add`). CODIGO_API_KEYS holds tenant tokens that are issued outside Terraform; Alertmanager's receivers read the PagerDuty routing key and the Slack webhook URL."
   type        = list(string)
-  default     = ["api-keys"]
+  default     = ["api-keys", "pagerduty-routing-key", "slack-webhook-url"]
 }
 
 variable "replication_locations" {

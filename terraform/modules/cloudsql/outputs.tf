@@ -29,7 +29,7 @@ output "migration_user" {
 }
 
 output "secret_ids" {
-  description = "Secret Manager secret IDs, keyed database-url-app / database-url-migration / postgres-monitoring-password (gitops: ExternalSecret remoteRef.key)."
+  description = "Secret Manager secret IDs, keyed database-url-app / database-url-migration / postgres-monitoring-password / postgres-monitoring-dsn (gitops: ExternalSecret remoteRef.key)."
   value       = { for k, s in google_secret_manager_secret.database : k => s.secret_id }
 }
 
@@ -40,12 +40,12 @@ output "monitoring_user" {
 
 output "app_database_url" {
   description = "DATABASE_URL of the application user."
-  value       = local.database_urls.app
+  value       = local.database_secrets["database-url-app"]
   sensitive   = true
 }
 
 output "migration_database_url" {
   description = "DATABASE_URL of the migration user."
-  value       = local.database_urls.migration
+  value       = local.database_secrets["database-url-migration"]
   sensitive   = true
 }

@@ -6,6 +6,9 @@ locals {
     database-url-app             = "postgres://${var.app_user}:${random_password.app.result}@${local.host}:5432/${var.database_name}?sslmode=require"
     database-url-migration       = "postgres://${var.migration_user}:${random_password.migration.result}@${local.host}:5432/${var.database_name}?sslmode=require"
     postgres-monitoring-password = random_password.monitoring.result
+    # postgres_exporter's DATA_SOURCE_NAME: the private address exists only after apply,
+    # so the exporter reads it from here at sync time instead of a committed copy.
+    postgres-monitoring-dsn = "postgresql://${var.monitoring_user}:${random_password.monitoring.result}@${local.host}:5432/${var.database_name}?sslmode=require"
   }
 }
 

@@ -54,18 +54,18 @@ cloudsql = {
 }
 
 
-github_repository             = "codigo/codigo"
-github_workload_identity_pool = "projects/000000000000/locations/global/workloadIdentityPools/github"
-github_repository_owner_id    = ""
-github_apply_environment      = "prod"
+github_repository          = "codigo/codigo"
+github_repository_owner_id = ""
+github_apply_environment   = "prod"
 
 state_bucket = "codigo-terraform-state"
 state_prefix = "codigo/prod"
 
-billing_account = "000000-000000-000000"
+# billing_account and github_workload_identity_pool come from CI (TF_VAR_*, GitHub variables
+# GCP_BILLING_ACCOUNT and GCP_WORKLOAD_IDENTITY_POOL): no placeholder a provider would refuse.
 budget = {
   amount               = 1500
-  notification_emails  = { platform = "platform-team@example.com", finance = "finance@example.com" }
+  notification_emails  = {} # real addresses only; billing admins are notified regardless
   pubsub_notifications = true
 }
 

@@ -98,8 +98,13 @@ variable "github_repository_owner_id" {
 }
 
 variable "github_workload_identity_pool" {
-  description = "Full name of the shared GitHub workload identity pool (bootstrap output github_workload_identity_pool)."
+  description = "Full name of the shared GitHub workload identity pool (bootstrap output github_workload_identity_pool). Not in the tfvars: CI passes TF_VAR_github_workload_identity_pool from the GitHub variable GCP_WORKLOAD_IDENTITY_POOL."
   type        = string
+
+  validation {
+    condition     = can(regex("^projects/[1-9][0-9]*/locations/global/workloadIdentityPools/[a-z0-9-]+$", var.github_workload_identity_pool))
+    error_message = "github_workload_identity_pool must be bootstrap's output github_workload_identity_pool (projects/<number>/locations/global/workloadIdentityPools/<id>): set the GitHub variable GCP_WORKLOAD_IDENTITY_POOL, or TF_VAR_github_workload_identity_pool locally."
+  }
 }
 
 variable "github_apply_environment" {
@@ -118,8 +123,13 @@ variable "state_prefix" {
 }
 
 variable "billing_account" {
-  description = "Billing account ID the project is linked to (budgets live on it)."
+  description = "Billing account ID the project is linked to (budgets live on it). Not in the tfvars: CI passes TF_VAR_billing_account from the GitHub variable GCP_BILLING_ACCOUNT."
   type        = string
+
+  validation {
+    condition     = can(regex("^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$", var.billing_account)) && var.billing_account != "000000-000000-000000"
+    error_message = "billing_account must be the real billing account ID (XXXXXX-XXXXXX-XXXXXX, see `gcloud billing accounts list`): set the GitHub variable GCP_BILLING_ACCOUNT, or TF_VAR_billing_account locally."
+  }
 }
 
 variable "budget" {
@@ -129,6 +139,11 @@ variable "budget" {
     notification_emails  = map(string)
     pubsub_notifications = bool
   })
+
+  validation {
+    condition     = alltrue([for email in values(var.budget.notification_emails) : can(regex("^[^@\\s]+@[^@\\s]+\\.[a-z]+$", email)) && !can(regex("@(.+\\.)?example\\.(com|org|net)$", email))])
+    error_message = "budget.notification_emails must be real addresses (example.com/org/net are reserved and never delivered); leave the map empty and the billing account's administrators still get the alerts."
+  }
 }
 
 variable "jetstream_backup_retention_days" {

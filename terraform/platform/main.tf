@@ -1,8 +1,8 @@
 # One environment of Codigo: VPC, private GKE, Cloud SQL, secrets, workload
 # identities, Terraform's own CI identities, backups and a budget. The image
 # registry, the GitHub federation pool and the node service accounts are shared
-# and live in bootstrap/. Every environment root has this same file; the
-# differences live in terraform.tfvars and backend.tf.
+# and live in bootstrap/. This one root serves dev, qa, preprod and prod: they
+# differ only in data, environments/<env>.tfvars and environments/<env>.gcs.tfbackend.
 
 locals {
   name = "codigo-${var.environment}"
@@ -20,7 +20,7 @@ data "google_project" "this" {
 }
 
 module "network" {
-  source = "../../modules/network"
+  source = "../modules/network"
 
   project_id                  = var.project_id
   name                        = local.name
@@ -34,7 +34,7 @@ module "network" {
 }
 
 module "gke" {
-  source = "../../modules/gke"
+  source = "../modules/gke"
 
   project_id                 = var.project_id
   name                       = local.name
@@ -60,7 +60,7 @@ module "gke" {
 }
 
 module "cloudsql" {
-  source = "../../modules/cloudsql"
+  source = "../modules/cloudsql"
 
   project_id                   = var.project_id
   name                         = local.name
@@ -88,7 +88,7 @@ module "cloudsql" {
 }
 
 module "workload_identity" {
-  source = "../../modules/workload_identity"
+  source = "../modules/workload_identity"
 
   project_id             = var.project_id
   project_number         = data.google_project.this.number
@@ -129,7 +129,7 @@ locals {
 }
 
 module "github_oidc" {
-  source = "../../modules/github_oidc"
+  source = "../modules/github_oidc"
 
   project_id                        = var.project_id
   name                              = "codigo"
@@ -145,7 +145,7 @@ module "github_oidc" {
 }
 
 module "app_secrets" {
-  source = "../../modules/app_secrets"
+  source = "../modules/app_secrets"
 
   project_id            = var.project_id
   prefix                = local.name
@@ -154,7 +154,7 @@ module "app_secrets" {
 }
 
 module "jetstream_backups" {
-  source = "../../modules/backup_bucket"
+  source = "../modules/backup_bucket"
 
   project_id             = var.project_id
   location               = "EU"
@@ -165,7 +165,7 @@ module "jetstream_backups" {
 }
 
 module "budget" {
-  source = "../../modules/budget"
+  source = "../modules/budget"
 
   project_id           = var.project_id
   project_number       = data.google_project.this.number

@@ -1,0 +1,1 @@
+../../../deploy/nats/jetstream_snapshot.py
