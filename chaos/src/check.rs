@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::load::{Ledger, Poison, PoisonKind};
+use crate::load::{Ledger, Poison, PoisonKind, TENANT};
 use crate::procs::{Counters, Death, Incarnation};
 use crate::ChaosError;
 
@@ -302,23 +302,28 @@ pub async fn check(evidence: Evidence<'_>) -> Result<Report, ChaosError> {
     }
 
     // Effects: one ledger entry per accepted job, with its amount, and nothing else.
-    let entries: Vec<(Uuid, String, i64)> =
-        sqlx::query_as("SELECT job_id, account, amount_cents FROM ledger_entries")
+    // Accounts are keyed per tenant: the suite's jobs are all booked to TENANT.
+    let entries: Vec<(Uuid, String, String, i64)> =
+        sqlx::query_as("SELECT job_id, tenant, account, amount_cents FROM ledger_entries")
             .fetch_all(pool)
             .await
             .map_err(|e| ChaosError::Check(format!("reading ledger_entries: {e}")))?;
-    let mut entry_sums: HashMap<String, i64> = HashMap::new();
+    let mut entry_sums: HashMap<(String, String), i64> = HashMap::new();
     let mut applied = HashSet::new();
     let mut unexpected = Vec::new();
     let mut wrong_amount = Vec::new();
     let mut repeated = 0usize;
-    for (id, account, amount) in &entries {
-        *entry_sums.entry(account.clone()).or_default() += amount;
+    for (id, tenant, account, amount) in &entries {
+        *entry_sums
+            .entry((tenant.clone(), account.clone()))
+            .or_default() += amount;
         if !applied.insert(*id) {
             repeated += 1;
         }
         match ledger.accepted.get(id) {
-            Some(job) if job.amount != *amount || job.account != *account => wrong_amount.push(*id),
+            Some(job) if job.amount != *amount || job.account != *account || tenant != TENANT => {
+                wrong_amount.push(*id)
+            }
             Some(_) => {}
             None => unexpected.push(*id),
         }
@@ -354,30 +359,35 @@ pub async fn check(evidence: Evidence<'_>) -> Result<Report, ChaosError> {
     }
 
     // Balances: exactly the sum of the accepted amounts, account by account.
-    let balances: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT account, balance_cents FROM account_balances WHERE currency = 'EUR'",
+    let balances: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT tenant, account, balance_cents FROM account_balances WHERE currency = 'EUR'",
     )
     .fetch_all(pool)
     .await
     .map_err(|e| ChaosError::Check(format!("reading account_balances: {e}")))?;
-    let mut expected: HashMap<&str, i64> = HashMap::new();
+    let mut expected: HashMap<(String, String), i64> = HashMap::new();
     for job in ledger.accepted.values() {
-        *expected.entry(job.account.as_str()).or_default() += job.amount;
+        *expected
+            .entry((TENANT.to_owned(), job.account.clone()))
+            .or_default() += job.amount;
     }
-    let balances: HashMap<String, i64> = balances.into_iter().collect();
+    let balances: HashMap<(String, String), i64> = balances
+        .into_iter()
+        .map(|(tenant, account, balance)| ((tenant, account), balance))
+        .collect();
     let mut off_accounts = Vec::new();
-    for account in balances
+    for key in balances
         .keys()
-        .map(String::as_str)
-        .chain(expected.keys().copied())
+        .chain(expected.keys())
         .collect::<HashSet<_>>()
     {
-        let balance = balances.get(account).copied().unwrap_or(0);
-        let want = expected.get(account).copied().unwrap_or(0);
-        let from_entries = entry_sums.get(account).copied().unwrap_or(0);
+        let balance = balances.get(key).copied().unwrap_or(0);
+        let want = expected.get(key).copied().unwrap_or(0);
+        let from_entries = entry_sums.get(key).copied().unwrap_or(0);
         if balance != want || balance != from_entries {
+            let (tenant, account) = key;
             off_accounts.push(format!(
-                "{account}: balance {balance}, accepted sum {want}, entries sum {from_entries}"
+                "{tenant}/{account}: balance {balance}, accepted sum {want}, entries sum {from_entries}"
             ));
         }
     }

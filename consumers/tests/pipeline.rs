@@ -765,10 +765,13 @@ async fn unknown_job_types_are_refused_at_start() {
 async fn a_job_the_database_refuses_does_not_sink_its_group() {
     let env = TestEnv::new().await;
     // One account sits at the edge of bigint: adding to it fails in Postgres, every time.
-    sqlx::query("INSERT INTO account_balances VALUES ('full', 'EUR', 9223372036854775000)")
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO account_balances (tenant, account, currency, balance_cents)
+         VALUES ('test', 'full', 'EUR', 9223372036854775000)",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
     let mut acks = Vec::new();
     let mut poison = None;
     for i in 0..200i64 {

@@ -64,7 +64,22 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap's usage error is exit 2, which `slo report` answers for an exhausted budget.
+        Err(error) if error.use_stderr() && std::env::args().skip(1).any(|a| a == "slo") => {
+            let _ = error.print();
+            std::process::exit(slo::EXIT_NO_REPORT)
+        }
+        Err(error) => error.exit(),
+    };
+    if let Command::Slo { command } = cli.command {
+        // Reads Prometheus only: none of the NATS or database settings apply, and each of
+        // its own errors has its own exit status.
+        let _telemetry = codigo_common::telemetry::init_cli("codigo-ctl", &cli.telemetry)
+            .unwrap_or_else(|error| slo::fail(&error));
+        slo::run(command).await
+    }
     // Operator output goes to stdout; logs go to stderr.
     let _telemetry = codigo_common::telemetry::init_cli("codigo-ctl", &cli.telemetry)?;
     cli.jetstream.validate().map_err(anyhow::Error::msg)?;
@@ -74,6 +89,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Status { format } => status::run(&cli.nats, &names, format).await,
         Command::Dlq { command } => dlq::run(&cli.nats, &names, command).await,
         Command::Teardown { yes } => setup::teardown(&cli.nats, &names, yes).await,
-        Command::Slo { command } => slo::run(command).await,
+        Command::Slo { .. } => unreachable!("handled above"),
     }
 }

@@ -3,13 +3,17 @@
 //!
 //! The SLIs are the recording rules `codigo:<sli>:<window>` of
 //! `observability/prometheus/rules/` and the objectives the series
-//! `codigo:slo_objective:30d{slo=...}`. A window without a recording rule (`--window 7d`) is
-//! evaluated from the raw counters with the rules' own expression. Burn rate is
+//! `codigo:slo_objective:30d{slo=...}`. A window without a recording rule (`--window 7d`), or
+//! one whose rule has no series (rules not loaded, or loaded after the data), is evaluated
+//! from the raw counters with the rules' own expression. Burn rate is
 //! `(1 - SLI) / (1 - objective)`, as in the rules; the budget consumed over the window is
 //! its burn rate over that window.
 //!
 //! Job success is reported per job type, like its rules and alerts: a job type with little
 //! traffic would vanish inside an overall ratio.
+//!
+//! A gate must never pass blind: an SLO without a single event in the window is "no data",
+//! exit 3, unless `--allow-no-data`. Its own failures exit 4, apart from the verdicts 1-3.
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -27,18 +31,22 @@ const PAGE_FAST: (&str, &str, f64) = ("1h", "5m", 14.4);
 const PAGE_SLOW: (&str, &str, f64) = ("6h", "30m", 6.0);
 const TICKET: (&str, &str, f64) = ("3d", "6h", 1.0);
 
-/// Exit statuses of `slo report`.
+/// Exit statuses of `slo report` (SPEC): verdicts 0-3, then its own errors.
 pub const EXIT_WITHIN_BUDGET: i32 = 0;
 pub const EXIT_BURNING_FAST: i32 = 1;
 pub const EXIT_EXHAUSTED: i32 = 2;
-/// No report could be made (Prometheus unreachable, a query refused).
-pub const EXIT_NO_REPORT: i32 = 3;
+/// An SLO has no events in the window: nothing to judge it by.
+pub const EXIT_NO_DATA: i32 = 3;
+/// No report could be made (bad arguments, Prometheus unreachable, a query refused).
+pub const EXIT_NO_REPORT: i32 = 4;
 
 #[derive(Debug, Subcommand)]
 pub enum SloCommand {
     /// Per SLO: SLI, objective, error budget (total, consumed, remaining) and burn rates over
     /// the alert windows. Exit status 0 within budget, 1 while a budget burns at page level,
-    /// 2 once a budget is spent, 3 when no report could be made.
+    /// 2 once a budget is spent, 3 when an SLO has no data in the window (0 with
+    /// --allow-no-data), 4 when no report could be made (bad arguments, Prometheus
+    /// unreachable).
     Report(ReportArgs),
 }
 
@@ -56,6 +64,10 @@ pub struct ReportArgs {
     /// Seconds to wait for each Prometheus answer.
     #[arg(long, default_value_t = 30)]
     pub timeout_secs: u64,
+    /// Exit 0, not 3, when an SLO has no events in the window (a new environment, say). A
+    /// gate should not use it: without data it cannot tell a healthy service from an unseen one.
+    #[arg(long)]
+    pub allow_no_data: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,25 +86,28 @@ pub enum SloError {
     },
 }
 
+/// Ends a report that could not be made. 1 to 3 are verdicts about the budgets: a failed
+/// report must not look like one.
+pub fn fail(error: &dyn std::fmt::Display) -> ! {
+    eprintln!("Error: {error}");
+    std::process::exit(EXIT_NO_REPORT);
+}
+
 /// Runs the subcommand and exits with its status.
-pub async fn run(command: SloCommand) -> anyhow::Result<()> {
+pub async fn run(command: SloCommand) -> ! {
     let SloCommand::Report(args) = command;
     match report(&args).await {
         Ok(report) => {
             match args.format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Json => match serde_json::to_string_pretty(&report) {
+                    Ok(json) => println!("{json}"),
+                    Err(error) => fail(&error),
+                },
                 Format::Text => print!("{}", render_text(&report)),
             }
-            if report.exit_code != EXIT_WITHIN_BUDGET {
-                std::process::exit(report.exit_code);
-            }
-            Ok(())
+            std::process::exit(report.exit_code);
         }
-        // 1 and 2 mean something about the budgets: a failed report must not look like them.
-        Err(error) => {
-            eprintln!("Error: {error}");
-            std::process::exit(EXIT_NO_REPORT);
-        }
+        Err(error) => fail(&error),
     }
 }
 
@@ -154,6 +169,10 @@ pub struct Report {
     pub evaluated_at: String,
     pub status: Status,
     pub exit_code: i32,
+    /// SLOs without a single event in the window: the report cannot judge them.
+    pub no_data: Vec<&'static str>,
+    /// `--allow-no-data` was given: no data does not fail the report.
+    pub allow_no_data: bool,
     pub slos: Vec<SloReport>,
 }
 
@@ -375,13 +394,29 @@ impl Prometheus {
         }
     }
 
-    /// The SLI over `window`: its recording rule where one exists, else its expression.
+    /// The SLI over `window`: its recording rule where one exists, else its expression. A
+    /// rule without a series (not loaded, or loaded after the data) hides nothing: what it
+    /// lacks is computed from the raw counters.
     async fn sli(&self, slo: &Definition, window: &str) -> Result<Values, SloError> {
-        if RECORDED_WINDOWS.contains(&window) {
-            self.values(&format!("codigo:{}:{window}", slo.name)).await
-        } else {
-            self.values(&(slo.sli)(window)).await
+        if !RECORDED_WINDOWS.contains(&window) {
+            return self.values(&(slo.sli)(window)).await;
         }
+        let mut values = self
+            .values(&format!("codigo:{}:{window}", slo.name))
+            .await?;
+        let complete = if slo.per_job_type {
+            codigo_schemas::registry()
+                .names()
+                .all(|name| values.contains_key(name))
+        } else {
+            !values.is_empty()
+        };
+        if !complete {
+            for (key, value) in self.values(&(slo.sli)(window)).await? {
+                values.entry(key).or_insert(value);
+            }
+        }
+        Ok(values)
     }
 }
 
@@ -428,6 +463,7 @@ pub async fn report(args: &ReportArgs) -> Result<Report, SloError> {
     };
 
     let mut slos = Vec::new();
+    let mut no_data = Vec::new();
     for slo in SLOS {
         let objective = match objectives.get(slo.name) {
             Some(objective) if *objective > 0.0 && *objective < 1.0 => *objective,
@@ -460,6 +496,7 @@ pub async fn report(args: &ReportArgs) -> Result<Report, SloError> {
         } else {
             BTreeSet::from([String::new()])
         };
+        let mut judged = false;
         for key in keys {
             let sli = window_sli.get(&key).copied();
             let burn_rates: BTreeMap<&'static str, Option<f64>> = ALERT_WINDOWS
@@ -483,6 +520,7 @@ pub async fn report(args: &ReportArgs) -> Result<Report, SloError> {
                 _ if slow_burn => Status::SlowBurn,
                 _ => Status::Ok,
             };
+            judged |= status != Status::NoData;
             slos.push(SloReport {
                 slo: slo.name,
                 job_type: slo.per_job_type.then_some(key),
@@ -503,6 +541,9 @@ pub async fn report(args: &ReportArgs) -> Result<Report, SloError> {
                 status,
             });
         }
+        if !judged {
+            no_data.push(slo.name);
+        }
     }
 
     let worst = |status| slos.iter().any(|s| s.status == status);
@@ -510,9 +551,11 @@ pub async fn report(args: &ReportArgs) -> Result<Report, SloError> {
         (Status::Exhausted, EXIT_EXHAUSTED)
     } else if worst(Status::BurningFast) {
         (Status::BurningFast, EXIT_BURNING_FAST)
+    } else if !no_data.is_empty() && !args.allow_no_data {
+        (Status::NoData, EXIT_NO_DATA)
     } else if worst(Status::SlowBurn) {
         (Status::SlowBurn, EXIT_WITHIN_BUDGET)
-    } else if slos.iter().all(|s| s.status == Status::NoData) {
+    } else if !no_data.is_empty() {
         (Status::NoData, EXIT_WITHIN_BUDGET)
     } else {
         (Status::Ok, EXIT_WITHIN_BUDGET)
@@ -523,6 +566,8 @@ pub async fn report(args: &ReportArgs) -> Result<Report, SloError> {
         evaluated_at: rfc3339(now),
         status,
         exit_code,
+        no_data,
+        allow_no_data: args.allow_no_data,
         slos,
     })
 }
@@ -607,6 +652,14 @@ pub fn render_text(report: &Report) -> String {
         "\nBurn rate 1 spends the budget exactly over the SLO window. Pages: above 14.4 over 1h \
          and 5m, or above 6 over 6h and 30m; tickets: above 1 over 3d and 6h.\n",
     );
+    if !report.no_data.is_empty() {
+        out.push_str(&format!(
+            "No data to judge: {} had no events in the last {}; check that Prometheus scrapes \
+             the producer and the consumers.\n",
+            report.no_data.join(", "),
+            report.window,
+        ));
+    }
     out.push_str(&match report.status {
         Status::Exhausted => format!(
             "Exit 2: an error budget of the last {} is spent.\n",
@@ -618,7 +671,14 @@ pub fn render_text(report: &Report) -> String {
         Status::SlowBurn => {
             "Exit 0: within budget, but a budget burns faster than it lasts (ticket).\n".to_owned()
         }
-        Status::NoData => "Exit 0: no finished events in the window.\n".to_owned(),
+        Status::NoData if report.exit_code == EXIT_NO_DATA => {
+            "Exit 3: no data to judge, so no verdict; a gate must not pass on it \
+             (--allow-no-data accepts it).\n"
+                .to_owned()
+        }
+        Status::NoData => {
+            "Exit 0: no data to judge, accepted because of --allow-no-data.\n".to_owned()
+        }
         Status::Ok => "Exit 0: every SLO is within its budget.\n".to_owned(),
     });
     out

@@ -1,7 +1,7 @@
 //! `deploy/postgres/roles.sql` on the test server: uniquely named roles, `codigo-ctl setup`
 //! (the real binary) as the migration role, the producer and the consumer as the
 //! application role running the pipeline's statements, and the application role refused
-//! every CREATE, ALTER and DROP. The roles are dropped at the end, even after a failure.
+//! every CREATE, ALTER and DROP, and any UPDATE or DELETE of the append-only ledger entries. The roles are dropped at the end, even after a failure.
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -411,9 +411,17 @@ async fn application_role_runs_the_pipeline_but_changes_no_schema() {
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
          VALUES (99999, 'forged', true, '\\x00', 0)",
         "DELETE FROM _sqlx_migrations",
+        // Ledger entries are append-only for the services.
+        "UPDATE ledger_entries SET amount_cents = amount_cents + 1",
+        "DELETE FROM ledger_entries",
     ] {
         refused(&mut app, statement).await;
     }
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_entries")
+        .fetch_one(&mut app)
+        .await
+        .expect("the application role reads ledger entries");
+    assert_eq!(entries, 1);
     let versions: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(&mut app)
         .await

@@ -1,7 +1,8 @@
 //! `codigo-ctl slo report` against a real Prometheus (observability/tools/promfixture.py)
 //! loaded with the project's rules and synthetic series whose right answers are known:
-//! within budget (exit 0), burning fast (exit 1), budget exhausted (exit 2), and no
-//! Prometheus at all (exit 3).
+//! within budget (exit 0), burning fast (exit 1), budget exhausted (exit 2), no data to judge
+//! (exit 3, or 0 with `--allow-no-data`), raw counters without recording rules (judged from
+//! the counters), and no Prometheus at all or bad arguments (exit 4).
 //!
 //! Series: 31 days of counters with constant rates per segment, sampled daily (just inside
 //! each day boundary, so the 30d and 3d windows start on a sample) and every 30 s over the
@@ -208,6 +209,12 @@ struct Fixture {
 
 impl Fixture {
     fn start(name: &str, traffic: &Traffic) -> Self {
+        let now = unix_now();
+        Self::serve(name, &openmetrics(traffic, now), now, true)
+    }
+
+    /// Serves `series` (OpenMetrics ending at `now`), with the project's rules or none.
+    fn serve(name: &str, series_text: &str, now: i64, rules: bool) -> Self {
         for tool in ["promtool", "prometheus", "python3"] {
             assert!(
                 on_path(tool),
@@ -215,24 +222,22 @@ impl Fixture {
                  (`make test` does); the SLO report is tested against a real Prometheus"
             );
         }
-        let now = i64::try_from(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .expect("clock")
-                .as_secs(),
-        )
-        .expect("time");
         let series =
             std::env::temp_dir().join(format!("codigo-slo-{name}-{}-{now}.om", std::process::id()));
-        std::fs::write(&series, openmetrics(traffic, now)).expect("write series");
+        std::fs::write(&series, series_text).expect("write series");
         let root = repo_root();
-        let mut child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .arg(root.join("observability/tools/promfixture.py"))
             .arg("serve")
             .arg("--openmetrics")
-            .arg(&series)
-            .arg("--rules")
-            .arg(root.join("observability/prometheus/rules"))
+            .arg(&series);
+        if rules {
+            command
+                .arg("--rules")
+                .arg(root.join("observability/prometheus/rules"));
+        }
+        let mut child = command
             .arg("--shift-to-now")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -261,6 +266,16 @@ impl Drop for Fixture {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.series);
     }
+}
+
+fn unix_now() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs(),
+    )
+    .expect("time")
 }
 
 struct Run {
@@ -512,10 +527,107 @@ fn exhausted_budget_exits_2() {
 }
 
 #[test]
-fn no_report_exits_3_with_what_to_do() {
+fn no_data_exits_3_unless_allowed() {
+    // Prometheus answers, with the rules loaded, but nothing of Codigo was ever scraped.
+    let now = unix_now();
+    let series = (0..20)
+        .map(|i| format!("unrelated_gauge{{job=\"other\"}} 1 {}\n", now - 60 * i))
+        .rev()
+        .collect::<String>();
+    let fixture = Fixture::serve(
+        "no-data",
+        &format!("# TYPE unrelated_gauge gauge\n{series}# EOF\n"),
+        now,
+        true,
+    );
+    let (code, report) = json_report(&fixture.url, &[]);
+    assert_eq!(code, 3, "{report:#}");
+    assert_eq!(report["status"], "no_data");
+    assert_eq!(
+        report["no_data"],
+        serde_json::json!(["producer_availability", "producer_latency", "job_success"])
+    );
+    let text = slo_report(&fixture.url, &[]);
+    assert_eq!(text.code, 3, "{}{}", text.stdout, text.stderr);
+    assert!(
+        text.stdout
+            .contains("No data to judge: producer_availability, producer_latency, job_success"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("Exit 3: no data to judge"),
+        "{}",
+        text.stdout
+    );
+
+    // Allowed: exit 0, and still a line saying there was nothing to judge.
+    let (code, report) = json_report(&fixture.url, &["--allow-no-data"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["status"], "no_data");
+    assert_eq!(report["allow_no_data"], true);
+    let text = slo_report(&fixture.url, &["--allow-no-data"]);
+    assert_eq!(text.code, 0, "{}{}", text.stdout, text.stderr);
+    assert!(text.stdout.contains("No data to judge:"), "{}", text.stdout);
+    assert!(
+        text.stdout
+            .contains("Exit 0: no data to judge, accepted because of --allow-no-data"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn raw_counters_without_recording_rules_are_judged() {
+    // Three days of raw job outcomes, 2 % of them termed, sampled every minute; no rules
+    // loaded, so no recording rule has a series and no objective is recorded either.
+    let now = unix_now();
+    let start = now - 3 * DAY;
+    let consumer = r#"job="codigo-consumer",instance="consumer-0",job_type="ledger.post""#;
+    let mut text = String::from("# TYPE codigo_consumer_acks counter\n");
+    for (outcome, rate) in [("ack", 4.9), ("term", 0.1)] {
+        for t in (start..=now).step_by(60) {
+            #[allow(clippy::cast_precision_loss)]
+            let value = rate * (t - start) as f64;
+            text.push_str(&format!(
+                "codigo_consumer_acks_total{{{consumer},outcome=\"{outcome}\"}} {value:.3} {t}\n"
+            ));
+        }
+    }
+    text.push_str("# EOF\n");
+    let fixture = Fixture::serve("raw-only", &text, now, false);
+
+    let run = slo_report(&fixture.url, &["--format", "json"]);
+    let report: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("{e}: stdout {:?}, stderr {:?}", run.stdout, run.stderr));
+    assert_eq!(run.code, 2, "{report:#}\n{}", run.stderr);
+    assert_eq!(report["status"], "exhausted");
+    assert_eq!(report["exit_code"], 2);
+    // Without the objectives' rules the SPEC defaults apply, and the report says so.
+    assert!(
+        run.stderr.contains("using the default 0.995"),
+        "{}",
+        run.stderr
+    );
+    let ledger = slo(&report, "job_success", Some("ledger.post"));
+    check(ledger, 0.995, 0.98, &all_windows(4.0), "exhausted");
+    close(&ledger["events"], 5.0 * 3.0 * 86_400.0, 1e-2);
+    // The producer was never scraped: named, but the exhausted budget decides the exit.
+    assert_eq!(
+        report["no_data"],
+        serde_json::json!(["producer_availability", "producer_latency"])
+    );
+
+    let text = slo_report(&fixture.url, &[]);
+    assert_eq!(text.code, 2, "{}{}", text.stdout, text.stderr);
+    assert!(text.stdout.contains("BUDGET EXHAUSTED"), "{}", text.stdout);
+}
+
+#[test]
+fn no_report_exits_4_with_what_to_do() {
     // Nothing listens on port 9 of loopback (discard, never served here).
     let run = slo_report("http://127.0.0.1:9", &[]);
-    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
     assert!(
         run.stderr.contains("cannot reach Prometheus"),
@@ -525,6 +637,47 @@ fn no_report_exits_3_with_what_to_do() {
     assert!(run.stderr.contains("--prometheus-url"), "{}", run.stderr);
 
     let run = slo_report("http://127.0.0.1:9", &["--window", "a month"]);
-    assert_eq!(run.code, 3);
+    assert_eq!(run.code, 4);
     assert!(run.stderr.contains("Prometheus duration"), "{}", run.stderr);
+
+    // Arguments clap refuses: not 2, which would read as an exhausted budget.
+    for bad in [&["--timeout-secs", "soon"][..], &["--no-such-flag"][..]] {
+        let run = slo_report("http://127.0.0.1:9", bad);
+        assert_eq!(run.code, 4, "{bad:?}: {}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains("error:"), "{}", run.stderr);
+    }
+    // Help is not an error.
+    let run = slo_report("http://127.0.0.1:9", &["--help"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("--allow-no-data"), "{}", run.stdout);
+}
+
+#[test]
+fn the_promote_gate_is_strict() {
+    let workflow = std::fs::read_to_string(repo_root().join(".github/workflows/promote.yml"))
+        .expect("promote workflow");
+    let runs: Vec<&str> = workflow
+        .lines()
+        .filter(|line| line.contains("codigo-ctl slo report --"))
+        .collect();
+    assert!(!runs.is_empty(), "promote.yml no longer runs slo report");
+    for run in runs {
+        assert!(
+            !run.contains("--allow-no-data"),
+            "the promotion gate must not pass without data: {run}"
+        );
+    }
+    // Only exit 0 passes: 3 (no data) has its own failing branch, anything else fails too.
+    assert!(
+        workflow
+            .lines()
+            .any(|line| line.trim_start().starts_with("3)") && line.contains("exit 1")),
+        "promote.yml does not fail on exit 3"
+    );
+    assert!(
+        workflow
+            .lines()
+            .any(|line| line.trim_start().starts_with("*)") && line.contains("exit 1")),
+        "promote.yml does not fail on unknown exits"
+    );
 }

@@ -92,6 +92,13 @@ SELECT format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %I.%I FROM %I',
               :'schema', '_sqlx_migrations', :'app_role')
  WHERE to_regclass(format('%I.%I', :'schema', '_sqlx_migrations')) IS NOT NULL \gexec
 
+-- Ledger entries are append-only: the services insert them and never change or remove one
+-- (a redelivery inserts nothing, `ON CONFLICT DO NOTHING` needs no UPDATE). The table exists
+-- once setup has run, hence, again, running this file then.
+SELECT format('REVOKE UPDATE, DELETE, TRUNCATE ON %I.%I FROM %I',
+              :'schema', 'ledger_entries', :'app_role')
+ WHERE to_regclass(format('%I.%I', :'schema', 'ledger_entries')) IS NOT NULL \gexec
+
 -- Unqualified names (the migrations and the services use them) resolve in the schema.
 ALTER ROLE :"migration_role" IN DATABASE :"DBNAME" SET search_path = :"schema";
 ALTER ROLE :"app_role" IN DATABASE :"DBNAME" SET search_path = :"schema";

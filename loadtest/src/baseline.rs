@@ -362,15 +362,21 @@ async fn pipeline(
     Ok(last - started)
 }
 
+/// The tenant a job's ledger rows belong to, as the handler books it.
+fn tenant(envelope: &Envelope) -> &str {
+    envelope.tenant.as_deref().unwrap_or_default()
+}
+
 /// The ledger.post handler's statements (consumers/src/handlers/ledger.rs and
 /// consumers/src/store.rs), run once per job.
 const INSERT_ENTRY: &str =
-    "INSERT INTO ledger_entries (job_id, account, currency, amount_cents, memo)
-     VALUES ($1, $2, $3, $4, $5)
+    "INSERT INTO ledger_entries (job_id, tenant, account, currency, amount_cents, memo)
+     VALUES ($1, $2, $3, $4, $5, $6)
      ON CONFLICT (job_id) DO NOTHING";
-const UPSERT_BALANCE: &str = "INSERT INTO account_balances (account, currency, balance_cents)
-     VALUES ($1, $2, $3)
-     ON CONFLICT (account, currency)
+const UPSERT_BALANCE: &str =
+    "INSERT INTO account_balances (tenant, account, currency, balance_cents)
+     VALUES ($1, $2, $3, $4)
+     ON CONFLICT (tenant, account, currency)
      DO UPDATE SET balance_cents = account_balances.balance_cents + EXCLUDED.balance_cents";
 const UPSERT_JOB: &str = "
 INSERT INTO jobs (id, type, status, attempts, payload, result, error, idempotency_key, tenant,
@@ -428,6 +434,7 @@ async fn commit_rows(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<(
     for ((envelope, entry), applied) in jobs.iter().zip(applied.iter_mut()) {
         *applied = sqlx::query(INSERT_ENTRY)
             .bind(envelope.id)
+            .bind(tenant(envelope))
             .bind(&entry.account)
             .bind(&entry.currency)
             .bind(entry.amount_cents)
@@ -439,15 +446,18 @@ async fn commit_rows(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<(
     }
     // Balances in one order for every batch, so that two batches never wait on each other
     // in a cycle.
-    let mut balances: Vec<&LedgerPost> = jobs
+    let mut balances: Vec<(&str, &LedgerPost)> = jobs
         .iter()
         .zip(&applied)
         .filter(|(_, applied)| **applied)
-        .map(|((_, entry), _)| entry)
+        .map(|((envelope, entry), _)| (tenant(envelope), entry))
         .collect();
-    balances.sort_by(|a, b| (&a.account, &a.currency).cmp(&(&b.account, &b.currency)));
-    for entry in balances {
+    balances.sort_by(|(ta, a), (tb, b)| {
+        (ta, &a.account, &a.currency).cmp(&(tb, &b.account, &b.currency))
+    });
+    for (tenant, entry) in balances {
         sqlx::query(UPSERT_BALANCE)
+            .bind(tenant)
             .bind(&entry.account)
             .bind(&entry.currency)
             .bind(entry.amount_cents)
@@ -476,13 +486,14 @@ async fn commit_rows(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<(
 
 /// The same three statements over arrays: one round trip each per batch.
 const INSERT_ENTRIES: &str =
-    "INSERT INTO ledger_entries (job_id, account, currency, amount_cents, memo)
-     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[])
+    "INSERT INTO ledger_entries (job_id, tenant, account, currency, amount_cents, memo)
+     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[])
      ON CONFLICT (job_id) DO NOTHING
      RETURNING job_id";
-const UPSERT_BALANCES: &str = "INSERT INTO account_balances (account, currency, balance_cents)
-     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])
-     ON CONFLICT (account, currency)
+const UPSERT_BALANCES: &str =
+    "INSERT INTO account_balances (tenant, account, currency, balance_cents)
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[])
+     ON CONFLICT (tenant, account, currency)
      DO UPDATE SET balance_cents = account_balances.balance_cents + EXCLUDED.balance_cents";
 const UPSERT_JOBS: &str = "
 INSERT INTO jobs (id, type, status, attempts, payload, result, error, idempotency_key, tenant,
@@ -506,6 +517,7 @@ async fn commit_set(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<()
     let mut tx = pool.begin().await?;
     let applied: std::collections::HashSet<uuid::Uuid> = sqlx::query_scalar(INSERT_ENTRIES)
         .bind(jobs.iter().map(|(e, _)| e.id).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|(e, _)| tenant(e)).collect::<Vec<_>>())
         .bind(
             jobs.iter()
                 .map(|(_, p)| p.account.as_str())
@@ -528,11 +540,15 @@ async fn commit_set(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<()
         .collect();
     // One row per account (an upsert may not touch a row twice), in one order for every
     // batch so that two batches never wait on each other in a cycle.
-    let mut deltas = std::collections::BTreeMap::<(&str, &str), i64>::new();
+    let mut deltas = std::collections::BTreeMap::<(&str, &str, &str), i64>::new();
     for (envelope, entry) in jobs {
         if applied.contains(&envelope.id) {
             *deltas
-                .entry((entry.account.as_str(), entry.currency.as_str()))
+                .entry((
+                    tenant(envelope),
+                    entry.account.as_str(),
+                    entry.currency.as_str(),
+                ))
                 .or_default() += entry.amount_cents;
         }
     }
@@ -540,6 +556,7 @@ async fn commit_set(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<()
         sqlx::query(UPSERT_BALANCES)
             .bind(deltas.keys().map(|k| k.0).collect::<Vec<_>>())
             .bind(deltas.keys().map(|k| k.1).collect::<Vec<_>>())
+            .bind(deltas.keys().map(|k| k.2).collect::<Vec<_>>())
             .bind(deltas.values().copied().collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;

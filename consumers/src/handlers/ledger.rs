@@ -1,5 +1,7 @@
 //! `ledger.post`: one ledger entry per job id and its amount added to the account's balance,
-//! in the same transaction as the job's row, so that a redelivery changes nothing.
+//! in the same transaction as the job's row, so that a redelivery changes nothing. Accounts
+//! belong to the job's tenant (`''` for a job published without one): two tenants naming the
+//! same account touch two balances.
 use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
@@ -17,6 +19,11 @@ pub struct LedgerPostHandler {
     faults: Faults,
 }
 
+/// The tenant a job's ledger rows belong to.
+fn tenant<'a>(job: &Job<'a>) -> &'a str {
+    job.record.tenant.unwrap_or_default()
+}
+
 impl LedgerPostHandler {
     pub fn new(pool: PgPool, faults: Faults) -> Self {
         Self { pool, faults }
@@ -26,11 +33,12 @@ impl LedgerPostHandler {
     async fn post(&self, job: &Job<'_>, entry: &LedgerPost) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO ledger_entries (job_id, account, currency, amount_cents, memo)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO ledger_entries (job_id, tenant, account, currency, amount_cents, memo)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (job_id) DO NOTHING",
         )
         .bind(job.record.id)
+        .bind(tenant(job))
         .bind(&entry.account)
         .bind(&entry.currency)
         .bind(entry.amount_cents)
@@ -41,11 +49,12 @@ impl LedgerPostHandler {
             == 1;
         if inserted {
             sqlx::query(
-                "INSERT INTO account_balances (account, currency, balance_cents)
-                 VALUES ($1, $2, $3)
-                 ON CONFLICT (account, currency)
+                "INSERT INTO account_balances (tenant, account, currency, balance_cents)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant, account, currency)
                  DO UPDATE SET balance_cents = account_balances.balance_cents + EXCLUDED.balance_cents",
             )
+            .bind(tenant(job))
             .bind(&entry.account)
             .bind(&entry.currency)
             .bind(entry.amount_cents)
@@ -67,18 +76,19 @@ struct Entry<'j, 'a> {
 
 impl LedgerPostHandler {
     /// Applies a group of distinct jobs in one transaction: entries inserted at once, balance
-    /// changes summed per account and applied in a fixed order (so that concurrent groups
+    /// changes summed per (tenant, account, currency) and applied in a fixed order (so that concurrent groups
     /// cannot deadlock), job rows written at once. Returns which jobs were new.
     #[tracing::instrument(name = "postgres_tx", skip_all, fields(jobs = entries.len()))]
     async fn post_many(&self, entries: &[Entry<'_, '_>]) -> Result<HashSet<Uuid>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let inserted: Vec<Uuid> = sqlx::query_scalar(
-            "INSERT INTO ledger_entries (job_id, account, currency, amount_cents, memo)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+            "INSERT INTO ledger_entries (job_id, tenant, account, currency, amount_cents, memo)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])
              ON CONFLICT (job_id) DO NOTHING
              RETURNING job_id",
         )
         .bind(entries.iter().map(|e| e.job.record.id).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| tenant(e.job)).collect::<Vec<_>>())
         .bind(
             entries
                 .iter()
@@ -107,13 +117,13 @@ impl LedgerPostHandler {
         .await?;
         let inserted: HashSet<Uuid> = inserted.into_iter().collect();
 
-        let mut deltas: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        let mut deltas: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
         for e in entries
             .iter()
             .filter(|e| inserted.contains(&e.job.record.id))
         {
             let delta = deltas
-                .entry((&e.entry.account, &e.entry.currency))
+                .entry((tenant(e.job), &e.entry.account, &e.entry.currency))
                 .or_default();
             // An overflow fails the group; the one-by-one fallback then finds the culprit.
             *delta = delta
@@ -122,13 +132,14 @@ impl LedgerPostHandler {
         }
         if !deltas.is_empty() {
             sqlx::query(
-                "INSERT INTO account_balances (account, currency, balance_cents)
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])
-                 ON CONFLICT (account, currency)
+                "INSERT INTO account_balances (tenant, account, currency, balance_cents)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+                 ON CONFLICT (tenant, account, currency)
                  DO UPDATE SET balance_cents = account_balances.balance_cents + EXCLUDED.balance_cents",
             )
-            .bind(deltas.keys().map(|(a, _)| *a).collect::<Vec<_>>())
-            .bind(deltas.keys().map(|(_, c)| *c).collect::<Vec<_>>())
+            .bind(deltas.keys().map(|(t, _, _)| *t).collect::<Vec<_>>())
+            .bind(deltas.keys().map(|(_, a, _)| *a).collect::<Vec<_>>())
+            .bind(deltas.keys().map(|(_, _, c)| *c).collect::<Vec<_>>())
             .bind(deltas.values().copied().collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
