@@ -59,10 +59,14 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-codigo-signature",
 ];
 
+/// Whether webhooks may reach `ip`: not private, loopback, link-local, shared (CGNAT),
+/// benchmarking, reserved, multicast or documentation space, nor an IPv6 form that embeds
+/// such an IPv4 address (mapped, compatible, NAT64, 6to4), through which that address could
+/// be reached all the same.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_private()
                 || v4.is_loopback()
                 || v4.is_link_local()
@@ -71,13 +75,37 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || a == 0
                 || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && v4.octets()[2] == 0))
+                || (a == 192 && b == 0 && c == 0)
+                // 198.18.0.0/15: benchmarking, often routed to lab networks.
+                || (a == 198 && (b & 0xfe) == 18)
+                // 240.0.0.0/4: reserved; some stacks route it internally.
+                || a >= 240)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            let [first, second, ..] = segments;
+            let [.., a, b, c, d] = v6.octets();
+            // ::a.b.c.d, IPv4-compatible: deprecated, no public use, still routed by some
+            // stacks to the embedded (often private) address.
+            if segments[..6].iter().all(|s| *s == 0) {
+                return false;
+            }
+            // 64:ff9b::/96, NAT64: a gateway forwards it to the embedded IPv4 address.
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
+            // 64:ff9b:1::/48, local-use NAT64 (RFC 8215): the operator's own translators.
+            if first == 0x64 && second == 0xff9b && segments[2] == 1 {
+                return false;
+            }
+            // 2002::/16, 6to4: the relay forwards it to the IPv4 address in bits 16..48.
+            if first == 0x2002 {
+                let [_, _, a, b, c, d, ..] = v6.octets();
+                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -143,7 +171,9 @@ impl WebhookHandler {
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("codigo-webhook/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(16);
+            .pool_max_idle_per_host(16)
+            // A proxy from HTTP(S)_PROXY would make the connection, past the address checks.
+            .no_proxy();
         if !settings.allow_private {
             builder = builder.dns_resolver(Arc::new(GuardedResolver));
         }
@@ -333,6 +363,70 @@ mod tests {
         for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
             assert!(is_public(ip.parse().expect("ip")), "{ip}");
         }
+    }
+
+    fn refused(ip: &str) -> bool {
+        !is_public(ip.parse().expect("ip"))
+    }
+
+    #[test]
+    fn nat64_of_private_ipv4_is_refused() {
+        for ip in [
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::192.168.0.1",
+            "64:ff9b:1::8.8.8.8",
+        ] {
+            assert!(refused(ip), "{ip}");
+        }
+        // NAT64 of a public address is how IPv6-only clusters reach IPv4 receivers.
+        assert!(!refused("64:ff9b::8.8.8.8"));
+    }
+
+    #[test]
+    fn ipv4_compatible_ipv6_is_refused() {
+        for ip in [
+            "::10.0.0.1",
+            "::127.0.0.1",
+            "::169.254.169.254",
+            "::8.8.8.8",
+            "::a00:1",
+        ] {
+            assert!(refused(ip), "{ip}");
+        }
+    }
+
+    #[test]
+    fn six_to_four_of_private_ipv4_is_refused() {
+        assert!(refused("2002:a00:1::1"));
+        assert!(refused("2002:7f00:1::"));
+        assert!(!refused("2002:808:808::1"));
+    }
+
+    #[test]
+    fn benchmarking_range_is_refused() {
+        for ip in ["198.18.0.0", "198.18.0.1", "198.19.255.255"] {
+            assert!(refused(ip), "{ip}");
+            assert!(refused(&format!("::ffff:{ip}")), "{ip} mapped");
+        }
+        for ip in ["198.17.255.255", "198.20.0.0"] {
+            assert!(!refused(ip), "{ip}");
+        }
+    }
+
+    #[test]
+    fn reserved_class_e_is_refused() {
+        for ip in [
+            "240.0.0.1",
+            "250.1.2.3",
+            "255.255.255.254",
+            "255.255.255.255",
+        ] {
+            assert!(refused(ip), "{ip}");
+        }
+        assert!(!refused("223.255.255.254"));
     }
 
     #[test]
