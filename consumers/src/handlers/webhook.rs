@@ -1,4 +1,5 @@
-//! `webhook.deliver`: POST a JSON body, signed with HMAC-SHA256, to an http(s) URL.
+//! `webhook.deliver`: POST a JSON body to an http(s) URL, signed per the Standard Webhooks
+//! specification with the tenant's own secret (see [`codigo_common::webhook_secret`]).
 //!
 //! 2xx succeeds; timeouts, connection failures, 408, 429 and 5xx are retried with back-off;
 //! any other status fails permanently. Targets on private, loopback or link-local addresses
@@ -9,11 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use codigo_common::webhook_secret::{TenantSecret, NO_TENANT};
 use codigo_schemas::WebhookDeliver;
-use hmac::{Hmac, Mac};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
-use sha2::Sha256;
 use sqlx::PgPool;
 
 use super::{db_failure, typed, Handler, Job, Outcome, Unavailable};
@@ -21,7 +21,10 @@ use crate::store;
 
 #[derive(Clone)]
 pub struct WebhookSettings {
+    /// Master key of the tenants' secrets.
     pub signing_key: String,
+    /// The master key before a rotation: deliveries are signed with both while it is set.
+    pub previous_signing_key: Option<String>,
     pub allow_private: bool,
     pub timeout: Duration,
 }
@@ -48,13 +51,18 @@ pub enum WebhookSetupError {
 /// Longest Retry-After from a target we honour; beyond it the retry policy decides.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
-/// Headers a job may not set: they belong to the transport or to our signature.
+/// Headers a job may not set: they belong to the transport or to our signature (the last two
+/// were our signature before Standard Webhooks; a receiver still reading them must not be
+/// handed one a job chose).
 const RESERVED_HEADERS: &[&str] = &[
     "host",
     "content-length",
     "content-type",
     "transfer-encoding",
     "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
     "x-codigo-job-id",
     "x-codigo-signature",
 ];
@@ -184,12 +192,14 @@ impl WebhookHandler {
         })
     }
 
-    pub fn signature(key: &str, body: &[u8]) -> String {
-        // HMAC takes keys of any length.
-        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
-        mac.update(body);
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    /// The `webhook-signature` value: one `v1,<base64>` per valid master key, current first.
+    pub fn signature(&self, tenant: Option<&str>, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let tenant = tenant.unwrap_or(NO_TENANT);
+        std::iter::once(&self.settings.signing_key)
+            .chain(self.settings.previous_signing_key.as_ref())
+            .map(|key| TenantSecret::derive(key.as_bytes(), tenant).sign(id, timestamp, body))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     fn check_target(&self, url: &reqwest::Url) -> Result<(), String> {
@@ -286,13 +296,19 @@ impl Handler for WebhookHandler {
             }
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Ok(id) = HeaderValue::from_str(&job.record.id.to_string()) {
-            headers.insert("x-codigo-job-id", id);
-        }
-        if let Ok(signature) =
-            HeaderValue::from_str(&Self::signature(&self.settings.signing_key, &body))
-        {
-            headers.insert("x-codigo-signature", signature);
+        // The job id is the message id: receivers de-duplicate on it.
+        let id = job.record.id.to_string();
+        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let signature = self.signature(job.envelope.tenant.as_deref(), &id, timestamp, &body);
+        for (name, value) in [
+            ("webhook-id", id),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", signature),
+        ] {
+            // Uuids, digits and base64: always valid header values.
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
         }
 
         let target = target_of(&url);
@@ -449,6 +465,7 @@ mod tests {
             pool,
             WebhookSettings {
                 signing_key: "key".into(),
+                previous_signing_key: None,
                 allow_private: true,
                 timeout: Duration::from_secs(2),
             },
@@ -488,14 +505,5 @@ mod tests {
             }
             other => panic!("expected a retry, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn signature_is_hmac_sha256_hex() {
-        // RFC 4231 test case 2.
-        assert_eq!(
-            WebhookHandler::signature("Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
     }
 }
