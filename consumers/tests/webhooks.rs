@@ -127,6 +127,15 @@ async fn wait_status(env: &TestEnv, id: Uuid, status: &str) {
     .await;
 }
 
+async fn work_stream_empty(env: &TestEnv) -> bool {
+    let mut stream = env
+        .js
+        .get_stream(env.names.jobs_stream())
+        .await
+        .expect("jobs stream");
+    stream.info().await.expect("stream info").state.messages == 0
+}
+
 /// Whether the official Standard Webhooks library accepts the delivery with `secret`. Panics
 /// when the verifier cannot run at all (no python3, no venv, pip failing): never a silent skip.
 async fn verifies(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
@@ -241,6 +250,125 @@ async fn deliveries_verify_with_their_tenants_standard_webhooks_secret_only() {
         // A changed body no longer verifies.
         assert!(!verifies(&secret(SIGNING_KEY, own), headers, b"{\"for\":\"mallory\"}").await);
     }
+    consumer.stop().await;
+    env.cleanup().await;
+}
+
+/// Makes Postgres refuse every write to `webhook_deliveries` with `sqlstate`, as an outage or
+/// a revoked grant would, until [`heal_records`]. Refusals are counted in a sequence, which no
+/// rollback undoes.
+async fn refuse_records(env: &TestEnv, sqlstate: &str) {
+    for sql in [
+        "CREATE SEQUENCE refused_records".to_owned(),
+        format!(
+            "CREATE FUNCTION refuse_record() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               PERFORM nextval('refused_records');
+               RAISE EXCEPTION 'webhook_deliveries write refused by the test'
+                 USING ERRCODE = '{sqlstate}';
+             END $$"
+        ),
+        "CREATE TRIGGER refuse_record BEFORE INSERT OR UPDATE ON webhook_deliveries
+         FOR EACH ROW EXECUTE FUNCTION refuse_record()"
+            .to_owned(),
+    ] {
+        sqlx::query(&sql).execute(&env.pool).await.expect(&sql);
+    }
+}
+
+async fn refused_records(env: &TestEnv) -> i64 {
+    sqlx::query_scalar("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM refused_records")
+        .fetch_one(&env.pool)
+        .await
+        .expect("sequence")
+}
+
+async fn heal_records(env: &TestEnv) {
+    sqlx::query("DROP TRIGGER refuse_record ON webhook_deliveries")
+        .execute(&env.pool)
+        .await
+        .expect("drop trigger");
+}
+
+/// The target answers 200, Postgres refuses the record a few times, then recovers: the
+/// webhook was POSTed exactly once and the job ends succeeded.
+async fn posted_once_while_the_record_is_refused(sqlstate: &str) {
+    let env = TestEnv::new().await;
+    let (url, target) = start_target().await;
+    refuse_records(&env, sqlstate).await;
+    let consumer = start_consumer(&env, &[]).await;
+    let id = Uuid::now_v7();
+    publish(
+        &env,
+        envelope(id, &url, Some("acme"), json!({"n": 1})),
+        "once",
+    )
+    .await;
+
+    env.eventually(
+        "three refused records of the delivery",
+        Duration::from_secs(90),
+        || async { refused_records(&env).await >= 3 },
+    )
+    .await;
+    heal_records(&env).await;
+    wait_status(&env, id, "succeeded").await;
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_deliveries WHERE job_id = $1 AND status_code = 200",
+    )
+    .bind(id)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, 1);
+    assert_eq!(
+        target.hits(),
+        1,
+        "the webhook was POSTed again while its record was being retried"
+    );
+    consumer.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn webhook_is_posted_once_while_postgres_fails_to_record_it() {
+    // 40001, serialization failure: a transient database error.
+    posted_once_while_the_record_is_refused("40001").await;
+}
+
+#[tokio::test]
+async fn webhook_is_posted_once_while_the_record_is_denied() {
+    // 42501, insufficient privilege (a revoked grant): not transient, yet the POST happened, so
+    // the job is held until the write succeeds rather than dead-lettered (a replay would
+    // send it again).
+    posted_once_while_the_record_is_refused("42501").await;
+}
+
+#[tokio::test]
+async fn delivered_webhook_is_not_posted_again_on_replay_or_resubmission() {
+    let env = TestEnv::new().await;
+    let (url, target) = start_target().await;
+    let consumer = start_consumer(&env, &[]).await;
+    let id = Uuid::now_v7();
+    let body = envelope(id, &url, Some("acme"), json!({"n": 2}));
+    publish(&env, body.clone(), "first").await;
+    wait_status(&env, id, "succeeded").await;
+    assert_eq!(target.hits(), 1);
+
+    // `codigo-ctl dlq replay` republishes the body under a new Nats-Msg-Id; a resubmission
+    // after the duplicate window is the same job id JetStream no longer remembers. Either way
+    // a new message for a job already delivered.
+    for msg_id in ["replayed", "resubmitted"] {
+        publish(&env, body.clone(), msg_id).await;
+        env.eventually(
+            &format!("the {msg_id} message acked"),
+            Duration::from_secs(90),
+            || work_stream_empty(&env),
+        )
+        .await;
+    }
+    assert_eq!(target.hits(), 1, "a delivered webhook was POSTed again");
+    assert_eq!(job_status(&env, id).await.as_deref(), Some("succeeded"));
     consumer.stop().await;
     env.cleanup().await;
 }

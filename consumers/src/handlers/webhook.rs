@@ -1,12 +1,15 @@
 //! `webhook.deliver`: POST a JSON body to an http(s) URL, signed per the Standard Webhooks
 //! specification with the tenant's own secret (see [`codigo_common::webhook_secret`]).
 //!
-//! 2xx succeeds; timeouts, connection failures, 408, 429 and 5xx are retried with back-off;
+//! 2xx succeeds and is never sent again for that job id: a recorded 2xx is looked for before
+//! each POST, and a 2xx that cannot be recorded yet is remembered while the write is retried.
+//! Timeouts, connection failures, 408, 429 and 5xx are retried with back-off;
 //! any other status fails permanently. Targets on private, loopback or link-local addresses
 //! are refused (checked on every resolved address, so DNS cannot smuggle them in) unless
 //! explicitly allowed.
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +18,7 @@ use codigo_schemas::WebhookDeliver;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::{db_failure, typed, Handler, Job, Outcome, Unavailable};
 use crate::store;
@@ -170,6 +174,9 @@ pub struct WebhookHandler {
     pool: PgPool,
     client: reqwest::Client,
     settings: WebhookSettings,
+    /// Jobs whose target answered 2xx while the record of it could not be written yet: the
+    /// worker holds such a job and calls again, and then only the write is retried.
+    delivered: Mutex<HashMap<Uuid, u16>>,
 }
 
 impl WebhookHandler {
@@ -189,7 +196,63 @@ impl WebhookHandler {
             pool,
             client: builder.build()?,
             settings,
+            delivered: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn delivered_in_memory(&self, id: Uuid) -> Option<u16> {
+        self.delivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .copied()
+    }
+
+    fn remember_delivered(&self, id: Uuid, status: Option<u16>) {
+        let mut delivered = self
+            .delivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match status {
+            Some(status) => delivered.insert(id, status),
+            None => delivered.remove(&id),
+        };
+    }
+
+    /// Whether the job's webhook was already answered 2xx (recorded by an earlier delivery of
+    /// the same job id: a redelivery after a lost ack, a dead letter replayed, a resubmission
+    /// after the duplicate window).
+    async fn recorded_delivery(&self, id: Uuid) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM webhook_deliveries
+                             WHERE job_id = $1 AND status_code BETWEEN 200 AND 299)
+                 OR EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND status = 'succeeded')",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// Records a 2xx. The POST happened: whatever the database answers, the job is held and
+    /// the write retried, never dead-lettered (a replay would send it again) nor re-sent.
+    async fn finish(
+        &self,
+        job: &Job<'_>,
+        url: &str,
+        target: &str,
+        status: u16,
+    ) -> Result<Outcome, Unavailable> {
+        match self.record(job, url, status).await {
+            Ok(()) => {
+                self.remember_delivered(job.record.id, None);
+                Ok(Outcome::Succeeded)
+            }
+            Err(error) => Err(Unavailable(format!(
+                "{target} answered {status}, but the delivery cannot be recorded: {error}; \
+                 the write is retried and the webhook is not sent again (check Postgres and \
+                 the consumer role's grants on webhook_deliveries and jobs)"
+            ))),
+        }
     }
 
     /// The `webhook-signature` value: one `v1,<base64>` per valid master key, current first.
@@ -224,6 +287,68 @@ impl WebhookHandler {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// POSTs the signed body: the target's status and Retry-After, or the outcome of a
+    /// request that got no answer.
+    async fn post(
+        &self,
+        job: &Job<'_>,
+        request: &WebhookDeliver,
+        url: reqwest::Url,
+        target: &str,
+    ) -> Result<(reqwest::StatusCode, Option<Duration>), Outcome> {
+        let body = serde_json::to_vec(&request.body).unwrap_or_default();
+        let mut headers = HeaderMap::new();
+        for (name, value) in request.headers.iter().flatten() {
+            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                continue;
+            }
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // The job id is the message id: receivers de-duplicate on it.
+        let id = job.record.id.to_string();
+        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let signature = self.signature(job.envelope.tenant.as_deref(), &id, timestamp, &body);
+        for (name, value) in [
+            ("webhook-id", id),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", signature),
+        ] {
+            // Uuids, digits and base64: always valid header values.
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
+
+        let response = match self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(error) if blocked(&error) => {
+                return Err(Outcome::Permanent {
+                    error: format!("refused target {target}: {}", error.without_url()),
+                })
+            }
+            Err(error) => {
+                return Err(Outcome::Retry {
+                    after: None,
+                    error: format!("delivery to {target} failed: {}", error.without_url()),
+                })
+            }
+        };
+        Ok((response.status(), retry_after(response.headers())))
     }
 
     #[tracing::instrument(name = "postgres_tx", skip_all)]
@@ -265,6 +390,10 @@ impl Handler for WebhookHandler {
         codigo_schemas::WEBHOOK_DELIVER
     }
 
+    fn has_outside_effects(&self) -> bool {
+        true
+    }
+
     #[tracing::instrument(name = "webhook_deliver", skip_all, fields(job_id = %job.record.id))]
     async fn handle(&self, job: &Job<'_>) -> Result<Outcome, Unavailable> {
         let request: WebhookDeliver = match typed(&job.envelope.payload) {
@@ -282,68 +411,32 @@ impl Handler for WebhookHandler {
         if let Err(error) = self.check_target(&url) {
             return Ok(Outcome::Permanent { error });
         }
-        let body = serde_json::to_vec(&request.body).unwrap_or_default();
-        let mut headers = HeaderMap::new();
-        for (name, value) in request.headers.iter().flatten() {
-            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-                continue;
-            }
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                headers.insert(name, value);
-            }
-        }
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        // The job id is the message id: receivers de-duplicate on it.
-        let id = job.record.id.to_string();
-        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
-        let signature = self.signature(job.envelope.tenant.as_deref(), &id, timestamp, &body);
-        for (name, value) in [
-            ("webhook-id", id),
-            ("webhook-timestamp", timestamp.to_string()),
-            ("webhook-signature", signature),
-        ] {
-            // Uuids, digits and base64: always valid header values.
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(name, value);
-            }
-        }
-
         let target = target_of(&url);
-        let response = match self
-            .client
-            .post(url)
-            .headers(headers)
-            .body(body)
-            .send()
-            .await
-        {
-            Ok(response) => response,
-            Err(error) if blocked(&error) => {
-                return Ok(Outcome::Permanent {
-                    error: format!("refused target {target}: {}", error.without_url()),
-                })
+        if let Some(status) = self.delivered_in_memory(job.record.id) {
+            return self.finish(job, &request.url, &target, status).await;
+        }
+        match self.recorded_delivery(job.record.id).await {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!("webhook already delivered; not sending it again");
+                return Ok(Outcome::Succeeded);
             }
-            Err(error) => {
-                return Ok(Outcome::Retry {
-                    after: None,
-                    error: format!("delivery to {target} failed: {}", error.without_url()),
-                })
-            }
+            Err(error) => return db_failure(error),
+        }
+        let (status, after) = match self.post(job, &request, url, &target).await {
+            Ok(answer) => answer,
+            Err(outcome) => return Ok(outcome),
         };
-        let status = response.status();
         if status.is_success() {
-            return match self.record(job, &request.url, status.as_u16()).await {
-                Ok(()) => Ok(Outcome::Succeeded),
-                Err(error) => db_failure(error),
-            };
+            self.remember_delivered(job.record.id, Some(status.as_u16()));
+            return self
+                .finish(job, &request.url, &target, status.as_u16())
+                .await;
         }
         let code = status.as_u16();
         if code == 408 || code == 429 || status.is_server_error() {
             Ok(Outcome::Retry {
-                after: retry_after(response.headers()),
+                after,
                 error: format!("target answered {status}"),
             })
         } else {
@@ -496,8 +589,11 @@ mod tests {
             },
             attempt: 1,
         };
-        match handler.handle(&job).await {
-            Ok(Outcome::Retry { error, .. }) => {
+        let request: WebhookDeliver = typed(&envelope.payload).expect("payload");
+        let url = reqwest::Url::parse(&request.url).expect("url");
+        let target = target_of(&url);
+        match handler.post(&job, &request, url, &target).await {
+            Err(Outcome::Retry { error, .. }) => {
                 assert!(error.contains("http://127.0.0.1:9"), "{error}");
                 for secret in ["s3cret", "hook:", "XyZ", "token"] {
                     assert!(!error.contains(secret), "{secret} in {error}");
