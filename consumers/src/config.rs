@@ -37,6 +37,10 @@ pub struct Config {
     /// Seconds a webhook target gets to answer.
     #[arg(long, env = "CODIGO_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
     pub webhook_timeout_secs: u64,
+    /// Most webhook requests in flight to one target host, per consumer: a slow or
+    /// black-holed host ties up this many connections, not all of them.
+    #[arg(long, env = "CODIGO_WEBHOOK_MAX_PER_HOST", default_value_t = 16)]
+    pub webhook_max_per_host: usize,
     /// First retry delay in milliseconds; doubles per attempt, with jitter.
     #[arg(long, env = "CODIGO_RETRY_BASE_MS", default_value_t = 1000)]
     pub retry_base_ms: u64,
@@ -100,6 +104,11 @@ impl Config {
         self.jetstream.validate().map_err(ConfigError)?;
         if self.concurrency == 0 {
             return Err(ConfigError("CODIGO_CONCURRENCY must be at least 1".into()));
+        }
+        if self.webhook_max_per_host == 0 {
+            return Err(ConfigError(
+                "CODIGO_WEBHOOK_MAX_PER_HOST must be at least 1".into(),
+            ));
         }
         crate::faults::Faults::parse(&self.faults).map_err(ConfigError)?;
         let served = self.served_job_types()?;

@@ -175,6 +175,7 @@ impl Application {
                             .map(|key| key.expose_secret().to_owned()),
                         allow_private: config.webhook_allow_private,
                         timeout: Duration::from_secs(config.webhook_timeout_secs),
+                        max_per_host: config.webhook_max_per_host,
                     }
                 }),
             },

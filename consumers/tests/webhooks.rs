@@ -3,6 +3,7 @@
 //! webhook never POSTed again (failed record, replay, resubmission).
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use codigo_consumer::Application;
 use codigo_testkit::{InProcess, TestEnv};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 const SIGNING_KEY: &str = "webhooks-test-master-key-01";
@@ -369,6 +370,95 @@ async fn delivered_webhook_is_not_posted_again_on_replay_or_resubmission() {
     }
     assert_eq!(target.hits(), 1, "a delivered webhook was POSTed again");
     assert_eq!(job_status(&env, id).await.as_deref(), Some("succeeded"));
+    consumer.stop().await;
+    env.cleanup().await;
+}
+
+/// A slow target: holds each request 2 s, then answers 200 and closes. Counts the requests in
+/// progress, and the most at once; one stops counting before its answer leaves, so the next
+/// request the answer lets in is never counted beside it.
+#[derive(Default)]
+struct SlowTarget {
+    answered: AtomicUsize,
+    open: AtomicUsize,
+    most_open: AtomicUsize,
+}
+
+async fn start_slow_target(ip: &str) -> (String, Arc<SlowTarget>) {
+    let target = Arc::new(SlowTarget::default());
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = target.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(n) if n > 0 => request.extend_from_slice(&buffer[..n]),
+                        _ => return,
+                    }
+                }
+                // Read the body too: closing on unread bytes would reset the connection.
+                let head_end = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                let length = String::from_utf8_lossy(&request[..head_end])
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                while request.len() < head_end + length {
+                    match stream.read(&mut buffer).await {
+                        Ok(n) if n > 0 => request.extend_from_slice(&buffer[..n]),
+                        _ => return,
+                    }
+                }
+                let open = state.open.fetch_add(1, Ordering::SeqCst) + 1;
+                state.most_open.fetch_max(open, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                state.open.fetch_sub(1, Ordering::SeqCst);
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                if stream.write_all(answer).await.is_ok() {
+                    state.answered.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/hook"), target)
+}
+
+#[tokio::test]
+async fn requests_in_flight_to_one_host_are_capped() {
+    let env = TestEnv::new().await;
+    // 127.0.0.2: another host than the 127.0.0.1 of the other targets.
+    let (url, slow) = start_slow_target("127.0.0.2").await;
+    let consumer = start_consumer(&env, &["--webhook-max-per-host", "2"]).await;
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let id = Uuid::now_v7();
+        publish(
+            &env,
+            envelope(id, &url, Some("acme"), json!({"n": n})),
+            &id.to_string(),
+        )
+        .await;
+        ids.push(id);
+    }
+    // Uncapped, the six jobs (fetched together) are all in flight at once; capped, they take
+    // turns, two at a time.
+    for id in ids {
+        wait_status(&env, id, "succeeded").await;
+    }
+    assert_eq!(slow.answered.load(Ordering::SeqCst), 6);
+    let most_open = slow.most_open.load(Ordering::SeqCst);
+    assert!(
+        most_open <= 2,
+        "{most_open} requests in flight to one host, over its cap of 2"
+    );
     consumer.stop().await;
     env.cleanup().await;
 }

@@ -18,6 +18,7 @@ use codigo_schemas::WebhookDeliver;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use sqlx::PgPool;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use super::{db_failure, typed, Handler, Job, Outcome, Unavailable};
@@ -31,6 +32,8 @@ pub struct WebhookSettings {
     pub previous_signing_key: Option<String>,
     pub allow_private: bool,
     pub timeout: Duration,
+    /// Most requests in flight to one host.
+    pub max_per_host: usize,
 }
 
 impl std::fmt::Debug for WebhookSettings {
@@ -38,6 +41,7 @@ impl std::fmt::Debug for WebhookSettings {
         f.debug_struct("WebhookSettings")
             .field("allow_private", &self.allow_private)
             .field("timeout", &self.timeout)
+            .field("max_per_host", &self.max_per_host)
             .finish_non_exhaustive()
     }
 }
@@ -170,6 +174,51 @@ fn blocked(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Caps the requests in flight per target host, so that a slow or black-holed host holds a
+/// few connections and the deliveries to every other host go on.
+struct HostSlots {
+    per_host: usize,
+    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl HostSlots {
+    /// Beyond this many hosts, idle ones are forgotten.
+    const REMEMBERED: usize = 1024;
+
+    fn new(per_host: usize) -> Self {
+        Self {
+            per_host: per_host.max(1),
+            hosts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn of(&self, host: &str) -> Arc<Semaphore> {
+        let mut hosts = self
+            .hosts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if hosts.len() >= Self::REMEMBERED && !hosts.contains_key(host) {
+            let per_host = self.per_host;
+            hosts.retain(|_, slots| {
+                Arc::strong_count(slots) > 1 || slots.available_permits() < per_host
+            });
+        }
+        hosts
+            .entry(host.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+            .clone()
+    }
+
+    /// Waits up to `patience` for a slot of `host`.
+    async fn acquire(&self, host: &str, patience: Duration) -> Option<OwnedSemaphorePermit> {
+        let slots = self.of(host);
+        tokio::time::timeout(patience, slots.acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+}
+
 pub struct WebhookHandler {
     pool: PgPool,
     client: reqwest::Client,
@@ -177,6 +226,7 @@ pub struct WebhookHandler {
     /// Jobs whose target answered 2xx while the record of it could not be written yet: the
     /// worker holds such a job and calls again, and then only the write is retried.
     delivered: Mutex<HashMap<Uuid, u16>>,
+    hosts: HostSlots,
 }
 
 impl WebhookHandler {
@@ -186,17 +236,19 @@ impl WebhookHandler {
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("codigo-webhook/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(16)
+            .pool_max_idle_per_host(settings.max_per_host)
             // A proxy from HTTP(S)_PROXY would make the connection, past the address checks.
             .no_proxy();
         if !settings.allow_private {
             builder = builder.dns_resolver(Arc::new(GuardedResolver));
         }
+        let hosts = HostSlots::new(settings.max_per_host);
         Ok(Self {
             pool,
             client: builder.build()?,
             settings,
             delivered: Mutex::new(HashMap::new()),
+            hosts,
         })
     }
 
@@ -327,6 +379,19 @@ impl WebhookHandler {
             }
         }
 
+        // A job over its host's cap waits for a slot of that host only; as long as a request
+        // may take, after which it is retried like a timeout.
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let Some(_slot) = self.hosts.acquire(&host, self.settings.timeout).await else {
+            return Err(Outcome::Retry {
+                after: None,
+                error: format!(
+                    "{target} already has {} requests in flight (CODIGO_WEBHOOK_MAX_PER_HOST), \
+                     none of which finished within {:?}",
+                    self.hosts.per_host, self.settings.timeout
+                ),
+            });
+        };
         let response = match self
             .client
             .post(url)
@@ -559,6 +624,7 @@ mod tests {
             WebhookSettings {
                 signing_key: "key".into(),
                 previous_signing_key: None,
+                max_per_host: 16,
                 allow_private: true,
                 timeout: Duration::from_secs(2),
             },
