@@ -9,5 +9,6 @@ pub mod names;
 pub mod nats;
 pub mod shutdown;
 pub mod telemetry;
+pub mod webhook_secret;
 
 pub use names::Names;

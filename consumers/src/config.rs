@@ -21,16 +21,26 @@ pub struct Config {
     /// batch ingest from 42 % to 65 % of the bare pipeline).
     #[arg(long, env = "CODIGO_CONCURRENCY", default_value_t = 512)]
     pub concurrency: usize,
-    /// HMAC-SHA256 key that signs webhook bodies; required when webhook.deliver is served.
+    /// Master key each tenant's webhook secret is derived from (Standard Webhooks, see
+    /// `codigo-ctl webhooks secret`); required when webhook.deliver is served.
     #[arg(long, env = "CODIGO_WEBHOOK_SIGNING_KEY", hide_env_values = true,
           value_parser = codigo_common::config::secret)]
     pub webhook_signing_key: Option<SecretString>,
+    /// The master key before a rotation: while set, deliveries carry a signature from each
+    /// key, so receivers still on the old secret keep verifying.
+    #[arg(long, env = "CODIGO_WEBHOOK_PREVIOUS_SIGNING_KEY", hide_env_values = true,
+          value_parser = codigo_common::config::secret)]
+    pub webhook_previous_signing_key: Option<SecretString>,
     /// Allow webhooks to private, loopback and link-local addresses (local use and tests).
     #[arg(long, env = "CODIGO_WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
     pub webhook_allow_private: bool,
     /// Seconds a webhook target gets to answer.
     #[arg(long, env = "CODIGO_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
     pub webhook_timeout_secs: u64,
+    /// Most webhook requests in flight to one target host, per consumer: a slow or
+    /// black-holed host ties up this many connections, not all of them.
+    #[arg(long, env = "CODIGO_WEBHOOK_MAX_PER_HOST", default_value_t = 16)]
+    pub webhook_max_per_host: usize,
     /// First retry delay in milliseconds; doubles per attempt, with jitter.
     #[arg(long, env = "CODIGO_RETRY_BASE_MS", default_value_t = 1000)]
     pub retry_base_ms: u64,
@@ -95,6 +105,11 @@ impl Config {
         if self.concurrency == 0 {
             return Err(ConfigError("CODIGO_CONCURRENCY must be at least 1".into()));
         }
+        if self.webhook_max_per_host == 0 {
+            return Err(ConfigError(
+                "CODIGO_WEBHOOK_MAX_PER_HOST must be at least 1".into(),
+            ));
+        }
         crate::faults::Faults::parse(&self.faults).map_err(ConfigError)?;
         let served = self.served_job_types()?;
         if served.contains(&codigo_schemas::WEBHOOK_DELIVER)
@@ -107,6 +122,17 @@ impl Config {
             return Err(ConfigError(
                 "serving webhook.deliver needs CODIGO_WEBHOOK_SIGNING_KEY (at least 16 characters), \
                  or leave webhook.deliver out of CODIGO_JOB_TYPES"
+                    .into(),
+            ));
+        }
+        if self
+            .webhook_previous_signing_key
+            .as_ref()
+            .is_some_and(|key| key.expose_secret().len() < 16)
+        {
+            return Err(ConfigError(
+                "CODIGO_WEBHOOK_PREVIOUS_SIGNING_KEY is shorter than 16 characters; set it to the \
+                 master key used before the rotation, or unset it once receivers have the new secret"
                     .into(),
             ));
         }

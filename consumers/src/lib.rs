@@ -169,8 +169,13 @@ impl Application {
                 webhook: config.webhook_signing_key.as_ref().map(|signing_key| {
                     handlers::webhook::WebhookSettings {
                         signing_key: signing_key.expose_secret().to_owned(),
+                        previous_signing_key: config
+                            .webhook_previous_signing_key
+                            .as_ref()
+                            .map(|key| key.expose_secret().to_owned()),
                         allow_private: config.webhook_allow_private,
                         timeout: Duration::from_secs(config.webhook_timeout_secs),
+                        max_per_host: config.webhook_max_per_host,
                     }
                 }),
             },

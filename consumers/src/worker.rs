@@ -608,9 +608,16 @@ async fn process_group(
         } else {
             d.span().clone()
         };
-        settle(&shared, &meters, d, &job.record, outcome)
-            .instrument(span)
-            .await;
+        settle(
+            &shared,
+            &meters,
+            d,
+            &job.record,
+            outcome,
+            handler.has_outside_effects(),
+        )
+        .instrument(span)
+        .await;
     }
 }
 
@@ -620,6 +627,7 @@ async fn settle(
     decoded: &Decoded<'_>,
     record: &JobRecord<'_>,
     outcome: Outcome,
+    outside_effects: bool,
 ) {
     let delivery = &decoded.delivery;
     let (job_type, message, attempt) = (delivery.job_type, delivery.message, delivery.attempt);
@@ -627,7 +635,12 @@ async fn settle(
         Outcome::Succeeded => {
             shared.faults.after_commit();
             let ack_span = telemetry::detail_span(|| tracing::info_span!("ack"));
-            match message.ack().instrument(ack_span).await {
+            let acked = if outside_effects {
+                confirmed_ack(message).instrument(ack_span).await
+            } else {
+                message.ack().instrument(ack_span).await
+            };
+            match acked {
                 Ok(()) => {
                     meters.acked.increment(1);
                     let age = OffsetDateTime::now_utc() - decoded.envelope.created_at;
@@ -654,6 +667,24 @@ async fn settle(
         }
         Outcome::Permanent { error } => {
             dead_letter(shared, delivery, Reason::Permanent, &error, Some(record)).await;
+        }
+    }
+}
+
+/// Acks and waits for JetStream to confirm it, trying a few times: a lost ack means a
+/// redelivery, which for a job with outside effects is work done twice unless the handler
+/// finds its own record of it.
+async fn confirmed_ack(message: &jetstream::Message) -> Result<(), async_nats::Error> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match message.double_ack().await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt >= 3 => return Err(error),
+            Err(error) => {
+                tracing::debug!(%error, attempt, "ack not confirmed; sending it again");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
         }
     }
 }

@@ -5,6 +5,7 @@ mod dlq;
 mod setup;
 mod slo;
 mod status;
+mod webhooks;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use codigo_common::config::{DatabaseArgs, JetStreamArgs, NatsArgs, TelemetryArgs};
@@ -60,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: slo::SloCommand,
     },
+    /// Webhook signing secrets: `webhooks secret --tenant T`.
+    Webhooks {
+        #[command(subcommand)]
+        command: webhooks::WebhooksCommand,
+    },
 }
 
 #[tokio::main]
@@ -90,5 +96,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Dlq { command } => dlq::run(&cli.nats, &names, command).await,
         Command::Teardown { yes } => setup::teardown(&cli.nats, &names, yes).await,
         Command::Slo { .. } => unreachable!("handled above"),
+        Command::Webhooks { command } => {
+            println!("{}", webhooks::run(command)?);
+            Ok(())
+        }
     }
 }

@@ -44,6 +44,13 @@ pub struct Job<'a> {
 pub trait Handler: Send + Sync + 'static {
     fn job_type(&self) -> &'static str;
 
+    /// Whether a job's work reaches outside Postgres (an HTTP request) and so cannot be
+    /// rolled back: its ack then waits for JetStream's confirmation, since an ack lost on the
+    /// way means a redelivery.
+    fn has_outside_effects(&self) -> bool {
+        false
+    }
+
     async fn handle(&self, job: &Job<'_>) -> Result<Outcome, Unavailable>;
 
     /// Handles jobs that arrived together, one result per job, in order. The default runs
