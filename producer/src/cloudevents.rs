@@ -2,8 +2,9 @@
 //! (`application/cloudevents+json`), batch mode (`application/cloudevents-batch+json`) and
 //! binary mode (`ce-*` headers, the body is the event's data).
 //!
-//! An event becomes a job: `type` is the job type, `id` the idempotency key (so a
-//! redelivered event is a duplicate, per tenant), `data` the payload. From there it takes the
+//! An event becomes a job: `type` is the job type, `source` and `id` together its
+//! idempotency key (so a redelivered event is a duplicate, per tenant, while two sources that
+//! both send `id: 1` make two jobs), `data` the payload. From there it takes the
 //! same path as `POST /v1/jobs`: scope, schema, publish, metrics and problem types.
 //!
 //! Events are read with serde_json rather than the `cloudevents-sdk` crate: its axum
@@ -27,9 +28,10 @@ use utoipa::ToSchema;
 use crate::http::{
     authenticate, body_bytes, check_batch_len, check_job, is_json_media_type, media_type,
     parse_json, publish_batch, publish_one, rejected, require_jetstream, AppState, BatchAccepted,
-    JobAccepted, JobRequest,
+    Caller, JobAccepted, JobRequest,
 };
 use crate::problem::Problem;
+use crate::publish::NewJob;
 
 /// Content type of one event in the JSON event format (structured mode).
 pub const STRUCTURED: &str = "application/cloudevents+json";
@@ -49,9 +51,9 @@ const MAX_ID_LEN: usize = 256;
 pub struct CloudEvent {
     /// Always `1.0`.
     pub specversion: String,
-    /// Unique per source; the job's idempotency key (1 to 256 characters).
+    /// Unique per source; with `source`, the job's idempotency key (1 to 256 characters).
     pub id: String,
-    /// URI-reference of the event's producer.
+    /// URI-reference of the event's producer; with `id`, the job's idempotency key.
     pub source: String,
     /// A registered job type (see `GET /v1/job-types`).
     #[schema(rename = "type")]
@@ -164,8 +166,26 @@ fn check_context(
     Ok(())
 }
 
+/// An event read into a job request; `source` takes part in the job's id.
+#[derive(Debug)]
+struct EventJob {
+    request: JobRequest,
+    source: String,
+}
+
+/// The checks of every job, then the event's own id (from its `source` and `id`).
+fn check_event(
+    caller: &Caller<'_>,
+    event: EventJob,
+    payload_pointer: &str,
+) -> Result<NewJob, Problem> {
+    let mut job = check_job(caller, event.request, payload_pointer)?;
+    job.event_source = Some(event.source);
+    Ok(job)
+}
+
 /// One event of the JSON event format (structured mode, or an item of a batch).
-fn from_json(value: Value) -> Result<JobRequest, Problem> {
+fn from_json(value: Value) -> Result<EventJob, Problem> {
     let Value::Object(event) = value else {
         return Err(Problem::invalid_cloudevent(
             "a CloudEvent in the JSON format is a JSON object of attributes",
@@ -177,7 +197,7 @@ fn from_json(value: Value) -> Result<JobRequest, Problem> {
     let text = |name: &str| non_empty(name, event.get(name).and_then(Value::as_str));
     let specversion = text("specversion")?;
     let id = text("id")?.to_owned();
-    text("source")?;
+    let source = text("source")?.to_owned();
     let job_type = text("type")?.to_owned();
     let optional = |name: &str| -> Result<Option<&str>, Problem> {
         event
@@ -211,10 +231,13 @@ fn from_json(value: Value) -> Result<JobRequest, Problem> {
             )));
         }
     }
-    Ok(JobRequest {
-        job_type,
-        payload: event.remove("data").unwrap_or(Value::Null),
-        idempotency_key: Some(id),
+    Ok(EventJob {
+        request: JobRequest {
+            job_type,
+            payload: event.remove("data").unwrap_or(Value::Null),
+            idempotency_key: Some(id),
+        },
+        source,
     })
 }
 
@@ -245,7 +268,7 @@ fn percent_decode(name: &str, raw: &[u8]) -> Result<String, Problem> {
 }
 
 /// An event in binary mode: attributes in `ce-*` headers, data in the body.
-fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<JobRequest, Problem> {
+fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<EventJob, Problem> {
     let mut attributes = BTreeMap::new();
     for (name, value) in headers {
         let Some(attribute) = name.as_str().strip_prefix("ce-") else {
@@ -272,7 +295,7 @@ fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<JobRequest, Problem> 
     let text = |name: &str| non_empty(name, attributes.get(name).map(String::as_str));
     let specversion = text("specversion")?;
     let id = text("id")?;
-    text("source")?;
+    let source = text("source")?;
     let job_type = text("type")?;
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
@@ -292,10 +315,13 @@ fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<JobRequest, Problem> 
     } else {
         parse_json(body)?
     };
-    Ok(JobRequest {
-        job_type: job_type.to_owned(),
-        payload,
-        idempotency_key: Some(id.to_owned()),
+    Ok(EventJob {
+        request: JobRequest {
+            job_type: job_type.to_owned(),
+            payload,
+            idempotency_key: Some(id.to_owned()),
+        },
+        source: source.to_owned(),
     })
 }
 
@@ -319,7 +345,7 @@ fn claimed_type(value: Option<&str>) -> String {
     ),
     params(
         ("ce-specversion" = Option<String>, Header, description = "binary mode: 1.0"),
-        ("ce-id" = Option<String>, Header, description = "binary mode: the idempotency key"),
+        ("ce-id" = Option<String>, Header, description = "binary mode: with ce-source, the idempotency key"),
         ("ce-source" = Option<String>, Header, description = "binary mode: the event's source"),
         ("ce-type" = Option<String>, Header, description = "binary mode: the job type"),
         ("ce-time" = Option<String>, Header, description = "binary mode: RFC 3339 time, optional"),
@@ -349,14 +375,14 @@ pub(crate) async fn submit_events(
             let value = parse_json(&bytes)?;
             let hint = claimed_type(value.get("type").and_then(Value::as_str));
             let request = from_json(value).map_err(|problem| rejected(&hint, problem))?;
-            let job = check_job(&caller, request, "/data")?;
+            let job = check_event(&caller, request, "/data")?;
             EventsAccepted::Event(publish_one(&state, &caller, job).await?)
         }
         Mode::Binary => {
             let hint = claimed_type(headers.get("ce-type").and_then(|v| v.to_str().ok()));
             let request =
                 from_binary(&headers, &bytes).map_err(|problem| rejected(&hint, problem))?;
-            let job = check_job(&caller, request, "")?;
+            let job = check_event(&caller, request, "")?;
             EventsAccepted::Event(publish_one(&state, &caller, job).await?)
         }
         Mode::Batch => {
@@ -373,7 +399,7 @@ pub(crate) async fn submit_events(
                 .map(|(index, event)| {
                     let hint = claimed_type(event.get("type").and_then(Value::as_str));
                     let request = from_json(event).map_err(|problem| rejected(&hint, problem))?;
-                    check_job(&caller, request, &format!("/{index}/data"))
+                    check_event(&caller, request, &format!("/{index}/data"))
                 })
                 .collect();
             EventsAccepted::Batch(publish_batch(&state, &caller, items).await)
@@ -401,6 +427,8 @@ mod tests {
             "data": {"account": "a", "amount_cents": 1, "currency": "EUR"}
         }))
         .expect("valid");
+        assert_eq!(request.source, "/mycontext/subcontext");
+        let request = request.request;
         assert_eq!(request.job_type, "ledger.post");
         assert_eq!(request.idempotency_key.as_deref(), Some("A234-1234-1234"));
         assert_eq!(request.payload["account"], "a");
@@ -461,7 +489,9 @@ mod tests {
         ] {
             headers.insert(name, value.parse().expect("header"));
         }
-        let request = from_binary(&headers, br#"{"account": "a"}"#).expect("valid");
+        let event = from_binary(&headers, br#"{"account": "a"}"#).expect("valid");
+        assert_eq!(event.source, "/mycontext/subcontext");
+        let request = event.request;
         assert_eq!(request.idempotency_key.as_deref(), Some("café-1"));
         assert_eq!(request.payload, json!({"account": "a"}));
 

@@ -360,6 +360,7 @@ pub(crate) fn check_job(
             job_type: job_type.name.to_owned(),
             payload: request.payload,
             idempotency_key: request.idempotency_key,
+            event_source: None,
         })
     })();
     outcome.map_err(|problem| rejected(&requested_type, problem))

@@ -18,6 +18,8 @@ pub struct NewJob {
     pub job_type: String,
     pub payload: Value,
     pub idempotency_key: Option<String>,
+    /// A CloudEvent's `source`: with `idempotency_key` (its `id`) it makes the job's id.
+    pub event_source: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +57,12 @@ impl Publisher {
     }
 
     fn message(&self, tenant: &str, job: NewJob) -> (Uuid, String, PublishMessage) {
-        let id = codigo_schemas::job_id(tenant, &job.job_type, job.idempotency_key.as_deref());
+        let id = match (&job.event_source, &job.idempotency_key) {
+            (Some(source), Some(event_id)) => {
+                codigo_schemas::event_job_id(tenant, &job.job_type, source, event_id)
+            }
+            _ => codigo_schemas::job_id(tenant, &job.job_type, job.idempotency_key.as_deref()),
+        };
         let subject = self.names.job_subject(&job.job_type);
         let envelope = Envelope {
             id,
