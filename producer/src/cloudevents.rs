@@ -27,8 +27,8 @@ use utoipa::ToSchema;
 
 use crate::http::{
     authenticate, body_bytes, check_batch_len, check_job, is_json_media_type, media_type,
-    parse_json, publish_batch, publish_one, rejected, require_jetstream, AppState, BatchAccepted,
-    Caller, JobAccepted, JobRequest,
+    parse_json, publish_batch, publish_one, refuse_nul, rejected, require_jetstream, AppState,
+    BatchAccepted, Caller, JobAccepted, JobRequest,
 };
 use crate::problem::Problem;
 use crate::publish::NewJob;
@@ -310,11 +310,15 @@ fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<EventJob, Problem> {
         attributes.get("time").map(String::as_str),
         content_type,
     )?;
+    if let Some((name, _)) = attributes.iter().find(|(_, v)| v.contains('\0')) {
+        return Err(Problem::nul_character(format!("ce-{name} header")));
+    }
     let payload = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {
         parse_json(body)?
     };
+    refuse_nul(&payload, "")?;
     Ok(EventJob {
         request: JobRequest {
             job_type: job_type.to_owned(),
@@ -356,11 +360,12 @@ fn claimed_type(value: Option<&str>) -> String {
         (status = 400, description = "malformed JSON, missing required attributes (named in missing_attributes), or an invalid attribute", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "missing or invalid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "job type outside the key's scope", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "body not received within CODIGO_REQUEST_READ_TIMEOUT_SECS", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body over CODIGO_MAX_BODY_BYTES, or a job whose message does not fit the NATS server's max_payload", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "event format or data content type other than JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "unknown job type, schema violation, JSON nested too deeply, or a batch that is not 1..CODIGO_MAX_BATCH_ITEMS events", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "over the key's rate", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "JetStream unavailable; nothing stored", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "unknown job type, schema violation, JSON nested too deeply, text holding \\u0000 (nul-character, with its pointer), or a batch that is not 1..CODIGO_MAX_BATCH_ITEMS events or larger than the key's burst", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "over the key's rate, which counts jobs (a batch of N costs N, accepted or refused whole)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "JetStream unavailable (unavailable), work stream full (queue-full) or too many requests in progress (overloaded); nothing stored; see Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn submit_events(
     State(state): State<Arc<AppState>>,
@@ -369,12 +374,17 @@ pub(crate) async fn submit_events(
 ) -> Result<(StatusCode, Json<EventsAccepted>), Problem> {
     let caller = authenticate(&state, &headers)?;
     let mode = mode(&headers)?;
+    if !matches!(mode, Mode::Batch) {
+        caller.charge(1)?;
+    }
     let bytes = body_bytes(body, state.max_body_bytes)?;
     let accepted = match mode {
         Mode::Structured => {
             let value = parse_json(&bytes)?;
             let hint = claimed_type(value.get("type").and_then(Value::as_str));
-            let request = from_json(value).map_err(|problem| rejected(&hint, problem))?;
+            let request = refuse_nul(&value, "")
+                .and_then(|()| from_json(value))
+                .map_err(|problem| rejected(&hint, problem))?;
             let job = check_event(&caller, request, "/data")?;
             EventsAccepted::Event(publish_one(&state, &caller, job).await?)
         }
@@ -392,13 +402,16 @@ pub(crate) async fn submit_events(
                 )));
             };
             check_batch_len(&state, events.len())?;
+            caller.charge(events.len())?;
             require_jetstream(&state)?;
             let items = events
                 .into_iter()
                 .enumerate()
                 .map(|(index, event)| {
                     let hint = claimed_type(event.get("type").and_then(Value::as_str));
-                    let request = from_json(event).map_err(|problem| rejected(&hint, problem))?;
+                    let request = refuse_nul(&event, &format!("/{index}"))
+                        .and_then(|()| from_json(event))
+                        .map_err(|problem| rejected(&hint, problem))?;
                     check_event(&caller, request, &format!("/{index}/data"))
                 })
                 .collect();

@@ -84,6 +84,8 @@ impl Application {
             metrics: telemetry::metrics(),
             max_body_bytes: config.max_body_bytes,
             max_batch_items: config.max_batch_items,
+            request_read_timeout: config.request_read_timeout(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
             topology_ready,
         });
         Ok(Self {

@@ -2,7 +2,10 @@
 //! its acknowledgement.
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream::context::{
+    PublishAckFuture, PublishError as NatsPublishError, PublishErrorKind,
+};
+use async_nats::jetstream::{self, message::PublishMessage, ErrorCode};
 use bytes::Bytes;
 use codigo_common::{nats, telemetry, Names};
 use codigo_schemas::Envelope;
@@ -32,6 +35,12 @@ pub struct Published {
 pub enum PublishError {
     #[error("JetStream is unreachable; retry shortly")]
     Disconnected,
+    /// The message can never be stored: larger than NATS or the stream takes in one message.
+    #[error("the job's message is larger than the {limit} bytes NATS takes in one message")]
+    TooLarge { limit: usize },
+    /// The work stream reached its limits (discard new).
+    #[error("the work stream is full: {0}")]
+    QueueFull(String),
     #[error("JetStream did not store the job: {0}; retry shortly")]
     NotStored(String),
 }
@@ -43,6 +52,21 @@ pub struct Publisher {
     names: Names,
 }
 
+/// A message ready to send.
+struct Outgoing {
+    id: Uuid,
+    subject: String,
+    payload: Bytes,
+    headers: async_nats::HeaderMap,
+}
+
+/// The JetStream error code of a refused publish, if the server gave one.
+fn error_code(error: &NatsPublishError) -> Option<ErrorCode> {
+    std::error::Error::source(error)?
+        .downcast_ref::<jetstream::Error>()
+        .map(jetstream::Error::error_code)
+}
+
 impl Publisher {
     pub fn new(client: async_nats::Client, names: Names, ack_timeout: Duration) -> Self {
         let js = jetstream::ContextBuilder::new()
@@ -52,11 +76,45 @@ impl Publisher {
         Self { js, client, names }
     }
 
+    /// The largest message NATS stores: the server's `max_payload` (read from the connection)
+    /// or the work stream's message size limit, whichever is smaller.
+    pub fn max_message_bytes(&self) -> usize {
+        let stream_limit =
+            usize::try_from(codigo_common::jetstream::MAX_MESSAGE_BYTES).unwrap_or(usize::MAX);
+        match self.client.server_info().max_payload {
+            0 => stream_limit,
+            server => server.min(stream_limit),
+        }
+    }
+
+    fn classify(&self, error: &NatsPublishError) -> PublishError {
+        if error.kind() == PublishErrorKind::MaxPayloadExceeded {
+            return PublishError::TooLarge {
+                limit: self.max_message_bytes(),
+            };
+        }
+        match error_code(error) {
+            Some(ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM) => PublishError::TooLarge {
+                limit: self.max_message_bytes(),
+            },
+            // The account's or the server's storage running out.
+            Some(ErrorCode::INSUFFICIENT_RESOURCES | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED) => {
+                PublishError::QueueFull(error.to_string())
+            }
+            // 10077 wraps every store failure; the server tells a stream at its limits
+            // ("maximum messages exceeded", "maximum bytes exceeded") only in the text.
+            Some(ErrorCode::STREAM_STORE_FAILED) if error.to_string().contains("maximum") => {
+                PublishError::QueueFull(error.to_string())
+            }
+            _ => PublishError::NotStored(error.to_string()),
+        }
+    }
+
     pub fn is_connected(&self) -> bool {
         nats::is_connected(&self.client)
     }
 
-    fn message(&self, tenant: &str, job: NewJob) -> (Uuid, String, PublishMessage) {
+    fn message(&self, tenant: &str, job: NewJob) -> Outgoing {
         let id = match (&job.event_source, &job.idempotency_key) {
             (Some(source), Some(event_id)) => {
                 codigo_schemas::event_job_id(tenant, &job.job_type, source, event_id)
@@ -78,10 +136,19 @@ impl Publisher {
         headers.insert("Codigo-Job-Type", envelope.job_type.as_str());
         headers.insert("Content-Type", "application/json");
         telemetry::inject_trace_context(&mut headers);
-        let message = PublishMessage::build()
-            .payload(Bytes::from(body))
-            .headers(headers);
-        (id, subject, message)
+        Outgoing {
+            id,
+            subject,
+            payload: Bytes::from(body),
+            headers,
+        }
+    }
+
+    async fn send(&self, message: &Outgoing) -> Result<PublishAckFuture, NatsPublishError> {
+        let publish = PublishMessage::build()
+            .payload(message.payload.clone())
+            .headers(message.headers.clone());
+        self.js.send_publish(message.subject.clone(), publish).await
     }
 
     /// Publishes one job and waits for JetStream to store it.
@@ -119,21 +186,30 @@ impl Publisher {
                 .map(|_| Err(PublishError::Disconnected))
                 .collect();
         }
-        let mut pending = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let (id, subject, message) = self.message(tenant, job);
-            pending.push((id, self.js.send_publish(subject, message).await));
+        let messages: Vec<Outgoing> = jobs
+            .into_iter()
+            .map(|job| self.message(tenant, job))
+            .collect();
+        let mut pending = Vec::with_capacity(messages.len());
+        for message in &messages {
+            pending.push(self.send(message).await);
         }
-        join_all(pending.into_iter().map(|(id, sent)| async move {
-            let ack = sent
-                .map_err(|e| PublishError::NotStored(e.to_string()))?
-                .await
-                .map_err(|e| PublishError::NotStored(e.to_string()))?;
-            Ok(Published {
-                id,
-                duplicate: ack.duplicate,
-            })
-        }))
+        join_all(
+            messages
+                .iter()
+                .zip(pending)
+                .map(|(message, sent)| async move {
+                    let acked = match sent {
+                        Ok(ack) => ack.await,
+                        Err(error) => Err(error),
+                    };
+                    let ack = acked.map_err(|error| self.classify(&error))?;
+                    Ok(Published {
+                        id: message.id,
+                        duplicate: ack.duplicate,
+                    })
+                }),
+        )
         .await
     }
 

@@ -27,7 +27,14 @@ async fn a_full_stream_answers_503_with_retry_after_and_every_202_is_stored() {
                 accepted.insert(reply.body["id"].as_str().expect("id").to_owned());
             }
             StatusCode::SERVICE_UNAVAILABLE => {
-                reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+                reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "queue-full");
+                assert!(
+                    reply.body["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("queue is full")),
+                    "{}",
+                    reply.text
+                );
                 let retry_after = reply
                     .headers
                     .get("retry-after")
@@ -48,6 +55,10 @@ async fn a_full_stream_answers_503_with_retry_after_and_every_202_is_stored() {
     for item in reply.body["results"].as_array().expect("results") {
         assert_eq!(item["status"], "error", "{item}");
         assert_eq!(item["error"]["status"], 503, "{item}");
+        assert_eq!(
+            item["error"]["type"], "https://codigo.dev/problems/queue-full",
+            "{item}"
+        );
     }
 
     let on_stream: BTreeSet<String> = stored(&env)
