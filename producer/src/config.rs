@@ -40,6 +40,14 @@ pub struct Config {
     /// Seconds to wait for JetStream's publish acknowledgement before answering 503.
     #[arg(long, env = "CODIGO_PUBLISH_TIMEOUT_SECS", default_value_t = 5)]
     pub publish_timeout_secs: u64,
+    /// Milliseconds one publish attempt waits for its ack before the job is sent again (same
+    /// Nats-Msg-Id, so stored at most once), within CODIGO_PUBLISH_TIMEOUT_SECS.
+    #[arg(
+        long,
+        env = "CODIGO_PUBLISH_ATTEMPT_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
+    pub publish_attempt_timeout_ms: u64,
     /// Seconds a client has to send a request's body once its headers are in; slower
     /// requests get 408.
     #[arg(long, env = "CODIGO_REQUEST_READ_TIMEOUT_SECS", default_value_t = 10)]
@@ -72,8 +80,12 @@ pub enum ConfigError {
 }
 
 impl Config {
-    pub fn publish_timeout(&self) -> Duration {
-        Duration::from_secs(self.publish_timeout_secs)
+    pub fn publish_timeouts(&self) -> crate::publish::PublishTimeouts {
+        let budget = Duration::from_secs(self.publish_timeout_secs);
+        crate::publish::PublishTimeouts {
+            budget,
+            attempt: Duration::from_millis(self.publish_attempt_timeout_ms).min(budget),
+        }
     }
 
     pub fn request_read_timeout(&self) -> Duration {
@@ -86,6 +98,12 @@ impl Config {
         if self.max_body_bytes == 0 || self.max_batch_items == 0 {
             return Err(ConfigError::Invalid(
                 "CODIGO_MAX_BODY_BYTES and CODIGO_MAX_BATCH_ITEMS must be positive".into(),
+            ));
+        }
+        if self.publish_timeout_secs == 0 || self.publish_attempt_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "CODIGO_PUBLISH_TIMEOUT_SECS and CODIGO_PUBLISH_ATTEMPT_TIMEOUT_MS must be positive"
+                    .into(),
             ));
         }
         if self.request_read_timeout_secs == 0 || self.max_concurrent_requests == 0 {
@@ -127,6 +145,10 @@ mod tests {
             (
                 "--max-concurrent-requests",
                 "CODIGO_MAX_CONCURRENT_REQUESTS",
+            ),
+            (
+                "--publish-attempt-timeout-ms",
+                "CODIGO_PUBLISH_ATTEMPT_TIMEOUT_MS",
             ),
         ] {
             let config =

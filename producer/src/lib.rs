@@ -61,7 +61,7 @@ impl Application {
             nats::connect(&config.nats, "codigo-producer", InitialConnect::Background).await?;
         let pool = db::lazy_pool(&config.database)?;
         let publisher =
-            publish::Publisher::new(client.clone(), names.clone(), config.publish_timeout());
+            publish::Publisher::new(client.clone(), names.clone(), config.publish_timeouts());
 
         let topology_ready = Arc::new(AtomicBool::new(false));
         spawn_topology_setup(

@@ -12,6 +12,7 @@ use codigo_schemas::Envelope;
 use futures::future::join_all;
 use serde_json::Value;
 use time::OffsetDateTime;
+use tokio::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -45,19 +46,42 @@ pub enum PublishError {
     NotStored(String),
 }
 
+/// How long a publish may take: the whole budget, and each attempt within it.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishTimeouts {
+    pub budget: Duration,
+    pub attempt: Duration,
+}
+
 #[derive(Clone)]
 pub struct Publisher {
     js: jetstream::Context,
     client: async_nats::Client,
     names: Names,
+    timeouts: PublishTimeouts,
 }
 
-/// A message ready to send.
+/// A message ready to send, kept so that a retry sends the very same bytes and `Nats-Msg-Id`.
 struct Outgoing {
     id: Uuid,
     subject: String,
     payload: Bytes,
     headers: async_nats::HeaderMap,
+    /// Without an idempotency key the id is fresh, so a duplicate ack can only answer an
+    /// earlier attempt of this same publish.
+    fresh_id: bool,
+}
+
+/// Failures that may clear up within the budget: an ack lost or late (leader election, a
+/// paused or restarted server), no stream answering for the moment, a dropped connection.
+fn retriable(error: &NatsPublishError) -> bool {
+    matches!(
+        error.kind(),
+        PublishErrorKind::TimedOut
+            | PublishErrorKind::StreamNotFound
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::MaxAckPending
+    )
 }
 
 /// The JetStream error code of a refused publish, if the server gave one.
@@ -68,12 +92,17 @@ fn error_code(error: &NatsPublishError) -> Option<ErrorCode> {
 }
 
 impl Publisher {
-    pub fn new(client: async_nats::Client, names: Names, ack_timeout: Duration) -> Self {
+    pub fn new(client: async_nats::Client, names: Names, timeouts: PublishTimeouts) -> Self {
         let js = jetstream::ContextBuilder::new()
-            .timeout(ack_timeout)
-            .ack_timeout(ack_timeout)
+            .timeout(timeouts.attempt)
+            .ack_timeout(timeouts.attempt)
             .build(client.clone());
-        Self { js, client, names }
+        Self {
+            js,
+            client,
+            names,
+            timeouts,
+        }
     }
 
     /// The largest message NATS stores: the server's `max_payload` (read from the connection)
@@ -115,6 +144,7 @@ impl Publisher {
     }
 
     fn message(&self, tenant: &str, job: NewJob) -> Outgoing {
+        let fresh_id = job.idempotency_key.is_none();
         let id = match (&job.event_source, &job.idempotency_key) {
             (Some(source), Some(event_id)) => {
                 codigo_schemas::event_job_id(tenant, &job.job_type, source, event_id)
@@ -141,6 +171,7 @@ impl Publisher {
             subject,
             payload: Bytes::from(body),
             headers,
+            fresh_id,
         }
     }
 
@@ -186,31 +217,64 @@ impl Publisher {
                 .map(|_| Err(PublishError::Disconnected))
                 .collect();
         }
+        let deadline = Instant::now() + self.timeouts.budget;
         let messages: Vec<Outgoing> = jobs
             .into_iter()
             .map(|job| self.message(tenant, job))
             .collect();
-        let mut pending = Vec::with_capacity(messages.len());
-        for message in &messages {
-            pending.push(self.send(message).await);
-        }
-        join_all(
-            messages
-                .iter()
-                .zip(pending)
-                .map(|(message, sent)| async move {
-                    let acked = match sent {
-                        Ok(ack) => ack.await,
-                        Err(error) => Err(error),
-                    };
-                    let ack = acked.map_err(|error| self.classify(&error))?;
-                    Ok(Published {
+        let mut results: Vec<Option<Result<Published, PublishError>>> =
+            messages.iter().map(|_| None).collect();
+        let mut waiting: Vec<usize> = (0..messages.len()).collect();
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0u32;
+        // Each round sends every job still waiting, in order, before awaiting any ack; a job
+        // whose ack timed out is sent again with the same Nats-Msg-Id, so JetStream stores it
+        // at most once, until the budget runs out.
+        loop {
+            attempt += 1;
+            let mut pending = Vec::with_capacity(waiting.len());
+            for &index in &waiting {
+                pending.push((index, self.send(&messages[index]).await));
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let outcomes = join_all(pending.into_iter().map(|(index, sent)| async move {
+                let acked = match sent {
+                    Ok(ack) => tokio::time::timeout(remaining, ack)
+                        .await
+                        .unwrap_or_else(|_| Err(NatsPublishError::new(PublishErrorKind::TimedOut))),
+                    Err(error) => Err(error),
+                };
+                (index, acked)
+            }))
+            .await;
+            let mut again = Vec::new();
+            let retry_possible = Instant::now() + backoff < deadline;
+            for (index, acked) in outcomes {
+                let message = &messages[index];
+                results[index] = Some(match acked {
+                    Ok(ack) => Ok(Published {
                         id: message.id,
-                        duplicate: ack.duplicate,
-                    })
-                }),
-        )
-        .await
+                        duplicate: ack.duplicate && !(attempt > 1 && message.fresh_id),
+                    }),
+                    Err(error) if retriable(&error) && retry_possible => {
+                        tracing::warn!(%error, attempt, id = %message.id, "publish not acknowledged; sending it again");
+                        again.push(index);
+                        continue;
+                    }
+                    Err(error) => Err(self.classify(&error)),
+                });
+            }
+            if again.is_empty() {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            waiting = again;
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(PublishError::NotStored("not sent".into()))))
+            .collect()
     }
 
     /// Whether JetStream answers and the work stream exists.

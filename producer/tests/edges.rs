@@ -1,6 +1,6 @@
 //! The gateway at its edges, against real NATS and Postgres and over real sockets: text
 //! Postgres cannot store, messages NATS cannot carry, callers that are not authenticated,
-//! slow or too many, and rates that count jobs.
+//! slow or too many, rates that count jobs, and publishes whose ack was lost.
 mod gateway;
 
 use std::time::Duration;
@@ -417,5 +417,74 @@ async fn requests_over_the_concurrency_limit_are_shed_with_503() {
     .await;
 
     gw.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_publish_whose_ack_is_lost_is_sent_again_and_stored_once() {
+    let env = TestEnv::new().await;
+    let mut nats = PrivateNats::start("");
+    let gw = Gateway::start(
+        &env,
+        &[
+            "--nats-url",
+            &nats.url(),
+            "--publish-timeout-secs",
+            "60",
+            "--publish-attempt-timeout-ms",
+            "1000",
+        ],
+    )
+    .await;
+    let submit = |account: &'static str| {
+        let http = gw.http.clone();
+        let url = gw.url("/v1/jobs");
+        tokio::spawn(async move {
+            gateway::read(
+                http.post(url)
+                    .bearer_auth(ALPHA)
+                    .json(&ledger(account, 1))
+                    .send()
+                    .await
+                    .expect("request"),
+            )
+            .await
+        })
+    };
+
+    // A paused server: the first attempt and its repeats wait in the socket, and all reach
+    // the server when it resumes. De-duplication keeps one.
+    nats.pause();
+    let paused = submit("paused");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    nats.resume();
+    let reply = paused.await.expect("task");
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    assert_eq!(reply.body["duplicate"], false, "{}", reply.text);
+
+    // A server killed while the publish sat unread in its socket: that copy is lost, and
+    // only a repeat after the restart can store the job.
+    nats.pause();
+    let killed = submit("killed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nats.kill_and_restart();
+    let reply_killed = killed.await.expect("task");
+    assert_eq!(
+        reply_killed.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        reply_killed.text
+    );
+
+    let on_stream = stored_at(&nats.url(), &env.names.jobs_stream()).await;
+    let ids: Vec<&Value> = on_stream.iter().map(|e| &e["id"]).collect();
+    assert_eq!(
+        ids,
+        vec![&reply.body["id"], &reply_killed.body["id"]],
+        "each job stored exactly once"
+    );
+
+    gw.stop().await;
+    drop(nats);
     env.cleanup().await;
 }
