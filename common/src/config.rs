@@ -107,6 +107,24 @@ pub struct JetStreamArgs {
     /// Replicas of each stream (3 in production clusters).
     #[arg(long, env = "CODIGO_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
+    /// Most bytes the dead-letter stream holds. When full it refuses new dead letters
+    /// (discard new): the worker keeps the job and retries, nothing is dropped; the
+    /// CodigoStreamNearlyFull alert fires at 80 %.
+    #[arg(long, env = "CODIGO_DLQ_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub dlq_max_bytes: i64,
+    /// Most messages the dead-letter stream holds (discard new, as for its bytes).
+    #[arg(long, env = "CODIGO_DLQ_MAX_MESSAGES", default_value_t = 1_000_000)]
+    pub dlq_max_messages: i64,
+    /// Most bytes the max-deliveries advisory stream holds (discard new).
+    #[arg(long, env = "CODIGO_ADVISORIES_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub advisories_max_bytes: i64,
+    /// Most messages the max-deliveries advisory stream holds (discard new).
+    #[arg(
+        long,
+        env = "CODIGO_ADVISORIES_MAX_MESSAGES",
+        default_value_t = 100_000
+    )]
+    pub advisories_max_messages: i64,
     /// How long dead letters are kept, in days.
     #[arg(long, env = "CODIGO_DLQ_MAX_AGE_DAYS", default_value_t = 14)]
     pub dlq_max_age_days: u64,
@@ -163,6 +181,21 @@ impl JetStreamArgs {
                 self.backoff_secs.len(),
                 self.max_deliver
             ));
+        }
+        if [
+            self.dlq_max_bytes,
+            self.dlq_max_messages,
+            self.advisories_max_bytes,
+            self.advisories_max_messages,
+        ]
+        .iter()
+        .any(|limit| *limit <= 0)
+        {
+            return Err(
+                "CODIGO_DLQ_MAX_BYTES, CODIGO_DLQ_MAX_MESSAGES, CODIGO_ADVISORIES_MAX_BYTES \
+                 and CODIGO_ADVISORIES_MAX_MESSAGES must be positive: these streams are bounded"
+                    .into(),
+            );
         }
         if self.duplicate_window_secs == 0 || self.ack_wait_secs == 0 {
             return Err(

@@ -57,6 +57,12 @@ pub fn dlq_stream_config(names: &Names, args: &JetStreamArgs) -> stream::Config 
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(args.dlq_max_age_days * 86_400),
+        // Bounded so that one tenant's failures cannot fill JetStream for everyone. Full, it
+        // refuses new dead letters rather than dropping old ones: the worker keeps the job
+        // (nak, retried later) and the CodigoStreamNearlyFull alert has fired at 80 %.
+        discard: stream::DiscardPolicy::New,
+        max_bytes: args.dlq_max_bytes,
+        max_messages: args.dlq_max_messages,
         // Publishing a dead letter is retried after crashes; the window drops the repeats.
         duplicate_window: args.duplicate_window(),
         num_replicas: args.stream_replicas,
@@ -75,6 +81,11 @@ pub fn advisories_stream_config(names: &Names, args: &JetStreamArgs) -> stream::
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(args.dlq_max_age_days * 86_400),
+        // Bounded like the DLQ, and discard new: the advisories already stored are the jobs
+        // waiting to be dead-lettered, none of them is dropped for a newer one.
+        discard: stream::DiscardPolicy::New,
+        max_bytes: args.advisories_max_bytes,
+        max_messages: args.advisories_max_messages,
         num_replicas: args.stream_replicas,
         ..Default::default()
     }

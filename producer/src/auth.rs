@@ -40,7 +40,8 @@ pub struct ApiKey {
     /// `None` allows every job type.
     pub job_types: Option<BTreeSet<String>>,
     token_digest: [u8; 32],
-    limiter: Option<DefaultDirectRateLimiter>,
+    /// The bucket and its burst (twice the rate).
+    limiter: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
 }
 
 impl fmt::Debug for ApiKey {
@@ -61,15 +62,33 @@ impl ApiKey {
             .is_none_or(|types| types.contains(job_type))
     }
 
-    /// `Err(wait)` when the key is over its rate.
-    pub fn check_rate(&self) -> Result<(), Duration> {
-        match &self.limiter {
-            None => Ok(()),
-            Some(limiter) => limiter
-                .check()
-                .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now())),
+    /// Takes `jobs` tokens from the key's bucket, all or none: rates count jobs, so a batch
+    /// costs one token per job.
+    pub fn charge(&self, jobs: usize) -> Result<(), RateRefusal> {
+        let Some((limiter, burst)) = &self.limiter else {
+            return Ok(());
+        };
+        let n = u32::try_from(jobs)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .unwrap_or(NonZeroU32::MIN);
+        match limiter.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(RateRefusal::Wait(
+                not_until.wait_time_from(DefaultClock::default().now()),
+            )),
+            Err(_) => Err(RateRefusal::OverBurst(burst.get())),
         }
     }
+}
+
+/// Why a key's bucket refused some jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateRefusal {
+    /// Over the rate now: retry after this long.
+    Wait(Duration),
+    /// More jobs at once than the bucket ever holds: never accepted as one request.
+    OverBurst(u32),
 }
 
 #[derive(Debug, Default)]
@@ -81,11 +100,12 @@ fn digest(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
 }
 
-fn limiter(rate: u32) -> Option<DefaultDirectRateLimiter> {
+fn limiter(rate: u32) -> Option<(DefaultDirectRateLimiter, NonZeroU32)> {
     let per_second = NonZeroU32::new(rate)?;
     let burst = NonZeroU32::new(rate.saturating_mul(2)).unwrap_or(per_second);
-    Some(RateLimiter::direct(
-        Quota::per_second(per_second).allow_burst(burst),
+    Some((
+        RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+        burst,
     ))
 }
 
@@ -157,9 +177,10 @@ impl ApiKeys {
                         job_types = Some(types);
                     }
                     "rate" => {
-                        rate = value.trim().parse().map_err(|_| {
-                            bad("rate must be a whole number of requests per second")
-                        })?;
+                        rate = value
+                            .trim()
+                            .parse()
+                            .map_err(|_| bad("rate must be a whole number of jobs per second"))?;
                     }
                     _ => return Err(bad("unknown option; use tenant=, types= or rate=")),
                 }
@@ -252,9 +273,21 @@ mod tests {
     fn rate_limit_allows_burst_then_refuses() {
         let keys = ApiKeys::parse("a:aaaaaaaaaaaaaaaa;rate=1", 1).expect("parses");
         let key = keys.find("aaaaaaaaaaaaaaaa").expect("key");
-        assert!(key.check_rate().is_ok());
-        assert!(key.check_rate().is_ok());
-        let wait = key.check_rate().expect_err("third request within a second");
-        assert!(wait <= Duration::from_secs(1));
+        assert!(key.charge(1).is_ok());
+        assert!(key.charge(1).is_ok());
+        let refusal = key.charge(1).expect_err("third job within a second");
+        assert!(matches!(refusal, RateRefusal::Wait(wait) if wait <= Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_batch_costs_one_token_per_job_all_or_nothing() {
+        let keys = ApiKeys::parse("a:aaaaaaaaaaaaaaaa;rate=50", 1).expect("parses");
+        let key = keys.find("aaaaaaaaaaaaaaaa").expect("key");
+        assert_eq!(key.charge(101), Err(RateRefusal::OverBurst(100)));
+        assert!(key.charge(80).is_ok());
+        // 20 tokens left (plus what refilled meanwhile, far below 60): refused whole...
+        assert!(matches!(key.charge(60), Err(RateRefusal::Wait(_))));
+        // ...and nothing of it was taken.
+        assert!(key.charge(20).is_ok());
     }
 }

@@ -2,8 +2,9 @@
 //! (`application/cloudevents+json`), batch mode (`application/cloudevents-batch+json`) and
 //! binary mode (`ce-*` headers, the body is the event's data).
 //!
-//! An event becomes a job: `type` is the job type, `id` the idempotency key (so a
-//! redelivered event is a duplicate, per tenant), `data` the payload. From there it takes the
+//! An event becomes a job: `type` is the job type, `source` and `id` together its
+//! idempotency key (so a redelivered event is a duplicate, per tenant, while two sources that
+//! both send `id: 1` make two jobs), `data` the payload. From there it takes the
 //! same path as `POST /v1/jobs`: scope, schema, publish, metrics and problem types.
 //!
 //! Events are read with serde_json rather than the `cloudevents-sdk` crate: its axum
@@ -26,10 +27,11 @@ use utoipa::ToSchema;
 
 use crate::http::{
     authenticate, body_bytes, check_batch_len, check_job, is_json_media_type, media_type,
-    parse_json, publish_batch, publish_one, rejected, require_jetstream, AppState, BatchAccepted,
-    JobAccepted, JobRequest,
+    parse_json, publish_batch, publish_one, refuse_nul, rejected, require_jetstream, AppState,
+    BatchAccepted, Caller, JobAccepted, JobRequest,
 };
 use crate::problem::Problem;
+use crate::publish::NewJob;
 
 /// Content type of one event in the JSON event format (structured mode).
 pub const STRUCTURED: &str = "application/cloudevents+json";
@@ -49,9 +51,9 @@ const MAX_ID_LEN: usize = 256;
 pub struct CloudEvent {
     /// Always `1.0`.
     pub specversion: String,
-    /// Unique per source; the job's idempotency key (1 to 256 characters).
+    /// Unique per source; with `source`, the job's idempotency key (1 to 256 characters).
     pub id: String,
-    /// URI-reference of the event's producer.
+    /// URI-reference of the event's producer; with `id`, the job's idempotency key.
     pub source: String,
     /// A registered job type (see `GET /v1/job-types`).
     #[schema(rename = "type")]
@@ -164,8 +166,26 @@ fn check_context(
     Ok(())
 }
 
+/// An event read into a job request; `source` takes part in the job's id.
+#[derive(Debug)]
+struct EventJob {
+    request: JobRequest,
+    source: String,
+}
+
+/// The checks of every job, then the event's own id (from its `source` and `id`).
+fn check_event(
+    caller: &Caller<'_>,
+    event: EventJob,
+    payload_pointer: &str,
+) -> Result<NewJob, Problem> {
+    let mut job = check_job(caller, event.request, payload_pointer)?;
+    job.event_source = Some(event.source);
+    Ok(job)
+}
+
 /// One event of the JSON event format (structured mode, or an item of a batch).
-fn from_json(value: Value) -> Result<JobRequest, Problem> {
+fn from_json(value: Value) -> Result<EventJob, Problem> {
     let Value::Object(event) = value else {
         return Err(Problem::invalid_cloudevent(
             "a CloudEvent in the JSON format is a JSON object of attributes",
@@ -177,7 +197,7 @@ fn from_json(value: Value) -> Result<JobRequest, Problem> {
     let text = |name: &str| non_empty(name, event.get(name).and_then(Value::as_str));
     let specversion = text("specversion")?;
     let id = text("id")?.to_owned();
-    text("source")?;
+    let source = text("source")?.to_owned();
     let job_type = text("type")?.to_owned();
     let optional = |name: &str| -> Result<Option<&str>, Problem> {
         event
@@ -211,10 +231,13 @@ fn from_json(value: Value) -> Result<JobRequest, Problem> {
             )));
         }
     }
-    Ok(JobRequest {
-        job_type,
-        payload: event.remove("data").unwrap_or(Value::Null),
-        idempotency_key: Some(id),
+    Ok(EventJob {
+        request: JobRequest {
+            job_type,
+            payload: event.remove("data").unwrap_or(Value::Null),
+            idempotency_key: Some(id),
+        },
+        source,
     })
 }
 
@@ -245,7 +268,7 @@ fn percent_decode(name: &str, raw: &[u8]) -> Result<String, Problem> {
 }
 
 /// An event in binary mode: attributes in `ce-*` headers, data in the body.
-fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<JobRequest, Problem> {
+fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<EventJob, Problem> {
     let mut attributes = BTreeMap::new();
     for (name, value) in headers {
         let Some(attribute) = name.as_str().strip_prefix("ce-") else {
@@ -272,7 +295,7 @@ fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<JobRequest, Problem> 
     let text = |name: &str| non_empty(name, attributes.get(name).map(String::as_str));
     let specversion = text("specversion")?;
     let id = text("id")?;
-    text("source")?;
+    let source = text("source")?;
     let job_type = text("type")?;
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
@@ -287,15 +310,22 @@ fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<JobRequest, Problem> 
         attributes.get("time").map(String::as_str),
         content_type,
     )?;
+    if let Some((name, _)) = attributes.iter().find(|(_, v)| v.contains('\0')) {
+        return Err(Problem::nul_character(format!("ce-{name} header")));
+    }
     let payload = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {
         parse_json(body)?
     };
-    Ok(JobRequest {
-        job_type: job_type.to_owned(),
-        payload,
-        idempotency_key: Some(id.to_owned()),
+    refuse_nul(&payload, "")?;
+    Ok(EventJob {
+        request: JobRequest {
+            job_type: job_type.to_owned(),
+            payload,
+            idempotency_key: Some(id.to_owned()),
+        },
+        source: source.to_owned(),
     })
 }
 
@@ -319,7 +349,7 @@ fn claimed_type(value: Option<&str>) -> String {
     ),
     params(
         ("ce-specversion" = Option<String>, Header, description = "binary mode: 1.0"),
-        ("ce-id" = Option<String>, Header, description = "binary mode: the idempotency key"),
+        ("ce-id" = Option<String>, Header, description = "binary mode: with ce-source, the idempotency key"),
         ("ce-source" = Option<String>, Header, description = "binary mode: the event's source"),
         ("ce-type" = Option<String>, Header, description = "binary mode: the job type"),
         ("ce-time" = Option<String>, Header, description = "binary mode: RFC 3339 time, optional"),
@@ -330,11 +360,12 @@ fn claimed_type(value: Option<&str>) -> String {
         (status = 400, description = "malformed JSON, missing required attributes (named in missing_attributes), or an invalid attribute", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "missing or invalid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "job type outside the key's scope", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "body not received within CODIGO_REQUEST_READ_TIMEOUT_SECS", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body over CODIGO_MAX_BODY_BYTES, or a job whose message does not fit the NATS server's max_payload", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "event format or data content type other than JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "unknown job type, schema violation, JSON nested too deeply, or a batch that is not 1..CODIGO_MAX_BATCH_ITEMS events", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "over the key's rate", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "JetStream unavailable; nothing stored", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "unknown job type, schema violation, JSON nested too deeply, text holding \\u0000 (nul-character, with its pointer), or a batch that is not 1..CODIGO_MAX_BATCH_ITEMS events or larger than the key's burst", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "over the key's rate, which counts jobs (a batch of N costs N, accepted or refused whole)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "JetStream unavailable (unavailable), work stream full (queue-full) or too many requests in progress (overloaded); nothing stored; see Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn submit_events(
     State(state): State<Arc<AppState>>,
@@ -343,20 +374,25 @@ pub(crate) async fn submit_events(
 ) -> Result<(StatusCode, Json<EventsAccepted>), Problem> {
     let caller = authenticate(&state, &headers)?;
     let mode = mode(&headers)?;
+    if !matches!(mode, Mode::Batch) {
+        caller.charge(1)?;
+    }
     let bytes = body_bytes(body, state.max_body_bytes)?;
     let accepted = match mode {
         Mode::Structured => {
             let value = parse_json(&bytes)?;
             let hint = claimed_type(value.get("type").and_then(Value::as_str));
-            let request = from_json(value).map_err(|problem| rejected(&hint, problem))?;
-            let job = check_job(&caller, request, "/data")?;
+            let request = refuse_nul(&value, "")
+                .and_then(|()| from_json(value))
+                .map_err(|problem| rejected(&hint, problem))?;
+            let job = check_event(&caller, request, "/data")?;
             EventsAccepted::Event(publish_one(&state, &caller, job).await?)
         }
         Mode::Binary => {
             let hint = claimed_type(headers.get("ce-type").and_then(|v| v.to_str().ok()));
             let request =
                 from_binary(&headers, &bytes).map_err(|problem| rejected(&hint, problem))?;
-            let job = check_job(&caller, request, "")?;
+            let job = check_event(&caller, request, "")?;
             EventsAccepted::Event(publish_one(&state, &caller, job).await?)
         }
         Mode::Batch => {
@@ -366,14 +402,17 @@ pub(crate) async fn submit_events(
                 )));
             };
             check_batch_len(&state, events.len())?;
+            caller.charge(events.len())?;
             require_jetstream(&state)?;
             let items = events
                 .into_iter()
                 .enumerate()
                 .map(|(index, event)| {
                     let hint = claimed_type(event.get("type").and_then(Value::as_str));
-                    let request = from_json(event).map_err(|problem| rejected(&hint, problem))?;
-                    check_job(&caller, request, &format!("/{index}/data"))
+                    let request = refuse_nul(&event, &format!("/{index}"))
+                        .and_then(|()| from_json(event))
+                        .map_err(|problem| rejected(&hint, problem))?;
+                    check_event(&caller, request, &format!("/{index}/data"))
                 })
                 .collect();
             EventsAccepted::Batch(publish_batch(&state, &caller, items).await)
@@ -401,6 +440,8 @@ mod tests {
             "data": {"account": "a", "amount_cents": 1, "currency": "EUR"}
         }))
         .expect("valid");
+        assert_eq!(request.source, "/mycontext/subcontext");
+        let request = request.request;
         assert_eq!(request.job_type, "ledger.post");
         assert_eq!(request.idempotency_key.as_deref(), Some("A234-1234-1234"));
         assert_eq!(request.payload["account"], "a");
@@ -461,7 +502,9 @@ mod tests {
         ] {
             headers.insert(name, value.parse().expect("header"));
         }
-        let request = from_binary(&headers, br#"{"account": "a"}"#).expect("valid");
+        let event = from_binary(&headers, br#"{"account": "a"}"#).expect("valid");
+        assert_eq!(event.source, "/mycontext/subcontext");
+        let request = event.request;
         assert_eq!(request.idempotency_key.as_deref(), Some("café-1"));
         assert_eq!(request.payload, json!({"account": "a"}));
 

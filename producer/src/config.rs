@@ -27,8 +27,9 @@ pub struct Config {
     /// `disabled` turns API-key auth off (local use only).
     #[arg(long, env = "CODIGO_AUTH", value_enum, default_value = "required")]
     pub auth: AuthMode,
-    /// Requests per second per API key (burst twice that); 0 = unlimited.
-    #[arg(long, env = "CODIGO_RATE_LIMIT_PER_KEY", default_value_t = 1000)]
+    /// Jobs accepted per second per API key (burst twice that; a batch costs one per job);
+    /// 0 = unlimited.
+    #[arg(long, env = "CODIGO_RATE_LIMIT_PER_KEY", default_value_t = 10_000)]
     pub rate_limit_per_key: u32,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "CODIGO_MAX_BODY_BYTES", default_value_t = 1_048_576)]
@@ -39,6 +40,22 @@ pub struct Config {
     /// Seconds to wait for JetStream's publish acknowledgement before answering 503.
     #[arg(long, env = "CODIGO_PUBLISH_TIMEOUT_SECS", default_value_t = 5)]
     pub publish_timeout_secs: u64,
+    /// Milliseconds one publish attempt waits for its ack before the job is sent again (same
+    /// Nats-Msg-Id, so stored at most once), within CODIGO_PUBLISH_TIMEOUT_SECS.
+    #[arg(
+        long,
+        env = "CODIGO_PUBLISH_ATTEMPT_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
+    pub publish_attempt_timeout_ms: u64,
+    /// Seconds a client has to send a request's body once its headers are in; slower
+    /// requests get 408.
+    #[arg(long, env = "CODIGO_REQUEST_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub request_read_timeout_secs: u64,
+    /// Most API requests in progress at once; more are refused with 503 and Retry-After
+    /// (health, readiness and metrics are not counted).
+    #[arg(long, env = "CODIGO_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, env = "CODIGO_SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
     pub shutdown_timeout_secs: u64,
@@ -63,8 +80,16 @@ pub enum ConfigError {
 }
 
 impl Config {
-    pub fn publish_timeout(&self) -> Duration {
-        Duration::from_secs(self.publish_timeout_secs)
+    pub fn publish_timeouts(&self) -> crate::publish::PublishTimeouts {
+        let budget = Duration::from_secs(self.publish_timeout_secs);
+        crate::publish::PublishTimeouts {
+            budget,
+            attempt: Duration::from_millis(self.publish_attempt_timeout_ms).min(budget),
+        }
+    }
+
+    pub fn request_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_read_timeout_secs)
     }
 
     /// Validates everything that can be checked before touching the network.
@@ -73,6 +98,19 @@ impl Config {
         if self.max_body_bytes == 0 || self.max_batch_items == 0 {
             return Err(ConfigError::Invalid(
                 "CODIGO_MAX_BODY_BYTES and CODIGO_MAX_BATCH_ITEMS must be positive".into(),
+            ));
+        }
+        if self.publish_timeout_secs == 0 || self.publish_attempt_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "CODIGO_PUBLISH_TIMEOUT_SECS and CODIGO_PUBLISH_ATTEMPT_TIMEOUT_MS must be positive"
+                    .into(),
+            ));
+        }
+        if self.request_read_timeout_secs == 0 || self.max_concurrent_requests == 0 {
+            return Err(ConfigError::Invalid(
+                "CODIGO_REQUEST_READ_TIMEOUT_SECS and CODIGO_MAX_CONCURRENT_REQUESTS must be \
+                 positive"
+                    .into(),
             ));
         }
         match self.auth {
@@ -96,6 +134,30 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_limits_are_refused_with_the_setting_named() {
+        for (flag, setting) in [
+            (
+                "--request-read-timeout-secs",
+                "CODIGO_REQUEST_READ_TIMEOUT_SECS",
+            ),
+            (
+                "--max-concurrent-requests",
+                "CODIGO_MAX_CONCURRENT_REQUESTS",
+            ),
+            (
+                "--publish-attempt-timeout-ms",
+                "CODIGO_PUBLISH_ATTEMPT_TIMEOUT_MS",
+            ),
+        ] {
+            let config =
+                Config::try_parse_from(["codigo-producer", "--auth", "disabled", flag, "0"])
+                    .expect("parses");
+            let error = config.api_keys().expect_err(flag).to_string();
+            assert!(error.contains(setting), "{error}");
+        }
+    }
 
     #[test]
     fn debug_output_holds_no_api_key() {

@@ -2,9 +2,9 @@
 //! client sends can produce a 5xx.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -22,7 +22,7 @@ use tracing::Instrument;
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::{ApiKey, ApiKeys};
+use crate::auth::{ApiKey, ApiKeys, RateRefusal};
 use crate::problem::Problem;
 use crate::publish::{NewJob, PublishError, Published, Publisher};
 use crate::store::{self, JobStatus};
@@ -35,6 +35,10 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub max_body_bytes: usize,
     pub max_batch_items: usize,
+    /// Time a client has to send a body once its headers are in.
+    pub request_read_timeout: Duration,
+    /// Permits for API requests in progress; none left means shed with 503.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Set once the streams are known to exist.
     pub topology_ready: Arc<AtomicBool>,
 }
@@ -44,11 +48,14 @@ pub const LOCAL_TENANT: &str = "local";
 
 pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.max_body_bytes;
-    Router::new()
+    let api = Router::new()
         .route("/v1/jobs", post(submit_job))
         .route("/v1/jobs/batch", post(submit_batch))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/events", post(crate::cloudevents::submit_events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit));
+    Router::new()
+        .merge(api)
         .route("/v1/job-types", get(job_types))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
@@ -108,12 +115,66 @@ async fn observe(request: Request, next: Next) -> Response {
     response
 }
 
+/// What every API request passes before its body is read: a free slot (else 503 and
+/// Retry-After, never an endless queue), a valid API key from the headers (else 401, and the
+/// body is never read), and the whole body within the read timeout (else 408) and the size
+/// limit (else 413).
+async fn admit(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    // Shed requests are counted by `observe`, as 503s of their route.
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        return Problem::overloaded().into_response();
+    };
+    if let Err(problem) = authenticate(&state, request.headers()) {
+        return problem.into_response();
+    }
+    let (parts, body) = request.into_parts();
+    let limit = state.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Problem::payload_too_large(limit).into_response();
+    }
+    let timeout = state.request_read_timeout;
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => return Problem::request_timeout(timeout.as_secs()).into_response(),
+        Ok(Err(error)) => {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                Problem::payload_too_large(limit).into_response()
+            } else {
+                Problem::malformed_json(format!("the request body could not be read: {error}"))
+                    .into_response()
+            };
+        }
+        Ok(Ok(bytes)) => bytes,
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
 pub(crate) struct Caller<'a> {
     pub(crate) tenant: &'a str,
     key: Option<&'a ApiKey>,
 }
 
 impl Caller<'_> {
+    /// Charges `jobs` to the key's rate, all or nothing.
+    pub(crate) fn charge(&self, jobs: usize) -> Result<(), Problem> {
+        let Some(key) = self.key else {
+            return Ok(());
+        };
+        key.charge(jobs).map_err(|refusal| match refusal {
+            RateRefusal::Wait(wait) => {
+                Problem::rate_limited(wait.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            RateRefusal::OverBurst(burst) => Problem::batch_over_burst(jobs, burst),
+        })
+    }
+
     fn may_submit(&self, job_type: &str) -> Result<(), Problem> {
         match self.key {
             Some(key) if !key.allows(job_type) => Err(Problem::forbidden_job_type(job_type)),
@@ -145,8 +206,6 @@ pub(crate) fn authenticate<'a>(
     };
     let token = bearer_token(headers).ok_or_else(Problem::unauthorized)?;
     let key = keys.find(token).ok_or_else(Problem::unauthorized)?;
-    key.check_rate()
-        .map_err(|wait| Problem::rate_limited(wait.as_secs().max(1)))?;
     Ok(Caller {
         tenant: &key.tenant,
         key: Some(key),
@@ -241,6 +300,35 @@ pub(crate) fn parse_json(bytes: &[u8]) -> Result<Value, Problem> {
     })
 }
 
+/// The JSON pointer (RFC 6901) of the first string or member name holding U+0000, which
+/// Postgres cannot store; `pointer` locates `value` in the body.
+pub(crate) fn find_nul(value: &Value, pointer: &str) -> Option<String> {
+    match value {
+        Value::String(text) => text.contains('\0').then(|| pointer.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(index, item)| find_nul(item, &format!("{pointer}/{index}"))),
+        Value::Object(members) => members.iter().find_map(|(name, member)| {
+            let at = format!("{pointer}/{}", name.replace('~', "~0").replace('/', "~1"));
+            if name.contains('\0') {
+                Some(at)
+            } else {
+                find_nul(member, &at)
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// 422 with the pointer when `value` holds U+0000 anywhere.
+pub(crate) fn refuse_nul(value: &Value, pointer: &str) -> Result<(), Problem> {
+    match find_nul(value, pointer) {
+        Some(at) => Err(Problem::nul_character(at)),
+        None => Ok(()),
+    }
+}
+
 fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Value, Problem> {
     parse_json(&body_bytes(body, limit)?)
 }
@@ -294,6 +382,15 @@ fn validate_job(
         .and_then(Value::as_str)
         .unwrap_or("unknown")
         .to_owned();
+    if let Err(problem) = refuse_nul(&value, pointer) {
+        return Err(rejected(&job_type_hint, problem));
+    }
+    if header_key.is_some_and(|key| key.contains('\0')) {
+        return Err(rejected(
+            &job_type_hint,
+            Problem::nul_character("Idempotency-Key header".into()),
+        ));
+    }
     if !value.is_object() {
         return Err(rejected(
             &job_type_hint,
@@ -360,6 +457,7 @@ pub(crate) fn check_job(
             job_type: job_type.name.to_owned(),
             payload: request.payload,
             idempotency_key: request.idempotency_key,
+            event_source: None,
         })
     })();
     outcome.map_err(|problem| rejected(&requested_type, problem))
@@ -395,9 +493,23 @@ fn accepted(job_type: String, published: Published) -> JobAccepted {
 }
 
 fn publish_problem(job_type: &str, error: &PublishError) -> Problem {
-    record_published(job_type, "error");
-    tracing::warn!(%error, job_type, "publish failed");
-    Problem::unavailable(format!("{error}; nothing was stored"))
+    match error {
+        // The client's doing, never a 503: no retry can make it fit.
+        PublishError::TooLarge { limit } => {
+            record_published(job_type, "rejected");
+            Problem::message_too_large(*limit)
+        }
+        PublishError::QueueFull(_) => {
+            record_published(job_type, "error");
+            tracing::warn!(%error, job_type, "work stream full; job refused");
+            Problem::queue_full()
+        }
+        PublishError::Disconnected | PublishError::NotStored(_) => {
+            record_published(job_type, "error");
+            tracing::warn!(%error, job_type, "publish failed");
+            Problem::unavailable(format!("{error}; nothing was stored"))
+        }
+    }
 }
 
 /// Publishes one validated job: `202` once JetStream stored it, `503` otherwise.
@@ -472,7 +584,13 @@ pub(crate) async fn publish_batch(
                 }
             }
             Err(error) => {
-                BatchItemResult::failed(index, "error", publish_problem(&job_type, &error))
+                // Too large is the client's doing, like a validation failure.
+                let status = if matches!(error, PublishError::TooLarge { .. }) {
+                    "rejected"
+                } else {
+                    "error"
+                };
+                BatchItemResult::failed(index, status, publish_problem(&job_type, &error))
             }
         });
     }
@@ -501,11 +619,12 @@ fn idempotency_header(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
         (status = 400, description = "malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "missing or invalid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "job type outside the key's scope", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "body not received within CODIGO_REQUEST_READ_TIMEOUT_SECS", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body over CODIGO_MAX_BODY_BYTES, or a job whose message does not fit the NATS server's max_payload", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "unknown job type, schema violation or JSON nested too deeply", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "over the key's rate", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "JetStream unavailable; nothing stored", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "unknown job type, schema violation, JSON nested too deeply, or text holding \\u0000 (nul-character, with its pointer)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "over the key's rate, which counts jobs (a batch of N costs N, accepted or refused whole)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "JetStream unavailable (unavailable), work stream full (queue-full) or too many requests in progress (overloaded); nothing stored; see Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn submit_job(
     State(state): State<Arc<AppState>>,
@@ -513,6 +632,7 @@ async fn submit_job(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<JobAccepted>), Problem> {
     let caller = authenticate(&state, &headers)?;
+    caller.charge(1)?;
     require_json(&headers)?;
     let value = read_body(body, state.max_body_bytes)?;
     let job = validate_job(&caller, value, idempotency_header(&headers)?, "")?;
@@ -570,11 +690,12 @@ impl BatchItemResult {
         (status = 202, description = "per-item results, in order", body = BatchAccepted),
         (status = 400, description = "malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "missing or invalid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "body not received within CODIGO_REQUEST_READ_TIMEOUT_SECS", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body over CODIGO_MAX_BODY_BYTES, or a job whose message does not fit the NATS server's max_payload", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "not a batch, too many items, or JSON nested too deeply", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "over the key's rate", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "JetStream unavailable; nothing stored", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "not a batch, too many items, more jobs than the key's burst, or JSON nested too deeply", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "over the key's rate, which counts jobs (a batch of N costs N, accepted or refused whole)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "JetStream unavailable (unavailable), work stream full (queue-full) or too many requests in progress (overloaded); nothing stored; see Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn submit_batch(
     State(state): State<Arc<AppState>>,
@@ -590,6 +711,7 @@ async fn submit_batch(
         ))
     })?;
     check_batch_len(&state, batch.jobs.len())?;
+    caller.charge(batch.jobs.len())?;
     require_jetstream(&state)?;
     let items = batch
         .jobs

@@ -61,7 +61,7 @@ impl Application {
             nats::connect(&config.nats, "codigo-producer", InitialConnect::Background).await?;
         let pool = db::lazy_pool(&config.database)?;
         let publisher =
-            publish::Publisher::new(client.clone(), names.clone(), config.publish_timeout());
+            publish::Publisher::new(client.clone(), names.clone(), config.publish_timeouts());
 
         let topology_ready = Arc::new(AtomicBool::new(false));
         spawn_topology_setup(
@@ -84,6 +84,8 @@ impl Application {
             metrics: telemetry::metrics(),
             max_body_bytes: config.max_body_bytes,
             max_batch_items: config.max_batch_items,
+            request_read_timeout: config.request_read_timeout(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
             topology_ready,
         });
         Ok(Self {

@@ -105,6 +105,87 @@ impl Problem {
         )
     }
 
+    /// A body that fits `CODIGO_MAX_BODY_BYTES` but whose message (envelope and headers) does
+    /// not fit the largest message NATS takes: retrying cannot help.
+    pub fn message_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+            format!(
+                "the job's message (payload plus envelope and headers) exceeds the {limit} bytes \
+                 NATS takes in one message; send a smaller payload"
+            ),
+        )
+    }
+
+    /// A string or member name holding U+0000, which Postgres cannot store.
+    pub fn nul_character(pointer: String) -> Self {
+        let mut problem = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "nul-character",
+            "Text holds U+0000",
+            format!(
+                "the value at {pointer:?} holds the character U+0000 (\\u0000), which cannot be \
+                 stored; remove it"
+            ),
+        );
+        problem.violations = vec![Violation {
+            pointer,
+            message: "holds U+0000, which cannot be stored".into(),
+        }];
+        problem
+    }
+
+    /// The body was not received within the read timeout.
+    pub fn request_timeout(secs: u64) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            "Request timeout",
+            format!("the request body did not arrive within {secs} s; send it at once and retry"),
+        )
+    }
+
+    /// More requests in progress than `CODIGO_MAX_CONCURRENT_REQUESTS`.
+    pub fn overloaded() -> Self {
+        let mut problem = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Too many requests in progress",
+            "the gateway is at its limit of requests in progress; nothing was stored, retry \
+             after the Retry-After delay",
+        );
+        problem.retry_after_secs = Some(1);
+        problem
+    }
+
+    /// The work stream reached its limits (discard new): this job was not stored.
+    pub fn queue_full() -> Self {
+        let mut problem = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue-full",
+            "Job queue full",
+            "the job queue is full (the work stream reached its message or byte limit); \
+             nothing was stored, retry after the Retry-After delay",
+        );
+        problem.retry_after_secs = Some(5);
+        problem
+    }
+
+    /// A batch costing more jobs than the key's burst: retrying cannot help.
+    pub fn batch_over_burst(jobs: usize, burst: u32) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "batch-over-rate-limit",
+            "Batch larger than the key's burst",
+            format!(
+                "this batch holds {jobs} jobs but this API key may send at most {burst} at once \
+                 (rates count jobs); send smaller batches"
+            ),
+        )
+    }
+
     pub fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -182,7 +263,7 @@ impl Problem {
             StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",
             "Too many requests",
-            format!("this API key is over its rate limit; retry after {retry_after_secs} s or use the batch endpoint"),
+            format!("this API key is over its rate limit (it counts jobs, a batch costs one per job); nothing was stored, retry after {retry_after_secs} s"),
         );
         problem.retry_after_secs = Some(retry_after_secs);
         problem

@@ -2,6 +2,9 @@
 //! HTTP protocol binding (structured, binary and batch modes) and of the JSON event format.
 mod gateway;
 
+use std::path::Path;
+use std::process::Command;
+
 use codigo_testkit::TestEnv;
 use gateway::{ledger_payload, stored, Gateway, ALPHA, SCOPED};
 use reqwest::StatusCode;
@@ -61,8 +64,8 @@ async fn structured_mode_event_becomes_a_job() {
         5
     );
 
-    // The event id is the idempotency key: a redelivered event is a duplicate, and it is the
-    // same job as POST /v1/jobs with that key.
+    // The event's source and id are its idempotency key: a redelivered event is a duplicate,
+    // while POST /v1/jobs with the event's id as its key is another job.
     let again = gw
         .post_raw(
             "/v1/events",
@@ -81,11 +84,12 @@ async fn structured_mode_event_becomes_a_job() {
                    "idempotency_key": "A234-1234-1234"}),
         )
         .await;
-    assert_eq!(via_jobs.body["id"], id.as_str());
-    assert_eq!(via_jobs.body["duplicate"], true);
+    assert_eq!(via_jobs.status, StatusCode::ACCEPTED, "{}", via_jobs.text);
+    assert_ne!(via_jobs.body["id"], id.as_str());
+    assert_eq!(via_jobs.body["duplicate"], false);
 
     let messages = stored(&env).await;
-    assert_eq!(messages.len(), 1, "duplicates are not stored");
+    assert_eq!(messages.len(), 2, "the duplicate event is not stored");
     let (subject, envelope) = &messages[0];
     assert_eq!(subject, &env.names.job_subject("ledger.post"));
     assert_eq!(envelope["id"], id.as_str());
@@ -382,6 +386,103 @@ async fn events_route_is_documented_and_measured() {
         ),
         "{metrics}"
     );
+    gw.stop().await;
+    env.cleanup().await;
+}
+
+/// HTTP messages written by the official CloudEvents Python SDK (tests/sdk/), installed into
+/// `.local/venvs/cloudevents` on first use; fails loudly when it cannot be installed.
+fn sdk_messages() -> Vec<Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv = Command::new("bash")
+        .current_dir(&root)
+        .args([
+            "-c",
+            "source scripts/lib/tools.sh && venv_bin cloudevents cloudevents==2.2.0",
+        ])
+        .output()
+        .expect("bash runs");
+    assert!(
+        venv.status.success(),
+        "installing the CloudEvents Python SDK failed (needs python3-venv and PyPI): {}",
+        String::from_utf8_lossy(&venv.stderr)
+    );
+    let bin = String::from_utf8(venv.stdout).expect("utf-8 path");
+    let output = Command::new(Path::new(bin.trim()).join("python"))
+        .arg(root.join("producer/tests/sdk/cloudevents_messages.py"))
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON list of messages")
+}
+
+#[tokio::test]
+async fn events_are_deduplicated_on_source_and_id_together() {
+    let env = TestEnv::new().await;
+    let gw = Gateway::start(&env, &[]).await;
+
+    let mut replies = Vec::new();
+    for message in sdk_messages() {
+        let headers: Vec<(&str, &str)> = message["headers"]
+            .as_object()
+            .expect("headers")
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str().expect("header value")))
+            .collect();
+        let body = message["body"].as_str().expect("body").to_owned();
+        let reply = gw.post_raw("/v1/events", Some(ALPHA), &headers, body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::ACCEPTED,
+            "{message}: {}",
+            reply.text
+        );
+        replies.push(reply);
+    }
+    let [billing, shipping, billing_binary, batch] = &replies[..] else {
+        panic!("four messages from the SDK");
+    };
+    // Same tenant, type and id, another source: another job, not a duplicate.
+    assert_eq!(billing.body["duplicate"], false, "{}", billing.text);
+    assert_eq!(shipping.body["duplicate"], false, "{}", shipping.text);
+    assert_ne!(billing.body["id"], shipping.body["id"]);
+    // Same source and id, whatever the mode: the same job.
+    assert_eq!(billing_binary.body["id"], billing.body["id"]);
+    assert_eq!(billing_binary.body["duplicate"], true);
+    let items = batch.body["results"].as_array().expect("results");
+    assert_eq!(
+        items
+            .iter()
+            .map(|item| (item["id"].clone(), item["duplicate"].clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            (billing.body["id"].clone(), json!(true)),
+            (shipping.body["id"].clone(), json!(true)),
+            (items[2]["id"].clone(), json!(false)),
+        ],
+        "{}",
+        batch.text
+    );
+
+    let messages = stored(&env).await;
+    let amounts: Vec<(Value, Value)> = messages
+        .iter()
+        .map(|(_, e)| (e["id"].clone(), e["payload"]["amount_cents"].clone()))
+        .collect();
+    assert_eq!(
+        amounts,
+        vec![
+            (billing.body["id"].clone(), json!(100)),
+            (shipping.body["id"].clone(), json!(200)),
+            (items[2]["id"].clone(), json!(300)),
+        ],
+        "both sources' events stored, each once"
+    );
+
     gw.stop().await;
     env.cleanup().await;
 }

@@ -27,7 +27,14 @@ async fn a_full_stream_answers_503_with_retry_after_and_every_202_is_stored() {
                 accepted.insert(reply.body["id"].as_str().expect("id").to_owned());
             }
             StatusCode::SERVICE_UNAVAILABLE => {
-                reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+                reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "queue-full");
+                assert!(
+                    reply.body["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("queue is full")),
+                    "{}",
+                    reply.text
+                );
                 let retry_after = reply
                     .headers
                     .get("retry-after")
@@ -48,6 +55,10 @@ async fn a_full_stream_answers_503_with_retry_after_and_every_202_is_stored() {
     for item in reply.body["results"].as_array().expect("results") {
         assert_eq!(item["status"], "error", "{item}");
         assert_eq!(item["error"]["status"], 503, "{item}");
+        assert_eq!(
+            item["error"]["type"], "https://codigo.dev/problems/queue-full",
+            "{item}"
+        );
     }
 
     let on_stream: BTreeSet<String> = stored(&env)
@@ -67,5 +78,58 @@ async fn a_full_stream_answers_503_with_retry_after_and_every_202_is_stored() {
         "3 single and 2 batch items counted as errors:\n{metrics}"
     );
     gateway.stop().await;
+    env.cleanup().await;
+}
+
+/// Publishes `count` messages with distinct ids to `subject`; the acks, in order.
+async fn publish_n(env: &TestEnv, subject: &str, count: usize) -> Vec<bool> {
+    let mut acks = Vec::new();
+    for n in 0..count {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("bound-{n}").as_str());
+        let stored = match env
+            .js
+            .publish_with_headers(subject.to_owned(), headers, "{}".into())
+            .await
+        {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        };
+        acks.push(stored);
+    }
+    acks
+}
+
+#[tokio::test]
+async fn dead_letter_and_advisory_streams_are_bounded_and_refuse_rather_than_drop() {
+    let env = TestEnv::new().await;
+    let mut args = env.jetstream_args();
+    args.dlq_max_messages = 3;
+    args.advisories_max_messages = 2;
+    codigo_common::jetstream::ensure_topology(&env.js, &env.names, &args, [])
+        .await
+        .expect("topology with small bounds");
+
+    let dlq = env.names.dlq_subject("ledger.post");
+    assert_eq!(
+        publish_n(&env, &dlq, 5).await,
+        [true, true, true, false, false]
+    );
+    let advisory = env
+        .names
+        .max_deliveries_advisories()
+        .replace('*', "codigo-ledger-post");
+    assert_eq!(publish_n(&env, &advisory, 3).await, [true, true, false]);
+
+    // Discard new: what was stored first is all still there.
+    for (stream, expected) in [
+        (env.names.dlq_stream(), 3),
+        (env.names.advisories_stream(), 2),
+    ] {
+        let mut stream = env.js.get_stream(&stream).await.expect("stream");
+        let info = stream.info().await.expect("info");
+        assert_eq!(info.state.messages, expected);
+        assert_eq!(info.state.first_sequence, 1, "nothing old was dropped");
+    }
     env.cleanup().await;
 }

@@ -62,28 +62,30 @@ async fn a_tenant_cannot_suppress_another_tenants_job_on_any_route() {
         !acme_dup,
         "acme's job is its own, not a duplicate of alpha's"
     );
-    for (route, (a, b)) in ["batch", "events"]
-        .iter()
-        .zip(alpha[1..].iter().zip(&acme[1..]))
-    {
-        assert_eq!(
-            id_and_duplicate(a),
-            (alpha_id.clone(), true),
-            "{route}: same tenant, same job"
-        );
-        assert_eq!(
-            id_and_duplicate(b),
-            (acme_id.clone(), true),
-            "{route}: same tenant, same job"
-        );
-    }
+    assert_eq!(
+        id_and_duplicate(&alpha[1]),
+        (alpha_id.clone(), true),
+        "batch: same tenant, same job"
+    );
+    assert_eq!(
+        id_and_duplicate(&acme[1]),
+        (acme_id.clone(), true),
+        "batch: same tenant, same job"
+    );
+    // An event's key is its source and id: a job of its own, again scoped per tenant.
+    let (alpha_event, alpha_event_dup) = id_and_duplicate(&alpha[2]);
+    let (acme_event, acme_event_dup) = id_and_duplicate(&acme[2]);
+    assert!(!alpha_event_dup && !acme_event_dup);
+    assert_ne!(alpha_event, acme_event, "event ids are scoped per tenant");
+    assert_ne!(alpha_event, alpha_id);
 
     // Tenant, not key, is the scope: acme's second key sees acme's job.
     let gamma = submit_everywhere(&gw, GAMMA, "invoice-7").await;
     assert_eq!(id_and_duplicate(&gamma[0]), (acme_id.clone(), true));
+    assert_eq!(id_and_duplicate(&gamma[2]), (acme_event.clone(), true));
 
-    // One message per tenant, each with the tenant of its key; the body's `tenant` extension
-    // attribute changed nothing.
+    // One job and one event per tenant, each with the tenant of its key; the body's `tenant`
+    // extension attribute changed nothing.
     let messages = stored(&env).await;
     let tenants: Vec<(&str, &str)> = messages
         .iter()
@@ -96,7 +98,12 @@ async fn a_tenant_cannot_suppress_another_tenants_job_on_any_route() {
         .collect();
     assert_eq!(
         tenants,
-        vec![(alpha_id.as_str(), "alpha"), (acme_id.as_str(), "acme")]
+        vec![
+            (alpha_id.as_str(), "alpha"),
+            (alpha_event.as_str(), "alpha"),
+            (acme_id.as_str(), "acme"),
+            (acme_event.as_str(), "acme")
+        ]
     );
 
     gw.stop().await;

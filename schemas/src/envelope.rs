@@ -37,6 +37,18 @@ pub fn job_id(tenant: &str, job_type: &str, idempotency_key: Option<&str>) -> Uu
     }
 }
 
+/// The id of a job made from a CloudEvent: the UUIDv5 of tenant, type, `source` and `id`
+/// (the pair the CloudEvents spec makes unique), so two sources that both number their events
+/// from 1 never collide, while a redelivered event is a duplicate. Events have a name space
+/// of their own, apart from idempotency keys.
+pub fn event_job_id(tenant: &str, job_type: &str, source: &str, event_id: &str) -> Uuid {
+    let tenant_space = Uuid::new_v5(&CODIGO_NAMESPACE, tenant.as_bytes());
+    let event_space = Uuid::new_v5(&tenant_space, b"cloudevents");
+    // The source's length keeps (`a`, `bc`) apart from (`ab`, `c`).
+    let name = format!("{job_type}\n{}:{source}{event_id}", source.len());
+    Uuid::new_v5(&event_space, name.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,6 +60,22 @@ mod tests {
         assert_ne!(a, job_id("globex", "ledger.post", Some("k1")));
         assert_ne!(a, job_id("acme", "webhook.deliver", Some("k1")));
         assert_ne!(a, job_id("acme", "ledger.post", Some("k2")));
+        assert_eq!(a.get_version_num(), 5);
+    }
+
+    #[test]
+    fn event_id_depends_on_source_and_id() {
+        let a = event_job_id("acme", "ledger.post", "/billing", "1");
+        assert_eq!(a, event_job_id("acme", "ledger.post", "/billing", "1"));
+        assert_ne!(a, event_job_id("acme", "ledger.post", "/shipping", "1"));
+        assert_ne!(a, event_job_id("acme", "ledger.post", "/billing", "2"));
+        assert_ne!(a, event_job_id("globex", "ledger.post", "/billing", "1"));
+        assert_ne!(a, event_job_id("acme", "webhook.deliver", "/billing", "1"));
+        assert_ne!(
+            event_job_id("acme", "ledger.post", "a", "bc"),
+            event_job_id("acme", "ledger.post", "ab", "c")
+        );
+        assert_ne!(a, job_id("acme", "ledger.post", Some("1")));
         assert_eq!(a.get_version_num(), 5);
     }
 

@@ -6,6 +6,6 @@ mod envelope;
 mod jobs;
 mod registry;
 
-pub use envelope::{job_id, Envelope};
+pub use envelope::{event_job_id, job_id, Envelope};
 pub use jobs::{LedgerPost, WebhookDeliver, LEDGER_POST, WEBHOOK_DELIVER};
 pub use registry::{registry, JobType, Registry, SchemaError, Violation};
