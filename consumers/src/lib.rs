@@ -115,6 +115,7 @@ impl Application {
         for job_type in &job_types {
             worker::register_metrics(job_type);
         }
+        store::register_metrics();
 
         let bound: Vec<(&'static str, Arc<AtomicBool>)> = job_types
             .iter()

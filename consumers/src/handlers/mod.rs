@@ -12,7 +12,7 @@ use codigo_schemas::Envelope;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::store::JobRecord;
+use crate::store::{DbFailure, JobRecord};
 
 /// What became of one attempt at a job.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,14 +54,15 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// Maps a database error to the worker's vocabulary.
+/// Maps a database error to the worker's vocabulary by its SQLSTATE (see
+/// [`crate::store::DbFailure`]): transient errors and a broken deployment hold the job, an
+/// error in the job's own data fails it for good.
 pub fn db_failure(error: sqlx::Error) -> Result<Outcome, Unavailable> {
-    if crate::store::is_transient(&error) {
-        Err(Unavailable(format!("Postgres unavailable: {error}")))
-    } else {
-        Ok(Outcome::Permanent {
-            error: format!("Postgres refused the job's writes: {error}"),
-        })
+    match DbFailure::from(error).observed() {
+        failure @ DbFailure::Job { .. } => Ok(Outcome::Permanent {
+            error: failure.to_string(),
+        }),
+        held => Err(Unavailable(held.to_string())),
     }
 }
 
