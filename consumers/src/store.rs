@@ -22,15 +22,16 @@ pub struct JobRecord<'a> {
 /// leaves its row alone.
 const UPSERT: &str = "
 INSERT INTO jobs (id, type, status, attempts, payload, result, error, idempotency_key, tenant,
-                  created_at, started_at, finished_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                  created_at, started_at, finished_at, stream_sequence)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (id) DO UPDATE SET
     status = EXCLUDED.status,
     attempts = GREATEST(jobs.attempts, EXCLUDED.attempts),
     result = EXCLUDED.result,
     error = EXCLUDED.error,
     started_at = COALESCE(jobs.started_at, EXCLUDED.started_at),
-    finished_at = EXCLUDED.finished_at
+    finished_at = EXCLUDED.finished_at,
+    stream_sequence = COALESCE(EXCLUDED.stream_sequence, jobs.stream_sequence)
 WHERE jobs.status <> 'succeeded'";
 
 async fn upsert(
@@ -40,6 +41,7 @@ async fn upsert(
     result: Option<&Value>,
     error: Option<&str>,
     finished: bool,
+    stream_sequence: Option<u64>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(UPSERT)
         .bind(job.id)
@@ -54,6 +56,7 @@ async fn upsert(
         .bind(job.created_at)
         .bind(job.started_at)
         .bind(finished.then(OffsetDateTime::now_utc))
+        .bind(stream_sequence.and_then(|seq| i64::try_from(seq).ok()))
         .execute(executor)
         .await
         .map(drop)
@@ -64,7 +67,7 @@ pub async fn record_success(
     job: &JobRecord<'_>,
     result: Option<&Value>,
 ) -> Result<(), sqlx::Error> {
-    upsert(executor, job, "succeeded", result, None, true).await
+    upsert(executor, job, "succeeded", result, None, true, None).await
 }
 
 /// Marks a group of jobs succeeded in one statement (ids must be distinct).
@@ -107,12 +110,24 @@ pub async fn record_successes(
     .map(drop)
 }
 
+/// Records a failed delivery, with its work-stream sequence: a max-deliveries advisory for a
+/// message that has left the stream finds the job by it.
 pub async fn record_retry(
     pool: &PgPool,
     job: &JobRecord<'_>,
     error: &str,
+    stream_sequence: u64,
 ) -> Result<(), sqlx::Error> {
-    upsert(pool, job, "retrying", None, Some(error), false).await
+    upsert(
+        pool,
+        job,
+        "retrying",
+        None,
+        Some(error),
+        false,
+        Some(stream_sequence),
+    )
+    .await
 }
 
 pub async fn record_dead_letter(
@@ -120,7 +135,83 @@ pub async fn record_dead_letter(
     job: &JobRecord<'_>,
     error: &str,
 ) -> Result<(), sqlx::Error> {
-    upsert(pool, job, "dead_lettered", None, Some(error), true).await
+    upsert(pool, job, "dead_lettered", None, Some(error), true, None).await
+}
+
+/// A jobs row, as much as rebuilding its envelope needs.
+#[derive(Debug, Clone)]
+pub struct StoredJob {
+    pub id: Uuid,
+    pub job_type: String,
+    pub status: String,
+    pub payload: Option<Value>,
+    pub error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub tenant: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+impl StoredJob {
+    /// The envelope the job was published with, rebuilt from its row.
+    pub fn envelope(&self) -> Value {
+        let mut envelope = serde_json::json!({
+            "id": self.id.to_string(),
+            "type": self.job_type,
+            "payload": self.payload.clone().unwrap_or(Value::Null),
+            "created_at": self.created_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        });
+        if let Some(key) = &self.idempotency_key {
+            envelope["idempotency_key"] = Value::from(key.as_str());
+        }
+        if let Some(tenant) = &self.tenant {
+            envelope["tenant"] = Value::from(tenant.as_str());
+        }
+        envelope
+    }
+}
+
+type StoredRow = (
+    Uuid,
+    String,
+    String,
+    Option<Value>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    OffsetDateTime,
+);
+
+/// The job whose last failed delivery had this work-stream sequence (the newest, should the
+/// stream have been recreated and its sequences begun again).
+pub async fn job_at_sequence(
+    pool: &PgPool,
+    stream_sequence: u64,
+) -> Result<Option<StoredJob>, sqlx::Error> {
+    let Ok(sequence) = i64::try_from(stream_sequence) else {
+        return Ok(None);
+    };
+    let row: Option<StoredRow> = sqlx::query_as(
+        "SELECT id, type, status, payload, error, idempotency_key, tenant, created_at
+           FROM jobs WHERE stream_sequence = $1
+          ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(sequence)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(
+        |(id, job_type, status, payload, error, idempotency_key, tenant, created_at)| StoredJob {
+            id,
+            job_type,
+            status,
+            payload,
+            error,
+            idempotency_key,
+            tenant,
+            created_at,
+        },
+    ))
 }
 
 pub async fn status_of(

@@ -642,7 +642,9 @@ async fn settle(
             }
         }
         Outcome::Retry { after, error } => {
-            if let Err(db) = store::record_retry(&shared.pool, record, &error).await {
+            if let Err(db) =
+                store::record_retry(&shared.pool, record, &error, delivery.stream_sequence).await
+            {
                 tracing::debug!(error = %db, "could not record the retry");
             }
             let delay = after.unwrap_or_else(|| shared.retry.delay(attempt));
