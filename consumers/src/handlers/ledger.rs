@@ -161,6 +161,10 @@ impl Handler for LedgerPostHandler {
         codigo_schemas::LEDGER_POST
     }
 
+    fn handles_groups(&self) -> bool {
+        true
+    }
+
     async fn handle_batch(&self, jobs: &[&Job<'_>]) -> Vec<Result<Outcome, Unavailable>> {
         // Jobs that need special treatment (a fault directive, a payload that does not decode,
         // a repeated id) and lone jobs go one by one.

@@ -46,6 +46,13 @@ pub trait Handler: Send + Sync + 'static {
 
     async fn handle(&self, job: &Job<'_>) -> Result<Outcome, Unavailable>;
 
+    /// Whether jobs that arrived together should reach [`Handler::handle_batch`] together
+    /// because it shares work between them. A handler that does not is given its jobs one by
+    /// one, so that a slow job holds no other job's slot.
+    fn handles_groups(&self) -> bool {
+        false
+    }
+
     /// Handles jobs that arrived together, one result per job, in order. The default runs
     /// them concurrently, one by one; a handler that can share work (one transaction for
     /// the group) overrides it.
