@@ -308,6 +308,8 @@ const METRICS: &[(&str, Kind, &str)] = &[
         "Jobs this replica is processing now."),
     ("codigo_consumer_pending_messages", Kind::Gauge,
         "Messages of the job type's durable consumer not yet delivered (num_pending)."),
+    ("codigo_consumer_database_errors_total", Kind::Counter,
+        "Database errors met by handlers, by class of SQLSTATE: transient (held and retried), deployment (privileges or schema broken: jobs held, alert) or job (the job's own data: dead-lettered)."),
 ];
 
 fn describe_metrics() {

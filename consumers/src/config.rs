@@ -47,7 +47,8 @@ pub struct Config {
     /// Longest retry delay in seconds.
     #[arg(long, env = "CODIGO_RETRY_MAX_SECS", default_value_t = 300)]
     pub retry_max_secs: u64,
-    /// Seconds in-flight jobs get to finish after SIGTERM before they are handed back.
+    /// Seconds in-flight jobs get to finish after SIGTERM before they are handed back. The whole
+    /// shutdown takes at most fetch expiry + this + 7 s (see `Config::shutdown_budget`).
     #[arg(long, env = "CODIGO_SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
     pub shutdown_timeout_secs: u64,
     /// Fault injection for the chaos suite (see `faults`); never set in production.
@@ -142,6 +143,29 @@ impl Config {
     pub fn fetch_expires(&self) -> Duration {
         Duration::from_millis(self.fetch_expires_ms.max(500))
     }
+
+    /// Longest time from SIGTERM to exit: the pull under way ends (fetch expiry), in-flight
+    /// jobs finish or are handed back (CODIGO_SHUTDOWN_TIMEOUT_SECS, then
+    /// [`HAND_BACK_SECS`]), and acks and naks are flushed ([`FLUSH_SECS`]). The chart's
+    /// terminationGracePeriodSeconds must be at least this (helm/codigo, check_deploy.py).
+    pub fn shutdown_budget(&self) -> Duration {
+        self.fetch_expires()
+            + Duration::from_secs(self.shutdown_timeout_secs + HAND_BACK_SECS + FLUSH_SECS)
+    }
+}
+
+/// Seconds jobs get to nak after the drain timeout before the worker tasks are dropped.
+pub const HAND_BACK_SECS: u64 = 2;
+
+/// Seconds the last acks and naks get to reach NATS, and the health server and the pool to
+/// close, before the process exits.
+pub const FLUSH_SECS: u64 = 5;
+
+impl Config {
+    /// What is left of the budget once the workers have stopped: flush and close.
+    pub fn flush_timeout(&self) -> Duration {
+        Duration::from_secs(FLUSH_SECS)
+    }
 }
 
 #[cfg(test)]
@@ -159,5 +183,19 @@ mod tests {
         let debug = format!("{config:?}");
         assert!(!debug.contains("signing-key-that-must-not-show"), "{debug}");
         assert!(debug.contains("webhook_signing_key"), "{debug}");
+    }
+
+    #[test]
+    fn shutdown_budget_adds_fetch_expiry_drain_hand_back_and_flush() {
+        let config = Config::try_parse_from([
+            "codigo-consumer",
+            "--fetch-expires-ms",
+            "5000",
+            "--shutdown-timeout-secs",
+            "18",
+        ])
+        .expect("parses");
+        // The chart's default terminationGracePeriodSeconds (30) is this budget.
+        assert_eq!(config.shutdown_budget(), Duration::from_secs(30));
     }
 }

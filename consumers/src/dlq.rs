@@ -163,6 +163,9 @@ impl DeadLetters {
 struct MaxDeliveriesAdvisory {
     stream_seq: u64,
     deliveries: u64,
+    /// The durable that gave up: names the job type when the message itself is gone.
+    #[serde(default)]
+    consumer: String,
 }
 
 pub struct AdvisoryWorker {
@@ -249,8 +252,11 @@ impl AdvisoryWorker {
             .map_err(|e| e.to_string())?;
         let message = match stream.get_raw_message(advisory.stream_seq).await {
             Ok(message) => message,
-            // Already gone: acknowledged late, or handled by another replica.
-            Err(error) if error.to_string().contains("no message found") => return Ok(()),
+            // Gone from the stream (acknowledged late, handled by another replica, removed by
+            // an operator or a limit): Postgres says which of these it was.
+            Err(error) if error.to_string().contains("no message found") => {
+                return self.handle_gone(&advisory).await
+            }
             Err(error) => return Err(error.to_string()),
         };
         let subject = message.subject.to_string();
@@ -316,6 +322,90 @@ impl AdvisoryWorker {
             Err(error) if error.to_string().contains("no message found") => Ok(()),
             Err(error) => Err(error.to_string()),
         }
+    }
+}
+
+impl AdvisoryWorker {
+    /// The advisory's message has left the stream. A job that finished is fine; any other
+    /// job would vanish, so it is dead-lettered from what its jobs row holds (its envelope
+    /// rebuilt), or, when Postgres knows nothing of it, with an empty body that still names
+    /// the sequence: nothing disappears without a dead letter, a metric and an error.
+    async fn handle_gone(&self, advisory: &MaxDeliveriesAdvisory) -> Result<(), String> {
+        let seq = advisory.stream_seq;
+        let row = store::job_at_sequence(&self.pool, seq)
+            .await
+            .map_err(|e| format!("Postgres unavailable: {e}"))?;
+        if let Some(job) = row
+            .as_ref()
+            .filter(|job| matches!(job.status.as_str(), "succeeded" | "dead_lettered"))
+        {
+            tracing::info!(job_id = %job.id, status = job.status, stream_seq = seq,
+                "max-deliveries advisory for a job already finished");
+            return Ok(());
+        }
+        let job_type = row.as_ref().map_or_else(
+            || {
+                codigo_schemas::registry()
+                    .names()
+                    .find(|t| self.names.durable(t) == advisory.consumer)
+                    .unwrap_or("unknown")
+                    .to_owned()
+            },
+            |job| job.job_type.clone(),
+        );
+        let subject = self.names.job_subject(&job_type);
+        let mut error = format!(
+            "gave up after {} deliveries; the message (stream sequence {seq}) had left the stream",
+            advisory.deliveries
+        );
+        if let Some(last) = row.as_ref().and_then(|job| job.error.as_deref()) {
+            error.push_str("; last error: ");
+            error.push_str(last);
+        }
+        let payload = match &row {
+            Some(job) => Bytes::from(serde_json::to_vec(&job.envelope()).unwrap_or_default()),
+            None => {
+                error.push_str("; Postgres has no row for it, so the job is unknown");
+                Bytes::new()
+            }
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("Content-Type", "application/json");
+        self.dead_letters
+            .publish(DeadLetter {
+                job_type: &job_type,
+                original_subject: &subject,
+                payload,
+                original_headers: Some(&headers),
+                reason: Reason::MaxDeliveries,
+                error: &error,
+                attempts: advisory.deliveries,
+                stream_sequence: seq,
+            })
+            .await?;
+        if let Some(job) = &row {
+            let record = JobRecord {
+                id: job.id,
+                job_type: &job.job_type,
+                payload: job.payload.as_ref(),
+                idempotency_key: job.idempotency_key.as_deref(),
+                tenant: job.tenant.as_deref(),
+                created_at: job.created_at,
+                started_at: OffsetDateTime::now_utc(),
+                attempts: i32::try_from(advisory.deliveries).unwrap_or(i32::MAX),
+            };
+            store::record_dead_letter(&self.pool, &record, &error)
+                .await
+                .map_err(|e| format!("Postgres unavailable: {e}"))?;
+        }
+        tracing::error!(
+            job_id = row.as_ref().map(|job| job.id.to_string()),
+            job_type,
+            stream_seq = seq,
+            deliveries = advisory.deliveries,
+            "the message of a job that ran out of deliveries had left the stream; dead-lettered with what Postgres knows of it"
+        );
+        Ok(())
     }
 }
 

@@ -115,6 +115,7 @@ impl Application {
         for job_type in &job_types {
             worker::register_metrics(job_type);
         }
+        store::register_metrics();
 
         let bound: Vec<(&'static str, Arc<AtomicBool>)> = job_types
             .iter()
@@ -225,13 +226,58 @@ impl Application {
             job_types.clone(),
             shutdown.clone(),
         ));
-        tracing::info!(job_types = ?job_types, concurrency = config.concurrency, "codigo-consumer running");
+        tracing::info!(
+            job_types = ?job_types,
+            concurrency = config.concurrency,
+            shutdown_budget = ?config.shutdown_budget(),
+            "codigo-consumer running"
+        );
 
-        while tasks.join_next().await.is_some() {}
-        // Acks are fire-and-forget publishes: make sure they left before exiting.
-        codigo_common::nats::flush(&client).await;
-        let _ = http_server.await;
-        pool.close().await;
+        // Once stopping, the workers get what the shutdown budget leaves after the flush; a job
+        // still settling then (Postgres hanging) is dropped unacknowledged and redelivered, so
+        // that the pod is not killed before the acks of every other job have left.
+        let budget = config.shutdown_budget();
+        let flush_timeout = config.flush_timeout();
+        let workers_deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(budget.saturating_sub(flush_timeout)).await;
+        };
+        tokio::pin!(workers_deadline);
+        loop {
+            tokio::select! {
+                next = tasks.join_next() => if next.is_none() { break },
+                () = &mut workers_deadline => {
+                    tracing::error!(
+                        ?budget,
+                        "workers still busy at the end of the shutdown budget; dropping them, \
+                         their jobs return after the ack wait (raise CODIGO_SHUTDOWN_TIMEOUT_SECS \
+                         and the pod's grace period if this repeats)"
+                    );
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        // Acks are fire-and-forget publishes: make sure the server has them before exiting.
+        // Each step has its share of the flush margin; a pool whose connection hangs in a
+        // query (the job dropped above) is not waited for.
+        match tokio::time::timeout(flush_timeout / 2, client.flush()).await {
+            Ok(Ok(())) => tracing::info!("acks and naks flushed to NATS"),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "flushing NATS on shutdown failed; unsent acks will be redelivered")
+            }
+            Err(_) => tracing::warn!(
+                "flushing NATS on shutdown timed out; unsent acks will be redelivered"
+            ),
+        }
+        let close = flush_timeout / 5;
+        if tokio::time::timeout(close, http_server).await.is_err() {
+            tracing::warn!("the health server did not stop in time; exiting anyway");
+        }
+        if tokio::time::timeout(close, pool.close()).await.is_err() {
+            tracing::warn!("Postgres connections did not close in time; exiting anyway");
+        }
         tracing::info!("codigo-consumer stopped");
         Ok(())
     }

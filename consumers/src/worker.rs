@@ -33,6 +33,11 @@ const MAX_GROUP: usize = 128;
 /// messages arrive over a few socket reads. At low rates it is the latency a job pays.
 const GROUP_LINGER: Duration = Duration::from_millis(1);
 
+/// How long a pull waits for a whole group's slots before it goes with the ones that are free.
+/// Groups finish in one go and free their slots together, so under load this is rarely reached;
+/// when it is, slow jobs hold the rest and the free slots must not wait for them.
+const GROUP_WAIT: Duration = Duration::from_millis(20);
+
 /// Everything the workers of one process share.
 pub struct Shared {
     pub js: jetstream::Context,
@@ -143,17 +148,32 @@ impl Worker {
 
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
-            // Pull only once a whole group's slots are free: pulling whatever trickled free
-            // would keep every later group as small as the first ones that finished.
+            // Pull once a slot is free, after a short wait for a whole group's: pulling each
+            // slot as it trickles free would keep every later group small, but waiting for a
+            // whole group would let a few slow jobs stop this worker.
             let mut permits = tokio::select! {
-                permits = slots.clone().acquire_many_owned(u32::try_from(group_size).unwrap_or(u32::MAX)) => match permits {
-                    Ok(permits) => permits,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
                     Err(_) => break,
                 },
                 () = shutdown.cancelled() => break,
             };
             while let Ok(more) = slots.clone().try_acquire_owned() {
                 permits.merge(more);
+            }
+            if permits.num_permits() < group_size {
+                let missing = u32::try_from(group_size - permits.num_permits()).unwrap_or(u32::MAX);
+                tokio::select! {
+                    more = slots.clone().acquire_many_owned(missing) => match more {
+                        Ok(more) => permits.merge(more),
+                        Err(_) => break,
+                    },
+                    () = tokio::time::sleep(GROUP_WAIT) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                while let Ok(more) = slots.clone().try_acquire_owned() {
+                    permits.merge(more);
+                }
             }
 
             let bound = match consumer.take() {
@@ -221,11 +241,27 @@ impl Worker {
                 }
                 if messages.is_empty() {
                     // Only stream errors arrived.
-                } else if let Some(taken) = permits.split(messages.len()).filter(|_| !draining) {
-                    let handler = self.handler.clone();
-                    let shared = self.shared.clone();
-                    let stop = hard_stop.clone();
-                    tasks.spawn(process_group(shared, handler, messages, taken, stop));
+                } else if let Some(mut taken) = permits.split(messages.len()).filter(|_| !draining)
+                {
+                    // A handler that shares no work between jobs gets them one by one, so that
+                    // a slow job holds only its own slot and delays no other.
+                    let groups: Vec<(Vec<jetstream::Message>, OwnedSemaphorePermit)> = if self
+                        .handler
+                        .handles_groups()
+                    {
+                        vec![(messages, taken)]
+                    } else {
+                        messages
+                            .into_iter()
+                            .filter_map(|message| taken.split(1).map(|slot| (vec![message], slot)))
+                            .collect()
+                    };
+                    for (messages, taken) in groups {
+                        let handler = self.handler.clone();
+                        let shared = self.shared.clone();
+                        let stop = hard_stop.clone();
+                        tasks.spawn(process_group(shared, handler, messages, taken, stop));
+                    }
                 } else {
                     // Fetched after SIGTERM (or, impossibly, beyond the free slots): hand them
                     // back, delayed past this pull request's expiry so that they go to another
@@ -505,16 +541,24 @@ async fn process_group(
     permits: OwnedSemaphorePermit,
     hard_stop: Shutdown,
 ) {
-    let _permits = permits;
+    // One slot per job, given back as soon as that job is settled.
+    let mut permits = permits;
+    let mut slots: Vec<Option<OwnedSemaphorePermit>> =
+        messages.iter().map(|_| permits.split(1)).collect();
+    drop(permits);
     let job_type = handler.job_type();
     let _in_flight = InFlight::start(job_type, messages.len());
     let started = Instant::now();
 
     let mut decoded = Vec::with_capacity(messages.len());
-    for message in &messages {
+    let mut job_slots = Vec::with_capacity(messages.len());
+    for (message, slot) in messages.iter().zip(&mut slots) {
         let delivery = delivery_of(job_type, message, message.subject.as_str());
         if let Some(ok) = decode_or_dead_letter(&shared, delivery).await {
             decoded.push(ok);
+            job_slots.push(slot.take());
+        } else {
+            drop(slot.take());
         }
     }
     if decoded.is_empty() {
@@ -600,7 +644,12 @@ async fn process_group(
     meters
         .processing
         .record_many(started.elapsed().as_secs_f64(), decoded.len());
-    for ((d, job), outcome) in decoded.iter().zip(&jobs).zip(outcomes) {
+    // Settling writes to Postgres (retries, dead letters), which may be slow: the jobs not yet
+    // acked, naked or termed keep signalling progress meanwhile, or JetStream would hand them to
+    // another worker while this one still settles them. Settling is never cut short.
+    let settling = Shutdown::new();
+    let unsettled: Vec<&jetstream::Message> = decoded.iter().map(|d| d.delivery.message).collect();
+    for (index, ((d, job), outcome)) in decoded.iter().zip(&jobs).zip(outcomes).enumerate() {
         let Some(outcome) = outcome else { continue };
         // Nothing is logged about a success: it needs the job's span only for a trace.
         let span = if outcome == Outcome::Succeeded {
@@ -608,16 +657,11 @@ async fn process_group(
         } else {
             d.span().clone()
         };
-        settle(
-            &shared,
-            &meters,
-            d,
-            &job.record,
-            outcome,
-            handler.has_outside_effects(),
-        )
-        .instrument(span)
-        .await;
+        let outside_effects = handler.has_outside_effects();
+        let work =
+            settle(&shared, &meters, d, &job.record, outcome, outside_effects).instrument(span);
+        let _ = with_progress(&unsettled[index..], &mut progress, &settling, work).await;
+        drop(job_slots[index].take());
     }
 }
 
@@ -655,7 +699,9 @@ async fn settle(
             }
         }
         Outcome::Retry { after, error } => {
-            if let Err(db) = store::record_retry(&shared.pool, record, &error).await {
+            if let Err(db) =
+                store::record_retry(&shared.pool, record, &error, delivery.stream_sequence).await
+            {
                 tracing::debug!(error = %db, "could not record the retry");
             }
             let delay = after.unwrap_or_else(|| shared.retry.delay(attempt));

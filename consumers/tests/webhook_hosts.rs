@@ -90,8 +90,6 @@ async fn best_rate(env: &TestEnv, url: &str, hits: &AtomicUsize) -> f64 {
 }
 
 #[tokio::test]
-#[ignore = "needs the worker to free each job's slot when that job ends (issue 12 item 10, \
-            worker part, on another branch); passes once merged with it: remove this then"]
 async fn a_black_holed_target_keeps_healthy_deliveries_at_90_percent_of_their_rate() {
     let env = TestEnv::new().await;
     let hits = Arc::new(AtomicUsize::new(0));

@@ -419,11 +419,12 @@ LABEL_VALUES = {
     "result": ["accepted", "duplicate", "rejected", "error"],
     "outcome": ["ack", "nak", "term"],
     "reason": ["schema", "decode", "permanent", "max_deliveries"],
+    "class": ["transient", "deployment", "job"],
 }
 # Relative rates, so the SLIs come out like a healthy system's (and finite).
 WEIGHTS = {"429": 0.02, "503": 0.001, "duplicate": 0.05, "rejected": 0.01, "error": 0.001,
            "nak": 0.05, "term": 0.002, "schema": 0.001, "decode": 0.0005, "permanent": 0.001,
-           "max_deliveries": 0.001}
+           "max_deliveries": 0.001, "transient": 0.01, "deployment": 0.0, "job": 0.001}
 BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 HIST_SCALE = {"codigo_gateway_request_duration_seconds": 0.05,
               "codigo_job_processing_duration_seconds": 0.04,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import re
 import shutil
@@ -225,7 +226,8 @@ def assert_pods(objs: list[dict]) -> None:
         require(psc.get("runAsNonRoot") is True and psc.get("runAsUser") == 65532, f"{who}: pod must run as 65532, non-root")
         require(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{who}: pod seccomp RuntimeDefault")
         require(spec.get("automountServiceAccountToken") is False, f"{who}: automountServiceAccountToken must be false")
-        require(spec.get("terminationGracePeriodSeconds") == 30, f"{who}: terminationGracePeriodSeconds 30")
+        if o["metadata"]["labels"].get("app.kubernetes.io/component") != "consumer":
+            require(spec.get("terminationGracePeriodSeconds") == 30, f"{who}: terminationGracePeriodSeconds 30")
         require(not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), f"{who}: host namespaces")
         for c in spec.get("initContainers", []) + spec["containers"]:
             cw = f"{who}/{c['name']}"
@@ -289,6 +291,12 @@ def assert_consumers(objs: list[dict], vals: dict) -> None:
         require("replicas" not in dep["spec"], f"{dname}: replicas must be left to the autoscaler")
         require(env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == vals["secrets"]["database"]["existingSecret"],
                 f"{dname}: consumers use the app-role DATABASE_URL")
+        # The consumer's shutdown budget (consumers/src/config.rs, Config::shutdown_budget):
+        # fetch expiry + CODIGO_SHUTDOWN_TIMEOUT_SECS + HAND_BACK_SECS (2) + FLUSH_SECS (5).
+        budget = (math.ceil(int(env["CODIGO_FETCH_EXPIRES_MS"]["value"]) / 1000)
+                  + int(env["CODIGO_SHUTDOWN_TIMEOUT_SECS"]["value"]) + 2 + 5)
+        grace = dep["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+        require(grace >= budget, f"{dname}: terminationGracePeriodSeconds {grace} < the consumer's shutdown budget {budget}")
         serves_webhooks = "webhook.deliver" in g["jobTypes"]
         require(("CODIGO_WEBHOOK_SIGNING_KEY" in env) == serves_webhooks, f"{dname}: signing key iff webhook.deliver")
         if keda["enabled"]:

@@ -12,7 +12,18 @@ use uuid::Uuid;
 
 use super::{db_failure, typed, Handler, Job, Outcome, Unavailable};
 use crate::faults::{Directive, Faults};
-use crate::store;
+use crate::store::{self, DbFailure};
+
+/// Why a group's shared transaction failed.
+#[derive(Debug, thiserror::Error)]
+enum GroupFailure {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    /// The group's changes to one balance add up beyond 64 bits; the one-by-one path then finds
+    /// the job Postgres refuses.
+    #[error("a balance change of the group overflows 64 bits")]
+    Overflow,
+}
 
 pub struct LedgerPostHandler {
     pool: PgPool,
@@ -79,7 +90,7 @@ impl LedgerPostHandler {
     /// changes summed per (tenant, account, currency) and applied in a fixed order (so that concurrent groups
     /// cannot deadlock), job rows written at once. Returns which jobs were new.
     #[tracing::instrument(name = "postgres_tx", skip_all, fields(jobs = entries.len()))]
-    async fn post_many(&self, entries: &[Entry<'_, '_>]) -> Result<HashSet<Uuid>, sqlx::Error> {
+    async fn post_many(&self, entries: &[Entry<'_, '_>]) -> Result<HashSet<Uuid>, GroupFailure> {
         let mut tx = self.pool.begin().await?;
         let inserted: Vec<Uuid> = sqlx::query_scalar(
             "INSERT INTO ledger_entries (job_id, tenant, account, currency, amount_cents, memo)
@@ -128,7 +139,7 @@ impl LedgerPostHandler {
             // An overflow fails the group; the one-by-one fallback then finds the culprit.
             *delta = delta
                 .checked_add(e.entry.amount_cents)
-                .ok_or_else(|| sqlx::Error::Protocol("balance change overflows 64 bits".into()))?;
+                .ok_or(GroupFailure::Overflow)?;
         }
         if !deltas.is_empty() {
             sqlx::query(
@@ -161,6 +172,10 @@ impl Handler for LedgerPostHandler {
         codigo_schemas::LEDGER_POST
     }
 
+    fn handles_groups(&self) -> bool {
+        true
+    }
+
     async fn handle_batch(&self, jobs: &[&Job<'_>]) -> Vec<Result<Outcome, Unavailable>> {
         // Jobs that need special treatment (a fault directive, a payload that does not decode,
         // a repeated id) and lone jobs go one by one.
@@ -186,15 +201,22 @@ impl Handler for LedgerPostHandler {
                         results[*index] = Some(Ok(Outcome::Succeeded));
                     }
                 }
-                Err(error) if store::is_transient(&error) => {
-                    for index in &positions {
-                        results[*index] =
-                            Some(Err(Unavailable(format!("Postgres unavailable: {error}"))));
+                Err(GroupFailure::Db(error)) => match DbFailure::from(error).observed() {
+                    // A job of the group is at fault: the one-by-one path below isolates it.
+                    failure @ DbFailure::Job { .. } => {
+                        tracing::warn!(error = %failure, jobs = shared.len(), "group transaction failed; retrying one by one")
                     }
-                }
-                // A job of the group is at fault: the one-by-one path below isolates it.
-                Err(error) => {
-                    tracing::warn!(%error, jobs = shared.len(), "group transaction failed; retrying one by one")
+                    held => {
+                        for index in &positions {
+                            results[*index] = Some(Err(Unavailable(held.to_string())));
+                        }
+                    }
+                },
+                Err(GroupFailure::Overflow) => {
+                    tracing::warn!(
+                        jobs = shared.len(),
+                        "a balance change of the group overflows 64 bits; retrying one by one"
+                    )
                 }
             }
         }

@@ -12,7 +12,7 @@ use codigo_schemas::Envelope;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::store::JobRecord;
+use crate::store::{DbFailure, JobRecord};
 
 /// What became of one attempt at a job.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +53,13 @@ pub trait Handler: Send + Sync + 'static {
 
     async fn handle(&self, job: &Job<'_>) -> Result<Outcome, Unavailable>;
 
+    /// Whether jobs that arrived together should reach [`Handler::handle_batch`] together
+    /// because it shares work between them. A handler that does not is given its jobs one by
+    /// one, so that a slow job holds no other job's slot.
+    fn handles_groups(&self) -> bool {
+        false
+    }
+
     /// Handles jobs that arrived together, one result per job, in order. The default runs
     /// them concurrently, one by one; a handler that can share work (one transaction for
     /// the group) overrides it.
@@ -61,14 +68,15 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// Maps a database error to the worker's vocabulary.
+/// Maps a database error to the worker's vocabulary by its SQLSTATE (see
+/// [`crate::store::DbFailure`]): transient errors and a broken deployment hold the job, an
+/// error in the job's own data fails it for good.
 pub fn db_failure(error: sqlx::Error) -> Result<Outcome, Unavailable> {
-    if crate::store::is_transient(&error) {
-        Err(Unavailable(format!("Postgres unavailable: {error}")))
-    } else {
-        Ok(Outcome::Permanent {
-            error: format!("Postgres refused the job's writes: {error}"),
-        })
+    match DbFailure::from(error).observed() {
+        failure @ DbFailure::Job { .. } => Ok(Outcome::Permanent {
+            error: failure.to_string(),
+        }),
+        held => Err(Unavailable(held.to_string())),
     }
 }
 

@@ -1,0 +1,254 @@
+//! A max-deliveries advisory whose message has already left the work stream still ends in a
+//! dead letter, a `dead_lettered` jobs row, a metric and an error: nothing vanishes.
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::message::{PublishMessage, StreamMessage};
+use async_trait::async_trait;
+use bytes::Bytes;
+use clap::Parser;
+use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
+use codigo_consumer::Application;
+use codigo_testkit::{InProcess, TestEnv};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Fails every job for a while: one delivery, one `retrying` row, no redelivery in the test.
+struct RetryMuchLater;
+
+#[async_trait]
+impl Handler for RetryMuchLater {
+    fn job_type(&self) -> &'static str {
+        "ledger.post"
+    }
+
+    async fn handle(&self, _job: &Job<'_>) -> Result<Outcome, Unavailable> {
+        Ok(Outcome::Retry {
+            after: Some(Duration::from_secs(3600)),
+            error: "target still failing".into(),
+        })
+    }
+}
+
+async fn start_consumer(env: &TestEnv) -> InProcess {
+    let config = codigo_consumer::Config::try_parse_from(env.service_args(
+        "codigo-consumer",
+        &[
+            "--job-types",
+            "ledger.post",
+            "--max-deliver",
+            "3",
+            "--ack-wait-secs",
+            "5",
+            "--backoff-secs",
+            "1",
+            "--fetch-expires-ms",
+            "1000",
+            "--shutdown-timeout-secs",
+            "5",
+        ],
+    ))
+    .expect("valid consumer flags");
+    let app = Application::build(config)
+        .await
+        .expect("consumer starts")
+        .with_handler(Arc::new(RetryMuchLater));
+    InProcess::spawn("consumer", app.local_addr(), |stop| {
+        app.run_until_stopped(stop)
+    })
+}
+
+/// What nats-server publishes when a message runs out of deliveries.
+async fn advisory(env: &TestEnv, stream_seq: u64) {
+    let durable = env.names.durable("ledger.post");
+    let body = json!({
+        "type": "io.nats.jetstream.advisory.v1.max_deliver",
+        "id": Uuid::new_v4().simple().to_string(),
+        "timestamp": OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("format"),
+        "stream": env.names.jobs_stream(),
+        "consumer": durable,
+        "stream_seq": stream_seq,
+        "deliveries": 3,
+    });
+    let subject = format!(
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{durable}",
+        env.names.jobs_stream()
+    );
+    env.js
+        .send_publish(
+            subject,
+            PublishMessage::build().payload(Bytes::from(body.to_string())),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored on the advisories stream");
+}
+
+async fn dead_letters(env: &TestEnv, expected: usize) -> Vec<StreamMessage> {
+    let stream = env
+        .js
+        .get_stream(env.names.dlq_stream())
+        .await
+        .expect("dlq stream");
+    let mut found = Vec::new();
+    env.eventually(
+        &format!("{expected} dead letters"),
+        Duration::from_secs(60),
+        || {
+            let stream = stream.clone();
+            async move {
+                let mut stream = stream;
+                stream
+                    .info()
+                    .await
+                    .map(|info| info.state.messages >= expected as u64)
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await;
+    for seq in 1..=(expected as u64 + 5) {
+        if let Ok(message) = stream.get_raw_message(seq).await {
+            found.push(message);
+        }
+    }
+    assert_eq!(found.len(), expected, "no extra dead letters");
+    found
+}
+
+fn header<'a>(message: &'a StreamMessage, name: &str) -> &'a str {
+    message
+        .headers
+        .get(name)
+        .map(|v| v.as_str())
+        .unwrap_or_default()
+}
+
+/// `codigo_consumer_dead_letters_total{job_type="ledger.post",reason="max_deliveries"}`.
+async fn max_deliveries_counted(consumer: &InProcess) -> f64 {
+    let page = reqwest::get(consumer.url("/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("page");
+    page.lines()
+        .find(|line| {
+            line.starts_with("codigo_consumer_dead_letters_total{")
+                && line.contains(r#"job_type="ledger.post""#)
+                && line.contains(r#"reason="max_deliveries""#)
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no max_deliveries series on the page:\n{page}"))
+}
+
+#[tokio::test]
+async fn an_advisory_for_a_message_already_gone_still_dead_letters_the_job() {
+    let env = TestEnv::new().await;
+    let consumer = start_consumer(&env).await;
+    let id = Uuid::now_v7();
+    let payload = json!({"account": "acme", "amount_cents": 5, "currency": "EUR"});
+    let envelope = json!({
+        "id": id.to_string(),
+        "type": "ledger.post",
+        "payload": payload,
+        "idempotency_key": "order-7",
+        "created_at": "2026-12-06T10:00:00Z",
+        "tenant": "acme",
+    });
+    env.js
+        .send_publish(
+            env.names.job_subject("ledger.post"),
+            PublishMessage::build()
+                .payload(Bytes::from(envelope.to_string()))
+                .message_id(id.to_string()),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+
+    // Its first delivery fails; the row says retrying and where the message was.
+    let found = std::sync::Mutex::new(None);
+    env.eventually("the retry recorded", Duration::from_secs(60), || async {
+        let row: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT status, stream_sequence FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&env.pool)
+                .await
+                .expect("query");
+        match row {
+            Some((status, Some(s))) if status == "retrying" => {
+                *found.lock().expect("lock") = u64::try_from(s).ok();
+                true
+            }
+            _ => false,
+        }
+    })
+    .await;
+    let seq = found.lock().expect("lock").expect("sequence");
+
+    // The message leaves the stream (an operator, a limit, a late ack that got lost) before
+    // the advisory for its last delivery is handled.
+    let stream = env
+        .js
+        .get_stream(env.names.jobs_stream())
+        .await
+        .expect("stream");
+    assert!(stream.delete_message(seq).await.expect("deleted"));
+    advisory(&env, seq).await;
+    // And one for a sequence Postgres has never heard of (the worker died before any write).
+    advisory(&env, seq + 1000).await;
+
+    let letters = dead_letters(&env, 2).await;
+    let (known, unknown): (Vec<_>, Vec<_>) = letters
+        .iter()
+        .partition(|letter| !letter.payload.is_empty());
+    assert_eq!((known.len(), unknown.len()), (1, 1));
+    let known = known[0];
+    assert_eq!(header(known, "Codigo-Dlq-Reason"), "max_deliveries");
+    assert_eq!(header(known, "Codigo-Dlq-Attempts"), "3");
+    assert_eq!(header(known, "Codigo-Job-Type"), "ledger.post");
+    assert_eq!(
+        header(known, "Codigo-Original-Subject"),
+        env.names.job_subject("ledger.post")
+    );
+    let error = header(known, "Codigo-Dlq-Error");
+    assert!(error.contains("left the stream"), "{error}");
+    assert!(error.contains("target still failing"), "{error}");
+    // The body is the job's envelope again, so that `codigo-ctl dlq replay` can run it.
+    let body: Value = serde_json::from_slice(&known.payload).expect("JSON body");
+    assert_eq!(body, envelope);
+
+    let unknown = unknown[0];
+    assert_eq!(header(unknown, "Codigo-Dlq-Reason"), "max_deliveries");
+    assert_eq!(header(unknown, "Codigo-Job-Type"), "ledger.post");
+    let error = header(unknown, "Codigo-Dlq-Error");
+    assert!(error.contains("unknown"), "{error}");
+    assert!(error.contains(&(seq + 1000).to_string()), "{error}");
+
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&env.pool)
+            .await
+            .expect("row");
+    assert_eq!(status, "dead_lettered");
+    assert!(
+        error.unwrap_or_default().contains("3 deliveries"),
+        "the row says why"
+    );
+    assert_eq!(max_deliveries_counted(&consumer).await, 2.0);
+
+    // A repeat of the same advisory (redelivered after a crash) adds nothing.
+    advisory(&env, seq).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    dead_letters(&env, 2).await;
+    consumer.stop().await;
+    env.cleanup().await;
+}

@@ -1,0 +1,238 @@
+//! Slots and progress: a slow job holds only its own slot, and a job whose settling is slow
+//! (Postgres busy) keeps telling JetStream it is alive until its nak is sent.
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::message::PublishMessage;
+use async_trait::async_trait;
+use bytes::Bytes;
+use clap::Parser;
+use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
+use codigo_consumer::Application;
+use codigo_testkit::{InProcess, TestEnv};
+use serde_json::json;
+use sqlx::{Connection, Executor, PgConnection};
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+async fn start_consumer(env: &TestEnv, extra: &[&str], handler: Arc<dyn Handler>) -> InProcess {
+    let mut args = env.service_args(
+        "codigo-consumer",
+        &[
+            "--job-types",
+            "ledger.post",
+            "--max-deliver",
+            "5",
+            "--backoff-secs",
+            "2",
+            "--fetch-expires-ms",
+            "1000",
+            "--shutdown-timeout-secs",
+            "5",
+        ],
+    );
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    let config = codigo_consumer::Config::try_parse_from(args).expect("valid consumer flags");
+    let app = Application::build(config)
+        .await
+        .expect("consumer starts")
+        .with_handler(handler);
+    InProcess::spawn("consumer", app.local_addr(), |stop| {
+        app.run_until_stopped(stop)
+    })
+}
+
+async fn publish(env: &TestEnv, memo: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    let envelope = json!({
+        "id": id.to_string(),
+        "type": "ledger.post",
+        "payload": {"account": "acme", "amount_cents": 1, "currency": "EUR", "memo": memo},
+        "created_at": OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("format"),
+        "tenant": "test",
+    });
+    env.js
+        .send_publish(
+            env.names.job_subject("ledger.post"),
+            PublishMessage::build()
+                .payload(Bytes::from(envelope.to_string()))
+                .message_id(id.to_string()),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    id
+}
+
+/// Jobs with memo `slow` wait until the test releases them (a target that never answers);
+/// the others finish at once.
+struct SomeNeverAnswer {
+    released: Arc<Notify>,
+    fast_done: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Handler for SomeNeverAnswer {
+    fn job_type(&self) -> &'static str {
+        "ledger.post"
+    }
+
+    async fn handle(&self, job: &Job<'_>) -> Result<Outcome, Unavailable> {
+        if job.envelope.payload["memo"] == "slow" {
+            self.released.notified().await;
+        } else {
+            self.fast_done.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(Outcome::Succeeded)
+    }
+}
+
+#[tokio::test]
+async fn slow_jobs_hold_only_their_own_slots() {
+    let env = TestEnv::new().await;
+    const FAST: usize = 60;
+    // The backlog is in place before the worker starts, so its first pull takes a whole group
+    // with the slow jobs in it.
+    for i in 0..FAST + 3 {
+        publish(&env, if i % 3 == 0 && i < 9 { "slow" } else { "fast" }).await;
+    }
+    let released = Arc::new(Notify::new());
+    let fast_done = Arc::new(AtomicUsize::new(0));
+    let consumer = start_consumer(
+        &env,
+        &["--concurrency", "8", "--ack-wait-secs", "30"],
+        Arc::new(SomeNeverAnswer {
+            released: released.clone(),
+            fast_done: fast_done.clone(),
+        }),
+    )
+    .await;
+    // Three of the eight slots stay taken; the other five carry every fast job through.
+    env.eventually(
+        "every fast job done while three never finish",
+        Duration::from_secs(60),
+        || async { fast_done.load(Ordering::SeqCst) == FAST },
+    )
+    .await;
+    released.notify_waiters();
+    consumer.stop().await;
+    env.cleanup().await;
+}
+
+/// Fails every job, to be retried much later; counts its calls.
+struct RetryLater {
+    calls: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Handler for RetryLater {
+    fn job_type(&self) -> &'static str {
+        "ledger.post"
+    }
+
+    async fn handle(&self, _job: &Job<'_>) -> Result<Outcome, Unavailable> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(Outcome::Retry {
+            after: Some(Duration::from_secs(3600)),
+            error: "try again later".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_retry_is_slow_to_record_is_not_redelivered() {
+    let env = TestEnv::new().await;
+    let id = Uuid::now_v7();
+    // The job's row exists and the test holds a lock on it: recording the retry waits.
+    sqlx::query(
+        "INSERT INTO jobs (id, type, status, attempts, created_at)
+         VALUES ($1, 'ledger.post', 'running', 0, now())",
+    )
+    .bind(id)
+    .execute(&env.pool)
+    .await
+    .expect("row");
+    let mut locker = PgConnection::connect(&env.database_url)
+        .await
+        .expect("connect");
+    locker.execute("BEGIN").await.expect("begin");
+    sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut locker)
+        .await
+        .expect("lock");
+
+    // Two replicas: a redelivery has an idle worker to go to.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        replicas.push(
+            start_consumer(
+                &env,
+                &["--concurrency", "4", "--ack-wait-secs", "2"],
+                Arc::new(RetryLater {
+                    calls: calls.clone(),
+                }),
+            )
+            .await,
+        );
+    }
+    let envelope = json!({
+        "id": id.to_string(),
+        "type": "ledger.post",
+        "payload": {"account": "acme", "amount_cents": 1, "currency": "EUR"},
+        "created_at": OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("format"),
+    });
+    env.js
+        .send_publish(
+            env.names.job_subject("ledger.post"),
+            PublishMessage::build()
+                .payload(Bytes::from(envelope.to_string()))
+                .message_id(id.to_string()),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    env.eventually("the job handled", Duration::from_secs(60), || async {
+        calls.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    // Four ack waits with the retry stuck behind the lock.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    locker.execute("ROLLBACK").await.expect("unlock");
+    env.eventually("the retry recorded", Duration::from_secs(60), || async {
+        sqlx::query_scalar::<_, String>("SELECT status FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&env.pool)
+            .await
+            .is_ok_and(|status| status == "retrying")
+    })
+    .await;
+    let stream = env
+        .js
+        .get_stream(env.names.jobs_stream())
+        .await
+        .expect("stream");
+    let info = stream
+        .consumer_info(env.names.durable("ledger.post"))
+        .await
+        .expect("consumer info");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "handled once: never redelivered while its retry was being recorded"
+    );
+    assert_eq!(info.num_redelivered, 0);
+    for replica in replicas {
+        replica.stop().await;
+    }
+    env.cleanup().await;
+}
