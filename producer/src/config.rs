@@ -48,8 +48,8 @@ pub struct Config {
         default_value_t = 2000
     )]
     pub publish_attempt_timeout_ms: u64,
-    /// Seconds a client has to send a request's body once its headers are in; slower
-    /// requests get 408.
+    /// Seconds a client has to send a request's headers (else its connection is closed, as
+    /// is an idle keep-alive connection) and then as long for its body (else 408).
     #[arg(long, env = "CODIGO_REQUEST_READ_TIMEOUT_SECS", default_value_t = 10)]
     pub request_read_timeout_secs: u64,
     /// Most API requests in progress at once; more are refused with 503 and Retry-After

@@ -8,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod problem;
 pub mod publish;
+mod serve;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -38,8 +39,6 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("HTTP server failed: {0}")]
-    Serve(std::io::Error),
 }
 
 pub struct Application {
@@ -106,13 +105,13 @@ impl Application {
     /// shutdown timeout) and flushes NATS.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> Result<(), StartError> {
         tracing::info!(addr = %self.local_addr(), "codigo-producer listening");
+        let header_read_timeout = self.state.request_read_timeout;
         let router = http::router(self.state);
         let drain_deadline = shutdown.clone();
-        let server = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        let server = serve::serve(self.listener, router, header_read_timeout, shutdown);
         let timeout = self.shutdown_timeout;
         tokio::select! {
-            served = server => served.map_err(StartError::Serve)?,
+            () = server => {}
             () = async move {
                 drain_deadline.cancelled().await;
                 tokio::time::sleep(timeout).await;

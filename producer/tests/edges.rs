@@ -354,6 +354,44 @@ async fn a_body_trickled_slowly_is_cut_off_with_408() {
 }
 
 #[tokio::test]
+async fn headers_trickled_slowly_lose_their_connection() {
+    let env = TestEnv::new().await;
+    let gw = Gateway::start(&env, &["--request-read-timeout-secs", "2"]).await;
+
+    let mut socket = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = socket.split();
+    let head = format!("POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALPHA}\r\n");
+    let trickle = async {
+        // One header byte every 200 ms: the head would never end.
+        for byte in head.bytes().cycle().take(100) {
+            if writer.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let closed = async {
+        let mut buffer = [0u8; 1024];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut reader, &mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        () = closed => {}
+        () = trickle => panic!("a request head trickled for 20 s kept its connection: no header read timeout"),
+    }
+    assert!(stored(&env).await.is_empty());
+
+    gw.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn requests_over_the_concurrency_limit_are_shed_with_503() {
     let env = TestEnv::new().await;
     let gw = Gateway::start(
