@@ -2,6 +2,9 @@
 //! logs and the metrics say happened.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -9,6 +12,77 @@ use uuid::Uuid;
 use crate::load::{Ledger, Poison, PoisonKind};
 use crate::procs::{Counters, Death, Incarnation};
 use crate::ChaosError;
+
+/// A fault of the NATS servers or Postgres, for the fault table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    LeaderKill,
+    FollowerKill,
+    LeaderPause,
+    FollowerPause,
+    LeaderIsolated,
+    FollowerIsolated,
+    LeaderClientCut,
+    NatsRestart,
+    PostgresRestart,
+}
+
+impl FaultKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            FaultKind::LeaderKill => "kill -9 of the stream leader, restarted on its store",
+            FaultKind::FollowerKill => "kill -9 of a follower, restarted on its store",
+            FaultKind::LeaderPause => "stream leader paused (SIGSTOP, then SIGCONT)",
+            FaultKind::FollowerPause => "follower paused (SIGSTOP, then SIGCONT)",
+            FaultKind::LeaderIsolated => "partition: the leader cut off from both peers",
+            FaultKind::FollowerIsolated => "partition: a follower cut off from both peers",
+            FaultKind::LeaderClientCut => "partition: leader cut off from clients, sees peers",
+            FaultKind::NatsRestart => "kill -9 of the single nats-server, restarted",
+            FaultKind::PostgresRestart => "Postgres immediate restart",
+        }
+    }
+}
+
+/// One server fault: when it began and was healed, and what it did to ingest.
+#[derive(Debug, Clone)]
+pub struct FaultWindow {
+    pub kind: FaultKind,
+    pub node: String,
+    pub start: Instant,
+    /// Healed and recovered from (the cluster back to a leader with every replica current).
+    pub healed: Instant,
+    pub leader_before: Option<String>,
+    pub leader_after: Option<String>,
+    /// The longest a job waited between its first submission and its 202 among the jobs in
+    /// flight during the fault; `None` when no job was submitted then.
+    pub stall: Option<Duration>,
+}
+
+/// Fills each window's stall from the accepted-request timeline; returns the longest wait of
+/// the jobs in flight while no fault was, for comparison.
+pub fn measure_stalls(
+    windows: &mut [FaultWindow],
+    timeline: &[(Instant, Instant)],
+) -> Option<Duration> {
+    let mut quiet: Option<Duration> = None;
+    for window in windows.iter_mut() {
+        window.stall = None;
+    }
+    for (first, accepted) in timeline {
+        let wait = accepted.saturating_duration_since(*first);
+        let mut during_fault = false;
+        for window in windows.iter_mut() {
+            if *first <= window.healed && *accepted >= window.start {
+                during_fault = true;
+                window.stall = Some(window.stall.map_or(wait, |s| s.max(wait)));
+            }
+        }
+        if !during_fault {
+            quiet = Some(quiet.map_or(wait, |s| s.max(wait)));
+        }
+    }
+    quiet
+}
 
 /// Faults the run injected, counted as they happened.
 #[derive(Debug, Default, Clone)]
@@ -21,6 +95,39 @@ pub struct Injected {
     /// Messages left in the work stream that its consumer will never deliver again (acked
     /// jobs whose removal a NATS crash undid).
     pub orphans: u64,
+    /// NATS and Postgres faults with their windows, in order.
+    pub windows: Vec<FaultWindow>,
+    /// The longest first-attempt-to-202 wait while no server fault was in progress.
+    pub quiet_stall: Option<Duration>,
+    /// Servers in the cluster (0: a single server).
+    pub cluster_size: usize,
+    /// The network faults that could not run, and why.
+    pub partitions_skipped: Option<String>,
+}
+
+impl Injected {
+    pub fn count(&self, kind: FaultKind) -> u64 {
+        self.windows.iter().filter(|w| w.kind == kind).count() as u64
+    }
+
+    /// Stream leader changes the faults caused.
+    pub fn leader_changes(&self) -> u64 {
+        self.windows
+            .iter()
+            .filter(|w| w.leader_before.is_some() && w.leader_before != w.leader_after)
+            .count() as u64
+    }
+
+    fn cluster_faults(&self) -> u64 {
+        self.windows
+            .iter()
+            .filter(|w| !matches!(w.kind, FaultKind::NatsRestart | FaultKind::PostgresRestart))
+            .count() as u64
+    }
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or_else(|| "-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()))
 }
 
 /// Everything the checker looks at.
@@ -101,16 +208,20 @@ impl Report {
                 + self.aborts_after_commit
                 + self.aborts_crash_jobs
                 + self.injected.nats_restarts
-                + self.injected.postgres_restarts)
+                + self.injected.postgres_restarts
+                + self.injected.cluster_faults())
                 .to_string(),
                 format!(
                     "consumer kill -9 {}, aborts between commit and ack {}, chaos:crash aborts {}, \
-                     NATS kill -9 + restart {}, Postgres immediate restart {}",
+                     NATS kill -9 + restart {}, Postgres immediate restart {}, cluster faults {} \
+                     ({} stream leader changes)",
                     self.injected.consumer_kills,
                     self.aborts_after_commit,
                     self.aborts_crash_jobs,
                     self.injected.nats_restarts,
-                    self.injected.postgres_restarts
+                    self.injected.postgres_restarts,
+                    self.injected.cluster_faults(),
+                    self.injected.leader_changes()
                 )),
             ("poison published", self.injected.poison.values().sum::<u64>().to_string(), poison),
             ("slow jobs", self.injected.slow_jobs.to_string(),
@@ -136,6 +247,8 @@ impl Report {
         for (name, count, detail) in rows {
             let _ = writeln!(out, "{name:<17} {count:>8}  {detail}");
         }
+        let _ = writeln!(out);
+        out.push_str(&self.fault_table());
         for line in &self.metrics {
             let _ = writeln!(out, "metrics: {line}");
         }
@@ -148,6 +261,72 @@ impl Report {
             for failure in &self.failures {
                 let _ = writeln!(out, "FAILED: {failure}");
             }
+        }
+        out
+    }
+}
+
+impl Report {
+    /// Fault, how often, and the longest ingest stall it caused (the longest any job in
+    /// flight during it waited from its first submission to its 202).
+    pub fn fault_table(&self) -> String {
+        let mut out = String::new();
+        let injected = &self.injected;
+        let servers = if injected.cluster_size > 0 {
+            format!("{}-node cluster", injected.cluster_size)
+        } else {
+            "single nats-server".to_owned()
+        };
+        let _ = writeln!(
+            out,
+            "{:<54} {:>5}  longest ingest stall ({servers})",
+            "fault", "count"
+        );
+        let mut kinds: Vec<FaultKind> = injected.windows.iter().map(|w| w.kind).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for kind in kinds {
+            let stall = injected
+                .windows
+                .iter()
+                .filter(|w| w.kind == kind)
+                .filter_map(|w| w.stall)
+                .max();
+            let _ = writeln!(
+                out,
+                "{:<54} {:>5}  {}",
+                kind.describe(),
+                injected.count(kind),
+                secs(stall)
+            );
+        }
+        for (name, count) in [
+            ("consumer kill -9", injected.consumer_kills),
+            (
+                "worker abort between commit and ack",
+                self.aborts_after_commit,
+            ),
+        ] {
+            let _ = writeln!(out, "{name:<54} {count:>5}  -");
+        }
+        let _ = writeln!(
+            out,
+            "{:<54} {:>5}  {}",
+            "(no server fault in progress, for comparison)",
+            "-",
+            secs(injected.quiet_stall)
+        );
+        let _ = writeln!(
+            out,
+            "{:<54} {:>5}  {} lost, {} duplicated",
+            "outcome", "", self.lost, self.duplicated
+        );
+        if let Some(reason) = &injected.partitions_skipped {
+            let _ = writeln!(
+                out,
+                "SKIPPED: the network partitions (one server cut off from its peers, the leader \
+                 cut off from clients): {reason}"
+            );
         }
         out
     }
