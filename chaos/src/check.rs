@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::load::{Ledger, Poison, PoisonKind};
@@ -159,6 +160,8 @@ pub struct Report {
     pub extra_deliveries: u64,
     pub already_applied: u64,
     pub slow_single_delivery: usize,
+    /// Slow jobs redelivered while a cluster fault had their consumer's leader unreachable.
+    pub slow_redelivered_during_server_faults: usize,
     pub holds_logged: u64,
     pub rebinds_logged: u64,
     pub answers: BTreeMap<u16, u64>,
@@ -225,7 +228,7 @@ impl Report {
                 )),
             ("poison published", self.injected.poison.values().sum::<u64>().to_string(), poison),
             ("slow jobs", self.injected.slow_jobs.to_string(),
-                format!("{} delivered once (attempts = 1, never redelivered)", self.slow_single_delivery)),
+                format!("{} delivered once (attempts = 1, never redelivered); {} redelivered during a cluster fault", self.slow_single_delivery, self.slow_redelivered_during_server_faults)),
             ("redeliveries", (self.extra_deliveries + self.already_applied).to_string(),
                 format!(
                     "{} jobs committed on a later delivery ({} extra deliveries); {} redeliveries \
@@ -696,11 +699,23 @@ pub async fn check(evidence: Evidence<'_>) -> Result<Report, ChaosError> {
     if facts.aborts_after_commit == 0 {
         failures.push("no worker died between commit and ack: raise crash_after_commit".into());
     }
+    // A worker's progress signals go to the consumer's leader: while that server is killed,
+    // paused or cut off, or a new leader is being elected, they are lost and JetStream
+    // redelivers after the ack wait, as at-least-once delivery allows (the effect still
+    // happens once, which the checks above prove). So a slow job redelivered while a cluster
+    // fault was in progress is counted apart; any other redelivery fails the run.
+    let lived = slow_job_lifetimes(pool, slow).await?;
+    let fault_windows = cluster_fault_windows(injected);
     let mut slow_redelivered = Vec::new();
     for id in slow {
         let attempts = rows.get(id).map(|(_, a)| *a);
         if attempts == Some(1) && !facts.already_applied.contains_key(id) {
             report.slow_single_delivery += 1;
+        } else if lived
+            .get(id)
+            .is_some_and(|life| fault_windows.iter().any(|w| overlaps(life, w)))
+        {
+            report.slow_redelivered_during_server_faults += 1;
         } else {
             slow_redelivered.push(format!("{id}: attempts {attempts:?}"));
         }
@@ -791,4 +806,46 @@ pub async fn check(evidence: Evidence<'_>) -> Result<Report, ChaosError> {
 
 fn report_line(lines: &mut Vec<String>, name: &str, metric: u64, seen: u64) {
     lines.push(format!("{name}: {metric} / {seen}"));
+}
+
+/// How long after a fault is healed a progress signal lost in it can still cause a
+/// redelivery: the longest ack wait the suite configures, with room for the election.
+const FAULT_ECHO: Duration = Duration::from_secs(15);
+
+/// When each slow job was submitted and when it finished, from the jobs table.
+async fn slow_job_lifetimes(
+    pool: &PgPool,
+    slow: &HashSet<Uuid>,
+) -> Result<HashMap<Uuid, (OffsetDateTime, OffsetDateTime)>, ChaosError> {
+    let ids: Vec<Uuid> = slow.iter().copied().collect();
+    let rows: Vec<(Uuid, OffsetDateTime, Option<OffsetDateTime>)> =
+        sqlx::query_as("SELECT id, created_at, finished_at FROM jobs WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| ChaosError::Check(format!("reading slow jobs: {e}")))?;
+    let now = OffsetDateTime::now_utc();
+    Ok(rows
+        .into_iter()
+        .map(|(id, created, finished)| (id, (created, finished.unwrap_or(now))))
+        .collect())
+}
+
+/// The cluster faults' windows on the wall clock, each extended by [`FAULT_ECHO`].
+fn cluster_fault_windows(injected: &Injected) -> Vec<(OffsetDateTime, OffsetDateTime)> {
+    let (now, wall_now) = (Instant::now(), OffsetDateTime::now_utc());
+    let wall = |at: Instant| wall_now - now.saturating_duration_since(at);
+    injected
+        .windows
+        .iter()
+        .filter(|w| !matches!(w.kind, FaultKind::NatsRestart | FaultKind::PostgresRestart))
+        .map(|w| (wall(w.start), wall(w.healed) + FAULT_ECHO))
+        .collect()
+}
+
+fn overlaps(
+    life: &(OffsetDateTime, OffsetDateTime),
+    window: &(OffsetDateTime, OffsetDateTime),
+) -> bool {
+    life.0 <= window.1 && window.0 <= life.1
 }
