@@ -29,7 +29,7 @@ services:
 # Tools the Rust tests call: promtool and prometheus (live metrics check, SLO report),
 # the pinned nats-server (private servers for permissions, TLS and chaos tests), psql.
 test-tools:
-	@source scripts/lib/tools.sh && need_prometheus && need_nats_server >/dev/null && need_apt postgresql postgresql-client
+	@source scripts/lib/tools.sh && need_prometheus && need_nats_server >/dev/null && need_apt postgresql postgresql-client iproute2
 
 test-rust: services
 	$(WITH_SERVICES) cargo test --workspace --locked
@@ -42,10 +42,14 @@ test-deploy:
 
 # Fault injection against private NATS and Postgres servers (see docs/RELIABILITY.md): 50,000
 # jobs, 20 consumer kills, a NATS and a Postgres crash-restart; fails on any loss or duplicate.
+# `make chaos CLUSTER=3`: the same on a three-node R3 cluster (deploy/nats/cluster.conf) with
+# leader and follower kills, pauses and network partitions (network namespaces: needs root
+# and iproute2, else the partitions are skipped and the run says so).
+CLUSTER ?=
 chaos: services
-	@source scripts/lib/tools.sh && need_apt postgresql
+	@source scripts/lib/tools.sh && need_apt postgresql iproute2
 	cargo build --release --locked -p codigo-producer -p codigo-consumer -p codigo-ctl -p codigo-chaos
-	$(WITH_SERVICES) "$${CARGO_TARGET_DIR:-target}/release/codigo-chaos" --bin-dir "$${CARGO_TARGET_DIR:-target}/release" --jobs 50000 --kills 20
+	$(WITH_SERVICES) "$${CARGO_TARGET_DIR:-target}/release/codigo-chaos" --bin-dir "$${CARGO_TARGET_DIR:-target}/release" --jobs 50000 --kills 20 $(if $(CLUSTER),--cluster $(CLUSTER))
 
 # The standard load scenarios against the release binaries, three times each; rewrites
 # BENCHMARKS.md and docs/bench/latency.svg (BENCH_* variables size it; see BENCHMARKS.md).

@@ -4,6 +4,9 @@
 # own NATS namespace and database (removed afterwards, also on failure or Ctrl-C) and rewrites
 # BENCHMARKS.md and docs/bench/latency.svg. Sized by BENCH_REPS, BENCH_DURATION_SECS,
 # BENCH_DRAIN_JOBS and BENCH_SCENARIOS; arguments are passed on (`codigo-loadtest bench --help`).
+# After the single-server scenarios the same run repeats them in the production profile: a
+# local three-node cluster of the pinned nats-server with R3 streams and `sync_interval:
+# always` (deploy/nats/cluster.conf), bare baseline included; BENCH_CLUSTER=0 skips that.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib/tools.sh

@@ -2,13 +2,88 @@
 //! logs and the metrics say happened.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::load::{Ledger, Poison, PoisonKind, TENANT};
 use crate::procs::{Counters, Death, Incarnation};
 use crate::ChaosError;
+
+/// A fault of the NATS servers or Postgres, for the fault table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    LeaderKill,
+    FollowerKill,
+    LeaderPause,
+    FollowerPause,
+    LeaderIsolated,
+    FollowerIsolated,
+    LeaderClientCut,
+    NatsRestart,
+    PostgresRestart,
+}
+
+impl FaultKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            FaultKind::LeaderKill => "kill -9 of the stream leader, restarted on its store",
+            FaultKind::FollowerKill => "kill -9 of a follower, restarted on its store",
+            FaultKind::LeaderPause => "stream leader paused (SIGSTOP, then SIGCONT)",
+            FaultKind::FollowerPause => "follower paused (SIGSTOP, then SIGCONT)",
+            FaultKind::LeaderIsolated => "partition: the leader cut off from both peers",
+            FaultKind::FollowerIsolated => "partition: a follower cut off from both peers",
+            FaultKind::LeaderClientCut => "partition: leader cut off from clients, sees peers",
+            FaultKind::NatsRestart => "kill -9 of the single nats-server, restarted",
+            FaultKind::PostgresRestart => "Postgres immediate restart",
+        }
+    }
+}
+
+/// One server fault: when it began and was healed, and what it did to ingest.
+#[derive(Debug, Clone)]
+pub struct FaultWindow {
+    pub kind: FaultKind,
+    pub node: String,
+    pub start: Instant,
+    /// Healed and recovered from (the cluster back to a leader with every replica current).
+    pub healed: Instant,
+    pub leader_before: Option<String>,
+    pub leader_after: Option<String>,
+    /// The longest a job waited between its first submission and its 202 among the jobs in
+    /// flight during the fault; `None` when no job was submitted then.
+    pub stall: Option<Duration>,
+}
+
+/// Fills each window's stall from the accepted-request timeline; returns the longest wait of
+/// the jobs in flight while no fault was, for comparison.
+pub fn measure_stalls(
+    windows: &mut [FaultWindow],
+    timeline: &[(Instant, Instant)],
+) -> Option<Duration> {
+    let mut quiet: Option<Duration> = None;
+    for window in windows.iter_mut() {
+        window.stall = None;
+    }
+    for (first, accepted) in timeline {
+        let wait = accepted.saturating_duration_since(*first);
+        let mut during_fault = false;
+        for window in windows.iter_mut() {
+            if *first <= window.healed && *accepted >= window.start {
+                during_fault = true;
+                window.stall = Some(window.stall.map_or(wait, |s| s.max(wait)));
+            }
+        }
+        if !during_fault {
+            quiet = Some(quiet.map_or(wait, |s| s.max(wait)));
+        }
+    }
+    quiet
+}
 
 /// Faults the run injected, counted as they happened.
 #[derive(Debug, Default, Clone)]
@@ -21,6 +96,39 @@ pub struct Injected {
     /// Messages left in the work stream that its consumer will never deliver again (acked
     /// jobs whose removal a NATS crash undid).
     pub orphans: u64,
+    /// NATS and Postgres faults with their windows, in order.
+    pub windows: Vec<FaultWindow>,
+    /// The longest first-attempt-to-202 wait while no server fault was in progress.
+    pub quiet_stall: Option<Duration>,
+    /// Servers in the cluster (0: a single server).
+    pub cluster_size: usize,
+    /// The network faults that could not run, and why.
+    pub partitions_skipped: Option<String>,
+}
+
+impl Injected {
+    pub fn count(&self, kind: FaultKind) -> u64 {
+        self.windows.iter().filter(|w| w.kind == kind).count() as u64
+    }
+
+    /// Stream leader changes the faults caused.
+    pub fn leader_changes(&self) -> u64 {
+        self.windows
+            .iter()
+            .filter(|w| w.leader_before.is_some() && w.leader_before != w.leader_after)
+            .count() as u64
+    }
+
+    fn cluster_faults(&self) -> u64 {
+        self.windows
+            .iter()
+            .filter(|w| !matches!(w.kind, FaultKind::NatsRestart | FaultKind::PostgresRestart))
+            .count() as u64
+    }
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or_else(|| "-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()))
 }
 
 /// Everything the checker looks at.
@@ -52,6 +160,8 @@ pub struct Report {
     pub extra_deliveries: u64,
     pub already_applied: u64,
     pub slow_single_delivery: usize,
+    /// Slow jobs redelivered while a cluster fault had their consumer's leader unreachable.
+    pub slow_redelivered_during_server_faults: usize,
     pub holds_logged: u64,
     pub rebinds_logged: u64,
     pub answers: BTreeMap<u16, u64>,
@@ -101,20 +211,24 @@ impl Report {
                 + self.aborts_after_commit
                 + self.aborts_crash_jobs
                 + self.injected.nats_restarts
-                + self.injected.postgres_restarts)
+                + self.injected.postgres_restarts
+                + self.injected.cluster_faults())
                 .to_string(),
                 format!(
                     "consumer kill -9 {}, aborts between commit and ack {}, chaos:crash aborts {}, \
-                     NATS kill -9 + restart {}, Postgres immediate restart {}",
+                     NATS kill -9 + restart {}, Postgres immediate restart {}, cluster faults {} \
+                     ({} stream leader changes)",
                     self.injected.consumer_kills,
                     self.aborts_after_commit,
                     self.aborts_crash_jobs,
                     self.injected.nats_restarts,
-                    self.injected.postgres_restarts
+                    self.injected.postgres_restarts,
+                    self.injected.cluster_faults(),
+                    self.injected.leader_changes()
                 )),
             ("poison published", self.injected.poison.values().sum::<u64>().to_string(), poison),
             ("slow jobs", self.injected.slow_jobs.to_string(),
-                format!("{} delivered once (attempts = 1, never redelivered)", self.slow_single_delivery)),
+                format!("{} delivered once (attempts = 1, never redelivered); {} redelivered during a cluster fault", self.slow_single_delivery, self.slow_redelivered_during_server_faults)),
             ("redeliveries", (self.extra_deliveries + self.already_applied).to_string(),
                 format!(
                     "{} jobs committed on a later delivery ({} extra deliveries); {} redeliveries \
@@ -136,6 +250,8 @@ impl Report {
         for (name, count, detail) in rows {
             let _ = writeln!(out, "{name:<17} {count:>8}  {detail}");
         }
+        let _ = writeln!(out);
+        out.push_str(&self.fault_table());
         for line in &self.metrics {
             let _ = writeln!(out, "metrics: {line}");
         }
@@ -148,6 +264,72 @@ impl Report {
             for failure in &self.failures {
                 let _ = writeln!(out, "FAILED: {failure}");
             }
+        }
+        out
+    }
+}
+
+impl Report {
+    /// Fault, how often, and the longest ingest stall it caused (the longest any job in
+    /// flight during it waited from its first submission to its 202).
+    pub fn fault_table(&self) -> String {
+        let mut out = String::new();
+        let injected = &self.injected;
+        let servers = if injected.cluster_size > 0 {
+            format!("{}-node cluster", injected.cluster_size)
+        } else {
+            "single nats-server".to_owned()
+        };
+        let _ = writeln!(
+            out,
+            "{:<54} {:>5}  longest ingest stall ({servers})",
+            "fault", "count"
+        );
+        let mut kinds: Vec<FaultKind> = injected.windows.iter().map(|w| w.kind).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for kind in kinds {
+            let stall = injected
+                .windows
+                .iter()
+                .filter(|w| w.kind == kind)
+                .filter_map(|w| w.stall)
+                .max();
+            let _ = writeln!(
+                out,
+                "{:<54} {:>5}  {}",
+                kind.describe(),
+                injected.count(kind),
+                secs(stall)
+            );
+        }
+        for (name, count) in [
+            ("consumer kill -9", injected.consumer_kills),
+            (
+                "worker abort between commit and ack",
+                self.aborts_after_commit,
+            ),
+        ] {
+            let _ = writeln!(out, "{name:<54} {count:>5}  -");
+        }
+        let _ = writeln!(
+            out,
+            "{:<54} {:>5}  {}",
+            "(no server fault in progress, for comparison)",
+            "-",
+            secs(injected.quiet_stall)
+        );
+        let _ = writeln!(
+            out,
+            "{:<54} {:>5}  {} lost, {} duplicated",
+            "outcome", "", self.lost, self.duplicated
+        );
+        if let Some(reason) = &injected.partitions_skipped {
+            let _ = writeln!(
+                out,
+                "SKIPPED: the network partitions (one server cut off from its peers, the leader \
+                 cut off from clients): {reason}"
+            );
         }
         out
     }
@@ -527,11 +709,23 @@ pub async fn check(evidence: Evidence<'_>) -> Result<Report, ChaosError> {
     if facts.aborts_after_commit == 0 {
         failures.push("no worker died between commit and ack: raise crash_after_commit".into());
     }
+    // A worker's progress signals go to the consumer's leader: while that server is killed,
+    // paused or cut off, or a new leader is being elected, they are lost and JetStream
+    // redelivers after the ack wait, as at-least-once delivery allows (the effect still
+    // happens once, which the checks above prove). So a slow job redelivered while a cluster
+    // fault was in progress is counted apart; any other redelivery fails the run.
+    let lived = slow_job_lifetimes(pool, slow).await?;
+    let fault_windows = cluster_fault_windows(injected);
     let mut slow_redelivered = Vec::new();
     for id in slow {
         let attempts = rows.get(id).map(|(_, a)| *a);
         if attempts == Some(1) && !facts.already_applied.contains_key(id) {
             report.slow_single_delivery += 1;
+        } else if lived
+            .get(id)
+            .is_some_and(|life| fault_windows.iter().any(|w| overlaps(life, w)))
+        {
+            report.slow_redelivered_during_server_faults += 1;
         } else {
             slow_redelivered.push(format!("{id}: attempts {attempts:?}"));
         }
@@ -622,4 +816,46 @@ pub async fn check(evidence: Evidence<'_>) -> Result<Report, ChaosError> {
 
 fn report_line(lines: &mut Vec<String>, name: &str, metric: u64, seen: u64) {
     lines.push(format!("{name}: {metric} / {seen}"));
+}
+
+/// How long after a fault is healed a progress signal lost in it can still cause a
+/// redelivery: the longest ack wait the suite configures, with room for the election.
+const FAULT_ECHO: Duration = Duration::from_secs(15);
+
+/// When each slow job was submitted and when it finished, from the jobs table.
+async fn slow_job_lifetimes(
+    pool: &PgPool,
+    slow: &HashSet<Uuid>,
+) -> Result<HashMap<Uuid, (OffsetDateTime, OffsetDateTime)>, ChaosError> {
+    let ids: Vec<Uuid> = slow.iter().copied().collect();
+    let rows: Vec<(Uuid, OffsetDateTime, Option<OffsetDateTime>)> =
+        sqlx::query_as("SELECT id, created_at, finished_at FROM jobs WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| ChaosError::Check(format!("reading slow jobs: {e}")))?;
+    let now = OffsetDateTime::now_utc();
+    Ok(rows
+        .into_iter()
+        .map(|(id, created, finished)| (id, (created, finished.unwrap_or(now))))
+        .collect())
+}
+
+/// The cluster faults' windows on the wall clock, each extended by [`FAULT_ECHO`].
+fn cluster_fault_windows(injected: &Injected) -> Vec<(OffsetDateTime, OffsetDateTime)> {
+    let (now, wall_now) = (Instant::now(), OffsetDateTime::now_utc());
+    let wall = |at: Instant| wall_now - now.saturating_duration_since(at);
+    injected
+        .windows
+        .iter()
+        .filter(|w| !matches!(w.kind, FaultKind::NatsRestart | FaultKind::PostgresRestart))
+        .map(|w| (wall(w.start), wall(w.healed) + FAULT_ECHO))
+        .collect()
+}
+
+fn overlaps(
+    life: &(OffsetDateTime, OffsetDateTime),
+    window: &(OffsetDateTime, OffsetDateTime),
+) -> bool {
+    life.0 <= window.1 && window.0 <= life.1
 }

@@ -5,13 +5,14 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod cluster;
 pub mod load;
 pub mod procs;
 pub mod run;
 pub mod servers;
 
 pub use check::Report;
-pub use run::{run, Plan};
+pub use run::{run, ClusterPlan, Plan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChaosError {

@@ -77,6 +77,10 @@ pub struct Load {
     /// applied jobs: submission keeps pace with the workers, so that faults hit both.
     pub applied: Arc<AtomicU64>,
     pub max_backlog: u64,
+    /// Every accepted job's (first attempt, 202) instants: how long ingest stalled around a
+    /// fault. Time spent waiting for the workers to catch up (backlog) is before the first
+    /// attempt and so not counted.
+    pub timeline: Arc<Mutex<Vec<(Instant, Instant)>>>,
 }
 
 impl Load {
@@ -131,8 +135,11 @@ impl Load {
         }
     }
 
-    fn accept(&self, job: JobSpec, id: Option<&str>, duplicate: bool) {
+    fn accept(&self, job: JobSpec, id: Option<&str>, duplicate: bool, first_attempt: Instant) {
         self.progress.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut timeline) = self.timeline.lock() {
+            timeline.push((first_attempt, Instant::now()));
+        }
         self.note(|l| {
             let expected = job.id();
             if id != Some(expected.to_string().as_str()) {
@@ -162,6 +169,7 @@ impl Load {
 
     async fn submit_batch(&self, mut chunk: Vec<JobSpec>, deadline: Instant) {
         let mut first = true;
+        let first_attempt = Instant::now();
         while !chunk.is_empty() {
             if Instant::now() > deadline {
                 let left = chunk.len() as u64;
@@ -213,6 +221,7 @@ impl Load {
                         job,
                         result["id"].as_str(),
                         result["duplicate"].as_bool().unwrap_or(false),
+                        first_attempt,
                     ),
                     Some("rejected") => self.note(|l| {
                         l.rejected.push(format!("{}: {}", job.key, result["error"]));
@@ -232,6 +241,7 @@ impl Load {
 
     async fn submit_single(&self, job: JobSpec, deadline: Instant) {
         let mut first = true;
+        let first_attempt = Instant::now();
         loop {
             if Instant::now() > deadline {
                 self.note(|l| l.never_accepted += 1);
@@ -265,6 +275,7 @@ impl Load {
                         job,
                         answer["id"].as_str(),
                         answer["duplicate"].as_bool().unwrap_or(false),
+                        first_attempt,
                     );
                     return;
                 }

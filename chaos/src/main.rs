@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use codigo_chaos::{run, Plan};
+use codigo_chaos::{run, ClusterPlan, Plan};
 
 /// Runs the Codigo pipeline under faults (consumer kills, aborts between commit and ack, NATS
 /// and Postgres crash-restarts, slow and poison jobs) and proves that nothing accepted was
@@ -34,6 +34,14 @@ struct Args {
     /// Keep the work directory (logs, server data) afterwards.
     #[arg(long)]
     keep_dir: bool,
+    /// Run on a cluster of this many nats-servers (3: the production shape, R3 streams) with
+    /// leader and follower kills, pauses and network partitions; 0 runs a single server.
+    #[arg(long, default_value_t = 0)]
+    cluster: usize,
+    /// With --cluster: keep the servers on loopback, without network namespaces (and so
+    /// without partitions).
+    #[arg(long)]
+    no_netns: bool,
 }
 
 #[tokio::main]
@@ -52,6 +60,34 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     plan.keep_dir = args.keep_dir;
+    if args.cluster > 0 {
+        if args.cluster < 3 {
+            anyhow::bail!(
+                "--cluster {} is too small: a JetStream cluster needs 3 servers to survive \
+                 one fault; use --cluster 3",
+                args.cluster
+            );
+        }
+        let mut cluster = if args.small {
+            plan = Plan {
+                keep_dir: args.keep_dir,
+                ..Plan::small_cluster(plan.bin_dir, args.cluster)
+            };
+            ClusterPlan::small(args.cluster)
+        } else {
+            ClusterPlan::full(args.cluster)
+        };
+        cluster.netns = !args.no_netns;
+        if !args.small {
+            plan.ack_wait_secs = plan.ack_wait_secs.max(6);
+            plan.slow_ms = plan.slow_ms.max(13_000);
+        }
+        if !args.small && args.timeout_secs == 1200 {
+            // Each fault waits for the cluster to recover: give the schedule its time.
+            plan.timeout = Duration::from_secs(1800);
+        }
+        plan.cluster = Some(cluster);
+    }
     let report = run(&plan).await?;
     println!("{}", report.table());
     if !report.passed() {

@@ -44,10 +44,14 @@ impl Binaries {
 /// Settings every binary shares (server URLs, stream and consumer shape).
 #[derive(Debug, Clone)]
 pub struct Common {
+    /// One URL, or every cluster member's, comma separated.
     pub nats_url: String,
     pub database_url: String,
     pub max_deliver: i64,
     pub ack_wait_secs: u64,
+    /// Replicas of the work and dead-letter streams (`codigo-ctl setup`).
+    pub stream_replicas: usize,
+    pub duplicate_window_secs: u64,
 }
 
 impl Common {
@@ -62,6 +66,11 @@ impl Common {
             .env("CODIGO_MAX_DELIVER", self.max_deliver.to_string())
             .env("CODIGO_ACK_WAIT_SECS", self.ack_wait_secs.to_string())
             .env("CODIGO_BACKOFF_SECS", self.ack_wait_secs.to_string())
+            .env("CODIGO_STREAM_REPLICAS", self.stream_replicas.to_string())
+            .env(
+                "CODIGO_DUPLICATE_WINDOW_SECS",
+                self.duplicate_window_secs.to_string(),
+            )
             // JetStream reserves a stream's byte limit on disk up front; the default 8 GiB may
             // exceed what a build machine has free.
             .env("CODIGO_STREAM_MAX_BYTES", (256 * 1024 * 1024).to_string())
@@ -135,11 +144,11 @@ impl Producer {
 
 /// SIGTERM, then SIGKILL if the process has not exited within `grace`.
 async fn terminate(child: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
-    if let Some(pid) = child.id() {
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await;
+    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(Ok(status)) => Some(status),

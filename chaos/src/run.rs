@@ -11,7 +11,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::check::{self, Evidence, Injected, Report};
+use crate::check::{self, Evidence, FaultKind, FaultWindow, Injected, Report};
+use crate::cluster::{Cluster, Profile};
 use crate::load::{self, JobSpec, Ledger, Load, Poison, PoisonKind};
 use crate::procs::{self, Binaries, Common, ConsumerSettings, Consumers, Producer};
 use crate::servers::{Nats, Postgres, WorkDir};
@@ -50,7 +51,118 @@ pub struct Plan {
     pub timeout: Duration,
     /// Keep the work directory (logs, server data) for a post-mortem.
     pub keep_dir: bool,
+    /// A three-node R3 cluster with its own faults instead of the single server.
+    pub cluster: Option<ClusterPlan>,
 }
+
+/// The cluster faults of a run; each is healed, and the cluster back to a leader with every
+/// replica current, before the next one.
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    pub size: usize,
+    pub leader_kills: usize,
+    pub follower_kills: usize,
+    /// Alternately the stream leader and a follower.
+    pub pauses: usize,
+    /// One server cut off from both peers: alternately the leader and a follower.
+    pub isolations: usize,
+    /// The leader cut off from its clients while it still sees its peers.
+    pub client_cuts: usize,
+    /// How long a killed server stays down, a paused one stopped, a cut link down.
+    pub down: Duration,
+    pub pause: Duration,
+    pub cut: Duration,
+    /// Put each server in a network namespace for the partitions (needs root and iproute2).
+    pub netns: bool,
+}
+
+impl ClusterPlan {
+    /// `make chaos CLUSTER=3`: every fault twice.
+    pub fn full(size: usize) -> Self {
+        Self {
+            size,
+            leader_kills: 2,
+            follower_kills: 2,
+            pauses: 2,
+            isolations: 2,
+            client_cuts: 2,
+            down: Duration::from_secs(3),
+            pause: Duration::from_secs(12),
+            cut: Duration::from_secs(12),
+            netns: true,
+        }
+    }
+
+    /// `make test`: each fault once (the isolation of leader and follower both).
+    pub fn small(size: usize) -> Self {
+        Self {
+            leader_kills: 1,
+            follower_kills: 1,
+            pauses: 1,
+            isolations: 2,
+            client_cuts: 1,
+            down: Duration::from_secs(2),
+            pause: Duration::from_secs(10),
+            cut: Duration::from_secs(10),
+            ..Self::full(size)
+        }
+    }
+
+    /// The faults in the order they are injected: kinds interleaved.
+    fn schedule(&self, network: bool) -> Vec<FaultKind> {
+        let mut lanes: Vec<Vec<FaultKind>> = vec![
+            vec![FaultKind::LeaderKill; self.leader_kills],
+            (0..self.pauses)
+                .map(|n| {
+                    if n % 2 == 0 {
+                        FaultKind::LeaderPause
+                    } else {
+                        FaultKind::FollowerPause
+                    }
+                })
+                .collect(),
+            vec![FaultKind::FollowerKill; self.follower_kills],
+        ];
+        if network {
+            lanes.push(
+                (0..self.isolations)
+                    .map(|n| {
+                        if n % 2 == 0 {
+                            FaultKind::FollowerIsolated
+                        } else {
+                            FaultKind::LeaderIsolated
+                        }
+                    })
+                    .collect(),
+            );
+            lanes.push(vec![FaultKind::LeaderClientCut; self.client_cuts]);
+        }
+        let mut out = Vec::new();
+        for round in 0..lanes.iter().map(Vec::len).max().unwrap_or(0) {
+            out.extend(lanes.iter().filter_map(|lane| lane.get(round).copied()));
+        }
+        out
+    }
+
+    /// A rough length of the schedule, to spread the load over it.
+    fn estimate(&self, faults: &[FaultKind]) -> Duration {
+        faults
+            .iter()
+            .map(|kind| {
+                FAULT_GAP
+                    + Duration::from_secs(6)
+                    + match kind {
+                        FaultKind::LeaderKill | FaultKind::FollowerKill => self.down,
+                        FaultKind::LeaderPause | FaultKind::FollowerPause => self.pause,
+                        _ => self.cut,
+                    }
+            })
+            .sum()
+    }
+}
+
+/// Quiet time between one fault's recovery and the next fault.
+const FAULT_GAP: Duration = Duration::from_secs(2);
 
 impl Plan {
     /// `make chaos`: at least 50,000 jobs and 20 kills.
@@ -74,6 +186,7 @@ impl Plan {
             max_deliver: 8,
             timeout: Duration::from_secs(1200),
             keep_dir: false,
+            cluster: None,
         }
     }
 
@@ -95,6 +208,35 @@ impl Plan {
             ..Self::full(bin_dir)
         }
     }
+
+    /// The small run on a cluster of `size`: fewer jobs, every cluster fault once.
+    pub fn small_cluster(bin_dir: PathBuf, size: usize) -> Self {
+        Self {
+            kills: 3,
+            // R3 with an fsync per write on a loaded 2-core machine: progress signals need
+            // more headroom than on one server, and slow jobs still outlast two ack waits.
+            ack_wait_secs: 5,
+            slow_ms: 11_000,
+            timeout: Duration::from_secs(300),
+            cluster: Some(ClusterPlan::small(size)),
+            ..Self::small(bin_dir)
+        }
+    }
+}
+
+/// The NATS side of a run: one server, or a cluster.
+pub enum NatsServers {
+    Single(Nats),
+    Cluster(Cluster),
+}
+
+impl NatsServers {
+    fn urls(&self) -> String {
+        match self {
+            NatsServers::Single(nats) => nats.url(),
+            NatsServers::Cluster(cluster) => cluster.urls(),
+        }
+    }
 }
 
 const TOKEN: &str = "chaos-token-00000000000000000001";
@@ -108,21 +250,41 @@ pub async fn run(plan: &Plan) -> Result<Report, ChaosError> {
     say(started, format!("work directory {}", dir.path().display()));
 
     let mut postgres = Postgres::start(dir.path()).await?;
-    let mut nats = Nats::start(dir.path()).await?;
+    let profile = Profile::shared();
+    let mut nats = match &plan.cluster {
+        None => NatsServers::Single(Nats::start(dir.path()).await?),
+        Some(cluster) => {
+            let servers = Cluster::start(dir.path(), cluster.size, cluster.netns).await?;
+            if let Some(reason) = &servers.skipped_partitions {
+                say(
+                    started,
+                    format!(
+                        "SKIPPING the network partitions: {reason}; the servers share loopback"
+                    ),
+                );
+            }
+            NatsServers::Cluster(servers)
+        }
+    };
     say(
         started,
         format!(
             "private servers up: {} and {}",
-            nats.url(),
+            nats.urls(),
             postgres.url("codigo")
         ),
     );
     create_database(&postgres.url("postgres")).await?;
     let common = Common {
-        nats_url: nats.url(),
+        nats_url: nats.urls(),
         database_url: postgres.url("codigo"),
         max_deliver: plan.max_deliver,
         ack_wait_secs: plan.ack_wait_secs,
+        stream_replicas: match &plan.cluster {
+            Some(cluster) => profile.stream_replicas.min(cluster.size),
+            None => 1,
+        },
+        duplicate_window_secs: profile.duplicate_window_secs,
     };
     procs::setup(&bins, &common).await?;
 
@@ -132,9 +294,18 @@ pub async fn run(plan: &Plan) -> Result<Report, ChaosError> {
         .connect(&common.database_url)
         .await
         .map_err(|e| ChaosError::Setup(format!("connect to the private Postgres: {e}")))?;
+    let servers: Vec<async_nats::ServerAddr> = common
+        .nats_url
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|e| ChaosError::Setup(format!("NATS URL {}: {e}", common.nats_url)))?;
     let client = async_nats::ConnectOptions::new()
         .max_reconnects(None)
-        .connect(common.nats_url.as_str())
+        // Notices a server cut off from its clients within seconds, and moves on.
+        .ping_interval(Duration::from_secs(2))
+        .request_timeout(Some(Duration::from_secs(5)))
+        .connect(servers)
         .await
         .map_err(|e| ChaosError::Setup(format!("connect to the private NATS: {e}")))?;
     let js = async_nats::jetstream::new(client.clone());
@@ -382,7 +553,7 @@ async fn drive(
     http: &reqwest::Client,
     producer: &Producer,
     consumers: &Arc<tokio::sync::Mutex<Consumers>>,
-    nats: &mut Nats,
+    nats: &mut NatsServers,
     postgres: &mut Postgres,
     applied: &Arc<AtomicU64>,
     started: Instant,
@@ -390,7 +561,9 @@ async fn drive(
 ) -> Result<Drove, ChaosError> {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let progress = Arc::new(AtomicU64::new(0));
+    let timeline = Arc::new(Mutex::new(Vec::new()));
     let load = Arc::new(Load {
+        timeline: timeline.clone(),
         http: http.clone(),
         base: producer.url(""),
         token: TOKEN.into(),
@@ -400,6 +573,14 @@ async fn drive(
         max_backlog: (plan.jobs as u64 / 10).max(500),
     });
     let mut injected = Injected::default();
+    let schedule = match (&plan.cluster, &*nats) {
+        (Some(cluster_plan), NatsServers::Cluster(cluster)) => {
+            injected.cluster_size = cluster.size();
+            injected.partitions_skipped = cluster.skipped_partitions.clone();
+            cluster_plan.schedule(cluster.has_network())
+        }
+        _ => Vec::new(),
+    };
     let subject = "codigo.jobs.ledger.post";
 
     let mut all = jobs(plan);
@@ -423,18 +604,42 @@ async fn drive(
     *injected.poison.entry("max_deliveries").or_default() += plan.crash_jobs as u64;
 
     // Phase 1, the storm: load, poison, random kills, a NATS kill -9 and restart.
+    // On a cluster smaller requests keep one in flight through every fault window.
+    let (submitters, batch) = match plan.cluster {
+        Some(_) => (plan.submitters, plan.batch.min(10)),
+        None => (plan.submitters, plan.batch),
+    };
+    // On a cluster the storm is spread over the fault schedule, so that every fault meets load.
+    let storm_pace = match &plan.cluster {
+        Some(cluster_plan) => {
+            let chunks = storm.len().div_ceil(batch.max(1)).max(1) as u32;
+            cluster_plan.estimate(&schedule) * submitters as u32 / chunks
+        }
+        None => Duration::ZERO,
+    };
     say(
         started,
-        format!(
-            "storm: {storm_len} jobs, {} kills, NATS restart",
-            plan.kills
-        ),
+        if schedule.is_empty() {
+            format!(
+                "storm: {storm_len} jobs, {} kills, NATS restart",
+                plan.kills
+            )
+        } else {
+            format!(
+                "storm: {storm_len} jobs, {} kills, cluster faults: {}",
+                plan.kills,
+                schedule
+                    .iter()
+                    .map(|k| k.describe())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        },
     );
-    let (submitters, batch) = (plan.submitters, plan.batch);
     let storm_load = {
         let load = load.clone();
         tokio::spawn(async move {
-            load.submit(storm, submitters, batch, Duration::ZERO, deadline)
+            load.submit(storm, submitters, batch, storm_pace, deadline)
                 .await
         })
     };
@@ -471,26 +676,64 @@ async fn drive(
             ((storm_len as f64 * share) as u64, false)
         })
         .collect();
-    events.push(((storm_len as f64 * 0.4) as u64, true));
-    events.sort_unstable();
-    for (due, is_nats) in events {
-        if !until(deadline, || applied.load(Ordering::Relaxed) >= due).await {
-            return Err(ChaosError::Check(format!(
-                "the consumers stalled at {} applied jobs (waiting for {due})",
-                applied.load(Ordering::Relaxed)
-            )));
-        }
-        if is_nats {
-            say(started, format!("kill -9 nats-server at {due} applied"));
-            nats.kill().await?;
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            nats.restart().await?;
-            injected.nats_restarts += 1;
-            say(started, "nats-server restarted on the same store".into());
-        } else if consumers.lock().await.kill_random() {
-            injected.consumer_kills += 1;
-        }
+    let (mut single, cluster) = match nats {
+        NatsServers::Single(nats) => (Some(nats), None),
+        NatsServers::Cluster(cluster) => (None, Some(cluster)),
+    };
+    if single.is_some() {
+        events.push(((storm_len as f64 * 0.4) as u64, true));
     }
+    events.sort_unstable();
+    let mut windows = Vec::new();
+    let kills = async {
+        let mut killed = 0;
+        for (due, is_nats) in events {
+            if !until(deadline, || applied.load(Ordering::Relaxed) >= due).await {
+                return Err(ChaosError::Check(format!(
+                    "the consumers stalled at {} applied jobs (waiting for {due})",
+                    applied.load(Ordering::Relaxed)
+                )));
+            }
+            if is_nats {
+                if let Some(nats) = single.as_mut() {
+                    say(started, format!("kill -9 nats-server at {due} applied"));
+                    let start = Instant::now();
+                    nats.kill().await?;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    nats.restart().await?;
+                    windows.push(FaultWindow {
+                        kind: FaultKind::NatsRestart,
+                        node: "nats".into(),
+                        start,
+                        healed: Instant::now(),
+                        leader_before: None,
+                        leader_after: None,
+                        stall: None,
+                    });
+                    say(started, "nats-server restarted on the same store".into());
+                }
+            } else if consumers.lock().await.kill_random() {
+                killed += 1;
+            }
+        }
+        Ok::<u64, ChaosError>(killed)
+    };
+    let cluster_faults = async {
+        match (&plan.cluster, cluster) {
+            (Some(cluster_plan), Some(cluster)) => {
+                // The first fault once the workers are under way.
+                let first = (storm_len / 20).max(1);
+                until(deadline, || applied.load(Ordering::Relaxed) >= first).await;
+                inject_cluster_faults(cluster_plan, &schedule, cluster, js, started, deadline).await
+            }
+            _ => Ok(Vec::new()),
+        }
+    };
+    let (killed, cluster_windows) = tokio::join!(kills, cluster_faults);
+    injected.consumer_kills += killed?;
+    let cluster_windows = cluster_windows?;
+    injected.nats_restarts += windows.len() as u64;
+    windows.extend(cluster_windows);
     let _ = storm_load.await;
     let mut published = poison_task.await.unwrap_or_default();
     for poison in &published {
@@ -587,9 +830,25 @@ async fn drive(
     let due = storm_len + calm_len / 3;
     until(deadline, || applied.load(Ordering::Relaxed) >= due).await;
     say(started, "pg_ctl restart -m immediate".into());
+    let start = Instant::now();
     postgres.restart_immediate().await?;
+    windows.push(FaultWindow {
+        kind: FaultKind::PostgresRestart,
+        node: "postgres".into(),
+        start,
+        healed: Instant::now(),
+        leader_before: None,
+        leader_after: None,
+        stall: None,
+    });
     injected.postgres_restarts += 1;
     let _ = calm_load.await;
+    let timeline = timeline
+        .lock()
+        .map(|mut t| std::mem::take(&mut *t))
+        .unwrap_or_default();
+    injected.quiet_stall = check::measure_stalls(&mut windows, &timeline);
+    injected.windows = windows;
 
     // Drain: every accepted job applied, the work stream empty, every poison dead-lettered.
     let accepted = ledger.lock().map(|l| l.accepted.len()).unwrap_or(0) as u64;
@@ -632,4 +891,153 @@ async fn drive(
         slow: slow_ids,
         injected,
     })
+}
+
+/// The stream leader's server name, from the work stream's info.
+async fn stream_leader(js: &async_nats::jetstream::Context) -> Option<String> {
+    let info = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut stream = js.get_stream("CODIGO_JOBS").await.ok()?;
+        stream.info().await.ok().map(|i| i.cluster.clone())
+    })
+    .await
+    .ok()
+    .flatten()??;
+    info.leader
+}
+
+/// Both streams have a leader and every replica current.
+async fn cluster_healthy(js: &async_nats::jetstream::Context, size: usize) -> bool {
+    for name in ["CODIGO_JOBS", "CODIGO_DLQ"] {
+        let cluster = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut stream = js.get_stream(name).await.ok()?;
+            stream.info().await.ok().map(|i| i.cluster.clone())
+        })
+        .await
+        .ok()
+        .flatten()
+        .flatten();
+        let Some(cluster) = cluster else {
+            return false;
+        };
+        if cluster.leader.is_none()
+            || cluster.replicas.len() + 1 < size
+            || cluster.replicas.iter().any(|r| !r.current || r.offline)
+        {
+            return false;
+        }
+    }
+    true
+}
+
+async fn wait_healthy(
+    js: &async_nats::jetstream::Context,
+    size: usize,
+    started: Instant,
+    deadline: Instant,
+) {
+    let until = (Instant::now() + Duration::from_secs(90)).min(deadline);
+    while Instant::now() < until {
+        if cluster_healthy(js, size).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    say(
+        started,
+        "the cluster did not report every replica current within 90 s; going on".into(),
+    );
+}
+
+/// Runs the cluster fault schedule, each fault healed and recovered from before the next.
+async fn inject_cluster_faults(
+    plan: &ClusterPlan,
+    schedule: &[FaultKind],
+    cluster: &mut Cluster,
+    js: &async_nats::jetstream::Context,
+    started: Instant,
+    deadline: Instant,
+) -> Result<Vec<FaultWindow>, ChaosError> {
+    let size = cluster.size();
+    let mut windows = Vec::new();
+    for kind in schedule {
+        if Instant::now() > deadline {
+            break;
+        }
+        wait_healthy(js, size, started, deadline).await;
+        tokio::time::sleep(FAULT_GAP).await;
+        let leader_before = stream_leader(js).await;
+        let leader = leader_before
+            .as_deref()
+            .and_then(|name| cluster.index_of(name))
+            .unwrap_or(0);
+        let target = match kind {
+            FaultKind::LeaderKill
+            | FaultKind::LeaderPause
+            | FaultKind::LeaderIsolated
+            | FaultKind::LeaderClientCut => leader,
+            _ => (leader + 1 + fastrand::usize(..size - 1)) % size,
+        };
+        let node = cluster.name(target).to_owned();
+        say(
+            started,
+            format!(
+                "{} ({node}; leader {})",
+                kind.describe(),
+                leader_before.as_deref().unwrap_or("unknown")
+            ),
+        );
+        let start = Instant::now();
+        match kind {
+            FaultKind::LeaderKill | FaultKind::FollowerKill => {
+                cluster.kill(target).await?;
+                tokio::time::sleep(plan.down).await;
+                cluster.restart(target).await?;
+            }
+            FaultKind::LeaderPause | FaultKind::FollowerPause => {
+                cluster.pause(target)?;
+                tokio::time::sleep(plan.pause).await;
+                cluster.resume(target)?;
+            }
+            FaultKind::LeaderIsolated | FaultKind::FollowerIsolated => {
+                let cut = cluster.isolate(target, true);
+                if cut.is_ok() {
+                    tokio::time::sleep(plan.cut).await;
+                }
+                cluster.isolate(target, false)?;
+                cut?;
+            }
+            FaultKind::LeaderClientCut => {
+                let cut = cluster.cut_clients(target, true);
+                if cut.is_ok() {
+                    tokio::time::sleep(plan.cut).await;
+                }
+                cluster.cut_clients(target, false)?;
+                cut?;
+            }
+            FaultKind::NatsRestart | FaultKind::PostgresRestart => continue,
+        }
+        let healed = Instant::now();
+        wait_healthy(js, size, started, deadline).await;
+        let leader_after = stream_leader(js).await;
+        say(
+            started,
+            format!(
+                "healed; recovered {:.1} s later, leader {}",
+                healed.elapsed().as_secs_f64(),
+                leader_after.as_deref().unwrap_or("unknown")
+            ),
+        );
+        windows.push(FaultWindow {
+            kind: *kind,
+            node,
+            start,
+            // The window runs until the cluster has recovered: an election after the heal
+            // is part of the fault.
+            healed: Instant::now(),
+            leader_before,
+            leader_after,
+            stall: None,
+        });
+    }
+    Ok(windows)
 }

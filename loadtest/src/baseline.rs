@@ -40,6 +40,8 @@ pub struct BaselineSpec {
     pub publish_window: usize,
     pub accounts: u64,
     pub job_bytes: usize,
+    /// Replicas of its stream (3 on the production-profile cluster).
+    pub replicas: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -140,6 +142,7 @@ async fn measure(
     scratch: &Scratch,
 ) -> Result<BaselineReport, LoadError> {
     let mut args = default_jetstream_args();
+    args.stream_replicas = spec.replicas.max(1);
     // File storage reserves a stream's byte limit up front; ask only for what the run needs.
     args.stream_max_bytes = i64::try_from(spec.jobs.saturating_mul(4096))
         .unwrap_or(i64::MAX)

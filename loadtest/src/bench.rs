@@ -26,6 +26,7 @@ use crate::procs::{cpu_time, free_port, pids_of, run_to_end, Proc, Rss};
 use crate::run::{self, Endpoints, Report, RunSpec};
 use crate::scratch::{Scratch, Server};
 use crate::target::Ingest;
+use codigo_chaos::cluster::{Cluster, Profile};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Scenario {
@@ -103,6 +104,11 @@ pub struct BenchArgs {
     /// Extra environment of every producer process, `KEY=VALUE`, repeatable.
     #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
     pub producer_env: Vec<(String, String)>,
+    /// After the single-server scenarios, run them again in the production profile: a local
+    /// cluster of this many pinned nats-servers with the streams and `sync_interval` of
+    /// deploy/nats/cluster.conf, the bare baseline on the same cluster; 0 skips it.
+    #[arg(long, env = "BENCH_CLUSTER", default_value_t = 3)]
+    pub cluster: usize,
     #[command(flatten)]
     pub nats: NatsArgs,
     /// Server on which each repetition creates (and drops) its database.
@@ -152,6 +158,10 @@ struct Ctx<'a> {
     http: reqwest::Client,
     logs: PathBuf,
     token: String,
+    /// Replicas of every stream: 1 on the single server, the profile's on the cluster.
+    replicas: usize,
+    /// The cluster's servers, when the scenarios run on one.
+    nats_pids: Option<Vec<u32>>,
 }
 
 /// One repetition's services: a scratch namespace and database, set up by `codigo-ctl
@@ -322,6 +332,10 @@ fn env(
         ),
         ("LOG_FORMAT".to_owned(), "json".to_owned()),
         ("RUST_LOG".to_owned(), "info".to_owned()),
+        (
+            "CODIGO_STREAM_REPLICAS".to_owned(),
+            ctx.replicas.to_string(),
+        ),
         // File storage reserves a stream's byte limit up front (8 GiB by default): ask only
         // for what the benchmark stores, so that it fits beside other streams.
         (
@@ -418,6 +432,9 @@ impl Cpu {
 /// The nats-server at NATS_URL's port (the only one, when its port is not on its command
 /// line).
 fn nats_pids(ctx: &Ctx<'_>) -> Vec<u32> {
+    if let Some(pids) = &ctx.nats_pids {
+        return pids.clone();
+    }
     let first = ctx.args.nats.nats_url.split(',').next().unwrap_or_default();
     let port = first
         .rsplit(':')
@@ -469,6 +486,8 @@ pub async fn run(args: BenchArgs) -> Result<(), LoadError> {
         http: reqwest::Client::new(),
         logs: logs.clone(),
         token: format!("bench-{}", uuid::Uuid::new_v4().simple()),
+        replicas: 1,
+        nats_pids: None,
     };
     let started = OffsetDateTime::now_utc();
     let outcome = tokio::select! {
@@ -487,12 +506,94 @@ pub async fn run(args: BenchArgs) -> Result<(), LoadError> {
             return Err(error);
         }
     };
+    let clustered = if args.cluster > 0 {
+        let outcome = tokio::select! {
+            outcome = on_cluster(&ctx, &logs) => outcome,
+            () = crate::cli::interrupted() => Err(LoadError::Interrupted),
+        };
+        match outcome {
+            Ok(clustered) => Some(clustered),
+            Err(error) => {
+                eprintln!("benchmark failed; process logs kept in {}", logs.display());
+                return Err(error);
+            }
+        }
+    } else {
+        None
+    };
     let machine = Machine::probe(&ctx).await;
     let finished = OffsetDateTime::now_utc();
-    write_report(&args, &machine, &results, started, finished)?;
+    write_report(
+        &args,
+        &machine,
+        &results,
+        clustered.as_ref(),
+        started,
+        finished,
+    )?;
     let _ = std::fs::remove_dir_all(&logs);
     println!("wrote {} and {}", args.out.display(), args.plot.display());
     Ok(())
+}
+
+/// The scenarios on the production profile: what ran, and on what.
+struct Clustered {
+    results: Results,
+    servers: usize,
+    profile: Profile,
+}
+
+/// Starts a local cluster in the production profile (deploy/nats/cluster.conf), runs every
+/// scenario on it, bare baseline included, and stops it.
+async fn on_cluster(ctx: &Ctx<'_>, logs: &Path) -> Result<Clustered, LoadError> {
+    let servers = ctx.args.cluster;
+    if servers < 3 {
+        return Err(LoadError::Invalid(format!(
+            "BENCH_CLUSTER={servers}: a JetStream cluster needs at least 3 servers (0 skips it)"
+        )));
+    }
+    let profile = Profile::shared();
+    let dir = logs.join("cluster");
+    std::fs::create_dir_all(&dir).map_err(|source| LoadError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    eprintln!(
+        "production profile: {servers} nats-servers, R{} streams, sync_interval {}",
+        profile.stream_replicas, profile.sync_interval
+    );
+    let cluster = Cluster::start(&dir, servers, false)
+        .await
+        .map_err(|e| LoadError::Invalid(format!("starting the benchmark cluster: {e}")))?;
+    let mut args = ctx.args.clone();
+    args.nats.nats_url = cluster.urls();
+    let client = nats::connect(
+        &args.nats,
+        "codigo-loadtest-bench-cluster",
+        InitialConnect::FailFast,
+    )
+    .await?;
+    let cluster_ctx = Ctx {
+        args: &args,
+        bins: Bins::find(&args.bin_dir)?,
+        server: ctx.server.clone(),
+        client: client.clone(),
+        http: ctx.http.clone(),
+        logs: logs.to_owned(),
+        token: ctx.token.clone(),
+        replicas: profile.stream_replicas.min(servers),
+        nats_pids: Some(cluster.pids()),
+    };
+    let outcome = scenarios(&cluster_ctx).await;
+    ctx.server
+        .destroy_all(&async_nats::jetstream::new(client.clone()))
+        .await;
+    drop(cluster);
+    Ok(Clustered {
+        results: outcome?,
+        servers,
+        profile,
+    })
 }
 
 fn wanted(args: &BenchArgs, scenario: Scenario) -> bool {
@@ -515,6 +616,7 @@ async fn scenarios(ctx: &Ctx<'_>) -> Result<Results, LoadError> {
                 publish_window: 4096,
                 accounts: args.accounts,
                 job_bytes: args.job_bytes,
+                replicas: ctx.replicas,
             };
             results
                 .baseline
@@ -957,35 +1059,11 @@ fn write_report(
     args: &BenchArgs,
     machine: &Machine,
     results: &Results,
+    clustered: Option<&Clustered>,
     started: OffsetDateTime,
     finished: OffsetDateTime,
 ) -> Result<(), LoadError> {
     use std::fmt::Write as _;
-
-    let e2e_rates = |samples: &[LoadSample]| -> Vec<f64> {
-        samples
-            .iter()
-            .filter_map(|s| s.report.throughput.e2e_jobs_per_sec)
-            .collect()
-    };
-    let ingest_rates = |samples: &[LoadSample]| -> Vec<f64> {
-        samples
-            .iter()
-            .map(|s| s.report.throughput.ingest_jobs_per_sec)
-            .collect()
-    };
-    let bare_live: Vec<f64> = results
-        .baseline
-        .iter()
-        .map(|b| b.pipeline_live_per_sec)
-        .collect();
-    let bare_drain: Vec<f64> = results
-        .baseline
-        .iter()
-        .map(|b| b.pipeline_drain_per_sec)
-        .collect();
-    let bare_live_median = median(&bare_live);
-    let bare_drain_median = median(&bare_drain);
 
     let mut md = String::new();
     let w = &mut md;
@@ -1009,7 +1087,8 @@ fn write_report(
     let _ = writeln!(
         w,
         "Re-run with `make bench`; `BENCH_REPS`, `BENCH_DURATION_SECS`, `BENCH_DRAIN_JOBS` and \
-         `BENCH_SCENARIOS` (e.g. `max-batch,drain`) change its size. The drain scenarios use {} \
+         `BENCH_SCENARIOS` (e.g. `max-batch,drain`) change its size, `BENCH_CLUSTER=0` leaves \
+         out the production-profile cluster. The drain scenarios use {} \
          jobs{}. A run takes the whole machine: the load generator, both services, NATS and \
          Postgres share its cores.\n",
         num_int(args.drain_jobs),
@@ -1066,117 +1145,28 @@ fn write_report(
     );
 
     let _ = writeln!(w, "## Results\n");
-    let _ = writeln!(w, "| scenario | measure | result | vs bare | target |");
-    let _ = writeln!(w, "| --- | --- | --- | --- | --- |");
-    let load_rows: [(&str, &[LoadSample], Option<f64>); 3] = [
-        (
-            "sustained rate, batch ingest",
-            &results.max_batch,
-            Some(0.70),
-        ),
-        (
-            "sustained rate, single POST",
-            &results.max_single,
-            Some(0.35),
-        ),
-        (
-            "sustained rate, direct to JetStream",
-            &results.max_nats,
-            None,
-        ),
-    ];
-    let clients = [
-        format!(
-            "{} clients × {} jobs per request",
-            args.batch_clients, args.batch_size
-        ),
-        format!("{} clients", args.single_clients),
-        format!("{} publishes in flight", args.nats_clients),
-    ];
-    for ((name, samples, target), how) in load_rows.iter().zip(&clients) {
-        if samples.is_empty() {
-            continue;
-        }
-        let e2e = e2e_rates(samples);
-        let share = ratio(median(&e2e), bare_live_median);
+    results_table(w, args, results, 20.0);
+    if let Some(clustered) = clustered {
+        let profile = &clustered.profile;
         let _ = writeln!(
             w,
-            "| {name} ({how}, {} s, backlog ≤ {}) | end-to-end jobs/s | {} | {} | {} |",
-            args.duration_secs,
-            args.max_backlog,
-            cell(&e2e),
-            pct(share),
-            target.map_or_else(
-                || "—".to_owned(),
-                |t| format!("≥ {:.0} %: {}", t * 100.0, verdict(share.map(|s| s >= t)))
-            )
+            "### Production profile: {}-node cluster, R{} streams, `sync_interval: {}`\n",
+            clustered.servers, profile.stream_replicas, profile.sync_interval
         );
         let _ = writeln!(
             w,
-            "| | ingest jobs/s (accepted) | {} | | |",
-            cell(&ingest_rates(samples))
+            "The same scenarios, in the same run, on {} nats-servers of the same release on this \
+             machine, joined by routes, with the settings production runs \
+             (deploy/nats/cluster.conf, which the chart's values are checked against): work and \
+             dead-letter streams at {} replicas, every write fsynced before its ack, a \
+             {} s duplicate window. The bare baseline ran on the same cluster, so the ratios \
+             compare like with like. The targets here: batch ingest end to end ≥ 70 % of the \
+             bare pipeline, drain ≥ 80 % of the bare drain, ingest p99 < 50 ms at half the \
+             sustained single-POST rate.\n",
+            clustered.servers, profile.stream_replicas, profile.duplicate_window_secs
         );
+        results_table(w, args, &clustered.results, 50.0);
     }
-    if !results.latency.is_empty() {
-        let p99 = |f: fn(&Report) -> Option<f64>| -> Vec<f64> {
-            results
-                .latency
-                .iter()
-                .filter_map(|s| f(&s.report))
-                .collect()
-        };
-        let ingest_p99 = p99(|r| r.ingest_latency.map(|l| l.p99_ms));
-        let e2e_p99 = p99(|r| r.e2e_latency.map(|l| l.p99_ms));
-        let rate = median(&results.latency_rates).unwrap_or(0.0);
-        let _ = writeln!(
-            w,
-            "| latency at half the single-POST rate (open loop, {} jobs/s, {} s) | ingest p99 ms | {} | | < 20 ms: {} |",
-            num(rate),
-            args.duration_secs,
-            cell(&ingest_p99),
-            verdict(median(&ingest_p99).map(|v| v < 20.0))
-        );
-        let _ = writeln!(
-            w,
-            "| | end-to-end p99 ms | {} | | < 100 ms: {} |",
-            cell(&e2e_p99),
-            verdict(median(&e2e_p99).map(|v| v < 100.0))
-        );
-    }
-    if !results.drain.is_empty() {
-        let rates: Vec<f64> = results.drain.iter().map(|d| d.jobs_per_sec).collect();
-        let share = ratio(median(&rates), bare_drain_median);
-        let _ = writeln!(
-            w,
-            "| drain {} queued jobs, one consumer started afterwards | jobs/s | {} | {} of bare drain | ≥ 80 %: {} |",
-            num_int(args.drain_jobs),
-            cell(&rates),
-            pct(share),
-            verdict(share.map(|s| s >= 0.8))
-        );
-    }
-    if !results.drain_two.is_empty() {
-        let rates: Vec<f64> = results.drain_two.iter().map(|d| d.jobs_per_sec).collect();
-        let one: Vec<f64> = results.drain.iter().map(|d| d.jobs_per_sec).collect();
-        let _ = writeln!(
-            w,
-            "| drain {} queued jobs, two consumers | jobs/s | {} | {} of bare drain; {} of one consumer | — |",
-            num_int(args.drain_jobs),
-            cell(&rates),
-            pct(ratio(median(&rates), bare_drain_median)),
-            pct(ratio(median(&rates), median(&one)))
-        );
-    }
-    if !results.drain.is_empty() {
-        let first: Vec<f64> = results.drain.iter().map(|d| d.first_ack_ms).collect();
-        let _ = writeln!(
-            w,
-            "| scale from zero: consumer process start to its first ack, stream full | ms | {} | | ≤ 300 ms: {} |",
-            cell(&first),
-            verdict(median(&first).map(|v| v <= 300.0))
-        );
-    }
-    let _ = writeln!(w);
 
     if !results.baseline.is_empty() {
         let b = &results.baseline;
@@ -1493,6 +1483,150 @@ fn write_plot(
             },
         ],
     )
+}
+
+/// The results table of one server set-up: every scenario against the bare baseline of the
+/// same run and set-up.
+fn results_table(w: &mut String, args: &BenchArgs, results: &Results, latency_target_ms: f64) {
+    use std::fmt::Write as _;
+
+    let e2e_rates = |samples: &[LoadSample]| -> Vec<f64> {
+        samples
+            .iter()
+            .filter_map(|s| s.report.throughput.e2e_jobs_per_sec)
+            .collect()
+    };
+    let ingest_rates = |samples: &[LoadSample]| -> Vec<f64> {
+        samples
+            .iter()
+            .map(|s| s.report.throughput.ingest_jobs_per_sec)
+            .collect()
+    };
+    let bare_live: Vec<f64> = results
+        .baseline
+        .iter()
+        .map(|b| b.pipeline_live_per_sec)
+        .collect();
+    let bare_drain: Vec<f64> = results
+        .baseline
+        .iter()
+        .map(|b| b.pipeline_drain_per_sec)
+        .collect();
+    let bare_live_median = median(&bare_live);
+    let bare_drain_median = median(&bare_drain);
+
+    let _ = writeln!(w, "| scenario | measure | result | vs bare | target |");
+    let _ = writeln!(w, "| --- | --- | --- | --- | --- |");
+    let load_rows: [(&str, &[LoadSample], Option<f64>); 3] = [
+        (
+            "sustained rate, batch ingest",
+            &results.max_batch,
+            Some(0.70),
+        ),
+        (
+            "sustained rate, single POST",
+            &results.max_single,
+            Some(0.35),
+        ),
+        (
+            "sustained rate, direct to JetStream",
+            &results.max_nats,
+            None,
+        ),
+    ];
+    let clients = [
+        format!(
+            "{} clients × {} jobs per request",
+            args.batch_clients, args.batch_size
+        ),
+        format!("{} clients", args.single_clients),
+        format!("{} publishes in flight", args.nats_clients),
+    ];
+    for ((name, samples, target), how) in load_rows.iter().zip(&clients) {
+        if samples.is_empty() {
+            continue;
+        }
+        let e2e = e2e_rates(samples);
+        let share = ratio(median(&e2e), bare_live_median);
+        let _ = writeln!(
+            w,
+            "| {name} ({how}, {} s, backlog ≤ {}) | end-to-end jobs/s | {} | {} | {} |",
+            args.duration_secs,
+            args.max_backlog,
+            cell(&e2e),
+            pct(share),
+            target.map_or_else(
+                || "—".to_owned(),
+                |t| format!("≥ {:.0} %: {}", t * 100.0, verdict(share.map(|s| s >= t)))
+            )
+        );
+        let _ = writeln!(
+            w,
+            "| | ingest jobs/s (accepted) | {} | | |",
+            cell(&ingest_rates(samples))
+        );
+    }
+    if !results.latency.is_empty() {
+        let p99 = |f: fn(&Report) -> Option<f64>| -> Vec<f64> {
+            results
+                .latency
+                .iter()
+                .filter_map(|s| f(&s.report))
+                .collect()
+        };
+        let ingest_p99 = p99(|r| r.ingest_latency.map(|l| l.p99_ms));
+        let e2e_p99 = p99(|r| r.e2e_latency.map(|l| l.p99_ms));
+        let rate = median(&results.latency_rates).unwrap_or(0.0);
+        let _ = writeln!(
+            w,
+            "| latency at half the single-POST rate (open loop, {} jobs/s, {} s) | ingest p99 ms | {} | | < {} ms: {} |",
+            num(rate),
+            args.duration_secs,
+            cell(&ingest_p99),
+            num(latency_target_ms),
+            verdict(median(&ingest_p99).map(|v| v < latency_target_ms))
+        );
+        let _ = writeln!(
+            w,
+            "| | end-to-end p99 ms | {} | | < 100 ms: {} |",
+            cell(&e2e_p99),
+            verdict(median(&e2e_p99).map(|v| v < 100.0))
+        );
+    }
+    if !results.drain.is_empty() {
+        let rates: Vec<f64> = results.drain.iter().map(|d| d.jobs_per_sec).collect();
+        let share = ratio(median(&rates), bare_drain_median);
+        let _ = writeln!(
+            w,
+            "| drain {} queued jobs, one consumer started afterwards | jobs/s | {} | {} of bare drain | ≥ 80 %: {} |",
+            num_int(args.drain_jobs),
+            cell(&rates),
+            pct(share),
+            verdict(share.map(|s| s >= 0.8))
+        );
+    }
+    if !results.drain_two.is_empty() {
+        let rates: Vec<f64> = results.drain_two.iter().map(|d| d.jobs_per_sec).collect();
+        let one: Vec<f64> = results.drain.iter().map(|d| d.jobs_per_sec).collect();
+        let _ = writeln!(
+            w,
+            "| drain {} queued jobs, two consumers | jobs/s | {} | {} of bare drain; {} of one consumer | — |",
+            num_int(args.drain_jobs),
+            cell(&rates),
+            pct(ratio(median(&rates), bare_drain_median)),
+            pct(ratio(median(&rates), median(&one)))
+        );
+    }
+    if !results.drain.is_empty() {
+        let first: Vec<f64> = results.drain.iter().map(|d| d.first_ack_ms).collect();
+        let _ = writeln!(
+            w,
+            "| scale from zero: consumer process start to its first ack, stream full | ms | {} | | ≤ 300 ms: {} |",
+            cell(&first),
+            verdict(median(&first).map(|v| v <= 300.0))
+        );
+    }
+    let _ = writeln!(w);
 }
 
 #[cfg(test)]

@@ -167,6 +167,7 @@ impl RunArgs {
             publish_window: self.max_in_flight.clamp(1, 10_000),
             accounts: self.accounts,
             job_bytes: self.job_bytes,
+            replicas: 1,
         }
     }
 }

@@ -195,6 +195,7 @@ async fn baseline_measures_and_removes_its_namespace_and_database() {
         publish_window: 100,
         accounts: 5,
         job_bytes: 512,
+        replicas: 1,
     };
     let report = baseline::run(&spec, &env.nats, &server)
         .await

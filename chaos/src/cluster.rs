@@ -1,0 +1,617 @@
+//! A three-node JetStream cluster of the pinned nats-server, set up like production (R3
+//! streams, `sync_interval` from deploy/nats/cluster.conf, the shared deploy/nats/server.conf),
+//! that the suite can kill, pause and cut apart.
+//!
+//! With root and iproute2 every server runs in a network namespace of its own: one veth pair
+//! to the host for its clients, one veth pair to each peer for its routes. Downing a pair cuts
+//! exactly that path, so "isolated from its peers" and "cut off from clients while it still
+//! sees its peers" are two different faults. Without them the servers share loopback, and the
+//! partitions are skipped (and said so).
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use crate::servers::{free_port, log_file, nats_server};
+use crate::ChaosError;
+
+/// Server-wide settings every server of the project shares.
+pub const SERVER_CONF: &str = include_str!("../../deploy/nats/server.conf");
+/// The production cluster profile (sync_interval, stream replicas, duplicate window).
+pub const CLUSTER_CONF: &str = include_str!("../../deploy/nats/cluster.conf");
+
+/// `key: value` lines of a profile file, comments and blank lines skipped.
+pub fn conf_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+}
+
+/// The shared cluster profile, parsed.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub sync_interval: String,
+    pub stream_replicas: usize,
+    pub duplicate_window_secs: u64,
+}
+
+impl Profile {
+    pub fn shared() -> Self {
+        let get = |key: &str| {
+            conf_value(CLUSTER_CONF, key)
+                .unwrap_or_else(|| panic!("deploy/nats/cluster.conf lacks {key}"))
+        };
+        Self {
+            sync_interval: get("sync_interval"),
+            stream_replicas: get("stream_replicas")
+                .parse()
+                .expect("deploy/nats/cluster.conf: stream_replicas is a number"),
+            duplicate_window_secs: get("duplicate_window_secs")
+                .parse()
+                .expect("deploy/nats/cluster.conf: duplicate_window_secs is a number"),
+        }
+    }
+}
+
+/// Why the network faults cannot run here, if they cannot.
+pub fn netns_unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not running as root (network namespaces need CAP_NET_ADMIN)".into());
+    }
+    match std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+    {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "`ip netns list` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Some(format!(
+            "iproute2's `ip` cannot run ({e}); install iproute2"
+        )),
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), ChaosError> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| ChaosError::io("run ip", e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ChaosError::Setup(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+const NS_PREFIX: &str = "codigo-chaos-";
+
+/// Namespaces of earlier runs whose process is gone (killed before it could clean up).
+fn sweep_leftovers() {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(rest) = name.strip_prefix(NS_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("chaos: removing network namespace {name} left by a run that died");
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
+/// The namespaces and links of one run; removed on drop.
+struct Net {
+    /// Namespace of each server.
+    ns: Vec<String>,
+    /// Interface name prefix, unique per run (interface names are at most 15 bytes).
+    tag: String,
+    /// 10.<a>.<b>.0/24 carved into /30 links.
+    net: (u8, u8),
+}
+
+/// Address of /30 link `link`, host `host` (1 or 2).
+fn link_addr(net: (u8, u8), link: u8, host: u8) -> String {
+    format!("10.{}.{}.{}", net.0, net.1, link * 4 + host)
+}
+
+/// Index of the peer link between servers i < j among the three.
+fn pair_link(i: usize, j: usize) -> u8 {
+    let (a, b) = if i < j { (i, j) } else { (j, i) };
+    32 + match (a, b) {
+        (0, 1) => 0,
+        (0, 2) => 1,
+        _ => 2,
+    }
+}
+
+impl Net {
+    fn create(nodes: usize) -> Result<Self, ChaosError> {
+        sweep_leftovers();
+        let pid = std::process::id();
+        let run = fastrand::u32(..);
+        let tag = format!("cg{:04x}", run & 0xffff);
+        // A /24 of 10/8 that no route on this machine uses yet.
+        let routes = std::process::Command::new("ip")
+            .args(["-4", "route", "show"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let net = (0..100)
+            .map(|_| (fastrand::u8(200..=250), fastrand::u8(..)))
+            .find(|(a, b)| !routes.contains(&format!("10.{a}.{b}.")))
+            .ok_or_else(|| ChaosError::Setup("no free 10.x.y.0/24 for the cluster".into()))?;
+        let mut me = Self {
+            ns: (0..nodes)
+                .map(|i| format!("{NS_PREFIX}{pid}-{run:08x}-{i}"))
+                .collect(),
+            tag,
+            net,
+        };
+        me.build().inspect_err(|_| me.remove())?;
+        Ok(me)
+    }
+
+    fn build(&mut self) -> Result<(), ChaosError> {
+        for (i, ns) in self.ns.iter().enumerate() {
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            let (host, inner) = (self.client_if(i, true), self.client_if(i, false));
+            ip(&[
+                "link", "add", &host, "type", "veth", "peer", "name", &inner, "netns", ns,
+            ])?;
+            let link = u8::try_from(i).unwrap_or(0);
+            ip(&[
+                "addr",
+                "add",
+                &format!("{}/30", link_addr(self.net, link, 1)),
+                "dev",
+                &host,
+            ])?;
+            ip(&["link", "set", &host, "up"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/30", link_addr(self.net, link, 2)),
+                "dev",
+                &inner,
+            ])?;
+            ip(&["-n", ns, "link", "set", &inner, "up"])?;
+        }
+        for i in 0..self.ns.len() {
+            for j in i + 1..self.ns.len() {
+                let (a, b) = (self.route_if(i, j), self.route_if(j, i));
+                ip(&[
+                    "link",
+                    "add",
+                    &a,
+                    "netns",
+                    &self.ns[i],
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &b,
+                    "netns",
+                    &self.ns[j],
+                ])?;
+                let link = pair_link(i, j);
+                for (ns, dev, host) in [(&self.ns[i], &a, 1), (&self.ns[j], &b, 2)] {
+                    ip(&[
+                        "-n",
+                        ns,
+                        "addr",
+                        "add",
+                        &format!("{}/30", link_addr(self.net, link, host)),
+                        "dev",
+                        dev,
+                    ])?;
+                    ip(&["-n", ns, "link", "set", dev, "up"])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn client_if(&self, i: usize, host: bool) -> String {
+        format!("{}{}{i}", self.tag, if host { "h" } else { "c" })
+    }
+
+    fn route_if(&self, from: usize, to: usize) -> String {
+        format!("{}r{from}{to}", self.tag)
+    }
+
+    /// Where clients reach server `i`.
+    fn client_ip(&self, i: usize) -> String {
+        link_addr(self.net, u8::try_from(i).unwrap_or(0), 2)
+    }
+
+    /// Where server `from` reaches server `to` for routes.
+    fn route_ip(&self, from: usize, to: usize) -> String {
+        let link = pair_link(from, to);
+        link_addr(self.net, link, if to < from { 1 } else { 2 })
+    }
+
+    fn set_clients(&self, i: usize, up: bool) -> Result<(), ChaosError> {
+        ip(&[
+            "link",
+            "set",
+            &self.client_if(i, true),
+            if up { "up" } else { "down" },
+        ])
+    }
+
+    fn set_routes(&self, i: usize, up: bool) -> Result<(), ChaosError> {
+        for j in (0..self.ns.len()).filter(|j| *j != i) {
+            ip(&[
+                "-n",
+                &self.ns[i],
+                "link",
+                "set",
+                &self.route_if(i, j),
+                if up { "up" } else { "down" },
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self) {
+        // Deleting a namespace deletes the veths inside it, and with them their host ends.
+        for ns in std::mem::take(&mut self.ns) {
+            let _ = ip(&["netns", "del", &ns]);
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+struct Node {
+    name: String,
+    client: (String, u16),
+    conf: PathBuf,
+    log_dir: PathBuf,
+    ns: Option<String>,
+    starts: u32,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl Node {
+    async fn spawn(&mut self) -> Result<(), ChaosError> {
+        self.starts += 1;
+        let log = self
+            .log_dir
+            .join(format!("nats-{}-{}.log", self.name, self.starts));
+        let (out, err) = log_file(&log)?;
+        let binary = nats_server();
+        // `ip netns exec` execs the server in place: the child's pid is the server's.
+        let mut command = match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, &binary]);
+                c
+            }
+            None => Command::new(&binary),
+        };
+        let child = command
+            .arg("-c")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| ChaosError::io(format!("start {binary}"), e))?;
+        self.child = Some(child);
+        self.paused = false;
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect((self.client.0.as_str(), self.client.1))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(ChaosError::Setup(format!(
+            "nats-server {} did not listen on {}:{} within 15 s; see {}",
+            self.name,
+            self.client.0,
+            self.client.1,
+            log.display()
+        )))
+    }
+
+    fn signal(&self, signal: Signal) -> Result<(), ChaosError> {
+        let pid = self.child.as_ref().and_then(Child::id).ok_or_else(|| {
+            ChaosError::Check(format!("nats-server {} is not running", self.name))
+        })?;
+        let pid = i32::try_from(pid).map_err(|_| ChaosError::Check("pid out of range".into()))?;
+        kill(Pid::from_raw(pid), signal).map_err(|e| {
+            ChaosError::io(
+                format!("send {signal} to nats-server {}", self.name),
+                e.into(),
+            )
+        })
+    }
+}
+
+/// Three (or more) nats-servers with routes between all of them.
+pub struct Cluster {
+    nodes: Vec<Node>,
+    net: Option<Net>,
+    /// Why the network faults are skipped, when they are.
+    pub skipped_partitions: Option<String>,
+}
+
+impl Cluster {
+    /// Starts `size` servers, each with its store in `dir`. `isolate` asks for network
+    /// namespaces; when they cannot be had the cluster runs on loopback and says why.
+    pub async fn start(dir: &Path, size: usize, isolate: bool) -> Result<Self, ChaosError> {
+        let binary = nats_server();
+        let runs = std::process::Command::new(&binary)
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !runs {
+            return Err(ChaosError::Setup(format!(
+                "{binary} does not run; `make chaos` installs the pinned nats-server (deploy/nats/requirements.txt)"
+            )));
+        }
+        let skipped = if isolate {
+            netns_unavailable()
+        } else {
+            Some("network namespaces not requested".into())
+        };
+        let net = match &skipped {
+            None => Some(Net::create(size)?),
+            Some(_) => None,
+        };
+        let profile = Profile::shared();
+        let ports: Vec<(u16, u16)> = match &net {
+            Some(_) => vec![(4222, 6222); size],
+            None => (0..size)
+                .map(|_| Ok((free_port()?, free_port()?)))
+                .collect::<Result<_, ChaosError>>()?,
+        };
+        let mut nodes = Vec::new();
+        for i in 0..size {
+            let name = format!("n{i}");
+            let (client_host, route_listen) = match &net {
+                Some(net) => (net.client_ip(i), "0.0.0.0".to_owned()),
+                None => ("127.0.0.1".to_owned(), "127.0.0.1".to_owned()),
+            };
+            let routes: Vec<String> = (0..size)
+                .filter(|j| *j != i)
+                .map(|j| match &net {
+                    Some(net) => format!("nats-route://{}:{}", net.route_ip(i, j), ports[j].1),
+                    None => format!("nats-route://127.0.0.1:{}", ports[j].1),
+                })
+                .collect();
+            let store = dir.join(format!("nats-{name}"));
+            let conf = dir.join(format!("nats-{name}.conf"));
+            let text = format!(
+                "# Generated by codigo-chaos for one run.\n\
+                 server_name: {name}\n\
+                 listen: \"{client_host}:{port}\"\n\
+                 # Routes and clients are declared dead after 2 missed pings 2 s apart, so that \
+                 a pause of a few seconds outlasts them (production: 2 minutes).\n\
+                 ping_interval: \"2s\"\n\
+                 ping_max: 2\n\
+                 jetstream {{\n  store_dir: \"{store}\"\n  sync_interval: {sync}\n  max_file_store: 2GB\n}}\n\
+                 cluster {{\n  name: codigo-chaos\n  listen: \"{route_listen}:{route_port}\"\n  \
+                 routes: [\n    {routes}\n  ]\n}}\n\
+                 # deploy/nats/server.conf\n{shared}\n",
+                port = ports[i].0,
+                store = store.display(),
+                sync = profile.sync_interval,
+                route_port = ports[i].1,
+                routes = routes.join("\n    "),
+                shared = SERVER_CONF,
+            );
+            std::fs::write(&conf, text)
+                .map_err(|e| ChaosError::io(format!("write {}", conf.display()), e))?;
+            nodes.push(Node {
+                name,
+                client: (client_host, ports[i].0),
+                conf,
+                log_dir: dir.to_owned(),
+                ns: net.as_ref().map(|n| n.ns[i].clone()),
+                starts: 0,
+                child: None,
+                paused: false,
+            });
+        }
+        let mut cluster = Self {
+            nodes,
+            net,
+            skipped_partitions: skipped,
+        };
+        for node in &mut cluster.nodes {
+            node.spawn().await?;
+        }
+        cluster.wait_jetstream().await?;
+        Ok(cluster)
+    }
+
+    /// Listening is not serving: JetStream answers only once the servers have elected a
+    /// metadata leader.
+    async fn wait_jetstream(&self) -> Result<(), ChaosError> {
+        let servers: Vec<async_nats::ServerAddr> = self
+            .urls()
+            .split(',')
+            .filter_map(|u| u.parse().ok())
+            .collect();
+        let client = async_nats::ConnectOptions::new()
+            .request_timeout(Some(Duration::from_secs(2)))
+            .connect(servers)
+            .await
+            .map_err(|e| ChaosError::Setup(format!("connect to the cluster: {e}")))?;
+        let js = async_nats::jetstream::new(client);
+        for _ in 0..60 {
+            if js.query_account().await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(ChaosError::Setup(
+            "the cluster's JetStream did not answer within 60 s; see the nats-n*.log files".into(),
+        ))
+    }
+
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Process ids of the running servers (for CPU accounting).
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.child.as_ref().and_then(Child::id))
+            .collect()
+    }
+
+    pub fn has_network(&self) -> bool {
+        self.net.is_some()
+    }
+
+    /// Every server's client URL, comma separated, as NATS_URL takes them.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://{}:{}", n.client.0, n.client.1))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn name(&self, i: usize) -> &str {
+        &self.nodes[i].name
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// `kill -9`: the server loses whatever it had not written.
+    pub async fn kill(&mut self, i: usize) -> Result<(), ChaosError> {
+        let node = &mut self.nodes[i];
+        if let Some(mut child) = node.child.take() {
+            child
+                .kill()
+                .await
+                .map_err(|e| ChaosError::io(format!("kill nats-server {}", node.name), e))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a killed server again on its store.
+    pub async fn restart(&mut self, i: usize) -> Result<(), ChaosError> {
+        self.nodes[i].spawn().await
+    }
+
+    /// SIGSTOP: the server keeps its sockets but answers nothing.
+    pub fn pause(&mut self, i: usize) -> Result<(), ChaosError> {
+        self.nodes[i].signal(Signal::SIGSTOP)?;
+        self.nodes[i].paused = true;
+        Ok(())
+    }
+
+    pub fn resume(&mut self, i: usize) -> Result<(), ChaosError> {
+        self.nodes[i].signal(Signal::SIGCONT)?;
+        self.nodes[i].paused = false;
+        Ok(())
+    }
+
+    /// Cuts (or heals) server `i`'s links to its peers; its clients still reach it.
+    pub fn isolate(&self, i: usize, cut: bool) -> Result<(), ChaosError> {
+        self.net
+            .as_ref()
+            .ok_or_else(|| ChaosError::Check("no network namespaces".into()))?
+            .set_routes(i, !cut)
+    }
+
+    /// Cuts (or heals) server `i` from its clients; it still sees its peers.
+    pub fn cut_clients(&self, i: usize, cut: bool) -> Result<(), ChaosError> {
+        self.net
+            .as_ref()
+            .ok_or_else(|| ChaosError::Check("no network namespaces".into()))?
+            .set_clients(i, !cut)
+    }
+}
+
+impl Drop for Cluster {
+    /// Servers first (a paused one is woken so that it dies), then the namespaces.
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if node.paused {
+                let _ = node.signal(Signal::SIGCONT);
+            }
+            if let Some(mut child) = node.child.take() {
+                let _ = child.start_kill();
+                for _ in 0..200 {
+                    if !matches!(child.try_wait(), Ok(None)) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        self.net.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shared_profile_is_the_production_one() {
+        let profile = Profile::shared();
+        assert_eq!(profile.sync_interval, "always");
+        assert_eq!(profile.stream_replicas, 3);
+        assert!(profile.duplicate_window_secs > 0);
+        assert_eq!(
+            conf_value(SERVER_CONF, "max_payload").as_deref(),
+            Some("2097152")
+        );
+    }
+
+    #[test]
+    fn peer_links_are_distinct_and_symmetric() {
+        let net = (210, 7);
+        for (i, j) in [(0, 1), (0, 2), (1, 2)] {
+            assert_eq!(pair_link(i, j), pair_link(j, i));
+            // i reaches j at the far end of their link and the other way round.
+            let to_j = link_addr(net, pair_link(i, j), 2);
+            let to_i = link_addr(net, pair_link(i, j), 1);
+            assert_ne!(to_i, to_j);
+        }
+        assert_ne!(pair_link(0, 1), pair_link(1, 2));
+    }
+}
