@@ -424,7 +424,10 @@ impl Cluster {
                  a pause of a few seconds outlasts them (production: 2 minutes).\n\
                  ping_interval: \"2s\"\n\
                  ping_max: 2\n\
-                 jetstream {{\n  store_dir: \"{store}\"\n  sync_interval: {sync}\n  max_file_store: 2GB\n}}\n\
+                 # JetStream reserves each stream's max_bytes up front: a namespace's defaults \
+                 (work 1 GiB, dead letters 1 GiB, advisories 64 MiB) twice over, for a run and \
+                 its bare baseline.\n\
+                 jetstream {{\n  store_dir: \"{store}\"\n  sync_interval: {sync}\n  max_file_store: 8GB\n}}\n\
                  cluster {{\n  name: codigo-chaos\n  listen: \"{route_listen}:{route_port}\"\n  \
                  routes: [\n    {routes}\n  ]\n}}\n\
                  # deploy/nats/server.conf\n{shared}\n",
