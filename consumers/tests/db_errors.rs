@@ -2,16 +2,12 @@
 //! errors and a broken deployment hold jobs, an error in a job's data fails that job only.
 use std::time::Duration;
 
-use async_nats::jetstream::message::PublishMessage;
-use bytes::Bytes;
 use clap::Parser;
 use codigo_consumer::store::{DbErrorClass, DbFailure};
 use codigo_consumer::Application;
 use codigo_testkit::{InProcess, TestEnv};
-use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor, PgConnection};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// The class and SQLSTATE the consumer gives `error`.
@@ -228,35 +224,6 @@ async fn real_sqlstates_are_judged_by_class() {
     env.cleanup().await;
 }
 
-async fn publish_jobs(env: &TestEnv, account: &str, count: usize) -> Vec<Uuid> {
-    let mut ids = Vec::new();
-    for _ in 0..count {
-        let id = Uuid::now_v7();
-        let envelope = json!({
-            "id": id.to_string(),
-            "type": "ledger.post",
-            "payload": {"account": account, "amount_cents": 1, "currency": "EUR"},
-            "created_at": OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .expect("format"),
-            "tenant": "test",
-        });
-        env.js
-            .send_publish(
-                env.names.job_subject("ledger.post"),
-                PublishMessage::build()
-                    .payload(Bytes::from(serde_json::to_vec(&envelope).expect("json")))
-                    .message_id(id.to_string()),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("stored");
-        ids.push(id);
-    }
-    ids
-}
-
 async fn applied(env: &TestEnv, account: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM ledger_entries WHERE account = $1")
         .bind(account)
@@ -335,7 +302,7 @@ async fn jobs_are_held_while_privileges_are_revoked_and_finish_once_granted() {
     let consumer = InProcess::spawn("consumer", app.local_addr(), |stop| {
         app.run_until_stopped(stop)
     });
-    publish_jobs(&env, "warm-up", 3).await;
+    env.publish_ledger_jobs("warm-up", 3).await;
     env.eventually("warm-up applied", Duration::from_secs(60), || async {
         applied(&env, "warm-up").await == 3
     })
@@ -347,7 +314,7 @@ async fn jobs_are_held_while_privileges_are_revoked_and_finish_once_granted() {
         .execute(format!("REVOKE INSERT ON ledger_entries FROM {}", role.name).as_str())
         .await
         .expect("revoke");
-    let ids = publish_jobs(&env, "held", 5).await;
+    let ids = env.publish_ledger_jobs("held", 5).await;
     env.eventually(
         "the deployment error counted",
         Duration::from_secs(60),

@@ -2,15 +2,10 @@
 //! recreated, and holds jobs (without dead-lettering them) while Postgres refuses writes.
 use std::time::Duration;
 
-use async_nats::jetstream::message::PublishMessage;
-use bytes::Bytes;
 use clap::Parser;
 use codigo_consumer::Application;
 use codigo_testkit::{InProcess, TestEnv};
-use serde_json::json;
 use sqlx::{Connection, PgConnection};
-use time::OffsetDateTime;
-use uuid::Uuid;
 
 async fn start_consumer(env: &TestEnv) -> InProcess {
     let config = codigo_consumer::Config::try_parse_from(env.service_args(
@@ -39,36 +34,6 @@ async fn start_consumer(env: &TestEnv) -> InProcess {
     InProcess::spawn("consumer", app.local_addr(), |stop| {
         app.run_until_stopped(stop)
     })
-}
-
-/// Publishes `count` ledger jobs of 1 cent to `account`; returns their ids.
-async fn publish_jobs(env: &TestEnv, account: &str, count: usize) -> Vec<Uuid> {
-    let mut ids = Vec::new();
-    for _ in 0..count {
-        let id = Uuid::now_v7();
-        let envelope = json!({
-            "id": id.to_string(),
-            "type": "ledger.post",
-            "payload": {"account": account, "amount_cents": 1, "currency": "EUR"},
-            "created_at": OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .expect("format"),
-            "tenant": "test",
-        });
-        env.js
-            .send_publish(
-                env.names.job_subject("ledger.post"),
-                PublishMessage::build()
-                    .payload(Bytes::from(serde_json::to_vec(&envelope).expect("json")))
-                    .message_id(id.to_string()),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("stored");
-        ids.push(id);
-    }
-    ids
 }
 
 async fn applied(env: &TestEnv, account: &str) -> i64 {
@@ -101,7 +66,7 @@ async fn wait_applied(env: &TestEnv, account: &str, expected: i64) {
 async fn a_worker_rebinds_when_its_durable_consumer_is_deleted_and_carries_on() {
     let env = TestEnv::new().await;
     let consumer = start_consumer(&env).await;
-    publish_jobs(&env, "before", 20).await;
+    env.publish_ledger_jobs("before", 20).await;
     wait_applied(&env, "before", 20).await;
 
     // An operator deletes the durable consumer under the running worker.
@@ -120,7 +85,7 @@ async fn a_worker_rebinds_when_its_durable_consumer_is_deleted_and_carries_on() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    publish_jobs(&env, "after", 20).await;
+    env.publish_ledger_jobs("after", 20).await;
     wait_applied(&env, "after", 20).await;
     let info = stream
         .consumer_info(&durable)
@@ -164,7 +129,7 @@ async fn admin(env: &TestEnv, sql: &str) {
 async fn jobs_are_held_while_postgres_refuses_writes_and_finish_when_it_is_back() {
     let env = TestEnv::new().await;
     let consumer = start_consumer(&env).await;
-    publish_jobs(&env, "warm-up", 1).await;
+    env.publish_ledger_jobs("warm-up", 1).await;
     wait_applied(&env, "warm-up", 1).await;
 
     // A failover leaves the database read-only for a while: every write fails with SQLSTATE
@@ -175,7 +140,7 @@ async fn jobs_are_held_while_postgres_refuses_writes_and_finish_when_it_is_back(
         &format!("ALTER DATABASE {database} SET default_transaction_read_only = on"),
     )
     .await;
-    let ids = publish_jobs(&env, "held", 5).await;
+    let ids = env.publish_ledger_jobs("held", 5).await;
     // Longer than the ack wait and MaxDeliver × backoff: held jobs keep their first delivery.
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(applied(&env, "held").await, 0, "no write got through");

@@ -193,6 +193,37 @@ impl TestEnv {
         ]
     }
 
+    /// Publishes `count` ledger.post jobs of 1 cent to `account` straight to the work stream,
+    /// each stored before the next; returns their ids.
+    pub async fn publish_ledger_jobs(&self, account: &str, count: usize) -> Vec<uuid::Uuid> {
+        let mut ids = Vec::with_capacity(count);
+        for _ in 0..count {
+            let id = uuid::Uuid::now_v7();
+            let envelope = serde_json::json!({
+                "id": id.to_string(),
+                "type": "ledger.post",
+                "payload": {"account": account, "amount_cents": 1, "currency": "EUR"},
+                "created_at": time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .expect("format"),
+                "tenant": "test",
+            });
+            self.js
+                .send_publish(
+                    self.names.job_subject("ledger.post"),
+                    async_nats::jetstream::message::PublishMessage::build()
+                        .payload(serde_json::to_vec(&envelope).expect("json").into())
+                        .message_id(id.to_string()),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("stored");
+            ids.push(id);
+        }
+        ids
+    }
+
     /// Waits until `check` returns true, polling; panics with `what` after `timeout`.
     pub async fn eventually<F, Fut>(&self, what: &str, timeout: Duration, mut check: F)
     where
