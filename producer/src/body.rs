@@ -99,11 +99,6 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, Problem> {
     })
 }
 
-/// The body read and parsed as JSON.
-pub fn read_json(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Value, Problem> {
-    parse_json(&body_bytes(body, limit)?)
-}
-
 /// The JSON pointer (RFC 6901) of the first string or member name holding U+0000, which
 /// Postgres cannot store; `pointer` locates `value` in the body.
 pub fn find_nul(value: &Value, pointer: &str) -> Option<String> {

@@ -16,7 +16,7 @@ use crate::publish::{NewJob, PublishError, Published, Publisher};
 /// Longest idempotency key.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 
-/// A job as a client asks for it: the body of `POST /v1/jobs` and of each item of a batch.
+/// Body of `POST /v1/jobs` and of each item of a batch.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {

@@ -1,20 +1,14 @@
 //! `POST /v1/events`: CloudEvents in any of the three modes, each event a job submitted
 //! through the ingest service like any other.
-use std::sync::Arc;
-
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::openapi::IngestProblems;
-use super::AppState;
-use crate::auth::Caller;
-use crate::body::{body_bytes, parse_json};
+use super::extract::Submission;
+use super::openapi::{EventProblems, IngestProblems};
+use crate::body::parse_json;
 use crate::cloudevents::{self, CloudEvent, Mode, BATCH};
 use crate::ingest::{BatchAccepted, JobAccepted};
 use crate::problem::Problem;
@@ -49,23 +43,22 @@ pub enum EventsAccepted {
     security(("api_key" = [])),
     responses(
         (status = 202, description = "one event: like POST /v1/jobs; a batch: per-item results like POST /v1/jobs/batch", body = EventsAccepted),
-        (status = 400, description = "malformed JSON, missing required attributes (named in missing_attributes), or an invalid attribute", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "job type outside the key's scope", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "event format or data content type other than JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "unknown job type, schema violation, JSON nested too deeply, text holding \\u0000 (nul-character, with its pointer), or a batch that is not 1..CODIGO_MAX_BATCH_ITEMS events or larger than the key's burst", body = Problem, content_type = "application/problem+json"),
-        IngestProblems,
+        EventProblems, IngestProblems,
     ))]
 pub(super) async fn submit_events(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    submission: Submission,
 ) -> Result<(StatusCode, Json<EventsAccepted>), Problem> {
+    let Submission {
+        state,
+        caller,
+        headers,
+        body,
+    } = submission;
     let mode = cloudevents::mode(&headers)?;
     if !matches!(mode, Mode::Batch) {
         caller.charge(1)?;
     }
-    let bytes = body_bytes(body, state.max_body_bytes)?;
+    let bytes = body?;
     let ingest = &state.ingest;
     let accepted = match mode {
         Mode::Structured => {

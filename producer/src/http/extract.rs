@@ -1,12 +1,16 @@
-//! Who is calling: the `Caller` extractor, resolved from `Authorization: Bearer <token>`.
+//! What routes extract from a request: the `Caller` (from `Authorization: Bearer <token>`)
+//! and, for the submission routes, the whole `Submission`.
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
+use serde_json::Value;
 
 use super::AppState;
 use crate::auth::Caller;
+use crate::body::{body_bytes, parse_json, require_json};
 use crate::problem::Problem;
 
 /// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
@@ -44,6 +48,40 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             return Ok(caller.clone());
         }
         authenticate(state, &parts.headers)
+    }
+}
+
+/// A request to one of the submission routes: who sent it, its headers and its body (read by
+/// admission, within the size limit).
+pub(super) struct Submission {
+    pub state: Arc<AppState>,
+    pub caller: Caller,
+    pub headers: HeaderMap,
+    pub body: Result<Bytes, Problem>,
+}
+
+impl Submission {
+    /// The body as JSON; 415 unless the request says it is JSON.
+    pub fn json(&self) -> Result<Value, Problem> {
+        require_json(&self.headers)?;
+        parse_json(self.body.as_ref().map_err(Problem::clone)?)
+    }
+}
+
+impl FromRequest<Arc<AppState>> for Submission {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, Problem> {
+        let (mut parts, body) = request.into_parts();
+        let caller = Caller::from_request_parts(&mut parts, state).await?;
+        let headers = std::mem::take(&mut parts.headers);
+        let body = Bytes::from_request(Request::from_parts(parts, body), state).await;
+        Ok(Self {
+            state: state.clone(),
+            caller,
+            headers,
+            body: body_bytes(body, state.max_body_bytes),
+        })
     }
 }
 

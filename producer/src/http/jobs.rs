@@ -2,8 +2,6 @@
 //! status, list the job types.
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -13,10 +11,13 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::openapi::{IngestProblems, JsonBodyProblems};
+use super::extract::Submission;
+use super::openapi::{
+    BatchProblems, IngestProblems, JobProblems, JobStatusProblems, JsonBodyProblems,
+};
 use super::AppState;
 use crate::auth::Caller;
-use crate::body::{read_json, refuse_nul, require_json};
+use crate::body::refuse_nul;
 use crate::events::JobStatusQueryFailed;
 use crate::ingest::{rejected, BatchAccepted, Ingest, JobAccepted, JobRequest};
 use crate::problem::Problem;
@@ -106,27 +107,17 @@ fn check_job(
     security(("api_key" = [])),
     responses(
         (status = 202, description = "stored by JetStream", body = JobAccepted),
-        (status = 403, description = "job type outside the key's scope", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "unknown job type, schema violation, JSON nested too deeply, or text holding \\u0000 (nul-character, with its pointer)", body = Problem, content_type = "application/problem+json"),
-        JsonBodyProblems, IngestProblems,
+        JobProblems, JsonBodyProblems, IngestProblems,
     ))]
 pub(super) async fn submit_job(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    submission: Submission,
 ) -> Result<(StatusCode, Json<JobAccepted>), Problem> {
+    let Submission { state, caller, .. } = &submission;
     caller.charge(1)?;
-    require_json(&headers)?;
-    let value = read_json(body, state.max_body_bytes)?;
-    let job = check_job(
-        &state.ingest,
-        &caller,
-        value,
-        idempotency_header(&headers)?,
-        "",
-    )?;
-    let accepted = state.ingest.publish(&caller, job).await?;
+    let value = submission.json()?;
+    let header_key = idempotency_header(&submission.headers)?;
+    let job = check_job(&state.ingest, caller, value, header_key, "")?;
+    let accepted = state.ingest.publish(caller, job).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
@@ -136,38 +127,27 @@ pub(super) async fn submit_job(
     security(("api_key" = [])),
     responses(
         (status = 202, description = "per-item results, in order", body = BatchAccepted),
-        (status = 422, description = "not a batch, too many items, more jobs than the key's burst, or JSON nested too deeply", body = Problem, content_type = "application/problem+json"),
-        JsonBodyProblems, IngestProblems,
+        BatchProblems, JsonBodyProblems, IngestProblems,
     ))]
 pub(super) async fn submit_batch(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    submission: Submission,
 ) -> Result<(StatusCode, Json<BatchAccepted>), Problem> {
-    require_json(&headers)?;
-    let value = read_json(body, state.max_body_bytes)?;
-    let batch: BatchRequest = serde_json::from_value(value).map_err(|e| {
+    let Submission { state, caller, .. } = &submission;
+    let batch: BatchRequest = serde_json::from_value(submission.json()?).map_err(|e| {
         Problem::invalid_request(format!(
             "{e}; a batch is {{\"jobs\": [{{\"type\": ..., \"payload\": ...}}, ...]}}"
         ))
     })?;
-    state.ingest.admit_batch(&caller, batch.jobs.len())?;
+    state.ingest.admit_batch(caller, batch.jobs.len())?;
     let items = batch
         .jobs
         .into_iter()
         .enumerate()
         .map(|(index, item)| {
-            check_job(
-                &state.ingest,
-                &caller,
-                item,
-                None,
-                &format!("/jobs/{index}"),
-            )
+            check_job(&state.ingest, caller, item, None, &format!("/jobs/{index}"))
         })
         .collect();
-    let results = state.ingest.publish_batch(&caller, items).await;
+    let results = state.ingest.publish_batch(caller, items).await;
     Ok((StatusCode::ACCEPTED, Json(results)))
 }
 
@@ -177,9 +157,7 @@ pub(super) async fn submit_batch(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "the job's status", body = JobStatus),
-        (status = 401, description = "missing or invalid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "unknown, another tenant's, or not started yet", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Postgres unavailable", body = Problem, content_type = "application/problem+json"),
+        JobStatusProblems,
     ))]
 pub(super) async fn get_job(
     State(state): State<Arc<AppState>>,

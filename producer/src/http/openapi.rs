@@ -52,28 +52,54 @@ fn problems(described: &[(u16, &str)]) -> BTreeMap<String, RefOr<Response>> {
         .collect()
 }
 
-/// What every job submission route may answer before its own checks.
-pub(super) struct IngestProblems;
+macro_rules! problem_responses {
+    ($($(#[$doc:meta])* $name:ident = [$(($status:literal, $description:literal)),* $(,)?];)*) => {
+        $(
+            $(#[$doc])*
+            pub(super) struct $name;
 
-impl IntoResponses for IngestProblems {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        problems(&[
-            (401, "missing or invalid API key"),
-            (408, "body not received within CODIGO_REQUEST_READ_TIMEOUT_SECS"),
-            (413, "body over CODIGO_MAX_BODY_BYTES, or a job whose message does not fit the NATS server's max_payload"),
-            (429, "over the key's rate, which counts jobs (a batch of N costs N, accepted or refused whole)"),
-            (503, "JetStream unavailable (unavailable), work stream full (queue-full) or too many requests in progress (overloaded); nothing stored; see Retry-After"),
-        ])
-    }
+            impl IntoResponses for $name {
+                fn responses() -> BTreeMap<String, RefOr<Response>> {
+                    problems(&[$(($status, $description)),*])
+                }
+            }
+        )*
+    };
 }
 
-/// What a route taking a plain JSON body answers when it is not one.
-pub(super) struct JsonBodyProblems;
-
-impl IntoResponses for JsonBodyProblems {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        problems(&[(400, "malformed JSON"), (415, "not JSON")])
-    }
+problem_responses! {
+    /// What every job submission route may answer before its own checks.
+    IngestProblems = [
+        (401, "missing or invalid API key"),
+        (408, "body not received within CODIGO_REQUEST_READ_TIMEOUT_SECS"),
+        (413, "body over CODIGO_MAX_BODY_BYTES, or a job whose message does not fit the NATS server's max_payload"),
+        (429, "over the key's rate, which counts jobs (a batch of N costs N, accepted or refused whole)"),
+        (503, "JetStream unavailable (unavailable), work stream full (queue-full) or too many requests in progress (overloaded); nothing stored; see Retry-After"),
+    ];
+    /// What a route taking a plain JSON body answers when it is not one.
+    JsonBodyProblems = [(400, "malformed JSON"), (415, "not JSON")];
+    /// `POST /v1/jobs`.
+    JobProblems = [
+        (403, "job type outside the key's scope"),
+        (422, "unknown job type, schema violation, JSON nested too deeply, or text holding \\u0000 (nul-character, with its pointer)"),
+    ];
+    /// `POST /v1/jobs/batch`.
+    BatchProblems = [
+        (422, "not a batch, too many items, more jobs than the key's burst, or JSON nested too deeply"),
+    ];
+    /// `POST /v1/events`.
+    EventProblems = [
+        (400, "malformed JSON, missing required attributes (named in missing_attributes), or an invalid attribute"),
+        (403, "job type outside the key's scope"),
+        (415, "event format or data content type other than JSON"),
+        (422, "unknown job type, schema violation, JSON nested too deeply, text holding \\u0000 (nul-character, with its pointer), or a batch that is not 1..CODIGO_MAX_BATCH_ITEMS events or larger than the key's burst"),
+    ];
+    /// `GET /v1/jobs/{id}`.
+    JobStatusProblems = [
+        (401, "missing or invalid API key"),
+        (404, "unknown, another tenant's, or not started yet"),
+        (503, "Postgres unavailable"),
+    ];
 }
 
 pub(super) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
