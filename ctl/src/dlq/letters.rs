@@ -19,17 +19,17 @@ use time::OffsetDateTime;
 pub struct Filter {
     /// Only this job type.
     #[arg(long)]
-    pub job_type: Option<String>,
+    pub(super) job_type: Option<String>,
     /// Only this reason: decode, schema, permanent, max_deliveries.
     #[arg(long)]
-    pub reason: Option<String>,
+    pub(super) reason: Option<String>,
     /// Only dead letters stored at or after this time: RFC 3339, or a duration ago (`90s`,
     /// `30m`, `1h`, `2d`, `1w`).
     #[arg(long, value_parser = parse_time)]
-    pub since: Option<OffsetDateTime>,
+    pub(super) since: Option<OffsetDateTime>,
     /// Only dead letters stored before this time (same forms as --since).
     #[arg(long, value_parser = parse_time)]
-    pub until: Option<OffsetDateTime>,
+    pub(super) until: Option<OffsetDateTime>,
 }
 
 impl Filter {
@@ -71,19 +71,19 @@ pub fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
 /// One dead letter as listed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Letter {
-    pub seq: u64,
+    pub(super) seq: u64,
     #[serde(with = "time::serde::rfc3339")]
-    pub time: OffsetDateTime,
-    pub job_type: String,
-    pub reason: String,
-    pub attempts: Option<u64>,
-    pub job_id: Option<String>,
-    pub error: String,
-    pub original_subject: String,
+    pub(super) time: OffsetDateTime,
+    pub(super) job_type: String,
+    pub(super) reason: String,
+    pub(super) attempts: Option<u64>,
+    pub(super) job_id: Option<String>,
+    pub(super) error: String,
+    pub(super) original_subject: String,
     #[serde(skip)]
-    pub headers: HeaderMap,
+    pub(super) headers: HeaderMap,
     #[serde(skip)]
-    pub payload: Bytes,
+    pub(super) payload: Bytes,
 }
 
 fn header(headers: &HeaderMap, name: &str) -> String {
@@ -137,9 +137,9 @@ impl Letter {
 
 /// The namespace's dead-letter stream, opened for reading, replaying and deleting.
 pub struct DeadLetters {
-    pub js: jetstream::Context,
-    pub stream: Stream,
-    pub names: Names,
+    pub(super) js: jetstream::Context,
+    pub(super) stream: Stream,
+    pub(super) names: Names,
 }
 
 impl DeadLetters {
