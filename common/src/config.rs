@@ -148,7 +148,7 @@ pub struct JetStreamArgs {
           value_parser = secs().at_least(Duration::from_secs(1)))]
     pub ack_wait: Duration,
     /// Redelivery delays after an ack timeout (a crashed worker), comma separated (a number is
-    /// seconds); empty uses the ack wait.
+    /// seconds), used by JetStream instead of the ack wait.
     #[arg(long = "backoff-secs", env = "CODIGO_BACKOFF_SECS", value_delimiter = ',',
           default_value = "30s,1m,2m,5m", value_parser = secs().at_least(Duration::from_secs(1)))]
     pub backoff: Vec<Duration>,

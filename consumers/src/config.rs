@@ -196,12 +196,9 @@ mod tests {
     fn durations_take_units_and_bounds_name_the_setting() {
         let config = Config::try_parse_from([
             "codigo-consumer",
-            "--retry-base-ms",
-            "250",
-            "--retry-max-secs",
-            "2m",
-            "--webhook-timeout-secs",
-            "1500ms",
+            "--retry-base-ms=250",
+            "--retry-max-secs=2m",
+            "--webhook-timeout-secs=1500ms",
         ])
         .expect("parses");
         assert_eq!(config.retry_base, Duration::from_millis(250));

@@ -258,14 +258,10 @@ mod tests {
     fn durations_take_units_and_plain_numbers_keep_theirs() {
         let config = Config::try_parse_from([
             "codigo-producer",
-            "--publish-timeout-secs",
-            "3",
-            "--publish-attempt-timeout-ms",
-            "750",
-            "--shutdown-timeout-secs",
-            "1m",
-            "--request-read-timeout-secs",
-            "1500ms",
+            "--publish-timeout-secs=3",
+            "--publish-attempt-timeout-ms=750",
+            "--shutdown-timeout-secs=1m",
+            "--request-read-timeout-secs=1500ms",
         ])
         .expect("parses");
         assert_eq!(config.publish_timeouts().budget, Duration::from_secs(3));
