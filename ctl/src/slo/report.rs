@@ -182,68 +182,31 @@ pub async fn report(args: &ReportArgs) -> Result<Report, SloError> {
         };
         let mut judged = false;
         for key in keys {
-            let sli = window_sli.get(&key).copied();
-            let burn_rates: BTreeMap<&'static str, Option<f64>> = ALERT_WINDOWS
+            let burn_rates = ALERT_WINDOWS
                 .iter()
                 .map(|w| (*w, burn(by_window[w].get(&key).copied(), objective)))
                 .collect();
-            let consumed = burn(sli, objective);
-            let events = events.get(&key).copied().filter(|_| sli.is_some());
-            let bad_events = bad
-                .get(&key)
-                .copied()
-                .filter(|_| sli.is_some())
-                .map(|b| b.max(0.0));
-            let total_events = events.map(|e| e * (1.0 - objective));
-            let fast_burn = above(&burn_rates, PAGE_FAST) || above(&burn_rates, PAGE_SLOW);
-            let slow_burn = above(&burn_rates, TICKET);
-            let status = match consumed {
-                None if !fast_burn => Status::NoData,
-                Some(c) if c >= 1.0 => Status::Exhausted,
-                _ if fast_burn => Status::BurningFast,
-                _ if slow_burn => Status::SlowBurn,
-                _ => Status::Ok,
-            };
-            judged |= status != Status::NoData;
-            slos.push(SloReport {
-                slo: slo.name,
-                job_type: slo.per_job_type.then_some(key),
-                objective,
-                sli,
-                events,
-                bad_events,
-                error_budget: ErrorBudget {
-                    total: 1.0 - objective,
-                    consumed,
-                    remaining: consumed.map(|c| 1.0 - c),
-                    total_events,
-                    remaining_events: total_events.zip(bad_events).map(|(t, b)| t - b),
-                },
+            let measured = Measured {
+                sli: window_sli.get(&key).copied(),
+                events: events.get(&key).copied(),
+                bad_events: bad.get(&key).copied(),
                 burn_rates,
-                fast_burn,
-                slow_burn,
-                status,
-            });
+            };
+            let judged_slo = judge(
+                slo.name,
+                slo.per_job_type.then_some(key),
+                objective,
+                measured,
+            );
+            judged |= judged_slo.status != Status::NoData;
+            slos.push(judged_slo);
         }
         if !judged {
             no_data.push(slo.name);
         }
     }
 
-    let worst = |status| slos.iter().any(|s| s.status == status);
-    let (status, exit_code) = if worst(Status::Exhausted) {
-        (Status::Exhausted, EXIT_EXHAUSTED)
-    } else if worst(Status::BurningFast) {
-        (Status::BurningFast, EXIT_BURNING_FAST)
-    } else if !no_data.is_empty() && !args.allow_no_data {
-        (Status::NoData, EXIT_NO_DATA)
-    } else if worst(Status::SlowBurn) {
-        (Status::SlowBurn, EXIT_WITHIN_BUDGET)
-    } else if !no_data.is_empty() {
-        (Status::NoData, EXIT_WITHIN_BUDGET)
-    } else {
-        (Status::Ok, EXIT_WITHIN_BUDGET)
-    };
+    let (status, exit_code) = verdict(&slos, &no_data, args.allow_no_data);
     Ok(Report {
         prometheus_url: prometheus.url,
         window: args.window.clone(),
@@ -254,6 +217,81 @@ pub async fn report(args: &ReportArgs) -> Result<Report, SloError> {
         allow_no_data: args.allow_no_data,
         slos,
     })
+}
+
+/// What Prometheus answered for one SLO (and job type) over the report's windows.
+struct Measured {
+    sli: Option<f64>,
+    events: Option<f64>,
+    bad_events: Option<f64>,
+    burn_rates: BTreeMap<&'static str, Option<f64>>,
+}
+
+/// One SLO's budget and status from its measurements.
+fn judge(
+    slo: &'static str,
+    job_type: Option<String>,
+    objective: f64,
+    measured: Measured,
+) -> SloReport {
+    let Measured {
+        sli,
+        events,
+        bad_events,
+        burn_rates,
+    } = measured;
+    let consumed = burn(sli, objective);
+    // Counts without an SLI belong to no finished event of the window.
+    let events = events.filter(|_| sli.is_some());
+    let bad_events = bad_events.filter(|_| sli.is_some()).map(|b| b.max(0.0));
+    let total_events = events.map(|e| e * (1.0 - objective));
+    let fast_burn = above(&burn_rates, PAGE_FAST) || above(&burn_rates, PAGE_SLOW);
+    let slow_burn = above(&burn_rates, TICKET);
+    let status = match consumed {
+        None if !fast_burn => Status::NoData,
+        Some(c) if c >= 1.0 => Status::Exhausted,
+        _ if fast_burn => Status::BurningFast,
+        _ if slow_burn => Status::SlowBurn,
+        _ => Status::Ok,
+    };
+    SloReport {
+        slo,
+        job_type,
+        objective,
+        sli,
+        events,
+        bad_events,
+        error_budget: ErrorBudget {
+            total: 1.0 - objective,
+            consumed,
+            remaining: consumed.map(|c| 1.0 - c),
+            total_events,
+            remaining_events: total_events.zip(bad_events).map(|(t, b)| t - b),
+        },
+        burn_rates,
+        fast_burn,
+        slow_burn,
+        status,
+    }
+}
+
+/// The report's status and exit code: the worst SLO wins, and no data fails the report
+/// unless it is allowed.
+fn verdict(slos: &[SloReport], no_data: &[&str], allow_no_data: bool) -> (Status, i32) {
+    let worst = |status| slos.iter().any(|s| s.status == status);
+    if worst(Status::Exhausted) {
+        (Status::Exhausted, EXIT_EXHAUSTED)
+    } else if worst(Status::BurningFast) {
+        (Status::BurningFast, EXIT_BURNING_FAST)
+    } else if !no_data.is_empty() && !allow_no_data {
+        (Status::NoData, EXIT_NO_DATA)
+    } else if worst(Status::SlowBurn) {
+        (Status::SlowBurn, EXIT_WITHIN_BUDGET)
+    } else if !no_data.is_empty() {
+        (Status::NoData, EXIT_WITHIN_BUDGET)
+    } else {
+        (Status::Ok, EXIT_WITHIN_BUDGET)
+    }
 }
 
 fn rfc3339(unix: f64) -> String {
@@ -297,6 +335,46 @@ mod tests {
         assert!(above(&rates(&[("6h", 6.5), ("30m", 7.0)]), PAGE_SLOW));
         assert!(!above(&rates(&[("6h", 6.5)]), PAGE_SLOW));
         assert!(above(&rates(&[("3d", 1.2), ("6h", 1.1)]), TICKET));
+    }
+
+    #[test]
+    fn judged_status_follows_budget_then_burn_and_verdict_takes_the_worst() {
+        let measured = |sli: Option<f64>, rate: f64| Measured {
+            sli,
+            events: Some(1000.0),
+            bad_events: Some(3.0),
+            burn_rates: ALERT_WINDOWS.iter().map(|w| (*w, Some(rate))).collect(),
+        };
+        let judge_at = |sli, rate| judge("s", None, 0.99, measured(sli, rate));
+        assert_eq!(judge_at(Some(0.98), 0.5).status, Status::Exhausted);
+        assert_eq!(judge_at(Some(0.995), 20.0).status, Status::BurningFast);
+        assert_eq!(judge_at(Some(0.995), 2.0).status, Status::SlowBurn);
+        assert_eq!(judge_at(Some(0.999), 0.1).status, Status::Ok);
+        let unseen = judge_at(None, 0.0);
+        assert_eq!(unseen.status, Status::NoData);
+        assert_eq!((unseen.events, unseen.bad_events), (None, None));
+        let ok = judge_at(Some(0.999), 0.1);
+        let budget = &ok.error_budget;
+        assert!((budget.remaining_events.expect("counted") - 7.0).abs() < 1e-9);
+
+        let slow = [judge_at(Some(0.995), 2.0)];
+        assert_eq!(
+            verdict(&slow, &[], false),
+            (Status::SlowBurn, EXIT_WITHIN_BUDGET)
+        );
+        assert_eq!(
+            verdict(&slow, &["s"], false),
+            (Status::NoData, EXIT_NO_DATA)
+        );
+        assert_eq!(
+            verdict(&slow, &["s"], true),
+            (Status::SlowBurn, EXIT_WITHIN_BUDGET)
+        );
+        let exhausted = [judge_at(Some(0.98), 0.5), judge_at(Some(0.995), 20.0)];
+        assert_eq!(
+            verdict(&exhausted, &["s"], false),
+            (Status::Exhausted, EXIT_EXHAUSTED)
+        );
     }
 
     #[test]
