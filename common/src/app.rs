@@ -78,15 +78,15 @@ where
     })
 }
 
-/// `fn main` of a service binary: parses `$config` (a `clap::Parser` with a `telemetry`
-/// field), then builds `$app` and runs it until stopped, under [`main`](crate::app::main).
+/// `fn main` of a service binary: parses `$config` (a `clap::Parser` with a `service:
+/// ServiceArgs` field), then builds `$app` and runs it until stopped, under [`main`](crate::app::main).
 /// The binary keeps its own global allocator and needs `anyhow` and `clap`.
 #[macro_export]
 macro_rules! service_main {
     ($service:literal, $config:ty, $app:ty) => {
         fn main() -> ::anyhow::Result<()> {
             let config = <$config as ::clap::Parser>::parse();
-            let telemetry = config.telemetry.clone();
+            let telemetry = config.service.telemetry.clone();
             $crate::app::main($service, &telemetry, move |shutdown| async move {
                 <$app>::build(config)
                     .await?

@@ -7,6 +7,10 @@ use secrecy::SecretString;
 
 use crate::nats::redact_url;
 
+mod values;
+
+pub use values::{at_least, days, millis, secs, Bounded, DurationValue};
+
 /// clap value parser for settings that hold a secret.
 pub fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(raw))
@@ -78,7 +82,8 @@ pub struct DatabaseArgs {
     )]
     pub database_url: String,
     /// Largest number of Postgres connections this process opens.
-    #[arg(long, env = "CODIGO_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(long, env = "CODIGO_DB_MAX_CONNECTIONS", default_value_t = 16,
+          value_parser = at_least(1u32).at_most(10_000))]
     pub db_max_connections: u32,
 }
 
@@ -94,116 +99,113 @@ impl std::fmt::Debug for DatabaseArgs {
 /// Shape of the work stream, the dead-letter stream and the per-type consumers.
 #[derive(Debug, Clone, Args)]
 pub struct JetStreamArgs {
-    /// JetStream de-duplication window on Nats-Msg-Id, in seconds.
-    #[arg(long, env = "CODIGO_DUPLICATE_WINDOW_SECS", default_value_t = 120)]
-    pub duplicate_window_secs: u64,
-    /// Most messages the work stream holds before it refuses new ones (discard new).
-    #[arg(long, env = "CODIGO_STREAM_MAX_MESSAGES", default_value_t = 10_000_000)]
+    /// JetStream de-duplication window on Nats-Msg-Id (a number is seconds).
+    #[arg(long = "duplicate-window-secs", env = "CODIGO_DUPLICATE_WINDOW_SECS", default_value = "2m",
+          value_parser = secs().at_least(Duration::from_secs(1)))]
+    pub duplicate_window: Duration,
+    /// Most messages the work stream holds before it refuses new ones (discard new); -1 for
+    /// no limit.
+    #[arg(long, env = "CODIGO_STREAM_MAX_MESSAGES", default_value_t = 10_000_000,
+          value_parser = at_least(-1i64), allow_negative_numbers = true)]
     pub stream_max_messages: i64,
     /// Most bytes the work stream holds before it refuses new ones (discard new). JetStream
-    /// reserves this much file storage up front, so size it to the NATS volume.
-    #[arg(long, env = "CODIGO_STREAM_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    /// reserves this much file storage up front, so size it to the NATS volume; -1 for no limit.
+    #[arg(long, env = "CODIGO_STREAM_MAX_BYTES", default_value_t = 1024 * 1024 * 1024,
+          value_parser = at_least(-1i64), allow_negative_numbers = true)]
     pub stream_max_bytes: i64,
-    /// Replicas of each stream (3 in production clusters).
-    #[arg(long, env = "CODIGO_STREAM_REPLICAS", default_value_t = 1)]
+    /// Replicas of each stream (3 in production clusters; JetStream allows at most 5).
+    #[arg(long, env = "CODIGO_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = at_least(1usize).at_most(5))]
     pub stream_replicas: usize,
     /// Most bytes the dead-letter stream holds. When full it refuses new dead letters
     /// (discard new): the worker keeps the job and retries, nothing is dropped; the
     /// CodigoStreamNearlyFull alert fires at 80 %.
-    #[arg(long, env = "CODIGO_DLQ_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    #[arg(long, env = "CODIGO_DLQ_MAX_BYTES", default_value_t = 1024 * 1024 * 1024,
+          value_parser = at_least(1i64))]
     pub dlq_max_bytes: i64,
     /// Most messages the dead-letter stream holds (discard new, as for its bytes).
-    #[arg(long, env = "CODIGO_DLQ_MAX_MESSAGES", default_value_t = 1_000_000)]
+    #[arg(long, env = "CODIGO_DLQ_MAX_MESSAGES", default_value_t = 1_000_000,
+          value_parser = at_least(1i64))]
     pub dlq_max_messages: i64,
     /// Most bytes the max-deliveries advisory stream holds (discard new).
-    #[arg(long, env = "CODIGO_ADVISORIES_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "CODIGO_ADVISORIES_MAX_BYTES", default_value_t = 64 * 1024 * 1024,
+          value_parser = at_least(1i64))]
     pub advisories_max_bytes: i64,
     /// Most messages the max-deliveries advisory stream holds (discard new).
-    #[arg(
-        long,
-        env = "CODIGO_ADVISORIES_MAX_MESSAGES",
-        default_value_t = 100_000
-    )]
+    #[arg(long, env = "CODIGO_ADVISORIES_MAX_MESSAGES", default_value_t = 100_000,
+          value_parser = at_least(1i64))]
     pub advisories_max_messages: i64,
-    /// How long dead letters are kept, in days.
-    #[arg(long, env = "CODIGO_DLQ_MAX_AGE_DAYS", default_value_t = 14)]
-    pub dlq_max_age_days: u64,
+    /// How long dead letters (and pending max-deliveries advisories) are kept (a number is days).
+    #[arg(long = "dlq-max-age-days", env = "CODIGO_DLQ_MAX_AGE_DAYS", default_value = "14d",
+          value_parser = days().at_least(Duration::from_secs(60)))]
+    pub dlq_max_age: Duration,
     /// Deliveries of one job before it is dead-lettered.
-    #[arg(long, env = "CODIGO_MAX_DELIVER", default_value_t = 5)]
+    #[arg(long, env = "CODIGO_MAX_DELIVER", default_value_t = 5, value_parser = at_least(1i64))]
     pub max_deliver: i64,
-    /// Seconds a delivered job may go without ack or progress before it is redelivered.
-    #[arg(long, env = "CODIGO_ACK_WAIT_SECS", default_value_t = 30)]
-    pub ack_wait_secs: u64,
-    /// Redelivery delays after an ack timeout (a crashed worker), comma separated seconds;
-    /// empty uses the ack wait.
-    #[arg(
-        long,
-        env = "CODIGO_BACKOFF_SECS",
-        value_delimiter = ',',
-        default_value = "30,60,120,300"
-    )]
-    pub backoff_secs: Vec<u64>,
+    /// How long a delivered job may go without ack or progress before it is redelivered (a
+    /// number is seconds).
+    #[arg(long = "ack-wait-secs", env = "CODIGO_ACK_WAIT_SECS", default_value = "30s",
+          value_parser = secs().at_least(Duration::from_secs(1)))]
+    pub ack_wait: Duration,
+    /// Redelivery delays after an ack timeout (a crashed worker), comma separated (a number is
+    /// seconds), used by JetStream instead of the ack wait.
+    #[arg(long = "backoff-secs", env = "CODIGO_BACKOFF_SECS", value_delimiter = ',',
+          default_value = "30s,1m,2m,5m", value_parser = secs().at_least(Duration::from_secs(1)))]
+    pub backoff: Vec<Duration>,
     /// Create or update streams at start-up. Turn off where `codigo-ctl setup` owns them and
     /// the service's NATS user may only use them (least privilege).
     #[arg(long, env = "CODIGO_ENSURE_TOPOLOGY", default_value_t = true, action = clap::ArgAction::Set)]
     pub ensure_topology: bool,
     /// Most delivered-but-unacknowledged jobs per consumer.
-    #[arg(long, env = "CODIGO_MAX_ACK_PENDING", default_value_t = 20_000)]
+    #[arg(long, env = "CODIGO_MAX_ACK_PENDING", default_value_t = 20_000,
+          value_parser = at_least(1i64))]
     pub max_ack_pending: i64,
 }
 
+/// Settings that are valid one by one but not together.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(
+        "CODIGO_BACKOFF_SECS has {steps} entries but CODIGO_MAX_DELIVER is {max_deliver}; \
+         JetStream needs no more back-off steps than deliveries: drop steps or raise CODIGO_MAX_DELIVER"
+    )]
+    BackoffLongerThanDeliveries { steps: usize, max_deliver: i64 },
+}
+
 impl JetStreamArgs {
-    pub fn duplicate_window(&self) -> Duration {
-        Duration::from_secs(self.duplicate_window_secs)
-    }
-
-    pub fn ack_wait(&self) -> Duration {
-        Duration::from_secs(self.ack_wait_secs)
-    }
-
     /// How long a delivery really has before JetStream redelivers it: with a BackOff list
     /// the first step replaces the ack wait.
     pub fn effective_ack_wait(&self) -> Duration {
-        self.backoff_secs.first().map_or(self.ack_wait(), |first| {
-            Duration::from_secs(*first).min(self.ack_wait())
-        })
+        self.backoff
+            .first()
+            .map_or(self.ack_wait, |first| (*first).min(self.ack_wait))
     }
 
-    /// Settings JetStream would refuse, caught at start with a message saying what to change.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.max_deliver < 1 {
-            return Err("CODIGO_MAX_DELIVER must be at least 1".into());
-        }
-        if !self.backoff_secs.is_empty() && self.backoff_secs.len() as i64 > self.max_deliver {
-            return Err(format!(
-                "CODIGO_BACKOFF_SECS has {} entries but CODIGO_MAX_DELIVER is {}; \
-                 JetStream needs no more back-off steps than deliveries",
-                self.backoff_secs.len(),
-                self.max_deliver
-            ));
-        }
-        if [
-            self.dlq_max_bytes,
-            self.dlq_max_messages,
-            self.advisories_max_bytes,
-            self.advisories_max_messages,
-        ]
-        .iter()
-        .any(|limit| *limit <= 0)
-        {
-            return Err(
-                "CODIGO_DLQ_MAX_BYTES, CODIGO_DLQ_MAX_MESSAGES, CODIGO_ADVISORIES_MAX_BYTES \
-                 and CODIGO_ADVISORIES_MAX_MESSAGES must be positive: these streams are bounded"
-                    .into(),
-            );
-        }
-        if self.duplicate_window_secs == 0 || self.ack_wait_secs == 0 {
-            return Err(
-                "CODIGO_DUPLICATE_WINDOW_SECS and CODIGO_ACK_WAIT_SECS must be positive".into(),
-            );
+    /// Checks across settings that the value parsers, one setting each, cannot make.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let steps = self.backoff.len();
+        if i64::try_from(steps).unwrap_or(i64::MAX) > self.max_deliver {
+            return Err(SettingsError::BackoffLongerThanDeliveries {
+                steps,
+                max_deliver: self.max_deliver,
+            });
         }
         Ok(())
     }
+}
+
+/// Settings every Codigo binary takes: where NATS and Postgres are, the shape of the JetStream
+/// topology, and telemetry.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub jetstream: JetStreamArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -30,44 +30,66 @@ pub enum SetupError {
 /// Largest message the work stream takes; the gateway's body limit sits below it.
 pub const MAX_MESSAGE_BYTES: i32 = 2 * 1024 * 1024;
 
+/// A file-backed stream of this namespace, bounded and discard new: full, it refuses new
+/// messages (the publisher sees it and keeps or refuses the job) and never drops stored ones.
+fn bounded_stream(
+    args: &JetStreamArgs,
+    (name, description, subject): (String, &str, String),
+    retention: stream::RetentionPolicy,
+    (max_bytes, max_messages): (i64, i64),
+) -> stream::Config {
+    stream::Config {
+        name,
+        description: Some(description.to_owned()),
+        subjects: vec![subject],
+        retention,
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::New,
+        max_bytes,
+        max_messages,
+        num_replicas: args.stream_replicas,
+        ..Default::default()
+    }
+}
+
 pub fn jobs_stream_config(names: &Names, args: &JetStreamArgs) -> stream::Config {
     stream::Config {
-        name: names.jobs_stream(),
-        description: Some("Codigo jobs waiting for a worker".into()),
-        subjects: vec![names.jobs_wildcard()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        // A full stream must push back on the gateway (503), never drop accepted jobs.
-        discard: stream::DiscardPolicy::New,
-        max_messages: args.stream_max_messages,
-        max_bytes: args.stream_max_bytes,
         max_message_size: MAX_MESSAGE_BYTES,
-        duplicate_window: args.duplicate_window(),
-        num_replicas: args.stream_replicas,
+        duplicate_window: args.duplicate_window,
         allow_direct: true,
-        ..Default::default()
+        // Full, it pushes back on the gateway (503), never drops accepted jobs.
+        ..bounded_stream(
+            args,
+            (
+                names.jobs_stream(),
+                "Codigo jobs waiting for a worker",
+                names.jobs_wildcard(),
+            ),
+            stream::RetentionPolicy::WorkQueue,
+            (args.stream_max_bytes, args.stream_max_messages),
+        )
     }
 }
 
 pub fn dlq_stream_config(names: &Names, args: &JetStreamArgs) -> stream::Config {
     stream::Config {
-        name: names.dlq_stream(),
-        description: Some("Codigo dead letters, replayable with codigo-ctl dlq replay".into()),
-        subjects: vec![names.dlq_wildcard()],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        max_age: Duration::from_secs(args.dlq_max_age_days * 86_400),
-        // Bounded so that one tenant's failures cannot fill JetStream for everyone. Full, it
-        // refuses new dead letters rather than dropping old ones: the worker keeps the job
-        // (nak, retried later) and the CodigoStreamNearlyFull alert has fired at 80 %.
-        discard: stream::DiscardPolicy::New,
-        max_bytes: args.dlq_max_bytes,
-        max_messages: args.dlq_max_messages,
+        max_age: args.dlq_max_age,
         // Publishing a dead letter is retried after crashes; the window drops the repeats.
-        duplicate_window: args.duplicate_window(),
-        num_replicas: args.stream_replicas,
+        duplicate_window: args.duplicate_window,
         allow_direct: true,
-        ..Default::default()
+        // Bounded so that one tenant's failures cannot fill JetStream for everyone. Full, it
+        // refuses new dead letters: the worker keeps the job (nak, retried later) and the
+        // CodigoStreamNearlyFull alert has fired at 80 %.
+        ..bounded_stream(
+            args,
+            (
+                names.dlq_stream(),
+                "Codigo dead letters, replayable with codigo-ctl dlq replay",
+                names.dlq_wildcard(),
+            ),
+            stream::RetentionPolicy::Limits,
+            (args.dlq_max_bytes, args.dlq_max_messages),
+        )
     }
 }
 
@@ -75,19 +97,19 @@ pub fn dlq_stream_config(names: &Names, args: &JetStreamArgs) -> stream::Config 
 /// they fire; capturing them in a stream lets a worker dead-letter those jobs later.
 pub fn advisories_stream_config(names: &Names, args: &JetStreamArgs) -> stream::Config {
     stream::Config {
-        name: names.advisories_stream(),
-        description: Some("Codigo max-deliveries advisories awaiting dead-lettering".into()),
-        subjects: vec![names.max_deliveries_advisories()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        max_age: Duration::from_secs(args.dlq_max_age_days * 86_400),
-        // Bounded like the DLQ, and discard new: the advisories already stored are the jobs
-        // waiting to be dead-lettered, none of them is dropped for a newer one.
-        discard: stream::DiscardPolicy::New,
-        max_bytes: args.advisories_max_bytes,
-        max_messages: args.advisories_max_messages,
-        num_replicas: args.stream_replicas,
-        ..Default::default()
+        max_age: args.dlq_max_age,
+        // Bounded like the DLQ: the advisories already stored are the jobs waiting to be
+        // dead-lettered, none of them is dropped for a newer one.
+        ..bounded_stream(
+            args,
+            (
+                names.advisories_stream(),
+                "Codigo max-deliveries advisories awaiting dead-lettering",
+                names.max_deliveries_advisories(),
+            ),
+            stream::RetentionPolicy::WorkQueue,
+            (args.advisories_max_bytes, args.advisories_max_messages),
+        )
     }
 }
 
@@ -101,13 +123,9 @@ pub fn job_consumer_config(
         description: Some(format!("Codigo workers for {job_type}")),
         filter_subject: names.job_subject(job_type),
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: args.ack_wait(),
+        ack_wait: args.ack_wait,
         max_deliver: args.max_deliver,
-        backoff: args
-            .backoff_secs
-            .iter()
-            .map(|s| Duration::from_secs(*s))
-            .collect(),
+        backoff: args.backoff.clone(),
         max_ack_pending: args.max_ack_pending,
         deliver_policy: consumer::DeliverPolicy::All,
         ..Default::default()

@@ -2,9 +2,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use codigo_common::config::{DatabaseArgs, JetStreamArgs, NatsArgs, TelemetryArgs};
+use codigo_common::config::{at_least, millis, secs, ServiceArgs, SettingsError};
 use codigo_schemas::registry;
 use secrecy::{ExposeSecret as _, SecretString};
+
+const MILLISECOND: Duration = Duration::from_millis(1);
 
 /// Codigo workers: pull jobs from JetStream, run their handlers, record outcomes in Postgres.
 #[derive(Debug, Clone, Parser)]
@@ -19,7 +21,7 @@ pub struct Config {
     /// Jobs in flight at once, per job type, handled in groups of up to 128: deep enough that
     /// the pulls, transactions and acks of several groups overlap (make bench: 64 → 512 took
     /// batch ingest from 42 % to 65 % of the bare pipeline).
-    #[arg(long, env = "CODIGO_CONCURRENCY", default_value_t = 512)]
+    #[arg(long, env = "CODIGO_CONCURRENCY", default_value_t = 512, value_parser = at_least(1usize))]
     pub concurrency: usize,
     /// Master key each tenant's webhook secret is derived from (Standard Webhooks, see
     /// `codigo-ctl webhooks secret`); required when webhook.deliver is served.
@@ -34,47 +36,49 @@ pub struct Config {
     /// Allow webhooks to private, loopback and link-local addresses (local use and tests).
     #[arg(long, env = "CODIGO_WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
     pub webhook_allow_private: bool,
-    /// Seconds a webhook target gets to answer.
-    #[arg(long, env = "CODIGO_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
-    pub webhook_timeout_secs: u64,
+    /// How long a webhook target gets to answer (a number is seconds).
+    #[arg(long = "webhook-timeout-secs", env = "CODIGO_WEBHOOK_TIMEOUT_SECS", default_value = "10s",
+          value_parser = secs().at_least(MILLISECOND))]
+    pub webhook_timeout: Duration,
     /// Most webhook requests in flight to one target host, per consumer: a slow or
     /// black-holed host ties up this many connections, not all of them.
-    #[arg(long, env = "CODIGO_WEBHOOK_MAX_PER_HOST", default_value_t = 16)]
+    #[arg(long, env = "CODIGO_WEBHOOK_MAX_PER_HOST", default_value_t = 16,
+          value_parser = at_least(1usize))]
     pub webhook_max_per_host: usize,
-    /// First retry delay in milliseconds; doubles per attempt, with jitter.
-    #[arg(long, env = "CODIGO_RETRY_BASE_MS", default_value_t = 1000)]
-    pub retry_base_ms: u64,
-    /// Longest retry delay in seconds.
-    #[arg(long, env = "CODIGO_RETRY_MAX_SECS", default_value_t = 300)]
-    pub retry_max_secs: u64,
-    /// Seconds in-flight jobs get to finish after SIGTERM before they are handed back. The whole
-    /// shutdown takes at most fetch expiry + this + 7 s (see `Config::shutdown_budget`).
-    #[arg(long, env = "CODIGO_SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
-    pub shutdown_timeout_secs: u64,
+    /// First retry delay (a number is milliseconds); doubles per attempt, with jitter.
+    #[arg(long = "retry-base-ms", env = "CODIGO_RETRY_BASE_MS", default_value = "1s",
+          value_parser = millis().at_least(MILLISECOND))]
+    pub retry_base: Duration,
+    /// Longest retry delay (a number is seconds).
+    #[arg(long = "retry-max-secs", env = "CODIGO_RETRY_MAX_SECS", default_value = "5m",
+          value_parser = secs().at_least(MILLISECOND))]
+    pub retry_max: Duration,
+    /// How long in-flight jobs get to finish after SIGTERM before they are handed back (a
+    /// number is seconds). The whole shutdown takes at most fetch expiry + this + 7 s (see
+    /// `Config::shutdown_budget`).
+    #[arg(long = "shutdown-timeout-secs", env = "CODIGO_SHUTDOWN_TIMEOUT_SECS",
+          default_value = "25s", value_parser = secs())]
+    pub shutdown_timeout: Duration,
     /// Fault injection for the chaos suite (see `faults`); never set in production.
     #[arg(long, env = "CODIGO_FAULTS", default_value = "", hide = true)]
     pub faults: String,
-    /// How long one pull request waits for jobs, in milliseconds.
-    #[arg(
-        long,
-        env = "CODIGO_FETCH_EXPIRES_MS",
-        default_value_t = 5000,
-        hide = true
-    )]
-    pub fetch_expires_ms: u64,
+    /// How long one pull request waits for jobs (a number is milliseconds).
+    #[arg(long = "fetch-expires-ms", env = "CODIGO_FETCH_EXPIRES_MS", default_value = "5s",
+          value_parser = millis().at_least(Duration::from_millis(500)), hide = true)]
+    pub fetch_expires: Duration,
     #[command(flatten)]
-    pub nats: NatsArgs,
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[command(flatten)]
-    pub jetstream: JetStreamArgs,
-    #[command(flatten)]
-    pub telemetry: TelemetryArgs,
+    pub service: ServiceArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
+
+impl From<SettingsError> for ConfigError {
+    fn from(error: SettingsError) -> Self {
+        Self(error.to_string())
+    }
+}
 
 impl Config {
     /// The job types to serve, checked against the registry.
@@ -102,15 +106,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<Vec<&'static str>, ConfigError> {
-        self.jetstream.validate().map_err(ConfigError)?;
-        if self.concurrency == 0 {
-            return Err(ConfigError("CODIGO_CONCURRENCY must be at least 1".into()));
-        }
-        if self.webhook_max_per_host == 0 {
-            return Err(ConfigError(
-                "CODIGO_WEBHOOK_MAX_PER_HOST must be at least 1".into(),
-            ));
-        }
+        self.service.jetstream.validate()?;
         crate::faults::Faults::parse(&self.faults).map_err(ConfigError)?;
         let served = self.served_job_types()?;
         if served.contains(&codigo_schemas::WEBHOOK_DELIVER)
@@ -140,17 +136,14 @@ impl Config {
         Ok(served)
     }
 
-    pub fn fetch_expires(&self) -> Duration {
-        Duration::from_millis(self.fetch_expires_ms.max(500))
-    }
-
     /// Longest time from SIGTERM to exit: the pull under way ends (fetch expiry), in-flight
     /// jobs finish or are handed back (CODIGO_SHUTDOWN_TIMEOUT_SECS, then
     /// [`HAND_BACK_SECS`]), and acks and naks are flushed ([`FLUSH_SECS`]). The chart's
     /// terminationGracePeriodSeconds must be at least this (helm/codigo, check_deploy.py).
     pub fn shutdown_budget(&self) -> Duration {
-        self.fetch_expires()
-            + Duration::from_secs(self.shutdown_timeout_secs + HAND_BACK_SECS + FLUSH_SECS)
+        self.fetch_expires
+            + self.shutdown_timeout
+            + Duration::from_secs(HAND_BACK_SECS + FLUSH_SECS)
     }
 }
 
@@ -197,5 +190,60 @@ mod tests {
         .expect("parses");
         // The chart's default terminationGracePeriodSeconds (30) is this budget.
         assert_eq!(config.shutdown_budget(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn durations_take_units_and_bounds_name_the_setting() {
+        let config = Config::try_parse_from([
+            "codigo-consumer",
+            "--retry-base-ms=250",
+            "--retry-max-secs=2m",
+            "--webhook-timeout-secs=1500ms",
+        ])
+        .expect("parses");
+        assert_eq!(config.retry_base, Duration::from_millis(250));
+        assert_eq!(config.retry_max, Duration::from_secs(120));
+        assert_eq!(config.webhook_timeout, Duration::from_millis(1500));
+        for (args, expected) in [
+            (
+                ["--concurrency", "0"],
+                "CODIGO_CONCURRENCY (--concurrency): must be a whole number, at least 1",
+            ),
+            (
+                ["--fetch-expires-ms", "100"],
+                "CODIGO_FETCH_EXPIRES_MS (--fetch-expires-ms): must be at least 500ms",
+            ),
+            (
+                ["--max-deliver", "0"],
+                "CODIGO_MAX_DELIVER (--max-deliver): must be a whole number, at least 1",
+            ),
+        ] {
+            let error = Config::try_parse_from(["codigo-consumer", args[0], args[1]])
+                .expect_err(args[0])
+                .to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn more_backoff_steps_than_deliveries_are_refused() {
+        let config = Config::try_parse_from([
+            "codigo-consumer",
+            "--max-deliver",
+            "2",
+            "--backoff-secs",
+            "1,2,3",
+            "--job-types",
+            "ledger.post",
+        ])
+        .expect("parses");
+        let error = config
+            .validate()
+            .expect_err("3 steps, 2 deliveries")
+            .to_string();
+        assert!(
+            error.contains("CODIGO_BACKOFF_SECS has 3 entries"),
+            "{error}"
+        );
     }
 }

@@ -66,10 +66,14 @@ fn patient() -> ExponentialBuilder {
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let job_types = config.validate()?;
-        let names = Names::new(&config.nats.namespace)?;
-        let client =
-            nats::connect(&config.nats, "codigo-consumer", InitialConnect::Background).await?;
-        let pool = db::lazy_pool(&config.database)?;
+        let names = Names::new(&config.service.nats.namespace)?;
+        let client = nats::connect(
+            &config.service.nats,
+            "codigo-consumer",
+            InitialConnect::Background,
+        )
+        .await?;
+        let pool = db::lazy_pool(&config.service.database)?;
         let listener = TcpListener::bind(config.http_addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -144,11 +148,18 @@ impl Application {
                 .when(|e| !matches!(e, db::DbError::NotMigrated { .. }))
                 .notify(|error, wait| tracing::warn!(%error, ?wait, "waiting for Postgres"))
                 .await?;
-            (|| jetstream::prepare_topology(&js, &names, &config.jetstream, job_types.clone()))
-                .retry(patient())
-                .notify(|error, wait| tracing::warn!(%error, ?wait, "waiting for JetStream"))
-                .await
-                .map_err(|e| StartError::Nats(nats::NatsError::Settings(e.to_string())))?;
+            (|| {
+                jetstream::prepare_topology(
+                    &js,
+                    &names,
+                    &config.service.jetstream,
+                    job_types.clone(),
+                )
+            })
+            .retry(patient())
+            .notify(|error, wait| tracing::warn!(%error, ?wait, "waiting for JetStream"))
+            .await
+            .map_err(|e| StartError::Nats(nats::NatsError::Settings(e.to_string())))?;
             Ok::<(), StartError>(())
         };
         tokio::select! {
@@ -175,7 +186,7 @@ impl Application {
                             .as_ref()
                             .map(|key| key.expose_secret().to_owned()),
                         allow_private: config.webhook_allow_private,
-                        timeout: Duration::from_secs(config.webhook_timeout_secs),
+                        timeout: config.webhook_timeout,
                         max_per_host: config.webhook_max_per_host,
                     }
                 }),
@@ -190,18 +201,18 @@ impl Application {
             js: js.clone(),
             names: names.clone(),
             pool: pool.clone(),
-            jetstream: config.jetstream.clone(),
+            jetstream: config.service.jetstream.clone(),
             retry: retry::RetryPolicy {
-                base: Duration::from_millis(config.retry_base_ms.max(1)),
-                max: Duration::from_secs(config.retry_max_secs.max(1)),
+                base: config.retry_base,
+                max: config.retry_max,
             },
             concurrency: config.concurrency,
-            fetch_expires: config.fetch_expires(),
+            fetch_expires: config.fetch_expires,
             dead_letters: dead_letters.clone(),
             faults,
         });
 
-        let drain_timeout = Duration::from_secs(config.shutdown_timeout_secs);
+        let drain_timeout = config.shutdown_timeout;
         let mut tasks = tokio::task::JoinSet::new();
         for (job_type, flag) in bound {
             let Some(handler) = handlers.get(job_type).cloned() else {

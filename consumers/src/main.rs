@@ -7,7 +7,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let telemetry = codigo_common::telemetry::init("codigo-consumer", &config.telemetry)?;
+    let telemetry = codigo_common::telemetry::init("codigo-consumer", &config.service.telemetry)?;
     let shutdown = codigo_common::shutdown::on_signals();
     let result = async {
         let app = Application::build(config).await?;

@@ -8,7 +8,7 @@ mod status;
 mod webhooks;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use codigo_common::config::{DatabaseArgs, JetStreamArgs, NatsArgs, TelemetryArgs};
+use codigo_common::config::ServiceArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,13 +20,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
-    nats: NatsArgs,
-    #[command(flatten)]
-    database: DatabaseArgs,
-    #[command(flatten)]
-    jetstream: JetStreamArgs,
-    #[command(flatten)]
-    telemetry: TelemetryArgs,
+    service: ServiceArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -79,22 +73,28 @@ async fn main() -> anyhow::Result<()> {
         }
         Err(error) => error.exit(),
     };
+    let ServiceArgs {
+        nats,
+        database,
+        jetstream,
+        telemetry,
+    } = &cli.service;
     if let Command::Slo { command } = cli.command {
         // Reads Prometheus only: none of the NATS or database settings apply, and each of
         // its own errors has its own exit status.
-        let _telemetry = codigo_common::telemetry::init_cli("codigo-ctl", &cli.telemetry)
+        let _telemetry = codigo_common::telemetry::init_cli("codigo-ctl", telemetry)
             .unwrap_or_else(|error| slo::fail(&error));
         slo::run(command).await
     }
     // Operator output goes to stdout; logs go to stderr.
-    let _telemetry = codigo_common::telemetry::init_cli("codigo-ctl", &cli.telemetry)?;
-    cli.jetstream.validate().map_err(anyhow::Error::msg)?;
-    let names = codigo_common::Names::new(&cli.nats.namespace)?;
+    let _telemetry = codigo_common::telemetry::init_cli("codigo-ctl", telemetry)?;
+    jetstream.validate()?;
+    let names = codigo_common::Names::new(&nats.namespace)?;
     match cli.command {
-        Command::Setup => setup::run(&cli.nats, &cli.database, &cli.jetstream, &names).await,
-        Command::Status { format } => status::run(&cli.nats, &names, format).await,
-        Command::Dlq { command } => dlq::run(&cli.nats, &names, command).await,
-        Command::Teardown { yes } => setup::teardown(&cli.nats, &names, yes).await,
+        Command::Setup => setup::run(nats, database, jetstream, &names).await,
+        Command::Status { format } => status::run(nats, &names, format).await,
+        Command::Dlq { command } => dlq::run(nats, &names, command).await,
+        Command::Teardown { yes } => setup::teardown(nats, &names, yes).await,
         Command::Slo { .. } => unreachable!("handled above"),
         Command::Webhooks { command } => {
             println!("{}", webhooks::run(command)?);

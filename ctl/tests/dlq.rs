@@ -267,7 +267,7 @@ async fn dead_letters_are_listed_filtered_shown_replayed_once_and_purged() {
     // Again after the duplicate window: the message is stored and delivered, and Postgres
     // finds the job id applied already.
     let mut stream_args = env.jetstream_args();
-    stream_args.duplicate_window_secs = 1;
+    stream_args.duplicate_window = Duration::from_secs(1);
     env.js
         .update_stream(codigo_common::jetstream::jobs_stream_config(
             &env.names,

@@ -42,10 +42,14 @@ impl Application {
         if keys.is_none() {
             tracing::warn!("CODIGO_AUTH=disabled: every caller is accepted as tenant `local`; never run this way outside a laptop");
         }
-        let names = Names::new(&config.nats.namespace)?;
-        let client =
-            nats::connect(&config.nats, "codigo-producer", InitialConnect::Background).await?;
-        let pool = db::lazy_pool(&config.database)?;
+        let names = Names::new(&config.service.nats.namespace)?;
+        let client = nats::connect(
+            &config.service.nats,
+            "codigo-producer",
+            InitialConnect::Background,
+        )
+        .await?;
+        let pool = db::lazy_pool(&config.service.database)?;
         let publisher =
             publish::Publisher::new(client.clone(), names.clone(), config.publish_timeouts());
 
@@ -53,7 +57,7 @@ impl Application {
         spawn_topology_setup(
             client.clone(),
             names,
-            config.jetstream.clone(),
+            config.service.jetstream.clone(),
             topology_ready.clone(),
         );
 
@@ -72,7 +76,7 @@ impl Application {
             listener,
             state,
             client,
-            shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
+            shutdown_timeout: config.shutdown_timeout,
         })
     }
 

@@ -146,18 +146,18 @@ impl TestEnv {
     /// Short timers so that retry paths finish within a test.
     pub fn jetstream_args(&self) -> JetStreamArgs {
         JetStreamArgs {
-            duplicate_window_secs: 120,
+            duplicate_window: Duration::from_secs(120),
             stream_max_messages: 1_000_000,
             stream_max_bytes: 64 * 1024 * 1024,
             stream_replicas: 1,
-            dlq_max_age_days: 1,
+            dlq_max_age: Duration::from_secs(86_400),
             dlq_max_bytes: 64 * 1024 * 1024,
             dlq_max_messages: 1_000_000,
             advisories_max_bytes: 16 * 1024 * 1024,
             advisories_max_messages: 100_000,
             max_deliver: 4,
-            ack_wait_secs: 5,
-            backoff_secs: vec![],
+            ack_wait: Duration::from_secs(5),
+            backoff: vec![],
             ensure_topology: true,
             max_ack_pending: 10_000,
         }
