@@ -8,14 +8,12 @@
 //! sees its peers" are two different faults. Without them the servers share loopback, and the
 //! partitions are skipped (and said so).
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use tokio::process::{Child, Command};
+use codigo_testkit::process::{self, Probe, Process};
+use tokio::process::Command;
 
-use crate::servers::{free_port, log_file, nats_server};
+use crate::servers::STARTUP;
 use crate::ChaosError;
 
 mod net;
@@ -66,13 +64,13 @@ impl Profile {
 
 struct Node {
     name: String,
+    binary: String,
     client: (String, u16),
     conf: PathBuf,
     log_dir: PathBuf,
     ns: Option<String>,
     starts: u32,
-    child: Option<Child>,
-    paused: bool,
+    server: Option<Process>,
 }
 
 impl Node {
@@ -81,57 +79,30 @@ impl Node {
         let log = self
             .log_dir
             .join(format!("nats-{}-{}.log", self.name, self.starts));
-        let (out, err) = log_file(&log)?;
-        let binary = nats_server();
         // `ip netns exec` execs the server in place: the child's pid is the server's.
         let mut command = match &self.ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, &binary]);
+                c.args(["netns", "exec", ns, &self.binary]);
                 c
             }
-            None => Command::new(&binary),
+            None => Command::new(&self.binary),
         };
-        let child = command
-            .arg("-c")
-            .arg(&self.conf)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| ChaosError::io(format!("start {binary}"), e))?;
-        self.child = Some(child);
-        self.paused = false;
-        for _ in 0..300 {
-            if tokio::net::TcpStream::connect((self.client.0.as_str(), self.client.1))
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err(ChaosError::Setup(format!(
-            "nats-server {} did not listen on {}:{} within 15 s; see {}",
-            self.name,
-            self.client.0,
-            self.client.1,
-            log.display()
-        )))
+        command.arg("-c").arg(&self.conf);
+        let name = format!("nats-server {}", self.name);
+        let server = self
+            .server
+            .insert(Process::spawn(name, &mut command, &log)?);
+        server
+            .wait_ready(&Probe::tcp(&self.client.0, self.client.1), STARTUP)
+            .await?;
+        Ok(())
     }
 
-    fn signal(&self, signal: Signal) -> Result<(), ChaosError> {
-        let pid = self.child.as_ref().and_then(Child::id).ok_or_else(|| {
-            ChaosError::Check(format!("nats-server {} is not running", self.name))
-        })?;
-        let pid = i32::try_from(pid).map_err(|_| ChaosError::Check("pid out of range".into()))?;
-        kill(Pid::from_raw(pid), signal).map_err(|e| {
-            ChaosError::io(
-                format!("send {signal} to nats-server {}", self.name),
-                e.into(),
-            )
-        })
+    fn server(&mut self) -> Result<&mut Process, ChaosError> {
+        self.server
+            .as_mut()
+            .ok_or_else(|| ChaosError::Check(format!("nats-server {} is not running", self.name)))
     }
 }
 
@@ -147,16 +118,7 @@ impl Cluster {
     /// Starts `size` servers, each with its store in `dir`. `isolate` asks for network
     /// namespaces; when they cannot be had the cluster runs on loopback and says why.
     pub async fn start(dir: &Path, size: usize, isolate: bool) -> Result<Self, ChaosError> {
-        let binary = nats_server();
-        let runs = std::process::Command::new(&binary)
-            .arg("--version")
-            .output()
-            .is_ok_and(|out| out.status.success());
-        if !runs {
-            return Err(ChaosError::Setup(format!(
-                "{binary} does not run; `make chaos` installs the pinned nats-server (deploy/nats/requirements.txt)"
-            )));
-        }
+        let binary = process::nats_server()?;
         let skipped = if isolate {
             netns_unavailable()
         } else {
@@ -170,7 +132,7 @@ impl Cluster {
         let ports: Vec<(u16, u16)> = match &net {
             Some(_) => vec![(4222, 6222); size],
             None => (0..size)
-                .map(|_| Ok((free_port()?, free_port()?)))
+                .map(|_| Ok((process::free_port()?, process::free_port()?)))
                 .collect::<Result<_, ChaosError>>()?,
         };
         let mut nodes = Vec::new();
@@ -215,13 +177,13 @@ impl Cluster {
                 .map_err(|e| ChaosError::io(format!("write {}", conf.display()), e))?;
             nodes.push(Node {
                 name,
+                binary: binary.clone(),
                 client: (client_host, ports[i].0),
                 conf,
                 log_dir: dir.to_owned(),
                 ns: net.as_ref().map(|n| n.ns[i].clone()),
                 starts: 0,
-                child: None,
-                paused: false,
+                server: None,
             });
         }
         let mut cluster = Self {
@@ -269,7 +231,7 @@ impl Cluster {
     pub fn pids(&self) -> Vec<u32> {
         self.nodes
             .iter()
-            .filter_map(|n| n.child.as_ref().and_then(Child::id))
+            .filter_map(|n| n.server.as_ref().map(Process::pid))
             .collect()
     }
 
@@ -296,12 +258,8 @@ impl Cluster {
 
     /// `kill -9`: the server loses whatever it had not written.
     pub async fn kill(&mut self, i: usize) -> Result<(), ChaosError> {
-        let node = &mut self.nodes[i];
-        if let Some(mut child) = node.child.take() {
-            child
-                .kill()
-                .await
-                .map_err(|e| ChaosError::io(format!("kill nats-server {}", node.name), e))?;
+        if let Some(mut server) = self.nodes[i].server.take() {
+            server.kill().await?;
         }
         Ok(())
     }
@@ -313,15 +271,11 @@ impl Cluster {
 
     /// SIGSTOP: the server keeps its sockets but answers nothing.
     pub fn pause(&mut self, i: usize) -> Result<(), ChaosError> {
-        self.nodes[i].signal(Signal::SIGSTOP)?;
-        self.nodes[i].paused = true;
-        Ok(())
+        Ok(self.nodes[i].server()?.pause()?)
     }
 
     pub fn resume(&mut self, i: usize) -> Result<(), ChaosError> {
-        self.nodes[i].signal(Signal::SIGCONT)?;
-        self.nodes[i].paused = false;
-        Ok(())
+        Ok(self.nodes[i].server()?.resume()?)
     }
 
     /// Cuts (or heals) server `i`'s links to its peers; its clients still reach it.
@@ -342,21 +296,10 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
-    /// Servers first (a paused one is woken so that it dies), then the namespaces.
+    /// Servers first (each waited for until it is gone), then the namespaces.
     fn drop(&mut self) {
         for node in &mut self.nodes {
-            if node.paused {
-                let _ = node.signal(Signal::SIGCONT);
-            }
-            if let Some(mut child) = node.child.take() {
-                let _ = child.start_kill();
-                for _ in 0..200 {
-                    if !matches!(child.try_wait(), Ok(None)) {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
+            node.server.take();
         }
         self.net.take();
     }

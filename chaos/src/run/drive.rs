@@ -5,19 +5,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use codigo_testkit::process::{self, Probe};
 use sqlx::PgPool;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::check::{self, FaultKind, FaultWindow, Injected};
 use crate::load::{self, JobSpec, Ledger, Load, Poison, PoisonKind};
-use crate::procs::{Consumers, Producer};
+use crate::procs::{Consumers, Producer, READY};
 use crate::servers::Postgres;
 use crate::ChaosError;
 
 use super::cluster_faults::inject_cluster_faults;
 use super::plan::Plan;
-use super::{say, wait_ready, NatsServers, TOKEN};
+use super::{say, NatsServers, TOKEN};
 
 pub(super) struct Drove {
     pub(super) ledger: Arc<Mutex<Ledger>>,
@@ -312,7 +313,7 @@ pub(super) async fn drive(
         };
         if live == plan.consumers && urls.len() == plan.consumers {
             for url in urls {
-                wait_ready(http, &url, std::path::Path::new("the consumer logs")).await?;
+                process::wait_ready(&Probe::Http(url), READY).await?;
             }
             break;
         }

@@ -24,7 +24,7 @@ pub use self::plan::{ClusterPlan, Plan};
 
 /// The NATS side of a run: one server, or a cluster.
 pub enum NatsServers {
-    Single(Nats),
+    Single(Box<Nats>),
     Cluster(Cluster),
 }
 
@@ -50,7 +50,7 @@ pub async fn run(plan: &Plan) -> Result<Report, ChaosError> {
     let mut postgres = Postgres::start(dir.path()).await?;
     let profile = Profile::shared();
     let mut nats = match &plan.cluster {
-        None => NatsServers::Single(Nats::start(dir.path()).await?),
+        None => NatsServers::Single(Box::new(Nats::start(dir.path()).await?)),
         Some(cluster) => {
             let servers = Cluster::start(dir.path(), cluster.size, cluster.netns).await?;
             if let Some(reason) = &servers.skipped_partitions {
@@ -113,7 +113,6 @@ pub async fn run(plan: &Plan) -> Result<Report, ChaosError> {
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| ChaosError::Setup(format!("HTTP client: {e}")))?;
-    wait_ready(&http, &producer.url("/readyz"), &producer.log).await?;
 
     let faults = format!("crash_after_commit={},memo", plan.crash_after_commit);
     let consumers = Arc::new(tokio::sync::Mutex::new(Consumers::new(
@@ -167,7 +166,7 @@ pub async fn run(plan: &Plan) -> Result<Report, ChaosError> {
         Ok(response) => response.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     };
-    let producer_log = producer.log.clone();
+    let producer_log = producer.log().to_owned();
     producer.stop().await;
 
     let drove = outcome?;
@@ -215,25 +214,6 @@ async fn create_database(admin_url: &str) -> Result<(), ChaosError> {
         .await
         .map_err(|e| ChaosError::Setup(format!("create database: {e}")))?;
     Ok(())
-}
-
-async fn wait_ready(
-    http: &reqwest::Client,
-    url: &str,
-    log: &std::path::Path,
-) -> Result<(), ChaosError> {
-    for _ in 0..300 {
-        if let Ok(response) = http.get(url).send().await {
-            if response.status().is_success() {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(ChaosError::Setup(format!(
-        "{url} never answered 200 within 30 s; see {}",
-        log.display()
-    )))
 }
 
 async fn supervise(

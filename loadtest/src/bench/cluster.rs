@@ -6,7 +6,6 @@ use codigo_common::nats::{self, InitialConnect};
 use crate::error::LoadError;
 use codigo_chaos::cluster::{Cluster, Profile};
 
-use super::stack::Bins;
 use super::{scenarios, Ctx, Results};
 
 /// The scenarios on the production profile: what ran, and on what.
@@ -48,7 +47,7 @@ pub(super) async fn on_cluster(ctx: &Ctx<'_>, logs: &Path) -> Result<Clustered, 
     .await?;
     let cluster_ctx = Ctx {
         args: &args,
-        bins: Bins::find(&args.bin_dir)?,
+        bins: ctx.bins.clone(),
         server: ctx.server.clone(),
         client: client.clone(),
         http: ctx.http.clone(),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::procs::{cpu_time, pids_of, Proc};
+use crate::procfs::{cpu_time, pids_of};
 
 use super::stack::Stack;
 use super::Ctx;
@@ -24,7 +24,7 @@ pub(super) struct Cpu {
 impl Cpu {
     pub(super) fn now(ctx: &Ctx<'_>, stack: &Stack) -> Self {
         let sum = |pids: &[u32]| pids.iter().filter_map(|p| cpu_time(*p)).sum::<Duration>();
-        let consumers: Vec<u32> = stack.consumers.iter().map(Proc::pid).collect();
+        let consumers: Vec<u32> = stack.consumers.iter().map(|c| c.pid()).collect();
         Self {
             loadgen: cpu_time(std::process::id()).unwrap_or_default(),
             producer: stack

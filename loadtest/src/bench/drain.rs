@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use crate::driver::Load;
 use crate::e2e::Backlog;
 use crate::error::LoadError;
-use crate::procs::Rss;
+use crate::procfs::Rss;
 use crate::run::{self, RunSpec};
 use crate::target::Ingest;
 

@@ -1,7 +1,7 @@
 //! The rate and latency scenarios: one repetition of a load against a fresh stack.
 
 use crate::error::LoadError;
-use crate::procs::Rss;
+use crate::procfs::Rss;
 use crate::run::{self, Report, RunSpec};
 use crate::target::Ingest;
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use codigo_common::config::{DatabaseArgs, NatsArgs};
 use codigo_common::nats::{self, InitialConnect};
+use codigo_testkit::process::Binaries;
 use time::OffsetDateTime;
 
 use crate::baseline::{self, BaselineReport, BaselineSpec};
@@ -34,7 +35,6 @@ use self::drain::{drain_rep, DrainSample};
 use self::load::{load_rep, LoadSample};
 use self::machine::Machine;
 use self::report::write_report;
-use self::stack::Bins;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Scenario {
@@ -133,7 +133,7 @@ fn key_value(raw: &str) -> Result<(String, String), String> {
 
 struct Ctx<'a> {
     pub(super) args: &'a BenchArgs,
-    pub(super) bins: Bins,
+    pub(super) bins: Binaries,
     pub(super) server: Server,
     pub(super) client: async_nats::Client,
     pub(super) http: reqwest::Client,
@@ -158,7 +158,7 @@ struct Results {
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), LoadError> {
-    let bins = Bins::find(&args.bin_dir)?;
+    let bins = Binaries::in_dir(&args.bin_dir)?;
     let server = Server::from_database_url(&args.database.database_url)?;
     let client = nats::connect(
         &args.nats,

@@ -1,65 +1,39 @@
 //! One repetition's processes: the release binaries found, started on a scratch namespace
 //! and database with their environment, and stopped.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use codigo_testkit::process::{self, Probe, Process};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
+use tokio::process::Command;
 
 use crate::error::LoadError;
-use crate::procs::{free_port, run_to_end, Proc, Rss};
+use crate::procfs::{self, Rss};
 use crate::run::Endpoints;
 use crate::scratch::Scratch;
 
 use super::Ctx;
 
-pub(super) struct Bins {
-    pub(super) producer: PathBuf,
-    pub(super) consumer: PathBuf,
-    pub(super) ctl: PathBuf,
-}
-
-impl Bins {
-    pub(super) fn find(dir: &Path) -> Result<Self, LoadError> {
-        let bin = |name: &str| {
-            let path = dir.join(name);
-            if path.is_file() {
-                Ok(path)
-            } else {
-                Err(LoadError::Invalid(format!(
-                    "{} not found; run `cargo build --release --bins` (or `make bench`), or point --bin-dir at the binaries",
-                    path.display()
-                )))
-            }
-        };
-        Ok(Self {
-            producer: bin("codigo-producer")?,
-            consumer: bin("codigo-consumer")?,
-            ctl: bin("codigo-ctl")?,
-        })
-    }
-}
+/// How long a service may take to answer its readiness check.
+const READY: Duration = Duration::from_secs(30);
 
 /// One repetition's services: a scratch namespace and database, set up by `codigo-ctl
 /// setup`, and the processes started on it.
 pub(super) struct Stack {
     pub(super) scratch: Scratch,
-    pub(super) producer: Option<Proc>,
+    pub(super) producer: Option<Process>,
     pub(super) producer_url: String,
-    pub(super) consumers: Vec<Proc>,
+    pub(super) consumers: Vec<Process>,
     pub(super) pool: PgPool,
 }
 
 impl Stack {
     pub(super) async fn new(ctx: &Ctx<'_>) -> Result<Self, LoadError> {
         let scratch = ctx.server.create().await?;
-        run_to_end(
-            &ctx.bins.ctl,
-            &["setup"],
-            &env(ctx, &scratch, &[], &[]),
-            Duration::from_secs(60),
-        )
-        .await?;
+        let mut setup = Command::new(&ctx.bins.ctl);
+        setup.arg("setup").envs(env(ctx, &scratch, &[], &[]));
+        process::run(&mut setup, Duration::from_secs(60)).await?;
         let pool = PgPoolOptions::new()
             .max_connections(2)
             .connect(&scratch.database_url)
@@ -75,69 +49,70 @@ impl Stack {
     }
 
     pub(super) async fn start_producer(&mut self, ctx: &Ctx<'_>) -> Result<(), LoadError> {
-        let addr = format!("127.0.0.1:{}", free_port()?);
         let keys = format!("bench:{}", ctx.token);
-        let mut proc = Proc::spawn(
+        let extra = [
+            ("CODIGO_API_KEYS", keys.as_str()),
+            ("CODIGO_RATE_LIMIT_PER_KEY", "0"),
+        ];
+        let (mut producer, addr) = self.spawn(
+            ctx,
             "codigo-producer",
             &ctx.bins.producer,
-            &[],
-            &env(
-                ctx,
-                &self.scratch,
-                &[
-                    ("CODIGO_HTTP_ADDR", &addr),
-                    ("CODIGO_API_KEYS", &keys),
-                    ("CODIGO_RATE_LIMIT_PER_KEY", "0"),
-                ],
-                &ctx.args.producer_env,
-            ),
-            &ctx.logs
-                .join(format!("{}-producer.log", self.scratch.names.namespace())),
+            &extra,
+            &ctx.args.producer_env,
+            "producer",
         )?;
         self.producer_url = format!("http://{addr}");
-        proc.wait_ready(
-            &ctx.http,
-            &format!("{}/readyz", self.producer_url),
-            Duration::from_secs(30),
-        )
-        .await?;
-        self.producer = Some(proc);
+        let ready = Probe::Http(format!("{}/readyz", self.producer_url));
+        producer.wait_ready(&ready, READY).await?;
+        self.producer = Some(producer);
         Ok(())
     }
 
     /// Starts a consumer; returns when the process was started (not when it is ready).
-    pub(super) fn spawn_consumer(&mut self, ctx: &Ctx<'_>) -> Result<String, LoadError> {
-        let addr = format!("127.0.0.1:{}", free_port()?);
+    pub(super) fn spawn_consumer(&mut self, ctx: &Ctx<'_>) -> Result<Probe, LoadError> {
         let n = self.consumers.len() + 1;
-        let proc = Proc::spawn(
+        let (consumer, addr) = self.spawn(
+            ctx,
             "codigo-consumer",
             &ctx.bins.consumer,
-            &[],
-            &env(
-                ctx,
-                &self.scratch,
-                &[
-                    ("CODIGO_HTTP_ADDR", &addr),
-                    ("CODIGO_JOB_TYPES", "ledger.post"),
-                ],
-                &ctx.args.consumer_env,
-            ),
-            &ctx.logs.join(format!(
-                "{}-consumer-{n}.log",
-                self.scratch.names.namespace()
-            )),
+            &[("CODIGO_JOB_TYPES", "ledger.post")],
+            &ctx.args.consumer_env,
+            &format!("consumer-{n}"),
         )?;
-        self.consumers.push(proc);
-        Ok(format!("http://{addr}/readyz"))
+        self.consumers.push(consumer);
+        Ok(Probe::Http(format!("http://{addr}/readyz")))
     }
 
     pub(super) async fn start_consumer(&mut self, ctx: &Ctx<'_>) -> Result<(), LoadError> {
         let ready = self.spawn_consumer(ctx)?;
-        if let Some(proc) = self.consumers.last_mut() {
-            proc.wait_ready(&ctx.http, &ready, Duration::from_secs(30))
-                .await?;
+        if let Some(consumer) = self.consumers.last_mut() {
+            consumer.wait_ready(&ready, READY).await?;
         }
         Ok(())
+    }
+
+    /// Starts `bin` on a free port with the repetition's environment, `extra` and the
+    /// command line's `overrides`, its output in `<namespace>-<log>.log`; returns it with the
+    /// address it serves on.
+    fn spawn(
+        &self,
+        ctx: &Ctx<'_>,
+        name: &str,
+        bin: &Path,
+        extra: &[(&str, &str)],
+        overrides: &[(String, String)],
+        log: &str,
+    ) -> Result<(Process, String), LoadError> {
+        let addr = format!("127.0.0.1:{}", process::free_port()?);
+        let mut vars = vec![("CODIGO_HTTP_ADDR", addr.as_str())];
+        vars.extend_from_slice(extra);
+        let mut command = Command::new(bin);
+        command.envs(env(ctx, &self.scratch, &vars, overrides));
+        let log = ctx
+            .logs
+            .join(format!("{}-{log}.log", self.scratch.names.namespace()));
+        Ok((Process::spawn(name, &mut command, &log)?, addr))
     }
 
     pub(super) fn endpoints(&self, ctx: &Ctx<'_>) -> Endpoints {
@@ -151,35 +126,42 @@ impl Stack {
     }
 
     pub(super) fn check_alive(&mut self) -> Result<(), LoadError> {
-        for proc in self.producer.iter_mut().chain(self.consumers.iter_mut()) {
-            proc.check_alive()?;
+        for process in self.producer.iter_mut().chain(self.consumers.iter_mut()) {
+            process.check_alive()?;
         }
         Ok(())
     }
 
     pub(super) fn producer_rss(&self) -> Rss {
-        self.producer.as_ref().map(Proc::rss).unwrap_or_default()
+        self.producer
+            .as_ref()
+            .map(|p| procfs::rss(p.pid()))
+            .unwrap_or_default()
     }
 
     /// The largest consumer's memory.
     pub(super) fn consumer_rss(&self) -> Rss {
         self.consumers
             .iter()
-            .map(Proc::rss)
+            .map(|c| procfs::rss(c.pid()))
             .max_by_key(|r| r.peak_kib)
             .unwrap_or_default()
     }
 
     /// Stops every process (SIGTERM, then SIGKILL) and removes the namespace and database.
     pub(super) async fn teardown(self, ctx: &Ctx<'_>) {
-        let grace = Duration::from_secs(30);
-        let mut stops = Vec::new();
-        if let Some(producer) = self.producer {
-            stops.push(producer.stop(grace));
-        }
-        for consumer in self.consumers {
-            stops.push(consumer.stop(grace));
-        }
+        let stops = self
+            .producer
+            .into_iter()
+            .chain(self.consumers)
+            .map(|mut process| async move {
+                if process.terminate(Duration::from_secs(30)).await.is_none() {
+                    tracing::warn!(
+                        name = process.name(),
+                        "did not stop after SIGTERM; killed it"
+                    );
+                }
+            });
         futures::future::join_all(stops).await;
         self.pool.close().await;
         ctx.server
