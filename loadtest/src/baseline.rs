@@ -515,28 +515,24 @@ ON CONFLICT (id) DO UPDATE SET
     finished_at = EXCLUDED.finished_at
 WHERE jobs.status <> 'succeeded'";
 
+/// One array parameter of the batch statements: `f` of every job.
+fn column<'a, T>(
+    jobs: &'a [(Envelope, LedgerPost)],
+    f: impl Fn(&'a (Envelope, LedgerPost)) -> T,
+) -> Vec<T> {
+    jobs.iter().map(f).collect()
+}
+
 async fn commit_set(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<(), sqlx::Error> {
     let started = OffsetDateTime::now_utc();
     let mut tx = pool.begin().await?;
     let applied: std::collections::HashSet<uuid::Uuid> = sqlx::query_scalar(INSERT_ENTRIES)
-        .bind(jobs.iter().map(|(e, _)| e.id).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|(e, _)| tenant(e)).collect::<Vec<_>>())
-        .bind(
-            jobs.iter()
-                .map(|(_, p)| p.account.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            jobs.iter()
-                .map(|(_, p)| p.currency.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(jobs.iter().map(|(_, p)| p.amount_cents).collect::<Vec<_>>())
-        .bind(
-            jobs.iter()
-                .map(|(_, p)| p.memo.as_deref())
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(jobs, |(e, _)| e.id))
+        .bind(column(jobs, |(e, _)| tenant(e)))
+        .bind(column(jobs, |(_, p)| p.account.as_str()))
+        .bind(column(jobs, |(_, p)| p.currency.as_str()))
+        .bind(column(jobs, |(_, p)| p.amount_cents))
+        .bind(column(jobs, |(_, p)| p.memo.as_deref()))
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
@@ -565,30 +561,17 @@ async fn commit_set(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<()
             .await?;
     }
     sqlx::query(UPSERT_JOBS)
-        .bind(jobs.iter().map(|(e, _)| e.id).collect::<Vec<_>>())
-        .bind(
-            jobs.iter()
-                .map(|(e, _)| e.job_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(jobs.iter().map(|(e, _)| &e.payload).collect::<Vec<_>>())
-        .bind(
-            jobs.iter()
-                .map(|(e, _)| serde_json::json!({ "applied": applied.contains(&e.id) }))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            jobs.iter()
-                .map(|(e, _)| e.idempotency_key.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            jobs.iter()
-                .map(|(e, _)| e.tenant.as_deref())
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(jobs, |(e, _)| e.id))
+        .bind(column(jobs, |(e, _)| e.job_type.as_str()))
+        .bind(column(jobs, |(e, _)| &e.payload))
+        .bind(column(
+            jobs,
+            |(e, _)| serde_json::json!({ "applied": applied.contains(&e.id) }),
+        ))
+        .bind(column(jobs, |(e, _)| e.idempotency_key.as_deref()))
+        .bind(column(jobs, |(e, _)| e.tenant.as_deref()))
         .bind(started)
-        .bind(jobs.iter().map(|(e, _)| e.created_at).collect::<Vec<_>>())
+        .bind(column(jobs, |(e, _)| e.created_at))
         .execute(&mut *tx)
         .await?;
     tx.commit().await

@@ -1,6 +1,6 @@
 //! The verdict and its tables.
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 use std::time::Duration;
 
 use super::faults::{FaultKind, Injected};
@@ -38,6 +38,14 @@ pub struct Report {
     pub failures: Vec<String>,
 }
 
+/// `key<separator>count` of every entry, comma separated.
+fn counts<K: Display, V: Display>(map: &BTreeMap<K, V>, separator: &str) -> String {
+    map.iter()
+        .map(|(key, count)| format!("{key}{separator}{count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Report {
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
@@ -47,25 +55,9 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let dead: usize = self.dead_lettered.values().sum();
-        let by_reason = self
-            .dead_lettered
-            .iter()
-            .map(|(r, n)| format!("{r} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let answers = self
-            .answers
-            .iter()
-            .map(|(s, n)| format!("{s}: {n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let poison = self
-            .injected
-            .poison
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let by_reason = counts(&self.dead_lettered, " ");
+        let answers = counts(&self.answers, ": ");
+        let poison = counts(&self.injected.poison, " ");
         let rows: Vec<(&str, String, String)> = vec![
             ("accepted", self.accepted.to_string(), "jobs answered 202 (distinct ids)".into()),
             ("applied", self.applied.to_string(), "accepted jobs with their ledger entry, balance and succeeded row".into()),

@@ -2,6 +2,8 @@
 //! its peers or from its clients.
 use std::path::Path;
 
+use codigo_testkit::process;
+
 use crate::ChaosError;
 
 /// Why the network faults cannot run here, if they cannot.
@@ -24,20 +26,9 @@ pub fn netns_unavailable() -> Option<String> {
     }
 }
 
-pub(super) fn ip(args: &[&str]) -> Result<(), ChaosError> {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| ChaosError::io("run ip", e))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(ChaosError::Setup(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+fn ip(args: &[&str]) -> Result<(), ChaosError> {
+    process::run_blocking(std::process::Command::new("ip").args(args))?;
+    Ok(())
 }
 
 pub(super) const NS_PREFIX: &str = "codigo-chaos-";

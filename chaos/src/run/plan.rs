@@ -98,29 +98,19 @@ impl ClusterPlan {
     pub(super) fn schedule(&self, network: bool) -> Vec<FaultKind> {
         let mut lanes: Vec<Vec<FaultKind>> = vec![
             vec![FaultKind::LeaderKill; self.leader_kills],
-            (0..self.pauses)
-                .map(|n| {
-                    if n % 2 == 0 {
-                        FaultKind::LeaderPause
-                    } else {
-                        FaultKind::FollowerPause
-                    }
-                })
-                .collect(),
+            alternating(
+                self.pauses,
+                FaultKind::LeaderPause,
+                FaultKind::FollowerPause,
+            ),
             vec![FaultKind::FollowerKill; self.follower_kills],
         ];
         if network {
-            lanes.push(
-                (0..self.isolations)
-                    .map(|n| {
-                        if n % 2 == 0 {
-                            FaultKind::FollowerIsolated
-                        } else {
-                            FaultKind::LeaderIsolated
-                        }
-                    })
-                    .collect(),
-            );
+            lanes.push(alternating(
+                self.isolations,
+                FaultKind::FollowerIsolated,
+                FaultKind::LeaderIsolated,
+            ));
             lanes.push(vec![FaultKind::LeaderClientCut; self.client_cuts]);
         }
         let mut out = Vec::new();
@@ -145,6 +135,13 @@ impl ClusterPlan {
             })
             .sum()
     }
+}
+
+/// `count` faults, `first` and `second` by turns.
+fn alternating(count: usize, first: FaultKind, second: FaultKind) -> Vec<FaultKind> {
+    (0..count)
+        .map(|n| if n % 2 == 0 { first } else { second })
+        .collect()
 }
 
 /// Quiet time between one fault's recovery and the next fault.

@@ -12,13 +12,13 @@ use super::Ctx;
 /// CPU time used by each part of the system over a repetition.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Cpu {
-    pub(super) loadgen: Duration,
-    pub(super) producer: Duration,
-    pub(super) consumer: Duration,
-    pub(super) nats: Duration,
+    loadgen: Duration,
+    producer: Duration,
+    consumer: Duration,
+    nats: Duration,
     /// The backends serving this repetition's database (Postgres' shared WAL writer and
     /// checkpointer are not included).
-    pub(super) postgres: Duration,
+    postgres: Duration,
 }
 
 impl Cpu {

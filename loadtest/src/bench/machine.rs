@@ -8,13 +8,13 @@ use super::Ctx;
 
 /// Where the numbers were taken.
 pub(super) struct Machine {
-    pub(super) cpu: String,
-    pub(super) cores: usize,
-    pub(super) memory_gib: f64,
-    pub(super) kernel: String,
-    pub(super) nats_version: String,
-    pub(super) postgres_version: String,
-    pub(super) postgres_settings: Vec<(String, String)>,
+    cpu: String,
+    cores: usize,
+    memory_gib: f64,
+    kernel: String,
+    nats_version: String,
+    postgres_version: String,
+    postgres_settings: Vec<(String, String)>,
     pub(super) commit: String,
 }
 
@@ -65,9 +65,31 @@ impl Machine {
             commit,
         }
     }
+
+    /// The machine's rows of the report's "Machine" table.
+    pub(super) fn write_rows(&self, w: &mut String) {
+        use std::fmt::Write as _;
+
+        let _ = writeln!(w, "| CPU | {} ({} cores) |", self.cpu, self.cores);
+        let _ = writeln!(w, "| memory | {:.0} GiB |", self.memory_gib);
+        let _ = writeln!(w, "| OS | {} |", self.kernel);
+        let _ = writeln!(
+            w,
+            "| NATS | nats-server {}, JetStream file storage, 1 replica, server defaults (fsync of the \
+             store every 2 min, not per message) |",
+            self.nats_version
+        );
+        let settings = self
+            .postgres_settings
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(w, "| PostgreSQL | {} ({settings}) |", self.postgres_version);
+    }
 }
 
-pub(super) async fn postgres_facts(server: &Server) -> (String, Vec<(String, String)>) {
+async fn postgres_facts(server: &Server) -> (String, Vec<(String, String)>) {
     let Ok(pool) = PgPoolOptions::new()
         .max_connections(1)
         .connect(&server.database_url("postgres"))

@@ -157,6 +157,9 @@ struct Results {
     pub(super) drain_two: Vec<DrainSample>,
 }
 
+/// Where a scenario's samples go.
+type SamplesOf = fn(&mut Results) -> &mut Vec<LoadSample>;
+
 pub async fn run(args: BenchArgs) -> Result<(), LoadError> {
     let bins = Binaries::in_dir(&args.bin_dir)?;
     let server = Server::from_database_url(&args.database.database_url)?;
@@ -271,26 +274,36 @@ async fn scenarios(ctx: &Ctx<'_>) -> Result<Results, LoadError> {
             drain_timeout: Duration::from_secs(300),
             progress: true,
         };
-        if wanted(args, Scenario::MaxBatch) {
-            settle(ctx).await;
-            step("sustained rate, batch ingest");
-            results
-                .max_batch
-                .push(load_rep(ctx, &sustained(Ingest::Batch, args.batch_clients)).await?);
-        }
-        if wanted(args, Scenario::MaxSingle) {
-            settle(ctx).await;
-            step("sustained rate, single POST");
-            results
-                .max_single
-                .push(load_rep(ctx, &sustained(Ingest::Single, args.single_clients)).await?);
-        }
-        if wanted(args, Scenario::MaxNats) {
-            settle(ctx).await;
-            step("sustained rate, direct to JetStream");
-            results
-                .max_nats
-                .push(load_rep(ctx, &sustained(Ingest::Nats, args.nats_clients)).await?);
+        let rates: [(Scenario, &str, Ingest, usize, SamplesOf); 3] = [
+            (
+                Scenario::MaxBatch,
+                "sustained rate, batch ingest",
+                Ingest::Batch,
+                args.batch_clients,
+                |r| &mut r.max_batch,
+            ),
+            (
+                Scenario::MaxSingle,
+                "sustained rate, single POST",
+                Ingest::Single,
+                args.single_clients,
+                |r| &mut r.max_single,
+            ),
+            (
+                Scenario::MaxNats,
+                "sustained rate, direct to JetStream",
+                Ingest::Nats,
+                args.nats_clients,
+                |r| &mut r.max_nats,
+            ),
+        ];
+        for (scenario, what, ingest, clients, samples) in rates {
+            if wanted(args, scenario) {
+                settle(ctx).await;
+                step(what);
+                let sample = load_rep(ctx, &sustained(ingest, clients)).await?;
+                samples(&mut results).push(sample);
+            }
         }
         if wanted(args, Scenario::Latency) {
             let measured = results

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use crate::baseline::BaselineReport;
 use crate::error::LoadError;
+use crate::procfs::Rss;
 use crate::run::Report;
 
 use super::cluster::Clustered;
@@ -71,26 +72,7 @@ pub(super) fn write_report(
 
     let _ = writeln!(w, "## Machine\n");
     let _ = writeln!(w, "| | |\n| --- | --- |");
-    let _ = writeln!(w, "| CPU | {} ({} cores) |", machine.cpu, machine.cores);
-    let _ = writeln!(w, "| memory | {:.0} GiB |", machine.memory_gib);
-    let _ = writeln!(w, "| OS | {} |", machine.kernel);
-    let _ = writeln!(
-        w,
-        "| NATS | nats-server {}, JetStream file storage, 1 replica, server defaults (fsync of the \
-         store every 2 min, not per message) |",
-        machine.nats_version
-    );
-    let settings = machine
-        .postgres_settings
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let _ = writeln!(
-        w,
-        "| PostgreSQL | {} ({settings}) |",
-        machine.postgres_version
-    );
+    machine.write_rows(w);
     let _ = writeln!(
         w,
         "| jobs | `ledger.post`, {} B stored per job (envelope and headers, memo padding), over {} accounts |",
@@ -140,7 +122,7 @@ pub(super) fn write_report(
 
     if !results.baseline.is_empty() {
         let b = &results.baseline;
-        let col = |f: fn(&BaselineReport) -> f64| -> Vec<f64> { b.iter().map(f).collect() };
+        let col = |f: Measure| -> Vec<f64> { b.iter().map(f).collect() };
         let _ = writeln!(w, "### Bare baseline\n");
         let _ = writeln!(
             w,
@@ -154,73 +136,52 @@ pub(super) fn write_report(
             b[0].fetch_batch
         );
         let _ = writeln!(w, "| measure | per second |\n| --- | --- |");
-        let _ = writeln!(
-            w,
-            "| JetStream publish, pipelined acks, `Nats-Msg-Id` | {} |",
-            cell(&col(|r| r.publish_per_sec))
-        );
-        let _ = writeln!(
-            w,
-            "| pull consume + ack (full stream) | {} |",
-            cell(&col(|r| r.consume_ack_per_sec))
-        );
-        let _ = writeln!(
-            w,
-            "| bare pipeline while publishing | {} |",
-            cell(&col(|r| r.pipeline_live_per_sec))
-        );
-        let _ = writeln!(
-            w,
-            "| bare pipeline draining a full stream | {} |",
-            cell(&col(|r| r.pipeline_drain_per_sec))
-        );
-        let _ = writeln!(
-            w,
-            "| the same drain with the statements run once per job (one transaction per batch still; a quarter of the jobs) | {} |\n",
-            cell(&col(|r| r.rowwise_drain_per_sec))
-        );
+        let rows: [(&str, Measure); 5] = [
+            ("JetStream publish, pipelined acks, `Nats-Msg-Id`", |r| {
+                r.publish_per_sec
+            }),
+            ("pull consume + ack (full stream)", |r| {
+                r.consume_ack_per_sec
+            }),
+            ("bare pipeline while publishing", |r| {
+                r.pipeline_live_per_sec
+            }),
+            ("bare pipeline draining a full stream", |r| {
+                r.pipeline_drain_per_sec
+            }),
+            (
+                "the same drain with the statements run once per job (one transaction per batch \
+                 still; a quarter of the jobs)",
+                |r| r.rowwise_drain_per_sec,
+            ),
+        ];
+        for (measure, value) in rows {
+            let _ = writeln!(w, "| {measure} | {} |", cell(&col(value)));
+        }
+        let _ = writeln!(w);
     }
 
+    let (batch, single) = (&results.max_batch, &results.max_single);
     let rss_rows: Vec<(&str, Vec<f64>)> = vec![
         (
             "producer, sustained batch ingest",
-            results
-                .max_batch
-                .iter()
-                .map(|s| mib(s.producer.peak_kib))
-                .collect(),
+            peaks(batch.iter().map(|s| s.producer)),
         ),
         (
             "producer, sustained single POST",
-            results
-                .max_single
-                .iter()
-                .map(|s| mib(s.producer.peak_kib))
-                .collect(),
+            peaks(single.iter().map(|s| s.producer)),
         ),
         (
             "consumer, sustained batch ingest",
-            results
-                .max_batch
-                .iter()
-                .map(|s| mib(s.consumer.peak_kib))
-                .collect(),
+            peaks(batch.iter().map(|s| s.consumer)),
         ),
         (
             "consumer, sustained single POST",
-            results
-                .max_single
-                .iter()
-                .map(|s| mib(s.consumer.peak_kib))
-                .collect(),
+            peaks(single.iter().map(|s| s.consumer)),
         ),
         (
             "consumer, draining a full stream",
-            results
-                .drain
-                .iter()
-                .map(|s| mib(s.consumer.peak_kib))
-                .collect(),
+            peaks(results.drain.iter().map(|s| s.consumer)),
         ),
     ];
     if rss_rows.iter().any(|(_, v)| !v.is_empty()) {
@@ -398,6 +359,14 @@ pub(super) fn write_report(
         path: args.out.clone(),
         source,
     })
+}
+
+/// One number of every bare baseline measurement.
+type Measure = fn(&BaselineReport) -> f64;
+
+/// Peak memory in MiB, one value a repetition.
+fn peaks(rss: impl Iterator<Item = Rss>) -> Vec<f64> {
+    rss.map(|r| mib(r.peak_kib)).collect()
 }
 
 /// CPU, completed jobs and seconds of one repetition.
