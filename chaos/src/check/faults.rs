@@ -55,6 +55,21 @@ pub struct FaultWindow {
     pub stall: Option<Duration>,
 }
 
+impl FaultWindow {
+    /// A fault of `node` from `start` until now, with no leader change to tell of.
+    pub fn until_now(kind: FaultKind, node: &str, start: Instant) -> Self {
+        Self {
+            kind,
+            node: node.to_owned(),
+            start,
+            healed: Instant::now(),
+            leader_before: None,
+            leader_after: None,
+            stall: None,
+        }
+    }
+}
+
 /// Fills each window's stall from the accepted-request timeline; returns the longest wait of
 /// the jobs in flight while no fault was, for comparison.
 pub fn measure_stalls(

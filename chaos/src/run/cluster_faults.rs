@@ -145,16 +145,12 @@ pub(super) async fn inject_cluster_faults(
                 leader_after.as_deref().unwrap_or("unknown")
             ),
         );
+        // The window runs until the cluster has recovered: an election after the heal is
+        // part of the fault.
         windows.push(FaultWindow {
-            kind: *kind,
-            node,
-            start,
-            // The window runs until the cluster has recovered: an election after the heal
-            // is part of the fault.
-            healed: Instant::now(),
             leader_before,
             leader_after,
-            stall: None,
+            ..FaultWindow::until_now(*kind, &node, start)
         });
     }
     Ok(windows)

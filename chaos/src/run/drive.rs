@@ -232,15 +232,11 @@ pub(super) async fn drive(
                     nats.kill().await?;
                     tokio::time::sleep(Duration::from_secs(2)).await;
                     nats.restart().await?;
-                    windows.push(FaultWindow {
-                        kind: FaultKind::NatsRestart,
-                        node: "nats".into(),
+                    windows.push(FaultWindow::until_now(
+                        FaultKind::NatsRestart,
+                        "nats",
                         start,
-                        healed: Instant::now(),
-                        leader_before: None,
-                        leader_after: None,
-                        stall: None,
-                    });
+                    ));
                     say(started, "nats-server restarted on the same store".into());
                 }
             } else if consumers.lock().await.kill_random() {
@@ -363,15 +359,11 @@ pub(super) async fn drive(
     say(started, "pg_ctl restart -m immediate".into());
     let start = Instant::now();
     postgres.restart_immediate().await?;
-    windows.push(FaultWindow {
-        kind: FaultKind::PostgresRestart,
-        node: "postgres".into(),
+    windows.push(FaultWindow::until_now(
+        FaultKind::PostgresRestart,
+        "postgres",
         start,
-        healed: Instant::now(),
-        leader_before: None,
-        leader_after: None,
-        stall: None,
-    });
+    ));
     injected.postgres_restarts += 1;
     let _ = calm_load.await;
     let timeline = timeline
