@@ -24,6 +24,9 @@ pub enum ChaosError {
     /// The run could not be set up (a missing tool or binary, a server that did not start).
     #[error("{0}")]
     Setup(String),
+    /// A process or server of the run could not be started, stopped or signalled.
+    #[error(transparent)]
+    Process(#[from] codigo_testkit::process::ProcessError),
     /// The run could not be completed or checked.
     #[error("{0}")]
     Check(String),

@@ -167,37 +167,55 @@ impl Load {
         tokio::time::sleep(wait).await;
     }
 
+    /// Whether another attempt for `left` jobs may start: not once the deadline has passed
+    /// (they count as never accepted). Every attempt after the first is a resubmission.
+    fn may_try(&self, attempts: &mut u32, left: u64, deadline: Instant) -> bool {
+        if Instant::now() > deadline {
+            self.note(|l| l.never_accepted += left);
+            return false;
+        }
+        if *attempts > 0 {
+            self.note(|l| l.resubmitted += 1);
+        }
+        *attempts += 1;
+        true
+    }
+
+    /// Posts `body` to the gateway's `path` and counts the answer's status; `None`, after a
+    /// short pause, when no answer came.
+    async fn post(&self, path: &str, body: &Value) -> Option<(reqwest::Response, u16)> {
+        let sent = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                self.note(|l| *l.statuses.entry(status).or_default() += 1);
+                Some((response, status))
+            }
+            Err(_) => {
+                self.note(|l| l.transport_errors += 1);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                None
+            }
+        }
+    }
+
     async fn submit_batch(&self, mut chunk: Vec<JobSpec>, deadline: Instant) {
-        let mut first = true;
+        let mut attempts = 0;
         let first_attempt = Instant::now();
         while !chunk.is_empty() {
-            if Instant::now() > deadline {
-                let left = chunk.len() as u64;
-                self.note(|l| l.never_accepted += left);
+            if !self.may_try(&mut attempts, chunk.len() as u64, deadline) {
                 return;
             }
-            if !first {
-                self.note(|l| l.resubmitted += 1);
-            }
-            first = false;
             let body = json!({"jobs": chunk.iter().map(JobSpec::request).collect::<Vec<_>>()});
-            let sent = self
-                .http
-                .post(format!("{}/v1/jobs/batch", self.base))
-                .bearer_auth(&self.token)
-                .json(&body)
-                .send()
-                .await;
-            let response = match sent {
-                Ok(response) => response,
-                Err(_) => {
-                    self.note(|l| l.transport_errors += 1);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
+            let Some((response, status)) = self.post("/v1/jobs/batch", &body).await else {
+                continue;
             };
-            let status = response.status().as_u16();
-            self.note(|l| *l.statuses.entry(status).or_default() += 1);
             if status == 503 {
                 self.back_off(&response).await;
                 continue;
@@ -240,34 +258,15 @@ impl Load {
     }
 
     async fn submit_single(&self, job: JobSpec, deadline: Instant) {
-        let mut first = true;
+        let mut attempts = 0;
         let first_attempt = Instant::now();
         loop {
-            if Instant::now() > deadline {
-                self.note(|l| l.never_accepted += 1);
+            if !self.may_try(&mut attempts, 1, deadline) {
                 return;
             }
-            if !first {
-                self.note(|l| l.resubmitted += 1);
-            }
-            first = false;
-            let sent = self
-                .http
-                .post(format!("{}/v1/jobs", self.base))
-                .bearer_auth(&self.token)
-                .json(&job.request())
-                .send()
-                .await;
-            let response = match sent {
-                Ok(response) => response,
-                Err(_) => {
-                    self.note(|l| l.transport_errors += 1);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
+            let Some((response, status)) = self.post("/v1/jobs", &job.request()).await else {
+                continue;
             };
-            let status = response.status().as_u16();
-            self.note(|l| *l.statuses.entry(status).or_default() += 1);
             match status {
                 202 => {
                     let answer: Value = response.json().await.unwrap_or(Value::Null);

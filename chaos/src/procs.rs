@@ -3,43 +3,13 @@
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
+pub use codigo_testkit::process::Binaries;
+use codigo_testkit::process::{self, Process};
+use tokio::process::Command;
 
-use crate::servers::{free_port, log_file};
 use crate::ChaosError;
-
-/// Where `codigo-producer`, `codigo-consumer` and `codigo-ctl` were built.
-#[derive(Debug, Clone)]
-pub struct Binaries {
-    pub producer: PathBuf,
-    pub consumer: PathBuf,
-    pub ctl: PathBuf,
-}
-
-impl Binaries {
-    pub fn in_dir(dir: &Path) -> Result<Self, ChaosError> {
-        let find = |name: &str| {
-            let path = dir.join(name);
-            if path.is_file() {
-                Ok(path)
-            } else {
-                Err(ChaosError::Setup(format!(
-                    "{} is missing: build the binaries first (`cargo build --workspace`, or \
-                     `cargo build --release --workspace` for `make chaos`)",
-                    path.display()
-                )))
-            }
-        };
-        Ok(Self {
-            producer: find("codigo-producer")?,
-            consumer: find("codigo-consumer")?,
-            ctl: find("codigo-ctl")?,
-        })
-    }
-}
 
 /// Settings every binary shares (server URLs, stream and consumer shape).
 #[derive(Debug, Clone)]
@@ -75,9 +45,7 @@ impl Common {
             // exceed what a build machine has free.
             .env("CODIGO_STREAM_MAX_BYTES", (256 * 1024 * 1024).to_string())
             .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+            .env("RUST_LOG", "info");
     }
 }
 
@@ -85,79 +53,55 @@ impl Common {
 pub async fn setup(bins: &Binaries, common: &Common) -> Result<(), ChaosError> {
     let mut command = Command::new(&bins.ctl);
     common.apply(&mut command);
-    let output = command
-        .arg("setup")
-        .output()
-        .await
-        .map_err(|e| ChaosError::io(format!("run {}", bins.ctl.display()), e))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(ChaosError::Setup(format!(
-            "codigo-ctl setup failed ({}): {}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )))
-    }
+    command.arg("setup");
+    process::run(&mut command, Duration::from_secs(120)).await?;
+    Ok(())
 }
 
 pub struct Producer {
     pub port: u16,
-    pub log: PathBuf,
-    child: Child,
+    process: Process,
 }
 
 impl Producer {
+    /// Starts the producer and waits until it is ready.
     pub async fn start(
         bins: &Binaries,
         common: &Common,
         dir: &Path,
         token: &str,
     ) -> Result<Self, ChaosError> {
-        let port = free_port()?;
-        let log = dir.join("producer.log");
-        let (out, err) = log_file(&log)?;
+        let port = process::free_port()?;
         let mut command = Command::new(&bins.producer);
         common.apply(&mut command);
-        let child = command
+        command
             .env("CODIGO_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("CODIGO_API_KEYS", format!("chaos:{token}"))
             .env("CODIGO_RATE_LIMIT_PER_KEY", "0")
             .env("CODIGO_PUBLISH_TIMEOUT_SECS", "2")
-            .env("CODIGO_SHUTDOWN_TIMEOUT_SECS", "5")
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| ChaosError::io(format!("start {}", bins.producer.display()), e))?;
-        Ok(Self { port, log, child })
+            .env("CODIGO_SHUTDOWN_TIMEOUT_SECS", "5");
+        let mut process =
+            Process::spawn("codigo-producer", &mut command, &dir.join("producer.log"))?;
+        let ready = process::Probe::Http(format!("http://127.0.0.1:{port}/readyz"));
+        process.wait_ready(&ready, READY).await?;
+        Ok(Self { port, process })
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    pub fn log(&self) -> &Path {
+        self.process.log()
+    }
+
     pub async fn stop(mut self) {
-        terminate(&mut self.child, Duration::from_secs(10)).await;
+        self.process.terminate(Duration::from_secs(10)).await;
     }
 }
 
-/// SIGTERM, then SIGKILL if the process has not exited within `grace`.
-async fn terminate(child: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
-    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    match tokio::time::timeout(grace, child.wait()).await {
-        Ok(Ok(status)) => Some(status),
-        _ => {
-            let _ = child.kill().await;
-            None
-        }
-    }
-}
+/// How long a service may take to answer its readiness check.
+pub const READY: Duration = Duration::from_secs(30);
 
 /// How a consumer incarnation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,13 +136,13 @@ pub struct Incarnation {
     /// The last successful scrape; what happened after it dies with the process.
     pub counters: Option<Counters>,
     port: u16,
-    child: Option<Child>,
+    process: Option<Process>,
     killing: bool,
 }
 
 impl Incarnation {
     pub fn alive(&self) -> bool {
-        self.child.is_some()
+        self.process.is_some()
     }
 
     pub fn metrics_url(&self) -> String {
@@ -251,12 +195,11 @@ impl Consumers {
 
     fn spawn(&mut self, slot: usize) -> Result<(), ChaosError> {
         let number = self.incarnations.iter().filter(|i| i.slot == slot).count() + 1;
-        let port = free_port()?;
+        let port = process::free_port()?;
         let log = self.dir.join(format!("consumer-{slot}-{number}.log"));
-        let (out, err) = log_file(&log)?;
         let mut command = Command::new(&self.bins.consumer);
         self.common.apply(&mut command);
-        let child = command
+        command
             .env("CODIGO_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("CODIGO_JOB_TYPES", "ledger.post")
             .env("CODIGO_CONCURRENCY", self.settings.concurrency.to_string())
@@ -265,11 +208,8 @@ impl Consumers {
             .env("CODIGO_RETRY_BASE_MS", "100")
             .env("CODIGO_RETRY_MAX_SECS", "2")
             .env("CODIGO_SHUTDOWN_TIMEOUT_SECS", "5")
-            .env("CODIGO_DB_MAX_CONNECTIONS", "8")
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| ChaosError::io(format!("start {}", self.bins.consumer.display()), e))?;
+            .env("CODIGO_DB_MAX_CONNECTIONS", "8");
+        let process = Process::spawn(format!("consumer {slot}-{number}"), &mut command, &log)?;
         self.incarnations.push(Incarnation {
             slot,
             number,
@@ -279,7 +219,7 @@ impl Consumers {
             ended: None,
             counters: None,
             port,
-            child: Some(child),
+            process: Some(process),
             killing: false,
         });
         Ok(())
@@ -289,17 +229,17 @@ impl Consumers {
     pub fn respawn_dead(&mut self, restart: bool) -> Result<usize, ChaosError> {
         let mut dead = Vec::new();
         for incarnation in self.incarnations.iter_mut() {
-            let Some(child) = incarnation.child.as_mut() else {
+            let Some(process) = incarnation.process.as_mut() else {
                 continue;
             };
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Some(status) = process.exited() {
                 let death = match status.signal() {
                     Some(9) if incarnation.killing => Death::Killed,
                     Some(6) => Death::Aborted,
                     _ => Death::Other(status.to_string()),
                 };
                 incarnation.ended = Some((Instant::now(), death));
-                incarnation.child = None;
+                incarnation.process = None;
                 dead.push(incarnation.slot);
             }
         }
@@ -326,9 +266,9 @@ impl Consumers {
 
     fn kill(&mut self, index: usize) -> bool {
         let incarnation = &mut self.incarnations[index];
-        match incarnation.child.as_mut() {
-            Some(child) => {
-                incarnation.killing = child.start_kill().is_ok();
+        match incarnation.process.as_mut() {
+            Some(process) => {
+                incarnation.killing = process.start_kill().is_ok();
                 incarnation.killing
             }
             None => false,
@@ -371,8 +311,8 @@ impl Consumers {
     /// SIGTERM to every live process; each drains and exits.
     pub async fn stop_all(&mut self) {
         for incarnation in self.incarnations.iter_mut() {
-            if let Some(mut child) = incarnation.child.take() {
-                let death = match terminate(&mut child, Duration::from_secs(15)).await {
+            if let Some(mut process) = incarnation.process.take() {
+                let death = match process.terminate(Duration::from_secs(15)).await {
                     Some(status) if status.success() => Death::Stopped,
                     Some(status) => Death::Other(status.to_string()),
                     None => Death::Other("did not stop within 15 s of SIGTERM".into()),

@@ -1,66 +1,12 @@
 //! Private NATS and Postgres servers, started for one run so that the suite can kill them
 //! without disturbing anyone, and removed afterwards whatever happened.
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use codigo_testkit::process::{self, Probe, Process};
+use tokio::process::Command;
 
 use crate::ChaosError;
-
-/// The nats-server the suite runs: `CODIGO_NATS_SERVER`, which `make chaos` sets to the pinned
-/// release (deploy/nats/requirements.txt), else the first `nats-server` on `PATH`.
-pub fn nats_server() -> String {
-    std::env::var("CODIGO_NATS_SERVER").unwrap_or_else(|_| "nats-server".into())
-}
-
-/// A port nobody listens on right now, for a process started a moment later. It is taken
-/// below Linux's ephemeral range (32768 and up): a port the kernel picks for us is one it may
-/// hand to any outgoing connection on the machine in that moment, and the restarted process
-/// then fails to bind it.
-pub fn free_port() -> Result<u16, ChaosError> {
-    for _ in 0..1000 {
-        let port = fastrand::u16(20_000..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| ChaosError::io("pick a free port", e))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| ChaosError::io("pick a free port", e))
-}
-
-async fn port_open(port: u16) -> bool {
-    tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_ok()
-}
-
-async fn wait_port(port: u16, what: &str, log: &Path) -> Result<(), ChaosError> {
-    for _ in 0..300 {
-        if port_open(port).await {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(ChaosError::Setup(format!(
-        "{what} did not start listening on 127.0.0.1:{port} within 15 s; see {}",
-        log.display()
-    )))
-}
-
-pub(crate) fn log_file(path: &Path) -> Result<(Stdio, Stdio), ChaosError> {
-    let file = std::fs::File::create(path)
-        .map_err(|e| ChaosError::io(format!("create {}", path.display()), e))?;
-    let copy = file
-        .try_clone()
-        .map_err(|e| ChaosError::io(format!("open {}", path.display()), e))?;
-    Ok((Stdio::from(file), Stdio::from(copy)))
-}
 
 /// The run's working directory (server data, logs), removed when dropped unless kept.
 pub struct WorkDir {
@@ -98,31 +44,23 @@ impl Drop for WorkDir {
 
 /// A nats-server with JetStream, its store in the work directory.
 pub struct Nats {
+    binary: String,
     port: u16,
     store: PathBuf,
     log_dir: PathBuf,
     starts: u32,
-    child: Option<Child>,
+    server: Option<Process>,
 }
 
 impl Nats {
     pub async fn start(dir: &Path) -> Result<Self, ChaosError> {
-        let binary = nats_server();
-        let runs = std::process::Command::new(&binary)
-            .arg("--version")
-            .output()
-            .is_ok_and(|out| out.status.success());
-        if !runs {
-            return Err(ChaosError::Setup(format!(
-                "{binary} does not run; `make chaos` installs the pinned nats-server (deploy/nats/requirements.txt)"
-            )));
-        }
         let mut nats = Self {
-            port: free_port()?,
+            binary: process::nats_server()?,
+            port: process::free_port()?,
             store: dir.join("nats-store"),
             log_dir: dir.to_owned(),
             starts: 0,
-            child: None,
+            server: None,
         };
         nats.spawn().await?;
         Ok(nats)
@@ -135,9 +73,8 @@ impl Nats {
     async fn spawn(&mut self) -> Result<(), ChaosError> {
         self.starts += 1;
         let log = self.log_dir.join(format!("nats-{}.log", self.starts));
-        let (out, err) = log_file(&log)?;
-        let binary = nats_server();
-        let child = Command::new(&binary)
+        let mut command = Command::new(&self.binary);
+        command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -146,24 +83,20 @@ impl Nats {
                 "-js",
                 "-sd",
             ])
-            .arg(&self.store)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| ChaosError::io(format!("start {binary}"), e))?;
-        self.child = Some(child);
-        wait_port(self.port, "nats-server", &log).await
+            .arg(&self.store);
+        let server = self
+            .server
+            .insert(Process::spawn("nats-server", &mut command, &log)?);
+        server
+            .wait_ready(&Probe::tcp("127.0.0.1", self.port), STARTUP)
+            .await?;
+        Ok(())
     }
 
     /// `kill -9`: no flush, no goodbye to the clients.
     pub async fn kill(&mut self) -> Result<(), ChaosError> {
-        if let Some(mut child) = self.child.take() {
-            child
-                .kill()
-                .await
-                .map_err(|e| ChaosError::io("kill nats-server", e))?;
+        if let Some(mut server) = self.server.take() {
+            server.kill().await?;
         }
         Ok(())
     }
@@ -174,21 +107,8 @@ impl Nats {
     }
 }
 
-impl Drop for Nats {
-    /// Waits for the server to be gone, so that it writes nothing more into the store while
-    /// the work directory is being removed.
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.start_kill();
-            for _ in 0..200 {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
-}
+/// How long a server may take to listen.
+pub(crate) const STARTUP: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A private PostgreSQL cluster (initdb into the work directory), run as the `postgres` OS
 /// user when the suite runs as root (Postgres refuses to run as root).
@@ -216,11 +136,7 @@ fn newest_postgres_bin() -> Option<PathBuf> {
 }
 
 fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    nix::unistd::geteuid().is_root()
 }
 
 impl Postgres {
@@ -237,33 +153,26 @@ impl Postgres {
             .map_err(|e| ChaosError::io(format!("create {}", root.display()), e))?;
         let as_postgres = is_root();
         if as_postgres {
-            let exists = std::process::Command::new("id")
-                .arg("postgres")
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
+            let exists = nix::unistd::User::from_name("postgres").is_ok_and(|u| u.is_some());
             if !exists {
-                run_std(
-                    std::process::Command::new("useradd").args([
-                        "--system",
-                        "--no-create-home",
-                        "postgres",
-                    ]),
-                    "create the postgres OS user",
-                )?;
+                process::run_blocking(std::process::Command::new("useradd").args([
+                    "--system",
+                    "--no-create-home",
+                    "postgres",
+                ]))
+                .map_err(|e| ChaosError::Setup(format!("create the postgres OS user: {e}")))?;
             }
-            run_std(
+            process::run_blocking(
                 std::process::Command::new("chown")
                     .args(["-R", "postgres:"])
                     .arg(&root),
-                "give the Postgres directory to the postgres user",
             )?;
         }
         let mut postgres = Self {
             bin,
             data: root.join("data"),
             log: root.join("postgres.log"),
-            port: free_port()?,
+            port: process::free_port()?,
             as_postgres,
             running: false,
         };
@@ -317,63 +226,42 @@ impl Postgres {
     }
 
     async fn pg(&self, tool: &str, args: &[&str], what: &str) -> Result<(), ChaosError> {
+        let mut command = self.pg_command(tool);
+        command.args(args);
+        process::run(&mut Command::from(command), PG_TIMEOUT)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                ChaosError::Setup(format!(
+                    "Postgres: could not {what}: {e}; see {}",
+                    self.log.display()
+                ))
+            })
+    }
+
+    /// A Postgres tool, run as the `postgres` OS user when the suite runs as root.
+    fn pg_command(&self, tool: &str) -> std::process::Command {
         let program = self.bin.join(tool);
-        let mut command = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&program);
+        if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
             c
         } else {
-            Command::new(&program)
-        };
-        let output = command
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| ChaosError::io(format!("run {}", program.display()), e))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(ChaosError::Setup(format!(
-                "Postgres: could not {what} ({} exited with {}): {}{}; see {}",
-                program.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stdout).trim(),
-                String::from_utf8_lossy(&output.stderr).trim(),
-                self.log.display()
-            )))
+            std::process::Command::new(program)
         }
     }
 }
 
-fn run_std(command: &mut std::process::Command, what: &str) -> Result<(), ChaosError> {
-    let output = command
-        .output()
-        .map_err(|e| ChaosError::io(what.to_owned(), e))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(ChaosError::Setup(format!(
-            "could not {what}: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
-    }
-}
+/// Longest a `pg_ctl` start, restart or `initdb` may take.
+const PG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Drop for Postgres {
     fn drop(&mut self) {
         if !self.running {
             return;
         }
-        let pg_ctl = self.bin.join("pg_ctl");
-        let mut command = if self.as_postgres {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
-            c
-        } else {
-            std::process::Command::new(&pg_ctl)
-        };
-        let _ = command
+        let _ = self
+            .pg_command("pg_ctl")
             .arg("-D")
             .arg(&self.data)
             .args(["-m", "immediate", "-w", "stop"])

@@ -370,6 +370,21 @@ fn tenant(envelope: &Envelope) -> &str {
     envelope.tenant.as_deref().unwrap_or_default()
 }
 
+/// What the `jobs` row upserts of both pipelines do with a row that exists: the consumer's
+/// `record` (consumers/src/store.rs), which never overwrites a success.
+macro_rules! jobs_row_conflict {
+    () => {
+        "ON CONFLICT (id) DO UPDATE SET
+    status = EXCLUDED.status,
+    attempts = GREATEST(jobs.attempts, EXCLUDED.attempts),
+    result = EXCLUDED.result,
+    error = EXCLUDED.error,
+    started_at = COALESCE(jobs.started_at, EXCLUDED.started_at),
+    finished_at = EXCLUDED.finished_at
+WHERE jobs.status <> 'succeeded'"
+    };
+}
+
 /// The ledger.post handler's statements (consumers/src/handlers/ledger.rs and
 /// consumers/src/store.rs), run once per job.
 const INSERT_ENTRY: &str =
@@ -381,18 +396,14 @@ const UPSERT_BALANCE: &str =
      VALUES ($1, $2, $3, $4)
      ON CONFLICT (tenant, account, currency)
      DO UPDATE SET balance_cents = account_balances.balance_cents + EXCLUDED.balance_cents";
-const UPSERT_JOB: &str = "
+const UPSERT_JOB: &str = concat!(
+    "
 INSERT INTO jobs (id, type, status, attempts, payload, result, error, idempotency_key, tenant,
                   created_at, started_at, finished_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-ON CONFLICT (id) DO UPDATE SET
-    status = EXCLUDED.status,
-    attempts = GREATEST(jobs.attempts, EXCLUDED.attempts),
-    result = EXCLUDED.result,
-    error = EXCLUDED.error,
-    started_at = COALESCE(jobs.started_at, EXCLUDED.started_at),
-    finished_at = EXCLUDED.finished_at
-WHERE jobs.status <> 'succeeded'";
+",
+    jobs_row_conflict!()
+);
 
 async fn commit_batch(
     pool: &PgPool,
@@ -498,7 +509,8 @@ const UPSERT_BALANCES: &str =
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[])
      ON CONFLICT (tenant, account, currency)
      DO UPDATE SET balance_cents = account_balances.balance_cents + EXCLUDED.balance_cents";
-const UPSERT_JOBS: &str = "
+const UPSERT_JOBS: &str = concat!(
+    "
 INSERT INTO jobs (id, type, status, attempts, payload, result, error, idempotency_key, tenant,
                   created_at, started_at, finished_at)
 SELECT id, type, 'succeeded', 1, payload, result, NULL, idempotency_key, tenant,
@@ -506,37 +518,28 @@ SELECT id, type, 'succeeded', 1, payload, result, NULL, idempotency_key, tenant,
   FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[], $5::text[], $6::text[],
               $8::timestamptz[])
        AS t(id, type, payload, result, idempotency_key, tenant, created_at)
-ON CONFLICT (id) DO UPDATE SET
-    status = EXCLUDED.status,
-    attempts = GREATEST(jobs.attempts, EXCLUDED.attempts),
-    result = EXCLUDED.result,
-    error = EXCLUDED.error,
-    started_at = COALESCE(jobs.started_at, EXCLUDED.started_at),
-    finished_at = EXCLUDED.finished_at
-WHERE jobs.status <> 'succeeded'";
+",
+    jobs_row_conflict!()
+);
+
+/// One array parameter of the batch statements: `f` of every job.
+fn column<'a, T>(
+    jobs: &'a [(Envelope, LedgerPost)],
+    f: impl Fn(&'a (Envelope, LedgerPost)) -> T,
+) -> Vec<T> {
+    jobs.iter().map(f).collect()
+}
 
 async fn commit_set(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<(), sqlx::Error> {
     let started = OffsetDateTime::now_utc();
     let mut tx = pool.begin().await?;
     let applied: std::collections::HashSet<uuid::Uuid> = sqlx::query_scalar(INSERT_ENTRIES)
-        .bind(jobs.iter().map(|(e, _)| e.id).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|(e, _)| tenant(e)).collect::<Vec<_>>())
-        .bind(
-            jobs.iter()
-                .map(|(_, p)| p.account.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            jobs.iter()
-                .map(|(_, p)| p.currency.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(jobs.iter().map(|(_, p)| p.amount_cents).collect::<Vec<_>>())
-        .bind(
-            jobs.iter()
-                .map(|(_, p)| p.memo.as_deref())
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(jobs, |(e, _)| e.id))
+        .bind(column(jobs, |(e, _)| tenant(e)))
+        .bind(column(jobs, |(_, p)| p.account.as_str()))
+        .bind(column(jobs, |(_, p)| p.currency.as_str()))
+        .bind(column(jobs, |(_, p)| p.amount_cents))
+        .bind(column(jobs, |(_, p)| p.memo.as_deref()))
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
@@ -565,30 +568,17 @@ async fn commit_set(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<()
             .await?;
     }
     sqlx::query(UPSERT_JOBS)
-        .bind(jobs.iter().map(|(e, _)| e.id).collect::<Vec<_>>())
-        .bind(
-            jobs.iter()
-                .map(|(e, _)| e.job_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(jobs.iter().map(|(e, _)| &e.payload).collect::<Vec<_>>())
-        .bind(
-            jobs.iter()
-                .map(|(e, _)| serde_json::json!({ "applied": applied.contains(&e.id) }))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            jobs.iter()
-                .map(|(e, _)| e.idempotency_key.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            jobs.iter()
-                .map(|(e, _)| e.tenant.as_deref())
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(jobs, |(e, _)| e.id))
+        .bind(column(jobs, |(e, _)| e.job_type.as_str()))
+        .bind(column(jobs, |(e, _)| &e.payload))
+        .bind(column(
+            jobs,
+            |(e, _)| serde_json::json!({ "applied": applied.contains(&e.id) }),
+        ))
+        .bind(column(jobs, |(e, _)| e.idempotency_key.as_deref()))
+        .bind(column(jobs, |(e, _)| e.tenant.as_deref()))
         .bind(started)
-        .bind(jobs.iter().map(|(e, _)| e.created_at).collect::<Vec<_>>())
+        .bind(column(jobs, |(e, _)| e.created_at))
         .execute(&mut *tx)
         .await?;
     tx.commit().await

@@ -80,7 +80,7 @@ pub struct Completion {
     /// Rows with status `failed` or `dead_lettered`.
     pub failed: u64,
     pub e2e: Histogram<u64>,
-    pub first_finished: Option<OffsetDateTime>,
+    /// When the last of them was committed.
     pub last_finished: Option<OffsetDateTime>,
 }
 
@@ -94,7 +94,6 @@ pub async fn gather(
         completed: 0,
         failed: 0,
         e2e: histogram(),
-        first_finished: None,
         last_finished: None,
     };
     // Clocks of one machine; the slack covers a producer whose clock is a little behind ours.
@@ -121,11 +120,6 @@ pub async fn gather(
             completion
                 .e2e
                 .saturating_record(u64::try_from(e2e_us).unwrap_or(0).max(1));
-            completion.first_finished = Some(
-                completion
-                    .first_finished
-                    .map_or(finished, |f| f.min(finished)),
-            );
             completion.last_finished = Some(
                 completion
                     .last_finished

@@ -35,18 +35,9 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{name}: {detail}; see its log at {log}")]
-    Process {
-        name: String,
-        detail: String,
-        log: PathBuf,
-    },
-    #[error("cannot start {bin}: {source}; build the binaries first (`cargo build --release`) or point --bin-dir at them")]
-    Spawn {
-        bin: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A benchmark process could not be started, did not become ready, or exited early.
+    #[error(transparent)]
+    Process(#[from] codigo_testkit::process::ProcessError),
     #[error("interrupted; everything this run started has been stopped and removed")]
     Interrupted,
 }

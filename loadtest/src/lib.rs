@@ -13,7 +13,7 @@ pub mod error;
 pub mod http1;
 pub mod payload;
 pub mod plot;
-pub mod procs;
+pub mod procfs;
 pub mod progress;
 pub mod run;
 pub mod scratch;

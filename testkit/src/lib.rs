@@ -3,6 +3,8 @@
 //! both when dropped. Public so that users can test their own handlers the same way.
 #![forbid(unsafe_code)]
 
+pub mod process;
+
 use std::time::Duration;
 
 use codigo_common::config::{DatabaseArgs, JetStreamArgs, NatsArgs};
