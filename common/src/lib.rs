@@ -2,6 +2,7 @@
 //! Postgres pool and migrations, telemetry (logs, traces, metrics) and graceful shutdown.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod config;
 pub mod db;
 pub mod jetstream;

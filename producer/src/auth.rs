@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use codigo_schemas::registry;
@@ -15,6 +16,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::problem::Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParseKeysError {
@@ -93,7 +96,7 @@ pub enum RateRefusal {
 
 #[derive(Debug, Default)]
 pub struct ApiKeys {
-    keys: Vec<ApiKey>,
+    keys: Vec<Arc<ApiKey>>,
 }
 
 fn digest(token: &[u8]) -> [u8; 32] {
@@ -111,7 +114,7 @@ fn limiter(rate: u32) -> Option<(DefaultDirectRateLimiter, NonZeroU32)> {
 
 impl ApiKeys {
     pub fn parse(raw: &str, default_rate: u32) -> Result<Self, ParseKeysError> {
-        let mut keys: Vec<ApiKey> = Vec::new();
+        let mut keys: Vec<Arc<ApiKey>> = Vec::new();
         for (index, entry) in raw
             .split(',')
             .map(str::trim)
@@ -196,13 +199,13 @@ impl ApiKeys {
                     second: name.to_owned(),
                 });
             }
-            keys.push(ApiKey {
+            keys.push(Arc::new(ApiKey {
                 name: name.to_owned(),
                 tenant,
                 job_types,
                 token_digest,
                 limiter: limiter(rate),
-            });
+            }));
         }
         Ok(Self { keys })
     }
@@ -213,7 +216,7 @@ impl ApiKeys {
 
     /// Finds the key for a presented token. Every key is compared, in constant time, so the
     /// answer's timing says nothing about how close a guess was.
-    pub fn find(&self, token: &str) -> Option<&ApiKey> {
+    pub fn find(&self, token: &str) -> Option<&Arc<ApiKey>> {
         let presented = digest(token.as_bytes());
         let mut found = None;
         for key in &self.keys {
@@ -222,6 +225,51 @@ impl ApiKeys {
             }
         }
         found
+    }
+}
+
+/// Tenant of requests when auth is disabled.
+pub const LOCAL_TENANT: &str = "local";
+
+/// Who sent a request: the holder of an API key, or anyone at all while auth is disabled.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    key: Option<Arc<ApiKey>>,
+}
+
+impl Caller {
+    /// The caller of every request while auth is disabled: tenant `local`, no scope, no rate.
+    pub fn anonymous() -> Self {
+        Self { key: None }
+    }
+
+    pub fn with_key(key: Arc<ApiKey>) -> Self {
+        Self { key: Some(key) }
+    }
+
+    pub fn tenant(&self) -> &str {
+        self.key.as_ref().map_or(LOCAL_TENANT, |key| &key.tenant)
+    }
+
+    /// Charges `jobs` to the key's rate, all or nothing.
+    pub fn charge(&self, jobs: usize) -> Result<(), Problem> {
+        let Some(key) = &self.key else {
+            return Ok(());
+        };
+        key.charge(jobs).map_err(|refusal| match refusal {
+            RateRefusal::Wait(wait) => {
+                Problem::rate_limited(wait.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            RateRefusal::OverBurst(burst) => Problem::batch_over_burst(jobs, burst),
+        })
+    }
+
+    /// 403 unless the key's scope takes `job_type`.
+    pub fn may_submit(&self, job_type: &str) -> Result<(), Problem> {
+        match &self.key {
+            Some(key) if !key.allows(job_type) => Err(Problem::forbidden_job_type(job_type)),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -12,24 +12,16 @@
 //! instead of problem details, stops at the first missing attribute, and has no
 //! server-side batch mode.
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
-use serde::Serialize;
+use axum::http::HeaderMap;
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::http::{
-    authenticate, body_bytes, check_batch_len, check_job, is_json_media_type, media_type,
-    parse_json, publish_batch, publish_one, refuse_nul, rejected, require_jetstream, AppState,
-    BatchAccepted, Caller, JobAccepted, JobRequest,
-};
+use crate::auth::Caller;
+use crate::body::{is_json_media_type, media_type, media_type_essence, parse_json, refuse_nul};
+use crate::ingest::{rejected, Ingest, JobRequest};
 use crate::problem::Problem;
 use crate::publish::NewJob;
 
@@ -70,21 +62,14 @@ pub struct CloudEvent {
     pub data: Option<serde_json::Value>,
 }
 
-/// `202` for one event (like `POST /v1/jobs`) or for a batch (like `POST /v1/jobs/batch`).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum EventsAccepted {
-    Event(JobAccepted),
-    Batch(BatchAccepted),
-}
-
-enum Mode {
+/// How a request carries its events (CloudEvents HTTP binding §3).
+pub enum Mode {
     Structured,
     Batch,
     Binary,
 }
 
-fn mode(headers: &HeaderMap) -> Result<Mode, Problem> {
+pub fn mode(headers: &HeaderMap) -> Result<Mode, Problem> {
     match media_type(headers).as_deref() {
         Some(STRUCTURED) => Ok(Mode::Structured),
         Some(BATCH) => Ok(Mode::Batch),
@@ -150,13 +135,7 @@ fn check_context(
         })?;
     }
     if let Some(content_type) = datacontenttype {
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if !is_json_media_type(&essence) {
+        if !is_json_media_type(&media_type_essence(content_type)) {
             return Err(Problem::unsupported_media_type_because(format!(
                 "the event's data is {content_type:?}; job payloads are JSON: send \
                  application/json data"
@@ -168,20 +147,38 @@ fn check_context(
 
 /// An event read into a job request; `source` takes part in the job's id.
 #[derive(Debug)]
-struct EventJob {
+pub struct EventJob {
     request: JobRequest,
     source: String,
 }
 
-/// The checks of every job, then the event's own id (from its `source` and `id`).
-fn check_event(
-    caller: &Caller<'_>,
-    event: EventJob,
-    payload_pointer: &str,
-) -> Result<NewJob, Problem> {
-    let mut job = check_job(caller, event.request, payload_pointer)?;
-    job.event_source = Some(event.source);
-    Ok(job)
+impl EventJob {
+    /// The checks of every job, then the event's own id (from its `source` and `id`).
+    pub fn check(
+        self,
+        ingest: &Ingest,
+        caller: &Caller,
+        payload_pointer: &str,
+    ) -> Result<NewJob, Problem> {
+        let mut job = ingest.check(caller, self.request, payload_pointer)?;
+        job.event_source = Some(self.source);
+        Ok(job)
+    }
+}
+
+/// An event of the JSON event format (structured mode, or the item of a batch at `pointer`),
+/// counted as rejected when it is not a valid event.
+pub fn read_json_event(event: Value, pointer: &str) -> Result<EventJob, Problem> {
+    let claimed = claimed_type(event.get("type").and_then(Value::as_str));
+    refuse_nul(&event, pointer)
+        .and_then(|()| from_json(event))
+        .map_err(|problem| rejected(&claimed, problem))
+}
+
+/// An event in binary mode, counted as rejected when it is not a valid event.
+pub fn read_binary_event(headers: &HeaderMap, body: &[u8]) -> Result<EventJob, Problem> {
+    let claimed = claimed_type(headers.get("ce-type").and_then(|v| v.to_str().ok()));
+    from_binary(headers, body).map_err(|problem| rejected(&claimed, problem))
 }
 
 /// One event of the JSON event format (structured mode, or an item of a batch).
@@ -333,92 +330,6 @@ fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<EventJob, Problem> {
 /// registered).
 fn claimed_type(value: Option<&str>) -> String {
     value.unwrap_or("unknown").to_owned()
-}
-
-/// Submit CloudEvents: one event (structured or binary mode) or a batch.
-#[utoipa::path(post, path = "/v1/events", tag = "events",
-    request_body(
-        description = "Structured mode: one event in the JSON format. Batch mode: an array of \
-            them (up to CODIGO_MAX_BATCH_ITEMS). Binary mode: the event's data as JSON, with its \
-            attributes in ce-* headers.",
-        content(
-            (CloudEvent = "application/cloudevents+json"),
-            (Vec<CloudEvent> = "application/cloudevents-batch+json"),
-            (serde_json::Value = "application/json"),
-        )
-    ),
-    params(
-        ("ce-specversion" = Option<String>, Header, description = "binary mode: 1.0"),
-        ("ce-id" = Option<String>, Header, description = "binary mode: with ce-source, the idempotency key"),
-        ("ce-source" = Option<String>, Header, description = "binary mode: the event's source"),
-        ("ce-type" = Option<String>, Header, description = "binary mode: the job type"),
-        ("ce-time" = Option<String>, Header, description = "binary mode: RFC 3339 time, optional"),
-    ),
-    security(("api_key" = [])),
-    responses(
-        (status = 202, description = "one event: like POST /v1/jobs; a batch: per-item results like POST /v1/jobs/batch", body = EventsAccepted),
-        (status = 400, description = "malformed JSON, missing required attributes (named in missing_attributes), or an invalid attribute", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "missing or invalid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "job type outside the key's scope", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "body not received within CODIGO_REQUEST_READ_TIMEOUT_SECS", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "body over CODIGO_MAX_BODY_BYTES, or a job whose message does not fit the NATS server's max_payload", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "event format or data content type other than JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "unknown job type, schema violation, JSON nested too deeply, text holding \\u0000 (nul-character, with its pointer), or a batch that is not 1..CODIGO_MAX_BATCH_ITEMS events or larger than the key's burst", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "over the key's rate, which counts jobs (a batch of N costs N, accepted or refused whole)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "JetStream unavailable (unavailable), work stream full (queue-full) or too many requests in progress (overloaded); nothing stored; see Retry-After", body = Problem, content_type = "application/problem+json"),
-    ))]
-pub(crate) async fn submit_events(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<EventsAccepted>), Problem> {
-    let caller = authenticate(&state, &headers)?;
-    let mode = mode(&headers)?;
-    if !matches!(mode, Mode::Batch) {
-        caller.charge(1)?;
-    }
-    let bytes = body_bytes(body, state.max_body_bytes)?;
-    let accepted = match mode {
-        Mode::Structured => {
-            let value = parse_json(&bytes)?;
-            let hint = claimed_type(value.get("type").and_then(Value::as_str));
-            let request = refuse_nul(&value, "")
-                .and_then(|()| from_json(value))
-                .map_err(|problem| rejected(&hint, problem))?;
-            let job = check_event(&caller, request, "/data")?;
-            EventsAccepted::Event(publish_one(&state, &caller, job).await?)
-        }
-        Mode::Binary => {
-            let hint = claimed_type(headers.get("ce-type").and_then(|v| v.to_str().ok()));
-            let request =
-                from_binary(&headers, &bytes).map_err(|problem| rejected(&hint, problem))?;
-            let job = check_event(&caller, request, "")?;
-            EventsAccepted::Event(publish_one(&state, &caller, job).await?)
-        }
-        Mode::Batch => {
-            let Value::Array(events) = parse_json(&bytes)? else {
-                return Err(Problem::invalid_request(format!(
-                    "a {BATCH} body is a JSON array of events"
-                )));
-            };
-            check_batch_len(&state, events.len())?;
-            caller.charge(events.len())?;
-            require_jetstream(&state)?;
-            let items = events
-                .into_iter()
-                .enumerate()
-                .map(|(index, event)| {
-                    let hint = claimed_type(event.get("type").and_then(Value::as_str));
-                    let request = refuse_nul(&event, &format!("/{index}"))
-                        .and_then(|()| from_json(event))
-                        .map_err(|problem| rejected(&hint, problem))?;
-                    check_event(&caller, request, &format!("/{index}/data"))
-                })
-                .collect();
-            EventsAccepted::Batch(publish_batch(&state, &caller, items).await)
-        }
-    };
-    Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
 #[cfg(test)]

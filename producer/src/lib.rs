@@ -3,9 +3,12 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod body;
 pub mod cloudevents;
 pub mod config;
+pub mod events;
 pub mod http;
+pub mod ingest;
 pub mod problem;
 pub mod publish;
 mod serve;
@@ -22,24 +25,8 @@ use codigo_common::shutdown::Shutdown;
 use codigo_common::{db, jetstream, telemetry, Names};
 use tokio::net::TcpListener;
 
+pub use codigo_common::app::StartError;
 pub use config::Config;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] config::ConfigError),
-    #[error(transparent)]
-    Namespace(#[from] codigo_common::names::InvalidNamespace),
-    #[error(transparent)]
-    Nats(#[from] nats::NatsError),
-    #[error(transparent)]
-    Db(#[from] db::DbError),
-    #[error("cannot listen on {addr}: {source}; is the port free (CODIGO_HTTP_ADDR)?")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-}
 
 pub struct Application {
     listener: TcpListener,
@@ -51,7 +38,7 @@ pub struct Application {
 impl Application {
     /// Validates the configuration, connects (NATS in the background) and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let keys = config.api_keys()?;
+        let keys = config.api_keys().map_err(StartError::config)?;
         if keys.is_none() {
             tracing::warn!("CODIGO_AUTH=disabled: every caller is accepted as tenant `local`; never run this way outside a laptop");
         }
@@ -70,19 +57,13 @@ impl Application {
             topology_ready.clone(),
         );
 
-        let listener = TcpListener::bind(config.http_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.http_addr,
-                source,
-            })?;
+        let listener = codigo_common::app::bind(config.http_addr).await?;
         let state = Arc::new(http::AppState {
-            publisher,
+            ingest: ingest::Ingest::new(publisher, config.max_batch_items),
             keys,
             pool,
             metrics: telemetry::metrics(),
             max_body_bytes: config.max_body_bytes,
-            max_batch_items: config.max_batch_items,
             request_read_timeout: config.request_read_timeout(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
             topology_ready,

@@ -1,0 +1,260 @@
+//! What the producer reports about itself. One struct per observable event owns its metric
+//! names, labels and log fields; the rest of the producer only builds and emits events, so
+//! a metric name is spelled here and nowhere else.
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use codigo_schemas::registry;
+use metrics::{Label, SharedString};
+
+use crate::publish::PublishError;
+
+/// How a metric aggregates, as docs/OBSERVABILITY.md names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Histogram,
+}
+
+impl MetricKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Histogram => "histogram",
+        }
+    }
+}
+
+/// A metric the producer exports: the contract with dashboards and alerts, so a name or a
+/// label set changes only together with docs/OBSERVABILITY.md (a test compares them).
+#[derive(Debug)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: MetricKind,
+    pub labels: &'static [&'static str],
+}
+
+impl Metric {
+    /// One sample's labels, in the order of `self.labels`.
+    fn labelled<const N: usize>(&self, values: [SharedString; N]) -> Vec<Label> {
+        debug_assert_eq!(N, self.labels.len(), "{} label values", self.name);
+        self.labels
+            .iter()
+            .zip(values)
+            .map(|(&name, value)| Label::new(name, value))
+            .collect()
+    }
+}
+
+pub const REQUESTS: Metric = Metric {
+    name: "codigo_gateway_requests_total",
+    kind: MetricKind::Counter,
+    labels: &["route", "method", "status"],
+};
+
+pub const REQUEST_DURATION: Metric = Metric {
+    name: "codigo_gateway_request_duration_seconds",
+    kind: MetricKind::Histogram,
+    labels: &["route", "method"],
+};
+
+pub const JOBS_PUBLISHED: Metric = Metric {
+    name: "codigo_gateway_jobs_published_total",
+    kind: MetricKind::Counter,
+    labels: &["job_type", "result"],
+};
+
+/// Every metric the producer exports.
+pub const METRICS: [&Metric; 3] = [&REQUESTS, &REQUEST_DURATION, &JOBS_PUBLISHED];
+
+/// An HTTP request answered, whatever its route and status; emitted inside its request span.
+#[derive(Debug)]
+pub struct RequestServed<'a> {
+    /// The route pattern (`/v1/jobs/{id}`), never the raw path, or `unmatched`.
+    pub route: &'a str,
+    /// One of a bounded set of methods, `OTHER` for the rest.
+    pub method: &'static str,
+    pub status: StatusCode,
+    pub duration: Duration,
+}
+
+impl RequestServed<'_> {
+    pub fn emit(&self) {
+        let route: SharedString = self.route.to_owned().into();
+        let method: SharedString = self.method.into();
+        if self.status.is_server_error() {
+            tracing::error!(route = %self.route, status = self.status.as_u16(), "request failed");
+        }
+        metrics::counter!(
+            REQUESTS.name,
+            REQUESTS.labelled([
+                route.clone(),
+                method.clone(),
+                self.status.as_u16().to_string().into()
+            ])
+        )
+        .increment(1);
+        metrics::histogram!(
+            REQUEST_DURATION.name,
+            REQUEST_DURATION.labelled([route, method])
+        )
+        .record(self.duration.as_secs_f64());
+    }
+}
+
+/// What became of a submitted job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishResult {
+    /// Stored by JetStream.
+    Accepted,
+    /// Dropped by the JetStream duplicate window: an earlier submission holds the id.
+    Duplicate,
+    /// Refused as the client's doing (invalid, forbidden, too large); never stored.
+    Rejected,
+    /// Not stored for the gateway's or JetStream's reasons; the client may retry.
+    Error,
+}
+
+impl PublishResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Rejected => "rejected",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// A job's submission settled; `job_type` may be anything the client sent.
+#[derive(Debug)]
+pub struct JobPublished<'a> {
+    pub job_type: &'a str,
+    pub result: PublishResult,
+}
+
+impl JobPublished<'_> {
+    pub fn emit(&self) {
+        // Registered types as they are, anything else folded into one label value.
+        let job_type = if registry().job_type(self.job_type).is_ok() {
+            self.job_type.to_owned()
+        } else {
+            "unknown".to_owned()
+        };
+        metrics::counter!(
+            JOBS_PUBLISHED.name,
+            JOBS_PUBLISHED.labelled([job_type.into(), self.result.as_str().into()])
+        )
+        .increment(1);
+    }
+}
+
+/// JetStream did not store a validated job.
+#[derive(Debug)]
+pub struct PublishFailed<'a> {
+    pub job_type: &'a str,
+    pub error: &'a PublishError,
+}
+
+impl PublishFailed<'_> {
+    pub fn emit(&self) {
+        let (job_type, error) = (self.job_type, self.error);
+        let result = match error {
+            // The client's doing: no retry makes it fit, and nothing went wrong here.
+            PublishError::TooLarge { .. } => PublishResult::Rejected,
+            PublishError::QueueFull(_) => {
+                tracing::warn!(%error, job_type, "work stream full; job refused");
+                PublishResult::Error
+            }
+            PublishError::Disconnected | PublishError::NotStored(_) => {
+                tracing::warn!(%error, job_type, "publish failed");
+                PublishResult::Error
+            }
+        };
+        JobPublished { job_type, result }.emit();
+    }
+}
+
+/// The job store did not answer a status query.
+#[derive(Debug)]
+pub struct JobStatusQueryFailed<'a> {
+    pub error: &'a sqlx::Error,
+}
+
+impl JobStatusQueryFailed<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(error = %self.error, "job status query failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The label names of `name`'s samples in Prometheus text (`le` of buckets left out).
+    fn rendered_labels(text: &str, name: &str) -> BTreeSet<Vec<String>> {
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, _) = line.split_once('{')?;
+                let base = series
+                    .strip_suffix("_bucket")
+                    .or_else(|| series.strip_suffix("_sum"))
+                    .or_else(|| series.strip_suffix("_count"))
+                    .unwrap_or(series);
+                (series == name || base == name).then_some(line)
+            })
+            .map(|line| {
+                let labels = line.split_once('{').map_or("", |(_, rest)| rest);
+                let labels = labels.split_once('}').map_or("", |(inside, _)| inside);
+                labels
+                    .split(',')
+                    .filter_map(|pair| pair.split_once('=').map(|(k, _)| k.to_owned()))
+                    .filter(|k| k != "le")
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_event_records_its_metric_with_the_declared_labels() {
+        let handle = codigo_common::telemetry::metrics();
+        RequestServed {
+            route: "/v1/jobs",
+            method: "POST",
+            status: StatusCode::ACCEPTED,
+            duration: Duration::from_millis(3),
+        }
+        .emit();
+        JobPublished {
+            job_type: "no.such.type",
+            result: PublishResult::Rejected,
+        }
+        .emit();
+        PublishFailed {
+            job_type: "ledger.post",
+            error: &PublishError::Disconnected,
+        }
+        .emit();
+        let text = handle.render();
+        for metric in METRICS {
+            let declared: Vec<String> = metric.labels.iter().map(|l| (*l).to_owned()).collect();
+            assert_eq!(
+                rendered_labels(&text, metric.name),
+                BTreeSet::from([declared]),
+                "{}:\n{text}",
+                metric.name
+            );
+        }
+        assert!(
+            text.contains(r#"job_type="unknown",result="rejected""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"job_type="ledger.post",result="error""#),
+            "{text}"
+        );
+    }
+}
