@@ -125,11 +125,7 @@ async fn jobs_are_held_while_postgres_refuses_writes_and_finish_when_it_is_back(
     )
     .await;
     wait_applied(&env, "held", 5).await;
-    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM jobs WHERE id = ANY($1)")
-        .bind(&ids)
-        .fetch_all(&env.pool)
-        .await
-        .expect("jobs rows");
+    let attempts = env.job_attempts(&ids).await;
     assert_eq!(attempts, vec![1; 5], "held in place, never redelivered");
     assert_eq!(dead_letters(&env).await, 0);
     consumer.stop().await;

@@ -113,6 +113,21 @@ async fn start_consumer(access: &Access, database_url: &str) -> TestConsumer {
     TestConsumer::from_flags(&flags(&settings)).await
 }
 
+/// `codigo-ctl setup`, then the producer and the consumer, ready.
+async fn start_pipeline(
+    env: &TestEnv,
+    access: &Access,
+    server: &NatsServer,
+) -> (TestProducer, TestConsumer, reqwest::Client) {
+    ctl_setup(access, &env.database_url);
+    let producer = start_producer(access, &env.database_url).await;
+    let consumer = start_consumer(access, &env.database_url).await;
+    let http = reqwest::Client::new();
+    wait_ready(&http, &producer, "the producer", server).await;
+    wait_ready(&http, &consumer, "the consumer", server).await;
+    (producer, consumer, http)
+}
+
 async fn wait_until(what: &str, check: impl AsyncFnMut() -> bool) {
     assert!(eventually(check).await, "timed out waiting for {what}");
 }
@@ -237,12 +252,7 @@ async fn least_privilege_users_run_the_pipeline_and_nothing_more() {
         tls_ca: None,
     };
 
-    ctl_setup(&access, &env.database_url);
-    let producer = start_producer(&access, &env.database_url).await;
-    let consumer = start_consumer(&access, &env.database_url).await;
-    let http = reqwest::Client::new();
-    wait_ready(&http, &producer, "the producer", &server).await;
-    wait_ready(&http, &consumer, "the consumer", &server).await;
+    let (producer, consumer, http) = start_pipeline(&env, &access, &server).await;
     job_end_to_end(&http, &producer, "acct-permissions").await;
     let balance: i64 = sqlx::query_scalar(
         "SELECT balance_cents FROM account_balances WHERE account = 'acct-permissions'",
@@ -409,12 +419,7 @@ async fn every_binary_reaches_nats_over_tls() {
     .await
     .expect("connects with NATS_TLS_CA");
 
-    ctl_setup(&access, &env.database_url);
-    let producer = start_producer(&access, &env.database_url).await;
-    let consumer = start_consumer(&access, &env.database_url).await;
-    let http = reqwest::Client::new();
-    wait_ready(&http, &producer, "the producer", &server).await;
-    wait_ready(&http, &consumer, "the consumer", &server).await;
+    let (producer, consumer, http) = start_pipeline(&env, &access, &server).await;
     job_end_to_end(&http, &producer, "acct-tls").await;
 
     consumer.stop().await;

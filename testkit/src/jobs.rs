@@ -201,6 +201,15 @@ impl TestEnv {
         locker
     }
 
+    /// The attempts the jobs table records for `ids`.
+    pub async fn job_attempts(&self, ids: &[Uuid]) -> Vec<i32> {
+        sqlx::query_scalar("SELECT attempts FROM jobs WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .expect("jobs rows")
+    }
+
     /// The status of job `id` in the jobs table, if it has a row.
     pub async fn job_status(&self, id: Uuid) -> Option<String> {
         sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
