@@ -2,10 +2,10 @@
 //! errors and a broken deployment hold jobs, an error in a job's data fails that job only.
 use std::time::Duration;
 
-use clap::Parser;
 use codigo_consumer::store::{DbErrorClass, DbFailure};
-use codigo_consumer::Application;
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{
+    flags, metric_value, postgres_server_url, run_blocking, TestConsumer, TestEnv, SHORT_RETRIES,
+};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor, PgConnection};
 use uuid::Uuid;
@@ -34,11 +34,7 @@ struct Role {
 impl Role {
     async fn create() -> Self {
         let name = format!("codigo_role_{}", &Uuid::new_v4().simple().to_string()[..12]);
-        let admin = std::env::var("CODIGO_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-            .trim_end_matches('/')
-            .to_owned()
-            + "/postgres";
+        let admin = format!("{}/postgres", postgres_server_url());
         let mut conn = PgConnection::connect(&admin).await.expect("admin");
         conn.execute(format!("CREATE ROLE {name} LOGIN").as_str())
             .await
@@ -57,22 +53,13 @@ impl Role {
 impl Drop for Role {
     fn drop(&mut self) {
         let (name, admin) = (self.name.clone(), self.admin.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&admin).await {
-                    let _ = conn
-                        .execute(format!("DROP ROLE IF EXISTS {name}").as_str())
-                        .await;
-                }
-            });
-        })
-        .join();
+        run_blocking(async move {
+            if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                let _ = conn
+                    .execute(format!("DROP ROLE IF EXISTS {name}").as_str())
+                    .await;
+            }
+        });
     }
 }
 
@@ -80,9 +67,7 @@ impl Drop for Role {
 async fn real_sqlstates_are_judged_by_class() {
     let role = Role::create().await;
     let env = TestEnv::new().await;
-    let mut conn = PgConnection::connect(&env.database_url)
-        .await
-        .expect("connect");
+    let mut conn = env.connect().await;
 
     // Class 22 and 23: the job's data. 0x00 in jsonb is what a `\u0000` in a payload meets.
     for (sql, code) in [
@@ -143,9 +128,7 @@ async fn real_sqlstates_are_judged_by_class() {
     conn.execute("CREATE TABLE rw (v int)")
         .await
         .expect("table");
-    let mut other = PgConnection::connect(&env.database_url)
-        .await
-        .expect("connect");
+    let mut other = env.connect().await;
     for c in [&mut conn, &mut other] {
         c.execute("BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT count(*) FROM rw")
             .await
@@ -225,47 +208,29 @@ async fn real_sqlstates_are_judged_by_class() {
 }
 
 async fn applied(env: &TestEnv, account: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM ledger_entries WHERE account = $1")
-        .bind(account)
-        .fetch_one(&env.pool)
-        .await
-        .expect("count")
+    env.ledger_entries(account).await
 }
 
 async fn dead_letters(env: &TestEnv) -> u64 {
-    let mut stream = env
-        .js
-        .get_stream(env.names.dlq_stream())
-        .await
-        .expect("dlq");
-    stream.info().await.expect("info").state.messages
+    env.dead_letter_count().await
 }
 
 /// `codigo_consumer_database_errors_total{class="deployment"}` on the consumer's page.
-async fn deployment_errors(consumer: &InProcess) -> f64 {
-    let page = reqwest::get(consumer.url("/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("page");
-    page.lines()
-        .find(|line| {
-            line.starts_with("codigo_consumer_database_errors_total{")
-                && line.contains(r#"class="deployment""#)
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no deployment series on the page:\n{page}"))
+async fn deployment_errors(consumer: &TestConsumer) -> f64 {
+    let page = consumer.metrics().await;
+    metric_value(
+        &page,
+        "codigo_consumer_database_errors_total",
+        &[("class", "deployment")],
+    )
+    .unwrap_or_else(|| panic!("no deployment series on the page:\n{page}"))
 }
 
 #[tokio::test]
 async fn jobs_are_held_while_privileges_are_revoked_and_finish_once_granted() {
     let role = Role::create().await;
     let env = TestEnv::new().await;
-    let mut admin = PgConnection::connect(&env.database_url)
-        .await
-        .expect("connect");
+    let mut admin = env.connect().await;
     let grant = format!(
         "GRANT USAGE ON SCHEMA public TO {r}; \
          GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {r}",
@@ -274,34 +239,11 @@ async fn jobs_are_held_while_privileges_are_revoked_and_finish_once_granted() {
     admin.execute(grant.as_str()).await.expect("grants");
 
     let database_url = role.url(&env);
-    let config = codigo_consumer::Config::try_parse_from(env.service_args(
-        "codigo-consumer",
-        &[
-            "--job-types",
-            "ledger.post",
-            "--database-url",
-            &database_url,
-            "--retry-base-ms",
-            "50",
-            "--retry-max-secs",
-            "1",
-            "--max-deliver",
-            "3",
-            "--ack-wait-secs",
-            "3",
-            "--backoff-secs",
-            "3",
-            "--fetch-expires-ms",
-            "1000",
-            "--shutdown-timeout-secs",
-            "5",
-        ],
-    ))
-    .expect("valid consumer flags");
-    let app = Application::build(config).await.expect("consumer starts");
-    let consumer = InProcess::spawn("consumer", app.local_addr(), |stop| {
-        app.run_until_stopped(stop)
-    });
+    let settings = format!(
+        "{SHORT_RETRIES} --job-types ledger.post --database-url {database_url} \
+         --max-deliver 3 --ack-wait-secs 3 --backoff-secs 3"
+    );
+    let consumer = TestConsumer::spawn(&env, &flags(&settings)).await;
     env.publish_ledger_jobs("warm-up", 3).await;
     env.eventually("warm-up applied", Duration::from_secs(60), || async {
         applied(&env, "warm-up").await == 3
@@ -338,11 +280,7 @@ async fn jobs_are_held_while_privileges_are_revoked_and_finish_once_granted() {
         applied(&env, "held").await == 5
     })
     .await;
-    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM jobs WHERE id = ANY($1)")
-        .bind(&ids)
-        .fetch_all(&env.pool)
-        .await
-        .expect("jobs rows");
+    let attempts = env.job_attempts(&ids).await;
     assert_eq!(attempts, vec![1; 5], "held in place, never redelivered");
     assert_eq!(dead_letters(&env).await, 0);
     consumer.stop().await;

@@ -5,81 +5,34 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use async_nats::jetstream::message::PublishMessage;
-use bytes::Bytes;
-use clap::Parser;
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{envelope, flags, TestConsumer, TestEnv, TestProducer};
 use serde_json::json;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 const ALPHA_TOKEN: &str = "tenancy-alpha-token-0001";
 const BETA_TOKEN: &str = "tenancy-beta-token-00001";
 
-async fn start_consumer(env: &TestEnv) -> InProcess {
-    let args = env.service_args(
-        "codigo-consumer",
-        &[
-            "--job-types",
-            "ledger.post",
-            "--fetch-expires-ms",
-            "1000",
-            "--shutdown-timeout-secs",
-            "5",
-            "--concurrency",
-            "16",
-        ],
-    );
-    let app = codigo_consumer::Application::build(
-        codigo_consumer::Config::try_parse_from(args).expect("valid consumer flags"),
-    )
-    .await
-    .expect("consumer starts");
-    InProcess::spawn("consumer", app.local_addr(), |stop| {
-        app.run_until_stopped(stop)
-    })
+async fn start_consumer(env: &TestEnv) -> TestConsumer {
+    TestConsumer::spawn(env, &flags("--job-types ledger.post --concurrency 16")).await
 }
 
-async fn start_gateway(env: &TestEnv) -> (SocketAddr, InProcess) {
+async fn start_gateway(env: &TestEnv) -> (SocketAddr, TestProducer) {
     let keys = format!("alpha:{ALPHA_TOKEN},beta:{BETA_TOKEN}");
-    let config = codigo_producer::Config::try_parse_from(env.service_args(
-        "codigo-producer",
-        &["--api-keys", &keys, "--rate-limit-per-key", "0"],
-    ))
-    .expect("valid producer flags");
-    let app = codigo_producer::Application::build(config)
-        .await
-        .expect("gateway starts");
-    let addr = app.local_addr();
-    (
-        addr,
-        InProcess::spawn("gateway", addr, |stop| app.run_until_stopped(stop)),
-    )
+    let gateway = TestProducer::spawn(env, &["--api-keys", &keys]).await;
+    (gateway.addr, gateway)
 }
 
 /// Publishes a `ledger.post` job straight to JetStream, as an upstream system may.
 async fn publish(env: &TestEnv, tenant: Option<&str>, account: &str, amount_cents: i64) {
-    let id = Uuid::now_v7().to_string();
-    let mut job = json!({
-        "id": id,
-        "type": "ledger.post",
-        "payload": {"account": account, "amount_cents": amount_cents, "currency": "EUR"},
-        "created_at": OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("time"),
-    });
-    if let Some(tenant) = tenant {
-        job["tenant"] = json!(tenant);
+    let payload = json!({"account": account, "amount_cents": amount_cents, "currency": "EUR"});
+    let mut job = envelope(Uuid::now_v7(), "ledger.post", "", payload);
+    match tenant {
+        Some(tenant) => job["tenant"] = json!(tenant),
+        None => {
+            job.as_object_mut().expect("envelope").remove("tenant");
+        }
     }
-    let message = PublishMessage::build()
-        .payload(Bytes::from(serde_json::to_vec(&job).expect("json")))
-        .message_id(&id);
-    env.js
-        .send_publish(env.names.job_subject("ledger.post"), message)
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    env.publish_envelope(&job).await;
 }
 
 async fn submit(http: &reqwest::Client, addr: SocketAddr, token: &str, amount_cents: i64) {

@@ -3,13 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::message::{PublishMessage, StreamMessage};
+use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
 use bytes::Bytes;
-use clap::Parser;
 use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
-use codigo_consumer::Application;
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{flags, header, metric_value, TestConsumer, TestEnv};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -31,32 +29,12 @@ impl Handler for RetryMuchLater {
     }
 }
 
-async fn start_consumer(env: &TestEnv) -> InProcess {
-    let config = codigo_consumer::Config::try_parse_from(env.service_args(
-        "codigo-consumer",
-        &[
-            "--job-types",
-            "ledger.post",
-            "--max-deliver",
-            "3",
-            "--ack-wait-secs",
-            "5",
-            "--backoff-secs",
-            "1",
-            "--fetch-expires-ms",
-            "1000",
-            "--shutdown-timeout-secs",
-            "5",
-        ],
-    ))
-    .expect("valid consumer flags");
-    let app = Application::build(config)
-        .await
-        .expect("consumer starts")
-        .with_handler(Arc::new(RetryMuchLater));
-    InProcess::spawn("consumer", app.local_addr(), |stop| {
-        app.run_until_stopped(stop)
+async fn start_consumer(env: &TestEnv) -> TestConsumer {
+    let settings = "--job-types ledger.post --max-deliver 3 --ack-wait-secs 5 --backoff-secs 1";
+    TestConsumer::spawn_with(env, &flags(settings), |app| {
+        app.with_handler(Arc::new(RetryMuchLater))
     })
+    .await
 }
 
 /// What nats-server publishes when a message runs out of deliveries.
@@ -88,62 +66,11 @@ async fn advisory(env: &TestEnv, stream_seq: u64) {
         .expect("stored on the advisories stream");
 }
 
-async fn dead_letters(env: &TestEnv, expected: usize) -> Vec<StreamMessage> {
-    let stream = env
-        .js
-        .get_stream(env.names.dlq_stream())
-        .await
-        .expect("dlq stream");
-    let mut found = Vec::new();
-    env.eventually(
-        &format!("{expected} dead letters"),
-        Duration::from_secs(60),
-        || {
-            let stream = stream.clone();
-            async move {
-                let mut stream = stream;
-                stream
-                    .info()
-                    .await
-                    .map(|info| info.state.messages >= expected as u64)
-                    .unwrap_or(false)
-            }
-        },
-    )
-    .await;
-    for seq in 1..=(expected as u64 + 5) {
-        if let Ok(message) = stream.get_raw_message(seq).await {
-            found.push(message);
-        }
-    }
-    assert_eq!(found.len(), expected, "no extra dead letters");
-    found
-}
-
-fn header<'a>(message: &'a StreamMessage, name: &str) -> &'a str {
-    message
-        .headers
-        .get(name)
-        .map(|v| v.as_str())
-        .unwrap_or_default()
-}
-
 /// `codigo_consumer_dead_letters_total{job_type="ledger.post",reason="max_deliveries"}`.
-async fn max_deliveries_counted(consumer: &InProcess) -> f64 {
-    let page = reqwest::get(consumer.url("/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("page");
-    page.lines()
-        .find(|line| {
-            line.starts_with("codigo_consumer_dead_letters_total{")
-                && line.contains(r#"job_type="ledger.post""#)
-                && line.contains(r#"reason="max_deliveries""#)
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
+async fn max_deliveries_counted(consumer: &TestConsumer) -> f64 {
+    let page = consumer.metrics().await;
+    let labels = [("job_type", "ledger.post"), ("reason", "max_deliveries")];
+    metric_value(&page, "codigo_consumer_dead_letters_total", &labels)
         .unwrap_or_else(|| panic!("no max_deliveries series on the page:\n{page}"))
 }
 
@@ -161,17 +88,7 @@ async fn an_advisory_for_a_message_already_gone_still_dead_letters_the_job() {
         "created_at": "2026-12-06T10:00:00Z",
         "tenant": "acme",
     });
-    env.js
-        .send_publish(
-            env.names.job_subject("ledger.post"),
-            PublishMessage::build()
-                .payload(Bytes::from(envelope.to_string()))
-                .message_id(id.to_string()),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    env.publish_envelope(&envelope).await;
 
     // Its first delivery fails; the row says retrying and where the message was.
     let found = std::sync::Mutex::new(None);
@@ -205,7 +122,7 @@ async fn an_advisory_for_a_message_already_gone_still_dead_letters_the_job() {
     // And one for a sequence Postgres has never heard of (the worker died before any write).
     advisory(&env, seq + 1000).await;
 
-    let letters = dead_letters(&env, 2).await;
+    let letters = env.dead_letters(2).await;
     let (known, unknown): (Vec<_>, Vec<_>) = letters
         .iter()
         .partition(|letter| !letter.payload.is_empty());
@@ -248,7 +165,7 @@ async fn an_advisory_for_a_message_already_gone_still_dead_letters_the_job() {
     // A repeat of the same advisory (redelivered after a crash) adds nothing.
     advisory(&env, seq).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    dead_letters(&env, 2).await;
+    env.dead_letters(2).await;
     consumer.stop().await;
     env.cleanup().await;
 }

@@ -11,75 +11,31 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use clap::Parser;
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{flags, Service, TestConsumer, TestEnv, TestProducer, SHORT_RETRIES};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "metrics-token-00000001";
 const SIGNING_KEY: &str = "metrics-signing-key-0001";
 
-async fn start_producer(env: &TestEnv) -> InProcess {
-    let keys = format!("metrics:{TOKEN}");
-    let config = codigo_producer::Config::try_parse_from(env.service_args(
-        "codigo-producer",
-        &[
-            "--api-keys",
-            &keys,
-            "--auth",
-            "required",
-            "--rate-limit-per-key",
-            "0",
-            "--publish-timeout-secs",
-            "2",
-        ],
-    ))
-    .expect("valid producer flags");
-    let app = codigo_producer::Application::build(config)
-        .await
-        .expect("producer starts");
-    InProcess::spawn("producer", app.local_addr(), |stop| {
-        app.run_until_stopped(stop)
-    })
+async fn start_producer(env: &TestEnv) -> TestProducer {
+    let settings = format!("--api-keys metrics:{TOKEN} --auth required --publish-timeout-secs 2");
+    TestProducer::spawn(env, &flags(&settings)).await
 }
 
 /// Short retry delays and four deliveries (the test kit's consumer settings), so the job
 /// that keeps failing reaches MaxDeliver within seconds.
-async fn start_consumer(env: &TestEnv) -> InProcess {
-    let config = codigo_consumer::Config::try_parse_from(env.service_args(
-        "codigo-consumer",
-        &[
-            "--webhook-signing-key",
-            SIGNING_KEY,
-            "--webhook-timeout-secs",
-            "2",
-            "--retry-base-ms",
-            "50",
-            "--retry-max-secs",
-            "1",
-            "--fetch-expires-ms",
-            "1000",
-            "--shutdown-timeout-secs",
-            "5",
-            "--max-deliver",
-            "4",
-            "--ack-wait-secs",
-            "5",
-            "--backoff-secs",
-            "5",
-        ],
-    ))
-    .expect("valid consumer flags");
+async fn start_consumer(env: &TestEnv) -> TestConsumer {
+    let settings = format!(
+        "--webhook-signing-key {SIGNING_KEY} --webhook-timeout-secs 2 {SHORT_RETRIES} \
+         --backoff-secs 5"
+    );
+    let config = TestConsumer::config(env, &flags(&settings));
     assert!(
         !config.webhook_allow_private,
         "CODIGO_WEBHOOK_ALLOW_PRIVATE must be unset for this test"
     );
-    let app = codigo_consumer::Application::build(config)
-        .await
-        .expect("consumer starts");
-    InProcess::spawn("consumer", app.local_addr(), |stop| {
-        app.run_until_stopped(stop)
-    })
+    TestConsumer::from_config(config, |app| app).await
 }
 
 /// One parsed `/metrics` page.
@@ -185,7 +141,7 @@ fn parse_sample(line: &str) -> (String, BTreeMap<String, String>, f64) {
     (name.to_owned(), labels, value)
 }
 
-async fn scrape(http: &reqwest::Client, service: &InProcess) -> Scrape {
+async fn scrape(http: &reqwest::Client, service: &impl Service) -> Scrape {
     let response = http
         .get(service.url("/metrics"))
         .send()
@@ -301,7 +257,11 @@ fn assert_contract(scrape: &Scrape, owns: impl Fn(&str) -> bool, what: &str) {
     );
 }
 
-async fn submit(http: &reqwest::Client, producer: &InProcess, body: Value) -> (StatusCode, Value) {
+async fn submit(
+    http: &reqwest::Client,
+    producer: &TestProducer,
+    body: Value,
+) -> (StatusCode, Value) {
     let response = http
         .post(producer.url("/v1/jobs"))
         .bearer_auth(TOKEN)

@@ -11,180 +11,69 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bytes::Bytes;
-use clap::Parser;
 use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
 use codigo_consumer::Application;
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{flags, header, serve, TestConsumer, TestEnv, TestProducer, SHORT_RETRIES};
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 const SIGNING_KEY: &str = "test-signing-key-0123456789";
 const TOKEN: &str = "pipeline-token-0000001";
 
 fn consumer_args(env: &TestEnv, extra: &[&str]) -> codigo_consumer::Config {
-    let mut args = env.service_args(
-        "codigo-consumer",
-        &[
-            "--webhook-signing-key",
-            SIGNING_KEY,
-            "--retry-base-ms",
-            "50",
-            "--retry-max-secs",
-            "1",
-            "--max-deliver",
-            "4",
-            "--ack-wait-secs",
-            "5",
-            "--backoff-secs",
-            "1",
-            "--fetch-expires-ms",
-            "1000",
-            "--shutdown-timeout-secs",
-            "5",
-            "--concurrency",
-            "16",
-        ],
-    );
-    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-    codigo_consumer::Config::try_parse_from(args).expect("valid consumer flags")
+    let settings = format!("--webhook-signing-key {SIGNING_KEY} {SHORT_RETRIES} --concurrency 16");
+    TestConsumer::config(env, &[&flags(&settings), extra].concat())
 }
 
 async fn start_consumer(
     env: &TestEnv,
     extra: &[&str],
     handler: Option<Arc<dyn Handler>>,
-) -> InProcess {
-    let mut app = Application::build(consumer_args(env, extra))
-        .await
-        .expect("consumer starts");
-    if let Some(handler) = handler {
-        app = app.with_handler(handler);
-    }
-    InProcess::spawn("consumer", app.local_addr(), |stop| {
-        app.run_until_stopped(stop)
+) -> TestConsumer {
+    TestConsumer::from_config(consumer_args(env, extra), |app| match handler {
+        Some(handler) => app.with_handler(handler),
+        None => app,
     })
+    .await
 }
 
-async fn start_gateway(env: &TestEnv) -> (SocketAddr, InProcess) {
+async fn start_gateway(env: &TestEnv) -> (SocketAddr, TestProducer) {
     let keys = format!("pipeline:{TOKEN}");
-    let config = codigo_producer::Config::try_parse_from(env.service_args(
-        "codigo-producer",
-        &["--api-keys", &keys, "--rate-limit-per-key", "0"],
-    ))
-    .expect("valid producer flags");
-    let app = codigo_producer::Application::build(config)
-        .await
-        .expect("gateway starts");
-    let addr = app.local_addr();
-    (
-        addr,
-        InProcess::spawn("gateway", addr, |stop| app.run_until_stopped(stop)),
-    )
+    let gateway = TestProducer::spawn(env, &["--api-keys", &keys]).await;
+    (gateway.addr, gateway)
 }
 
 fn envelope(job_type: &str, payload: Value) -> Value {
-    json!({
-        "id": Uuid::now_v7().to_string(),
-        "type": job_type,
-        "payload": payload,
-        "created_at": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap(),
-        "tenant": "test",
-    })
+    codigo_testkit::envelope(Uuid::now_v7(), job_type, "test", payload)
 }
 
 /// Publishes straight to JetStream, as an upstream system may.
 async fn publish_raw(env: &TestEnv, job_type: &str, body: Vec<u8>, msg_id: &str) {
-    let message = PublishMessage::build()
-        .payload(Bytes::from(body))
-        .message_id(msg_id);
-    env.js
-        .send_publish(env.names.job_subject(job_type), message)
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    env.publish_job(job_type, body, msg_id).await;
 }
 
 async fn count(env: &TestEnv, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(&env.pool)
-        .await
-        .expect("query")
+    env.count(sql).await
 }
 
 async fn wait_for_count(env: &TestEnv, what: &str, sql: &str, expected: i64) {
-    let timeout = Duration::from_secs(60);
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let found = count(env, sql).await;
-        if found == expected {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: expected {expected}, found {found} after {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_for_count(what, sql, expected).await;
 }
 
 async fn dead_letters(
     env: &TestEnv,
     expected: usize,
 ) -> Vec<async_nats::jetstream::message::StreamMessage> {
-    let stream = env
-        .js
-        .get_stream(env.names.dlq_stream())
-        .await
-        .expect("dlq stream");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut found = Vec::new();
-        for seq in 1..=(expected as u64 + 5) {
-            if let Ok(message) = stream.get_raw_message(seq).await {
-                found.push(message);
-            }
-        }
-        if found.len() >= expected {
-            assert_eq!(found.len(), expected, "no extra dead letters");
-            return found;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "expected {expected} dead letters, found {}",
-            found.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn header<'a>(message: &'a async_nats::jetstream::message::StreamMessage, name: &str) -> &'a str {
-    message
-        .headers
-        .get(name)
-        .map(|v| v.as_str())
-        .unwrap_or_default()
-}
-
-async fn work_stream_messages(env: &TestEnv) -> u64 {
-    let mut stream = env
-        .js
-        .get_stream(env.names.jobs_stream())
-        .await
-        .expect("stream");
-    stream.info().await.expect("info").state.messages
+    env.dead_letters(expected).await
 }
 
 async fn wait_work_stream_empty(env: &TestEnv) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while work_stream_messages(env).await > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "work stream never drained"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.eventually(
+        "the work stream drained",
+        Duration::from_secs(60),
+        || async { env.work_stream_count().await == 0 },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -432,10 +321,7 @@ async fn webhook_target(responses: &[u16]) -> (SocketAddr, Arc<Target>) {
     let app = axum::Router::new()
         .route("/hook", post(hook))
         .with_state(target.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, target)
+    (serve(app).await, target)
 }
 
 #[tokio::test]
@@ -668,20 +554,9 @@ async fn sigterm_during_load_drains_and_loses_nothing() {
         ack.await.expect("stored");
     }
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_codigo-consumer"))
-        .envs(env.env_vars())
-        .env("CODIGO_HTTP_ADDR", "127.0.0.1:0")
-        .env("CODIGO_JOB_TYPES", "ledger.post")
-        .env("CODIGO_ACK_WAIT_SECS", "5")
-        .env("CODIGO_MAX_DELIVER", "4")
-        .env("CODIGO_BACKOFF_SECS", "1")
-        .env("CODIGO_FETCH_EXPIRES_MS", "1000")
-        .env("CODIGO_SHUTDOWN_TIMEOUT_SECS", "10")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("consumer binary starts");
+    let settings = "--job-types ledger.post --ack-wait-secs 5 --max-deliver 4 --backoff-secs 1 \
+                    --fetch-expires-ms 1000 --shutdown-timeout-secs 10";
+    let child = env.spawn_binary("codigo-consumer", &flags(settings));
     // Stop it mid-load.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while count(&env, "SELECT count(*) FROM ledger_entries").await < 200 {
@@ -691,15 +566,10 @@ async fn sigterm_during_load_drains_and_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid = child.id().expect("pid");
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(30), child.stop())
         .await
         .expect("exits within its drain timeout")
-        .expect("wait");
+        .status;
     assert!(status.success(), "exit status {status:?}");
     let applied = count(&env, "SELECT count(*) FROM ledger_entries").await;
     assert!(applied < JOBS, "stopped mid-load ({applied} of {JOBS})");

@@ -2,55 +2,24 @@
 //! recreated, and holds jobs (without dead-lettering them) while Postgres refuses writes.
 use std::time::Duration;
 
-use clap::Parser;
-use codigo_consumer::Application;
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{flags, TestConsumer, TestEnv, SHORT_RETRIES};
 use sqlx::{Connection, PgConnection};
 
-async fn start_consumer(env: &TestEnv) -> InProcess {
-    let config = codigo_consumer::Config::try_parse_from(env.service_args(
-        "codigo-consumer",
-        &[
-            "--job-types",
-            "ledger.post",
-            "--retry-base-ms",
-            "50",
-            "--retry-max-secs",
-            "1",
-            "--max-deliver",
-            "3",
-            "--ack-wait-secs",
-            "3",
-            "--backoff-secs",
-            "3",
-            "--fetch-expires-ms",
-            "1000",
-            "--shutdown-timeout-secs",
-            "5",
-        ],
-    ))
-    .expect("valid consumer flags");
-    let app = Application::build(config).await.expect("consumer starts");
-    InProcess::spawn("consumer", app.local_addr(), |stop| {
-        app.run_until_stopped(stop)
-    })
+/// Short retries, three deliveries and short waits between them.
+fn settings() -> String {
+    format!("{SHORT_RETRIES} --job-types ledger.post --max-deliver 3 --ack-wait-secs 3 --backoff-secs 3")
+}
+
+async fn start_consumer(env: &TestEnv) -> TestConsumer {
+    TestConsumer::spawn(env, &flags(&settings())).await
 }
 
 async fn applied(env: &TestEnv, account: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM ledger_entries WHERE account = $1")
-        .bind(account)
-        .fetch_one(&env.pool)
-        .await
-        .unwrap_or(-1)
+    env.ledger_entries(account).await
 }
 
 async fn dead_letters(env: &TestEnv) -> u64 {
-    let mut stream = env
-        .js
-        .get_stream(env.names.dlq_stream())
-        .await
-        .expect("dlq");
-    stream.info().await.expect("info").state.messages
+    env.dead_letter_count().await
 }
 
 async fn wait_applied(env: &TestEnv, account: &str, expected: i64) {
@@ -156,11 +125,7 @@ async fn jobs_are_held_while_postgres_refuses_writes_and_finish_when_it_is_back(
     )
     .await;
     wait_applied(&env, "held", 5).await;
-    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM jobs WHERE id = ANY($1)")
-        .bind(&ids)
-        .fetch_all(&env.pool)
-        .await
-        .expect("jobs rows");
+    let attempts = env.job_attempts(&ids).await;
     assert_eq!(attempts, vec![1; 5], "held in place, never redelivered");
     assert_eq!(dead_letters(&env).await, 0);
     consumer.stop().await;

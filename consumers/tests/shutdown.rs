@@ -3,12 +3,9 @@
 //! sent before exiting reached the server.
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::message::PublishMessage;
-use bytes::Bytes;
-use codigo_testkit::TestEnv;
+use codigo_testkit::{envelope, flags, TestEnv};
 use serde_json::json;
-use sqlx::{Connection, Executor, PgConnection};
-use time::OffsetDateTime;
+use sqlx::{Connection, Executor};
 use uuid::Uuid;
 
 async fn publish(env: &TestEnv, id: Uuid, memo: Option<&str>) {
@@ -16,33 +13,12 @@ async fn publish(env: &TestEnv, id: Uuid, memo: Option<&str>) {
     if let Some(memo) = memo {
         payload["memo"] = json!(memo);
     }
-    let envelope = json!({
-        "id": id.to_string(),
-        "type": "ledger.post",
-        "payload": payload,
-        "created_at": OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("format"),
-        "tenant": "test",
-    });
-    env.js
-        .send_publish(
-            env.names.job_subject("ledger.post"),
-            PublishMessage::build()
-                .payload(Bytes::from(envelope.to_string()))
-                .message_id(id.to_string()),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    env.publish_envelope(&envelope(id, "ledger.post", "test", payload))
+        .await;
 }
 
 async fn count(env: &TestEnv, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(&env.pool)
-        .await
-        .expect("query")
+    env.count(sql).await
 }
 
 #[tokio::test]
@@ -62,46 +38,18 @@ async fn sigterm_exits_within_the_budget_with_every_ack_and_nak_delivered() {
     // A job the handler refuses, whose jobs row the test keeps locked: its dead letter is
     // stored, then recording it in Postgres hangs past every timeout.
     let stuck = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO jobs (id, type, status, attempts, created_at)
-         VALUES ($1, 'ledger.post', 'running', 0, now())",
-    )
-    .bind(stuck)
-    .execute(&env.pool)
-    .await
-    .expect("row");
-    let mut locker = PgConnection::connect(&env.database_url)
-        .await
-        .expect("connect");
-    locker.execute("BEGIN").await.expect("begin");
-    sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
-        .bind(stuck)
-        .execute(&mut locker)
-        .await
-        .expect("lock");
+    let mut locker = env.lock_job_row(stuck).await;
 
     for _ in 0..FAST {
         publish(&env, Uuid::now_v7(), None).await;
     }
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_codigo-consumer"))
-        .envs(env.env_vars())
-        .env("CODIGO_HTTP_ADDR", "127.0.0.1:0")
-        .env("CODIGO_JOB_TYPES", "ledger.post")
-        .env("CODIGO_FAULTS", "memo")
-        .env("CODIGO_ACK_WAIT_SECS", "60")
-        .env("CODIGO_MAX_DELIVER", "4")
-        .env("CODIGO_BACKOFF_SECS", "60")
-        .env("CODIGO_FETCH_EXPIRES_MS", FETCH_EXPIRES_MS.to_string())
-        .env(
-            "CODIGO_SHUTDOWN_TIMEOUT_SECS",
-            SHUTDOWN_TIMEOUT_SECS.to_string(),
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("consumer binary starts");
+    let settings = format!(
+        "--job-types ledger.post --faults memo --ack-wait-secs 60 --max-deliver 4 \
+         --backoff-secs 60 --fetch-expires-ms {FETCH_EXPIRES_MS} \
+         --shutdown-timeout-secs {SHUTDOWN_TIMEOUT_SECS}"
+    );
+    let child = env.spawn_binary("codigo-consumer", &flags(&settings));
 
     env.eventually("the fast jobs applied", Duration::from_secs(60), || async {
         count(&env, "SELECT count(*) FROM ledger_entries").await == FAST
@@ -139,16 +87,11 @@ async fn sigterm_exits_within_the_budget_with_every_ack_and_nak_delivered() {
     )
     .await;
 
-    let pid = child.id().expect("pid");
     let sent = Instant::now();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(60), child.stop())
         .await
         .unwrap_or_else(|_| panic!("still running 60 s after SIGTERM; its budget is {budget:?}"))
-        .expect("wait");
+        .status;
     let took = sent.elapsed();
     assert!(status.success(), "exit status {status:?}");
     assert!(

@@ -4,68 +4,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
-use bytes::Bytes;
-use clap::Parser;
 use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
-use codigo_consumer::Application;
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{envelope, flags, TestConsumer, TestEnv};
 use serde_json::json;
-use sqlx::{Connection, Executor, PgConnection};
-use time::OffsetDateTime;
+use sqlx::Executor;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-async fn start_consumer(env: &TestEnv, extra: &[&str], handler: Arc<dyn Handler>) -> InProcess {
-    let mut args = env.service_args(
-        "codigo-consumer",
-        &[
-            "--job-types",
-            "ledger.post",
-            "--max-deliver",
-            "5",
-            "--backoff-secs",
-            "2",
-            "--fetch-expires-ms",
-            "1000",
-            "--shutdown-timeout-secs",
-            "5",
-        ],
-    );
-    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-    let config = codigo_consumer::Config::try_parse_from(args).expect("valid consumer flags");
-    let app = Application::build(config)
-        .await
-        .expect("consumer starts")
-        .with_handler(handler);
-    InProcess::spawn("consumer", app.local_addr(), |stop| {
-        app.run_until_stopped(stop)
+async fn start_consumer(env: &TestEnv, extra: &[&str], handler: Arc<dyn Handler>) -> TestConsumer {
+    let settings = flags("--job-types ledger.post --max-deliver 5 --backoff-secs 2");
+    TestConsumer::spawn_with(env, &[&settings, extra].concat(), |app| {
+        app.with_handler(handler)
     })
+    .await
 }
 
 async fn publish(env: &TestEnv, memo: &str) -> Uuid {
     let id = Uuid::now_v7();
-    let envelope = json!({
-        "id": id.to_string(),
-        "type": "ledger.post",
-        "payload": {"account": "acme", "amount_cents": 1, "currency": "EUR", "memo": memo},
-        "created_at": OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("format"),
-        "tenant": "test",
-    });
-    env.js
-        .send_publish(
-            env.names.job_subject("ledger.post"),
-            PublishMessage::build()
-                .payload(Bytes::from(envelope.to_string()))
-                .message_id(id.to_string()),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    let payload = json!({"account": "acme", "amount_cents": 1, "currency": "EUR", "memo": memo});
+    env.publish_envelope(&envelope(id, "ledger.post", "test", payload))
+        .await;
     id
 }
 
@@ -149,23 +108,7 @@ async fn a_job_whose_retry_is_slow_to_record_is_not_redelivered() {
     let env = TestEnv::new().await;
     let id = Uuid::now_v7();
     // The job's row exists and the test holds a lock on it: recording the retry waits.
-    sqlx::query(
-        "INSERT INTO jobs (id, type, status, attempts, created_at)
-         VALUES ($1, 'ledger.post', 'running', 0, now())",
-    )
-    .bind(id)
-    .execute(&env.pool)
-    .await
-    .expect("row");
-    let mut locker = PgConnection::connect(&env.database_url)
-        .await
-        .expect("connect");
-    locker.execute("BEGIN").await.expect("begin");
-    sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .execute(&mut locker)
-        .await
-        .expect("lock");
+    let mut locker = env.lock_job_row(id).await;
 
     // Two replicas: a redelivery has an idle worker to go to.
     let calls = Arc::new(AtomicUsize::new(0));
@@ -182,25 +125,14 @@ async fn a_job_whose_retry_is_slow_to_record_is_not_redelivered() {
             .await,
         );
     }
-    let envelope = json!({
-        "id": id.to_string(),
-        "type": "ledger.post",
-        "payload": {"account": "acme", "amount_cents": 1, "currency": "EUR"},
-        "created_at": OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("format"),
-    });
-    env.js
-        .send_publish(
-            env.names.job_subject("ledger.post"),
-            PublishMessage::build()
-                .payload(Bytes::from(envelope.to_string()))
-                .message_id(id.to_string()),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    let mut job = envelope(
+        id,
+        "ledger.post",
+        "",
+        json!({"account": "acme", "amount_cents": 1, "currency": "EUR"}),
+    );
+    job.as_object_mut().expect("envelope").remove("tenant");
+    env.publish_envelope(&job).await;
     env.eventually("the job handled", Duration::from_secs(60), || async {
         calls.load(Ordering::SeqCst) >= 1
     })
@@ -208,14 +140,7 @@ async fn a_job_whose_retry_is_slow_to_record_is_not_redelivered() {
     // Four ack waits with the retry stuck behind the lock.
     tokio::time::sleep(Duration::from_secs(8)).await;
     locker.execute("ROLLBACK").await.expect("unlock");
-    env.eventually("the retry recorded", Duration::from_secs(60), || async {
-        sqlx::query_scalar::<_, String>("SELECT status FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_one(&env.pool)
-            .await
-            .is_ok_and(|status| status == "retrying")
-    })
-    .await;
+    env.wait_job_status(id, "retrying").await;
     let stream = env
         .js
         .get_stream(env.names.jobs_stream())

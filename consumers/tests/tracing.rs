@@ -10,8 +10,6 @@
 //! test because that set-up is global to the process. The consumer's JSON log lines are
 //! checked for the `trace_id` and `span_id` of the span they were written in.
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,9 +19,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
-use clap::Parser;
 use codigo_common::config::{LogFormat, TelemetryArgs};
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{flags, serve, ChildProcess, TestEnv, TestProducer};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -111,32 +108,19 @@ async fn receive_traces(State(received): State<Received>, body: Bytes) -> impl I
 
 async fn start_receiver() -> (String, Received) {
     let received = Received::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind OTLP receiver");
-    let addr = listener.local_addr().expect("receiver address");
     let app = Router::new()
         .route("/v1/traces", post(receive_traces))
         .with_state(received.clone());
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("OTLP receiver");
-    });
+    let addr = serve(app).await;
     (format!("http://{addr}"), received)
 }
 
 /// The consumer binary as a child process; killed if the test fails before stopping it.
-struct ConsumerProcess {
-    child: Option<Child>,
-    stdout: Arc<Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
+struct ConsumerProcess(ChildProcess);
 
 impl ConsumerProcess {
     fn start(env: &TestEnv, otlp: &str) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_codigo-consumer"));
-        for (key, value) in env.env_vars() {
-            command.env(key, value);
-        }
+        let mut command = env.command("codigo-consumer");
         // Loopback only: a proxy from the environment must not carry the exports.
         for proxy in [
             "http_proxy",
@@ -148,92 +132,38 @@ impl ConsumerProcess {
         ] {
             command.env_remove(proxy);
         }
-        let mut child = command
-            .env("LOG_FORMAT", "json")
+        let settings = "--job-types ledger.post --max-deliver 4 --ack-wait-secs 5 \
+                        --backoff-secs 5 --fetch-expires-ms 1000 --shutdown-timeout-secs 5";
+        command
+            .args(flags(settings))
             .env("RUST_LOG", "info")
-            .env("CODIGO_HTTP_ADDR", "127.0.0.1:0")
-            .env("CODIGO_JOB_TYPES", "ledger.post")
-            .env("CODIGO_MAX_DELIVER", "4")
-            .env("CODIGO_ACK_WAIT_SECS", "5")
-            .env("CODIGO_BACKOFF_SECS", "5")
-            .env("CODIGO_FETCH_EXPIRES_MS", "1000")
-            .env("CODIGO_SHUTDOWN_TIMEOUT_SECS", "5")
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
             // Export within a fraction of a second instead of the default five.
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the codigo-consumer binary");
-        let pipe = child.stdout.take().expect("consumer stdout");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let lines = stdout.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().expect("log lines").push(line);
-            }
-        });
-        Self {
-            child: Some(child),
-            stdout,
-            reader: Some(reader),
-        }
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+        Self(ChildProcess::spawn_service("codigo-consumer", command))
     }
 
     fn lines(&self) -> Vec<String> {
-        self.stdout.lock().expect("log lines").clone()
+        self.0.stdout().lines().map(str::to_owned).collect()
     }
 
     /// SIGTERM, as Kubernetes stops it: drains, flushes its spans, exits 0.
-    async fn stop(mut self) {
-        let mut child = self.child.take().expect("running");
-        let reader = self.reader.take();
-        let status = tokio::task::spawn_blocking(move || {
-            let sent = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .expect("kill(1) runs");
-            assert!(sent.success(), "SIGTERM not delivered");
-            let status = child.wait().expect("consumer exits");
-            if let Some(reader) = reader {
-                let _ = reader.join();
-            }
-            status
-        })
-        .await
-        .expect("wait for the consumer");
-        assert!(status.success(), "consumer exited with {status}");
+    async fn stop(self) {
+        let exited = self.0.stop().await;
+        assert!(
+            exited.status.success(),
+            "consumer exited with {}:\n{}",
+            exited.status,
+            exited.output
+        );
     }
 }
 
-impl Drop for ConsumerProcess {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+async fn start_producer(env: &TestEnv) -> TestProducer {
+    TestProducer::start(env, &flags(&format!("--api-keys tracing:{TOKEN}"))).await
 }
 
-async fn start_producer(env: &TestEnv) -> InProcess {
-    let keys = format!("tracing:{TOKEN}");
-    let config = codigo_producer::Config::try_parse_from(env.service_args(
-        "codigo-producer",
-        &["--api-keys", &keys, "--rate-limit-per-key", "0"],
-    ))
-    .expect("valid producer flags");
-    let app = codigo_producer::Application::build(config)
-        .await
-        .expect("producer starts");
-    let producer = InProcess::spawn("producer", app.local_addr(), |stop| {
-        app.run_until_stopped(stop)
-    });
-    producer.wait_ready().await;
-    producer
-}
-
-async fn submit(producer: &InProcess, traceparent: Option<String>, account: &str) -> String {
+async fn submit(producer: &TestProducer, traceparent: Option<String>, account: &str) -> String {
     let mut request = reqwest::Client::new()
         .post(format!("http://{}/v1/jobs", producer.addr))
         .bearer_auth(TOKEN)
@@ -248,7 +178,7 @@ async fn submit(producer: &InProcess, traceparent: Option<String>, account: &str
     body["id"].as_str().expect("job id").to_owned()
 }
 
-async fn submit_batch(producer: &InProcess, jobs: usize) -> Vec<String> {
+async fn submit_batch(producer: &TestProducer, jobs: usize) -> Vec<String> {
     let items: Vec<Value> = (0..jobs)
         .map(|n| {
             json!({"type": "ledger.post",
@@ -274,20 +204,7 @@ async fn submit_batch(producer: &InProcess, jobs: usize) -> Vec<String> {
 
 async fn wait_succeeded(env: &TestEnv, id: &str) {
     let id = uuid::Uuid::parse_str(id).expect("uuid");
-    env.eventually("the job to succeed", Duration::from_secs(60), || {
-        let pool = env.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, String>("SELECT status FROM jobs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&pool)
-                .await
-                .ok()
-                .flatten()
-                .as_deref()
-                == Some("succeeded")
-        }
-    })
-    .await;
+    env.wait_job_status(id, "succeeded").await;
 }
 
 fn find<'a>(

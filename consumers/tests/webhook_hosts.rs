@@ -7,14 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::message::PublishMessage;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use bytes::Bytes;
-use clap::Parser;
-use codigo_consumer::Application;
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{flags, serve, TestConsumer, TestEnv};
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
@@ -49,17 +45,7 @@ async fn publish(env: &TestEnv, url: &str, n: usize) {
             .format(&time::format_description::well_known::Rfc3339).unwrap(),
         "tenant": "rates",
     });
-    env.js
-        .send_publish(
-            env.names.job_subject(JOB_TYPE),
-            PublishMessage::build()
-                .payload(Bytes::from(serde_json::to_vec(&body).unwrap()))
-                .message_id(id.to_string()),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    env.publish_envelope(&body).await;
 }
 
 /// Publishes `HEALTHY_JOBS` jobs to the healthy target and returns deliveries per second,
@@ -96,9 +82,7 @@ async fn a_black_holed_target_keeps_healthy_deliveries_at_90_percent_of_their_ra
     let app = axum::Router::new()
         .route("/hook", post(healthy))
         .with_state(hits.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let healthy_url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let healthy_url = format!("http://{}/hook", serve(app).await);
 
     // Accepts connections and never answers (127.0.0.2: another host).
     let hole = Arc::new(BlackHole::default());
@@ -119,35 +103,14 @@ async fn a_black_holed_target_keeps_healthy_deliveries_at_90_percent_of_their_ra
         }
     });
 
-    let per_host = PER_HOST.to_string();
-    let config = codigo_consumer::Config::try_parse_from(env.service_args(
-        "codigo-consumer",
-        &[
-            "--webhook-signing-key",
-            "host-caps-signing-key-0001",
-            "--job-types",
-            JOB_TYPE,
-            "--webhook-allow-private",
-            "--webhook-max-per-host",
-            &per_host,
-            // Longer than the test: the black hole's requests never end while it measures.
-            "--webhook-timeout-secs",
-            "600",
-            "--ack-wait-secs",
-            "30",
-            "--concurrency",
-            "128",
-            "--fetch-expires-ms",
-            "1000",
-            "--shutdown-timeout-secs",
-            "1",
-        ],
-    ))
-    .expect("valid consumer flags");
-    let app = Application::build(config).await.expect("consumer starts");
-    let consumer = InProcess::spawn("consumer", app.local_addr(), |stop| {
-        app.run_until_stopped(stop)
-    });
+    // The timeout is longer than the test: the black hole's requests never end while it
+    // measures.
+    let settings = format!(
+        "--webhook-signing-key host-caps-signing-key-0001 --job-types {JOB_TYPE} \
+         --webhook-allow-private --webhook-max-per-host {PER_HOST} --webhook-timeout-secs 600 \
+         --ack-wait-secs 30 --concurrency 128 --shutdown-timeout-secs 1"
+    );
+    let consumer = TestConsumer::spawn(&env, &flags(&settings)).await;
 
     // Warm-up (connections, pools, the consumer's first pulls), not measured.
     healthy_rate(&env, &healthy_url, &hits).await;

@@ -5,11 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::message::PublishMessage;
-use bytes::Bytes;
-use clap::Parser;
-use codigo_consumer::Application;
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{flags, TestConsumer, TestEnv};
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,23 +59,9 @@ fn webhook_delivery_ignores_http_proxy_settings() {
     runtime.block_on(async {
         let env = TestEnv::new().await;
         let target = listener(200, target_hits.clone(), seen.clone()).await;
-        let config = codigo_consumer::Config::try_parse_from(env.service_args(
-            "codigo-consumer",
-            &[
-                "--webhook-signing-key",
-                "proxy-test-signing-key-01",
-                "--job-types",
-                "webhook.deliver",
-                "--webhook-allow-private",
-                "--fetch-expires-ms",
-                "1000",
-            ],
-        ))
-        .unwrap();
-        let app = Application::build(config).await.unwrap();
-        let consumer = InProcess::spawn("consumer", app.local_addr(), |stop| {
-            app.run_until_stopped(stop)
-        });
+        let settings = "--webhook-signing-key proxy-test-signing-key-01 \
+                        --job-types webhook.deliver --webhook-allow-private";
+        let consumer = TestConsumer::spawn(&env, &flags(settings)).await;
         let job = json!({
             "id": Uuid::now_v7().to_string(),
             "type": "webhook.deliver",
@@ -88,17 +70,12 @@ fn webhook_delivery_ignores_http_proxy_settings() {
                 .format(&time::format_description::well_known::Rfc3339).unwrap(),
             "tenant": "proxy",
         });
-        env.js
-            .send_publish(
-                env.names.job_subject("webhook.deliver"),
-                PublishMessage::build()
-                    .payload(Bytes::from(serde_json::to_vec(&job).unwrap()))
-                    .message_id("proxy-1"),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        env.publish_job(
+            "webhook.deliver",
+            serde_json::to_vec(&job).unwrap(),
+            "proxy-1",
+        )
+        .await;
 
         // Whichever listener the request reaches first.
         tokio::time::timeout(Duration::from_secs(60), seen.notified())

@@ -7,16 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::message::PublishMessage;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine as _;
 use bytes::Bytes;
-use clap::Parser;
 use codigo_common::webhook_secret::TenantSecret;
-use codigo_consumer::Application;
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{flags, serve, TestConsumer, TestEnv};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,33 +23,12 @@ const SIGNING_KEY: &str = "webhooks-test-master-key-01";
 const PREVIOUS_KEY: &str = "webhooks-test-master-key-00";
 const JOB_TYPE: &str = "webhook.deliver";
 
-async fn start_consumer(env: &TestEnv, extra: &[&str]) -> InProcess {
-    let mut args = env.service_args(
-        "codigo-consumer",
-        &[
-            "--webhook-signing-key",
-            SIGNING_KEY,
-            "--job-types",
-            JOB_TYPE,
-            "--webhook-allow-private",
-            "--retry-base-ms",
-            "50",
-            "--retry-max-secs",
-            "1",
-            "--ack-wait-secs",
-            "5",
-            "--fetch-expires-ms",
-            "1000",
-            "--shutdown-timeout-secs",
-            "5",
-        ],
+async fn start_consumer(env: &TestEnv, extra: &[&str]) -> TestConsumer {
+    let settings = format!(
+        "--webhook-signing-key {SIGNING_KEY} --job-types {JOB_TYPE} --webhook-allow-private \
+         --retry-base-ms 50 --retry-max-secs 1 --ack-wait-secs 5"
     );
-    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-    let config = codigo_consumer::Config::try_parse_from(args).expect("valid consumer flags");
-    let app = Application::build(config).await.expect("consumer starts");
-    InProcess::spawn("consumer", app.local_addr(), |stop| {
-        app.run_until_stopped(stop)
-    })
+    TestConsumer::spawn(env, &[&flags(&settings), extra].concat()).await
 }
 
 /// A receiver that records every request and answers 200.
@@ -77,10 +53,7 @@ async fn start_target() -> (String, Arc<Target>) {
     let app = axum::Router::new()
         .route("/hook", post(hook))
         .with_state(target.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), target)
+    (format!("http://{}/hook", serve(app).await), target)
 }
 
 fn envelope(id: Uuid, url: &str, tenant: Option<&str>, body: Value) -> Vec<u8> {
@@ -98,25 +71,11 @@ fn envelope(id: Uuid, url: &str, tenant: Option<&str>, body: Value) -> Vec<u8> {
 }
 
 async fn publish(env: &TestEnv, body: Vec<u8>, msg_id: &str) {
-    env.js
-        .send_publish(
-            env.names.job_subject(JOB_TYPE),
-            PublishMessage::build()
-                .payload(Bytes::from(body))
-                .message_id(msg_id),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    env.publish_job(JOB_TYPE, body, msg_id).await;
 }
 
 async fn job_status(env: &TestEnv, id: Uuid) -> Option<String> {
-    sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&env.pool)
-        .await
-        .expect("query")
+    env.job_status(id).await
 }
 
 async fn wait_status(env: &TestEnv, id: Uuid, status: &str) {
@@ -129,12 +88,7 @@ async fn wait_status(env: &TestEnv, id: Uuid, status: &str) {
 }
 
 async fn work_stream_empty(env: &TestEnv) -> bool {
-    let mut stream = env
-        .js
-        .get_stream(env.names.jobs_stream())
-        .await
-        .expect("jobs stream");
-    stream.info().await.expect("stream info").state.messages == 0
+    env.work_stream_count().await == 0
 }
 
 /// Whether the official Standard Webhooks library accepts the delivery with `secret`. Panics

@@ -4,14 +4,10 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
-use bytes::Bytes;
-use clap::Parser;
 use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{envelope, flags, TestConsumer, TestEnv};
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// A worker that refuses every ledger job, so that valid jobs end up dead-lettered.
@@ -30,71 +26,28 @@ impl Handler for Refuse {
     }
 }
 
-async fn start_consumer(env: &TestEnv, handler: Option<Arc<dyn Handler>>) -> InProcess {
-    let config = codigo_consumer::Config::try_parse_from(env.service_args(
-        "codigo-consumer",
-        &[
-            "--job-types",
-            "ledger.post",
-            "--max-deliver",
-            "4",
-            "--ack-wait-secs",
-            "5",
-            "--backoff-secs",
-            "1",
-            "--fetch-expires-ms",
-            "1000",
-            "--shutdown-timeout-secs",
-            "5",
-        ],
-    ))
-    .expect("consumer flags");
-    let mut app = codigo_consumer::Application::build(config)
-        .await
-        .expect("consumer starts");
-    if let Some(handler) = handler {
-        app = app.with_handler(handler);
-    }
-    InProcess::spawn("consumer", app.local_addr(), |stop| {
-        app.run_until_stopped(stop)
+async fn start_consumer(env: &TestEnv, handler: Option<Arc<dyn Handler>>) -> TestConsumer {
+    let settings = "--job-types ledger.post --max-deliver 4 --ack-wait-secs 5 --backoff-secs 1";
+    TestConsumer::spawn_with(env, &flags(settings), |app| match handler {
+        Some(handler) => app.with_handler(handler),
+        None => app,
     })
+    .await
 }
 
 async fn publish(env: &TestEnv, body: Vec<u8>, msg_id: &str) {
-    env.js
-        .send_publish(
-            env.names.job_subject("ledger.post"),
-            PublishMessage::build()
-                .payload(Bytes::from(body))
-                .message_id(msg_id),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    env.publish_job("ledger.post", body, msg_id).await;
 }
 
 fn ledger_job(account: &str, amount: i64) -> (Uuid, Vec<u8>) {
     let id = Uuid::now_v7();
-    let envelope = json!({
-        "id": id.to_string(),
-        "type": "ledger.post",
-        "payload": {"account": account, "amount_cents": amount, "currency": "EUR"},
-        "created_at": OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("format"),
-        "tenant": "ops",
-    });
+    let payload = json!({"account": account, "amount_cents": amount, "currency": "EUR"});
+    let envelope = envelope(id, "ledger.post", "ops", payload);
     (id, serde_json::to_vec(&envelope).expect("json"))
 }
 
 async fn ctl(env: &TestEnv, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_codigo-ctl"))
-        .envs(env.env_vars())
-        .args(args)
-        .output()
-        .await
-        .expect("codigo-ctl runs")
+    env.ctl(args).await
 }
 
 async fn ctl_json(env: &TestEnv, args: &[&str]) -> Value {
@@ -123,12 +76,7 @@ where
 }
 
 async fn dead_letter_count(env: &TestEnv) -> u64 {
-    let mut stream = env
-        .js
-        .get_stream(env.names.dlq_stream())
-        .await
-        .expect("dlq");
-    stream.info().await.expect("info").state.messages
+    env.dead_letter_count().await
 }
 
 async fn balance(env: &TestEnv, account: &str) -> (i64, i64) {

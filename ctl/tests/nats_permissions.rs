@@ -2,95 +2,18 @@
 //! proven on a private nats-server: `codigo-ctl setup` (the real binary) as the ctl user,
 //! then the real producer and consumer, with `CODIGO_ENSURE_TOPOLOGY=false`, as their own
 //! users, a job end to end, and what each user must not be able to do.
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use clap::Parser;
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{flags, NatsServer, Service, TestConsumer, TestEnv, TestProducer};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// The permissions name the default namespace's streams and subjects.
 const NAMESPACE: &str = "codigo";
 const TOKEN: &str = "permissions-token-000001";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A private nats-server with its own port and store, killed and removed on drop.
-struct PrivateNats {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl PrivateNats {
-    /// Starts `nats-server -c server.conf`; `body` is the config after `listen` and
-    /// `jetstream`, `files` are written next to it, `env` is the server's environment.
-    fn start(body: &str, files: &[(&str, String)], env: &[(&str, String)]) -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("codigo-nats-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("server dir");
-        for (name, content) in files {
-            std::fs::write(dir.join(name), content).expect("server file");
-        }
-        // Paths in the config are absolute: nats-server reads them from its working directory.
-        let body = body.replace("$DIR", &dir.display().to_string());
-        let config = format!(
-            "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\n{body}\n",
-            dir.join("js").display()
-        );
-        std::fs::write(dir.join("server.conf"), config).expect("server.conf");
-        let log = std::fs::File::create(dir.join("server.log")).expect("server log");
-        let child = Command::new(codigo_testkit::nats_server_binary())
-            .arg("-c")
-            .arg(dir.join("server.conf"))
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("nats-server runs (apt-get install nats-server)");
-        let mut server = Self { child, dir, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("nats-server exited with {status}:\n{}", server.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("nats-server did not listen on {port}:\n{}", server.log());
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// How the three binaries reach NATS: one user each, or none (TLS test), plus extra flags.
 struct Access {
@@ -126,29 +49,19 @@ impl Passwords {
 }
 
 impl Access {
-    /// NATS flags of one binary; `who` picks the user.
-    fn flags(&self, who: &str) -> Vec<String> {
-        let mut flags = vec![
-            "--nats-url".to_owned(),
-            self.url.clone(),
-            "--namespace".to_owned(),
-            NAMESPACE.to_owned(),
-        ];
+    /// NATS flags of one binary, as one line; `who` picks the user.
+    fn flags(&self, who: &str) -> String {
+        let mut flags = format!("--nats-url {} --namespace {NAMESPACE}", self.url);
         if let Some(users) = &self.users {
             let password = match who {
                 "codigo-producer" => &users.producer,
                 "codigo-consumer" => &users.consumer,
                 _ => &users.ctl,
             };
-            flags.extend([
-                "--nats-user".to_owned(),
-                who.to_owned(),
-                "--nats-password".to_owned(),
-                password.clone(),
-            ]);
+            flags.push_str(&format!(" --nats-user {who} --nats-password {password}"));
         }
         if let Some(ca) = &self.tls_ca {
-            flags.extend(["--nats-tls-ca".to_owned(), ca.display().to_string()]);
+            flags.push_str(&format!(" --nats-tls-ca {}", ca.display()));
         }
         flags
     }
@@ -157,7 +70,7 @@ impl Access {
 /// `codigo-ctl setup`, the real binary, as the ctl user (settings through the environment,
 /// as the chart's setup hook passes them).
 fn ctl_setup(access: &Access, database_url: &str) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_codigo-ctl"));
+    let mut command = codigo_testkit::command("codigo-ctl");
     command
         .arg("setup")
         .env_clear()
@@ -181,54 +94,38 @@ fn ctl_setup(access: &Access, database_url: &str) {
     );
 }
 
-async fn start_producer(access: &Access, database_url: &str) -> InProcess {
-    let mut args = vec![
-        "codigo-producer".to_owned(),
-        "--http-addr".to_owned(),
-        "127.0.0.1:0".to_owned(),
-        "--database-url".to_owned(),
-        database_url.to_owned(),
-        "--api-keys".to_owned(),
-        format!("perm:{TOKEN}"),
-        "--ensure-topology".to_owned(),
-        "false".to_owned(),
-        "--publish-timeout-secs".to_owned(),
-        "3".to_owned(),
-    ];
-    args.extend(access.flags("codigo-producer"));
-    let config = codigo_producer::Config::try_parse_from(args).expect("producer flags");
-    let app = codigo_producer::Application::build(config)
-        .await
-        .expect("producer starts");
-    InProcess::spawn("producer", app.local_addr(), |stop| {
-        app.run_until_stopped(stop)
-    })
+async fn start_producer(access: &Access, database_url: &str) -> TestProducer {
+    let settings = format!(
+        "--http-addr 127.0.0.1:0 --database-url {database_url} --api-keys perm:{TOKEN} \
+         --ensure-topology false --publish-timeout-secs 3 {}",
+        access.flags("codigo-producer")
+    );
+    TestProducer::from_flags(&flags(&settings)).await
 }
 
-async fn start_consumer(access: &Access, database_url: &str) -> InProcess {
-    let mut args = vec![
-        "codigo-consumer".to_owned(),
-        "--http-addr".to_owned(),
-        "127.0.0.1:0".to_owned(),
-        "--database-url".to_owned(),
-        database_url.to_owned(),
-        "--webhook-signing-key".to_owned(),
-        "permissions-signing-key-01".to_owned(),
-        "--ensure-topology".to_owned(),
-        "false".to_owned(),
-        "--fetch-expires-ms".to_owned(),
-        "1000".to_owned(),
-        "--shutdown-timeout-secs".to_owned(),
-        "5".to_owned(),
-    ];
-    args.extend(access.flags("codigo-consumer"));
-    let config = codigo_consumer::Config::try_parse_from(args).expect("consumer flags");
-    let app = codigo_consumer::Application::build(config)
-        .await
-        .expect("consumer starts");
-    InProcess::spawn("consumer", app.local_addr(), |stop| {
-        app.run_until_stopped(stop)
-    })
+async fn start_consumer(access: &Access, database_url: &str) -> TestConsumer {
+    let settings = format!(
+        "--http-addr 127.0.0.1:0 --database-url {database_url} \
+         --webhook-signing-key permissions-signing-key-01 --ensure-topology false \
+         --fetch-expires-ms 1000 --shutdown-timeout-secs 5 {}",
+        access.flags("codigo-consumer")
+    );
+    TestConsumer::from_flags(&flags(&settings)).await
+}
+
+/// `codigo-ctl setup`, then the producer and the consumer, ready.
+async fn start_pipeline(
+    env: &TestEnv,
+    access: &Access,
+    server: &NatsServer,
+) -> (TestProducer, TestConsumer, reqwest::Client) {
+    ctl_setup(access, &env.database_url);
+    let producer = start_producer(access, &env.database_url).await;
+    let consumer = start_consumer(access, &env.database_url).await;
+    let http = reqwest::Client::new();
+    wait_ready(&http, &producer, "the producer", server).await;
+    wait_ready(&http, &consumer, "the consumer", server).await;
+    (producer, consumer, http)
 }
 
 async fn wait_until(what: &str, check: impl AsyncFnMut() -> bool) {
@@ -247,7 +144,12 @@ async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
 }
 
 /// Waits for a service's readiness; on failure shows what the server refused.
-async fn wait_ready(http: &reqwest::Client, service: &InProcess, name: &str, server: &PrivateNats) {
+async fn wait_ready(
+    http: &reqwest::Client,
+    service: &impl Service,
+    name: &str,
+    server: &NatsServer,
+) {
     assert!(
         eventually(async || ready(http, service).await).await,
         "{name} never became ready; nats-server says:\n{}",
@@ -255,15 +157,15 @@ async fn wait_ready(http: &reqwest::Client, service: &InProcess, name: &str, ser
     );
 }
 
-async fn ready(http: &reqwest::Client, service: &InProcess) -> bool {
-    http.get(format!("http://{}/readyz", service.addr))
+async fn ready(http: &reqwest::Client, service: &impl Service) -> bool {
+    http.get(service.url("/readyz"))
         .send()
         .await
         .is_ok_and(|r| r.status().is_success())
 }
 
 /// Submits a ledger job through the producer and waits for the consumer to record it.
-async fn job_end_to_end(http: &reqwest::Client, producer: &InProcess, account: &str) {
+async fn job_end_to_end(http: &reqwest::Client, producer: &TestProducer, account: &str) {
     let response = http
         .post(format!("http://{}/v1/jobs", producer.addr))
         .bearer_auth(TOKEN)
@@ -293,7 +195,7 @@ async fn job_end_to_end(http: &reqwest::Client, producer: &InProcess, account: &
 /// A client of one user with short request timeouts, recording the server's errors (a
 /// denied publish is reported asynchronously as a permissions violation).
 async fn client_as(
-    server: &PrivateNats,
+    server: &NatsServer,
     user: &str,
     password: &str,
 ) -> (async_nats::Client, Arc<Mutex<Vec<String>>>) {
@@ -339,7 +241,7 @@ async fn least_privilege_users_run_the_pipeline_and_nothing_more() {
         "/../deploy/nats/permissions.conf"
     ))
     .expect("deploy/nats/permissions.conf");
-    let server = PrivateNats::start(
+    let server = NatsServer::start_with(
         "include ./permissions.conf",
         &[("permissions.conf", permissions)],
         &passwords.server_env(),
@@ -350,12 +252,7 @@ async fn least_privilege_users_run_the_pipeline_and_nothing_more() {
         tls_ca: None,
     };
 
-    ctl_setup(&access, &env.database_url);
-    let producer = start_producer(&access, &env.database_url).await;
-    let consumer = start_consumer(&access, &env.database_url).await;
-    let http = reqwest::Client::new();
-    wait_ready(&http, &producer, "the producer", &server).await;
-    wait_ready(&http, &consumer, "the consumer", &server).await;
+    let (producer, consumer, http) = start_pipeline(&env, &access, &server).await;
     job_end_to_end(&http, &producer, "acct-permissions").await;
     let balance: i64 = sqlx::query_scalar(
         "SELECT balance_cents FROM account_balances WHERE account = 'acct-permissions'",
@@ -487,7 +384,7 @@ fn certificates() -> (String, String, String) {
 async fn every_binary_reaches_nats_over_tls() {
     let env = TestEnv::bare().await;
     let (ca, cert, key) = certificates();
-    let server = PrivateNats::start(
+    let server = NatsServer::start_with(
         "tls {\n  cert_file: \"$DIR/server.pem\"\n  key_file: \"$DIR/server-key.pem\"\n  timeout: 2\n}",
         &[
             ("ca.pem", ca),
@@ -522,12 +419,7 @@ async fn every_binary_reaches_nats_over_tls() {
     .await
     .expect("connects with NATS_TLS_CA");
 
-    ctl_setup(&access, &env.database_url);
-    let producer = start_producer(&access, &env.database_url).await;
-    let consumer = start_consumer(&access, &env.database_url).await;
-    let http = reqwest::Client::new();
-    wait_ready(&http, &producer, "the producer", &server).await;
-    wait_ready(&http, &consumer, "the consumer", &server).await;
+    let (producer, consumer, http) = start_pipeline(&env, &access, &server).await;
     job_end_to_end(&http, &producer, "acct-tls").await;
 
     consumer.stop().await;

@@ -6,26 +6,18 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use clap::Parser;
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{
+    flags, postgres_server_url, respond_with, TestConsumer, TestEnv, TestProducer,
+};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 const TOKEN: &str = "postgres-roles-token-0001";
 
-/// The server tests create databases on, as testkit sees it.
-fn server_url() -> String {
-    std::env::var("CODIGO_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-        .trim_end_matches('/')
-        .to_owned()
-}
-
-/// `server_url()` with another user and password, for `database`.
+/// `postgres_server_url()` with another user and password, for `database`.
 fn url_as(user: &str, password: &str, database: &str, query: &str) -> String {
-    let server = server_url();
+    let server = postgres_server_url();
     let (scheme, rest) = server.split_once("://").expect("URL with a scheme");
     let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
     format!("{scheme}://{user}:{password}@{host}/{database}{query}")
@@ -49,7 +41,7 @@ struct Roles {
 
 impl Drop for Roles {
     fn drop(&mut self) {
-        let admin = format!("{}/postgres", server_url());
+        let admin = format!("{}/postgres", postgres_server_url());
         let output = psql(
             &[
                 &admin,
@@ -78,7 +70,7 @@ impl Drop for Roles {
 
 fn apply_roles(env: &TestEnv, roles: &Roles) {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/postgres/roles.sql");
-    let database = format!("{}/{}", server_url(), env.database);
+    let database = format!("{}/{}", postgres_server_url(), env.database);
     let app_role = format!("app_role={}", roles.app);
     let migration_role = format!("migration_role={}", roles.migration);
     let output = psql(
@@ -110,7 +102,7 @@ fn apply_roles(env: &TestEnv, roles: &Roles) {
 }
 
 fn ctl_setup(env: &TestEnv, database_url: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_codigo-ctl"))
+    codigo_testkit::command("codigo-ctl")
         .arg("setup")
         .env_clear()
         .env("NATS_URL", codigo_testkit::nats_url())
@@ -122,83 +114,34 @@ fn ctl_setup(env: &TestEnv, database_url: &str) -> std::process::Output {
 
 /// A webhook target: 200 on `/ok`, 400 on anything else.
 async fn webhook_target() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buffer = vec![0u8; 16 * 1024];
-                let n = socket.read(&mut buffer).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buffer[..n]);
-                let status = if request.starts_with("POST /ok ") {
-                    "200 OK"
-                } else {
-                    "400 Bad Request"
-                };
-                let reply =
-                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                let _ = socket.write_all(reply.as_bytes()).await;
-            });
+    respond_with(|request| {
+        if request.starts_with("POST /ok ") {
+            "200 OK".into()
+        } else {
+            "400 Bad Request".into()
         }
-    });
-    addr
+    })
+    .await
 }
 
-async fn start_services(env: &TestEnv, app_url: &str) -> (InProcess, InProcess) {
-    let nats_url = codigo_testkit::nats_url();
-    let common = [
-        "--http-addr",
-        "127.0.0.1:0",
-        "--nats-url",
-        &nats_url,
-        "--namespace",
-        env.names.namespace(),
-        "--database-url",
-        app_url,
-        "--ensure-topology",
-        "false",
-    ];
-    let keys = format!("roles:{TOKEN}");
-    let producer_args: Vec<&str> = ["codigo-producer"]
-        .into_iter()
-        .chain(common)
-        .chain(["--api-keys", &keys])
-        .collect();
-    let producer = codigo_producer::Application::build(
-        codigo_producer::Config::try_parse_from(producer_args).expect("producer flags"),
-    )
-    .await
-    .expect("producer starts");
-    let consumer_args: Vec<&str> = ["codigo-consumer"]
-        .into_iter()
-        .chain(common)
-        .chain([
-            "--webhook-signing-key",
-            "postgres-roles-signing-key",
-            "--webhook-allow-private",
-            "--fetch-expires-ms",
-            "1000",
-            "--shutdown-timeout-secs",
-            "5",
-        ])
-        .collect();
-    let consumer = codigo_consumer::Application::build(
-        codigo_consumer::Config::try_parse_from(consumer_args).expect("consumer flags"),
-    )
-    .await
-    .expect("consumer starts");
-    let producer = InProcess::spawn("producer", producer.local_addr(), |stop| {
-        producer.run_until_stopped(stop)
-    });
-    let consumer = InProcess::spawn("consumer", consumer.local_addr(), |stop| {
-        consumer.run_until_stopped(stop)
-    });
+async fn start_services(env: &TestEnv, app_url: &str) -> (TestProducer, TestConsumer) {
+    let common = format!(
+        "--http-addr 127.0.0.1:0 --nats-url {} --namespace {} --database-url {app_url} \
+         --ensure-topology false",
+        codigo_testkit::nats_url(),
+        env.names.namespace()
+    );
+    let producer = format!("{common} --api-keys roles:{TOKEN}");
+    let producer = TestProducer::from_flags(&flags(&producer)).await;
+    let consumer = format!(
+        "{common} --webhook-signing-key postgres-roles-signing-key --webhook-allow-private \
+         --fetch-expires-ms 1000 --shutdown-timeout-secs 5"
+    );
+    let consumer = TestConsumer::from_flags(&flags(&consumer)).await;
     (producer, consumer)
 }
 
-async fn submit(http: &reqwest::Client, producer: &InProcess, job: Value) -> String {
+async fn submit(http: &reqwest::Client, producer: &TestProducer, job: Value) -> String {
     let response = http
         .post(format!("http://{}/v1/jobs", producer.addr))
         .bearer_auth(TOKEN)
@@ -212,7 +155,7 @@ async fn submit(http: &reqwest::Client, producer: &InProcess, job: Value) -> Str
 }
 
 /// Waits for a job's final status, read through the producer (the application role).
-async fn final_status(http: &reqwest::Client, producer: &InProcess, id: &str) -> Value {
+async fn final_status(http: &reqwest::Client, producer: &TestProducer, id: &str) -> Value {
     for _ in 0..600 {
         if let Ok(response) = http
             .get(format!("http://{}/v1/jobs/{id}", producer.addr))
@@ -311,10 +254,10 @@ async fn application_role_runs_the_pipeline_but_changes_no_schema() {
     let target = webhook_target().await;
     let (producer, consumer) = start_services(&env, &app_url).await;
     let http = reqwest::Client::new();
-    for service in [&producer, &consumer] {
+    for addr in [producer.addr, consumer.addr] {
         let mut ready = false;
         for _ in 0..600 {
-            let url = format!("http://{}/readyz", service.addr);
+            let url = format!("http://{addr}/readyz");
             if http
                 .get(url)
                 .send()
@@ -326,11 +269,7 @@ async fn application_role_runs_the_pipeline_but_changes_no_schema() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(
-            ready,
-            "{} never became ready as the application role",
-            service.addr
-        );
+        assert!(ready, "{addr} never became ready as the application role");
     }
     let ledger = submit(
         &http,

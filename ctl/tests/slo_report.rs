@@ -7,11 +7,11 @@
 //! Series: 31 days of counters with constant rates per segment, sampled daily (just inside
 //! each day boundary, so the 30d and 3d windows start on a sample) and every 30 s over the
 //! last 7 hours, so every window's ratio is the segment's exact share.
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use codigo_testkit::ChildProcess;
 use serde_json::Value;
 
 const DAY: i64 = 86_400;
@@ -202,7 +202,7 @@ fn openmetrics(traffic: &Traffic, now: i64) -> String {
 
 /// A private Prometheus holding one scenario's series and the project's rules.
 struct Fixture {
-    child: Child,
+    process: ChildProcess,
     url: String,
     series: PathBuf,
 }
@@ -237,33 +237,42 @@ impl Fixture {
                 .arg("--rules")
                 .arg(root.join("observability/prometheus/rules"));
         }
-        let mut child = command
-            .arg("--shift-to-now")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start promfixture.py");
-        let stdout = child.stdout.take().expect("fixture stdout");
-        let url = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| line.strip_prefix("PROMETHEUS_URL=").map(str::to_owned));
-        let Some(url) = url else {
-            let status = child.wait().expect("fixture exit");
-            panic!("promfixture.py gave no PROMETHEUS_URL (exit {status}); see its stderr above");
+        command.arg("--shift-to-now");
+        let mut process = ChildProcess::spawn("promfixture.py", command);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let url = loop {
+            let stdout = process.stdout();
+            let url = stdout
+                .lines()
+                .find_map(|line| line.strip_prefix("PROMETHEUS_URL="));
+            if let Some(url) = url {
+                break url.to_owned();
+            }
+            if let Some(status) = process.try_exit() {
+                panic!(
+                    "promfixture.py gave no PROMETHEUS_URL (exit {status}):\n{}",
+                    process.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "promfixture.py gave no PROMETHEUS_URL:\n{}",
+                process.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         };
-        Self { child, url, series }
+        Self {
+            process,
+            url,
+            series,
+        }
     }
 }
 
 impl Drop for Fixture {
     /// SIGTERM, so the fixture stops Prometheus and removes its directory.
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        self.process.stop_blocking(Duration::from_secs(30));
         let _ = std::fs::remove_file(&self.series);
     }
 }
@@ -285,7 +294,7 @@ struct Run {
 }
 
 fn slo_report(url: &str, extra: &[&str]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_codigo-ctl"));
+    let mut command = codigo_testkit::command("codigo-ctl");
     for proxy in ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"] {
         command.env_remove(proxy);
     }

@@ -4,57 +4,23 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
 use codigo_loadtest::baseline::{self, BaselineSpec};
 use codigo_loadtest::driver::Load;
 use codigo_loadtest::run::{self, Endpoints, Report, RunSpec};
 use codigo_loadtest::scratch::Server;
 use codigo_loadtest::target::Ingest;
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{flags, ScratchDir, TestConsumer, TestEnv, TestProducer};
 
 const TOKEN: &str = "loadtest-smoke-token-01";
 
-async fn start_producer(env: &TestEnv) -> (SocketAddr, InProcess) {
-    let keys = format!("smoke:{TOKEN}");
-    let config = codigo_producer::Config::try_parse_from(env.service_args(
-        "codigo-producer",
-        &["--api-keys", &keys, "--rate-limit-per-key", "0"],
-    ))
-    .expect("valid producer flags");
-    let app = codigo_producer::Application::build(config)
-        .await
-        .expect("producer starts");
-    let addr = app.local_addr();
-    let producer = InProcess::spawn("producer", addr, |stop| app.run_until_stopped(stop));
-    producer.wait_ready().await;
-    (addr, producer)
+async fn start_producer(env: &TestEnv) -> (SocketAddr, TestProducer) {
+    let producer = TestProducer::start(env, &flags(&format!("--api-keys smoke:{TOKEN}"))).await;
+    (producer.addr, producer)
 }
 
-async fn start_consumer(env: &TestEnv) -> InProcess {
-    let config = codigo_consumer::Config::try_parse_from(env.service_args(
-        "codigo-consumer",
-        &[
-            "--job-types",
-            "ledger.post",
-            "--max-deliver",
-            "4",
-            "--ack-wait-secs",
-            "5",
-            "--backoff-secs",
-            "1",
-            "--fetch-expires-ms",
-            "1000",
-            "--shutdown-timeout-secs",
-            "5",
-        ],
-    ))
-    .expect("valid consumer flags");
-    let app = codigo_consumer::Application::build(config)
-        .await
-        .expect("consumer starts");
-    InProcess::spawn("consumer", app.local_addr(), |stop| {
-        app.run_until_stopped(stop)
-    })
+async fn start_consumer(env: &TestEnv) -> TestConsumer {
+    let settings = "--job-types ledger.post --max-deliver 4 --ack-wait-secs 5 --backoff-secs 1";
+    TestConsumer::spawn(env, &flags(settings)).await
 }
 
 fn spec(ingest: Ingest, load: Load, duration: Option<Duration>, jobs: Option<u64>) -> RunSpec {
@@ -151,14 +117,12 @@ async fn open_and_closed_loops_account_for_every_job() {
     assert_consistent("closed loop, nats", &direct);
 
     // The binary itself, as a person runs it: JSON summary and a plot.
-    let dir = std::env::temp_dir().join(format!("codigo-loadtest-smoke-{}", env.database));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = ScratchDir::new("loadtest-smoke");
     let plot = dir.join("latency.svg");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_codigo-loadtest"))
+    let output = tokio::process::Command::from(env.command("codigo-loadtest"))
         .args(["--ingest", "batch", "--batch-size", "10", "--jobs", "40"])
         .args(["--concurrency", "2", "--json", "--plot"])
         .arg(&plot)
-        .envs(env.env_vars())
         .env("CODIGO_PRODUCER_URL", format!("http://{addr}"))
         .env("CODIGO_LOADTEST_API_KEY", TOKEN)
         .output()
@@ -177,7 +141,7 @@ async fn open_and_closed_loops_account_for_every_job() {
     assert!(summary["e2e_latency"]["p99_ms"].is_number(), "{summary}");
     let svg = std::fs::read_to_string(&plot).expect("plot written");
     assert!(svg.starts_with("<svg") && svg.contains("end to end"));
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 
     consumer.stop().await;
     producer.stop().await;

@@ -1,9 +1,7 @@
 //! The gateway against real NATS and Postgres: every row of the contract's error table, ids,
 //! idempotency, batches, tenants and what lands on the stream.
 
-use clap::Parser;
-use codigo_producer::{Application, Config};
-use codigo_testkit::{InProcess, TestEnv};
+use codigo_testkit::{flags, TestEnv, TestProducer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -13,7 +11,7 @@ const SCOPED: &str = "scoped-token-000000003";
 const SLOW: &str = "slow-token-00000000004";
 
 struct Gateway {
-    service: InProcess,
+    producer: TestProducer,
     http: reqwest::Client,
 }
 
@@ -23,46 +21,24 @@ impl Gateway {
     }
 
     async fn start_with_nats(env: &TestEnv, nats_url: &str, extra: &[&str]) -> Self {
-        let keys = format!(
-            "alpha:{ALPHA},beta:{BETA};tenant=acme,scoped:{SCOPED};types=webhook.deliver,slow:{SLOW};rate=1"
+        let settings = format!(
+            "--nats-url {nats_url} --auth required --publish-timeout-secs 2 --api-keys \
+             alpha:{ALPHA},beta:{BETA};tenant=acme,scoped:{SCOPED};types=webhook.deliver,slow:{SLOW};rate=1"
         );
-        let mut args = vec![
-            "codigo-producer",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--nats-url",
-            nats_url,
-            "--namespace",
-            env.names.namespace(),
-            "--database-url",
-            &env.database_url,
-            "--api-keys",
-            &keys,
-            "--auth",
-            "required",
-            "--rate-limit-per-key",
-            "0",
-            "--publish-timeout-secs",
-            "2",
-        ];
-        args.extend_from_slice(extra);
-        let config = Config::try_parse_from(args).expect("valid flags");
-        let app = Application::build(config).await.expect("gateway starts");
-        let service = InProcess::spawn("gateway", app.local_addr(), |stop| {
-            app.run_until_stopped(stop)
-        });
+        let args = [&flags(&settings)[..], extra].concat();
+        let producer = TestProducer::spawn(env, &args).await;
         Self {
-            service,
-            http: reqwest::Client::new(),
+            http: producer.http.clone(),
+            producer,
         }
     }
 
     fn url(&self, path: &str) -> String {
-        self.service.url(path)
+        self.producer.url(path)
     }
 
     async fn wait_ready(&self) {
-        self.service.wait_ready().await;
+        self.producer.wait_ready().await;
     }
 
     async fn post(
@@ -79,7 +55,7 @@ impl Gateway {
     }
 
     async fn stop(self) {
-        self.service.stop().await;
+        self.producer.stop().await;
     }
 }
 

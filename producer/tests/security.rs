@@ -3,12 +3,9 @@
 //! answer, and secrets that never reach logs, error responses or /metrics (the real binary).
 mod gateway;
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use codigo_testkit::TestEnv;
+use codigo_testkit::{free_port, ChildProcess, NatsServer, TestEnv};
 use gateway::{ledger, ledger_payload, stored, Gateway, Reply, ALPHA, BETA, GAMMA, SCOPED};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -369,119 +366,10 @@ async fn unauthorized_answers_name_the_scheme_and_echo_nothing() {
 
 // --- secrets, with the real binary -------------------------------------------------------
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn scratch_dir(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("codigo-{what}-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-/// A private nats-server with JetStream and one user, killed and removed on drop.
-struct PrivateNats {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl PrivateNats {
-    fn start(user: &str, password: &str) -> Self {
-        let port = free_port();
-        let dir = scratch_dir("nats");
-        let child = Command::new(codigo_testkit::nats_server_binary())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.join("js"))
-            .args(["--user", user, "--pass", password])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server runs (apt-get install nats-server)");
-        let server = Self { child, dir, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("private nats-server did not start on port {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A run of the real `codigo-producer` binary, its output going to files (a pipe nobody
-/// reads could stall it).
-struct Binary {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Binary {
-    fn start(env: &[(&str, String)]) -> Self {
-        let dir = scratch_dir("producer");
-        let stdout = std::fs::File::create(dir.join("stdout")).expect("stdout file");
-        let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_codigo-producer"))
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .expect("codigo-producer starts");
-        Self { child, dir }
-    }
-
-    /// SIGTERM (a graceful stop, so that every log line is written), then the output.
-    fn stop(mut self) -> (Option<i32>, String) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        self.wait()
-    }
-
-    /// Waits for the process to exit by itself (start-up failures).
-    fn wait(&mut self) -> (Option<i32>, String) {
-        let mut status = None;
-        for _ in 0..300 {
-            if let Ok(Some(exit)) = self.child.try_wait() {
-                status = Some(exit);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let status = status.unwrap_or_else(|| {
-            let _ = self.child.kill();
-            panic!("codigo-producer did not exit");
-        });
-        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
-        (
-            status.code(),
-            format!("{}{}", read("stdout"), read("stderr")),
-        )
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A run of the real `codigo-producer` binary with exactly `vars` in its environment.
+fn start_producer(vars: &[(&str, String)]) -> ChildProcess {
+    let command = codigo_testkit::command_with_only("codigo-producer", vars);
+    ChildProcess::spawn("codigo-producer", command)
 }
 
 fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
@@ -505,7 +393,7 @@ async fn secrets_never_reach_logs_errors_or_metrics() {
     ];
 
     // NATS refuses the password (the server has another one); Postgres has no such role.
-    let nats = PrivateNats::start("codigo", &format!("right-{unique}"));
+    let nats = NatsServer::with_user("codigo", &format!("right-{unique}"));
     let port = free_port();
     let namespace = format!("t{}", &unique[..12]);
     let base = |nats_url: String, database_url: String, keys: String| {
@@ -530,7 +418,7 @@ async fn secrets_never_reach_logs_errors_or_metrics() {
     );
     env.push(("NATS_USER", "codigo".to_owned()));
     env.push(("NATS_PASSWORD", nats_password.clone()));
-    let producer = Binary::start(&env);
+    let producer = start_producer(&env);
 
     let http = reqwest::Client::new();
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
@@ -614,7 +502,7 @@ async fn secrets_never_reach_logs_errors_or_metrics() {
     );
     assert_no_secret("responses and /metrics", &seen, &secrets);
 
-    let (_, logs) = producer.stop();
+    let logs = producer.stop().await.output;
     assert!(
         logs.to_lowercase().contains("authorization violation"),
         "the NATS refusal was logged:\n{logs}"
@@ -661,7 +549,8 @@ async fn secrets_never_reach_logs_errors_or_metrics() {
             ),
         ),
     ] {
-        let (code, output) = Binary::start(&env).wait();
+        let exited = start_producer(&env).exited().await;
+        let (code, output) = (exited.status.code(), exited.output);
         assert_ne!(code, Some(0), "{what}: the binary refuses to start");
         assert!(
             output.contains("Error") || output.contains("error"),

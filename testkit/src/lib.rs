@@ -1,9 +1,41 @@
-//! Isolation for tests against real NATS and Postgres: every `TestEnv` gets its own NATS
+//! The test harness, against real NATS and Postgres: every `TestEnv` gets its own NATS
 //! namespace (streams, subjects, consumers) and its own freshly migrated database, and removes
-//! both when dropped. Public so that users can test their own handlers the same way.
+//! both when dropped. On top of it: the services in-process (`TestProducer`, `TestConsumer`,
+//! behind the `producer` and `consumer` features), the real binaries as child processes
+//! (`TestEnv::spawn_binary`, `ChildProcess`), private nats-servers (`NatsServer`) and
+//! HTTP targets. Public so that users can test their own handlers the same way.
 #![forbid(unsafe_code)]
 
+mod binary;
+mod child;
+#[cfg(feature = "consumer")]
+mod consumer;
+pub mod http;
+mod in_process;
+mod jobs;
+mod nats_server;
 pub mod process;
+#[cfg(feature = "producer")]
+mod producer;
+mod scratch;
+mod targets;
+
+pub use binary::{binary_dir, binary_dir_holding, binary_path, command, command_with_only};
+pub use child::{ChildProcess, Exited};
+#[cfg(feature = "consumer")]
+pub use consumer::{TestConsumer, SHORT_RETRIES};
+pub use in_process::{metric_value, ready, scrape, wait_ready, InProcess, Service};
+pub use jobs::{envelope, header, stored_envelopes};
+pub use nats_server::NatsServer;
+#[cfg(feature = "producer")]
+pub use producer::TestProducer;
+pub use scratch::{free_port, ScratchDir};
+pub use targets::{respond_with, serve};
+
+/// Command-line flags written as one line, split at whitespace: `flags("--max-deliver 3")`.
+pub fn flags(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
 
 use std::time::Duration;
 
@@ -53,7 +85,7 @@ pub fn assert_current_server(client: &async_nats::Client) {
 }
 
 /// The Postgres server tests create their databases on (no database name in it).
-fn server_url() -> String {
+pub fn postgres_server_url() -> String {
     std::env::var("CODIGO_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
         .trim_end_matches('/')
@@ -94,7 +126,7 @@ impl TestEnv {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let namespace = format!("t{}", &suffix[..12]);
         let database = format!("codigo_test_{}", &suffix[..16]);
-        let server = server_url();
+        let server = postgres_server_url();
         let mut admin = PgConnection::connect(&format!("{server}/postgres"))
             .await
             .expect("Postgres reachable for tests (start it with `make services`)");
@@ -195,37 +227,6 @@ impl TestEnv {
         ]
     }
 
-    /// Publishes `count` ledger.post jobs of 1 cent to `account` straight to the work stream,
-    /// each stored before the next; returns their ids.
-    pub async fn publish_ledger_jobs(&self, account: &str, count: usize) -> Vec<uuid::Uuid> {
-        let mut ids = Vec::with_capacity(count);
-        for _ in 0..count {
-            let id = uuid::Uuid::now_v7();
-            let envelope = serde_json::json!({
-                "id": id.to_string(),
-                "type": "ledger.post",
-                "payload": {"account": account, "amount_cents": 1, "currency": "EUR"},
-                "created_at": time::OffsetDateTime::now_utc()
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .expect("format"),
-                "tenant": "test",
-            });
-            self.js
-                .send_publish(
-                    self.names.job_subject("ledger.post"),
-                    async_nats::jetstream::message::PublishMessage::build()
-                        .payload(serde_json::to_vec(&envelope).expect("json").into())
-                        .message_id(id.to_string()),
-                )
-                .await
-                .expect("publish")
-                .await
-                .expect("stored");
-            ids.push(id);
-        }
-        ids
-    }
-
     /// Waits until `check` returns true, polling; panics with `what` after `timeout`.
     pub async fn eventually<F, Fut>(&self, what: &str, timeout: Duration, mut check: F)
     where
@@ -262,103 +263,39 @@ impl Drop for TestEnv {
         }
         let names = self.names.clone();
         let database = self.database.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                if let Ok(client) = async_nats::connect(nats_url()).await {
-                    let js = async_nats::jetstream::new(client);
-                    codigo_common::jetstream::delete_topology(&js, &names).await;
-                }
-                drop_database(&database).await;
-            });
-        })
-        .join();
+        run_blocking(async move {
+            if let Ok(client) = async_nats::connect(nats_url()).await {
+                let js = async_nats::jetstream::new(client);
+                codigo_common::jetstream::delete_topology(&js, &names).await;
+            }
+            drop_database(&database).await;
+        });
     }
+}
+
+/// Runs `cleanup` to its end on a thread and runtime of its own: for `Drop`, which may run
+/// inside a runtime (where blocking on one is not allowed) or after a panic.
+pub fn run_blocking<F>(cleanup: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let _ = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(cleanup);
+        }
+    })
+    .join();
 }
 
 async fn drop_database(database: &str) {
-    if let Ok(mut admin) = PgConnection::connect(&format!("{}/postgres", server_url())).await {
+    if let Ok(mut admin) =
+        PgConnection::connect(&format!("{}/postgres", postgres_server_url())).await
+    {
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
             .execute(&mut admin)
             .await;
-    }
-}
-
-/// A service (gateway or consumer) started inside the test process: where it listens, and
-/// how to stop it as Kubernetes stops a pod (the shutdown signal, then time to drain).
-pub struct InProcess {
-    pub addr: std::net::SocketAddr,
-    shutdown: codigo_common::shutdown::Shutdown,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl InProcess {
-    /// Runs `run` (an application's `run_until_stopped`) on a task of its own; the task
-    /// panics, failing the test, if the service stops with an error.
-    pub fn spawn<F, Fut, E>(name: &'static str, addr: std::net::SocketAddr, run: F) -> Self
-    where
-        F: FnOnce(codigo_common::shutdown::Shutdown) -> Fut,
-        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
-        E: std::fmt::Display,
-    {
-        let shutdown = codigo_common::shutdown::Shutdown::new();
-        let running = run(shutdown.clone());
-        let task = tokio::spawn(async move {
-            if let Err(error) = running.await {
-                panic!("{name} failed: {error}");
-            }
-        });
-        Self {
-            addr,
-            shutdown,
-            task,
-        }
-    }
-
-    /// `http://<addr><path>`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Waits (30 s at most: on a loaded machine JetStream can take seconds to answer) until
-    /// `GET /readyz` answers 200.
-    pub async fn wait_ready(&self) {
-        for _ in 0..600 {
-            if self.ready().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the service at {} never became ready", self.addr);
-    }
-
-    async fn ready(&self) -> bool {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Ok(mut stream) = tokio::net::TcpStream::connect(self.addr).await else {
-            return false;
-        };
-        let request = format!(
-            "GET /readyz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.addr
-        );
-        if stream.write_all(request.as_bytes()).await.is_err() {
-            return false;
-        }
-        let mut status_line = [0u8; 12];
-        stream.read_exact(&mut status_line).await.is_ok() && &status_line[9..12] == b"200"
-    }
-
-    /// Signals shutdown and waits for the service to drain and stop (30 s at most).
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("stops within its drain timeout")
-            .expect("service task");
     }
 }

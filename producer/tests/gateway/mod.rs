@@ -1,164 +1,33 @@
-//! The gateway started in-process on port 0 against real NATS and Postgres, for the security
-//! and CloudEvents tests.
-#![allow(dead_code)]
+//! The gateway started in-process on a free port against real NATS and Postgres, for the
+//! security and CloudEvents tests.
+#![allow(dead_code, unused_imports)]
 
 use std::net::SocketAddr;
 
-use clap::Parser;
-use codigo_producer::{Application, Config};
-use codigo_testkit::{InProcess, TestEnv};
-use reqwest::header::HeaderMap;
-use reqwest::StatusCode;
+pub use codigo_testkit::http::{read, Reply, ALPHA, BETA, GAMMA, SCOPED};
+pub use codigo_testkit::NatsServer as PrivateNats;
+use codigo_testkit::{TestEnv, TestProducer};
 use serde_json::{json, Value};
 
-/// Tenant `alpha`, every job type.
-pub const ALPHA: &str = "alpha-token-0000000001";
-/// Key `beta`, tenant `acme`.
-pub const BETA: &str = "beta-token-00000000002";
-/// Key `gamma`, also tenant `acme`: a second key of the same tenant.
-pub const GAMMA: &str = "gamma-token-0000000003";
-/// Key `scoped`, tenant `scoped`, webhook.deliver only.
-pub const SCOPED: &str = "scoped-token-000000004";
-
-pub fn api_keys() -> String {
-    format!(
-        "alpha:{ALPHA},beta:{BETA};tenant=acme,gamma:{GAMMA};tenant=acme,scoped:{SCOPED};types=webhook.deliver"
-    )
-}
-
-pub struct Gateway {
-    pub addr: SocketAddr,
-    service: InProcess,
-    pub http: reqwest::Client,
-}
+/// The test keys, no rate limit and a 2 s publish timeout.
+pub struct Gateway(TestProducer);
 
 impl Gateway {
     pub async fn start(env: &TestEnv, extra: &[&str]) -> Self {
-        let keys = api_keys();
-        let mut args = env.service_args(
-            "codigo-producer",
-            &[
-                "--api-keys",
-                &keys,
-                "--rate-limit-per-key",
-                "0",
-                "--publish-timeout-secs",
-                "2",
-            ],
-        );
-        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-        let config = Config::try_parse_from(args).expect("valid flags");
-        let app = Application::build(config).await.expect("gateway starts");
-        let addr = app.local_addr();
-        let service = InProcess::spawn("gateway", addr, |stop| app.run_until_stopped(stop));
-        let gateway = Self {
-            addr,
-            service,
-            http: reqwest::Client::new(),
-        };
-        gateway.wait_ready().await;
-        gateway
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        self.service.url(path)
-    }
-
-    async fn wait_ready(&self) {
-        self.service.wait_ready().await;
-    }
-
-    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
-        read(
-            self.http
-                .post(self.url(path))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .expect("request"),
-        )
-        .await
-    }
-
-    /// A POST with a raw body and the given headers (content type included).
-    pub async fn post_raw(
-        &self,
-        path: &str,
-        token: Option<&str>,
-        headers: &[(&str, &str)],
-        body: impl Into<reqwest::Body>,
-    ) -> Reply {
-        let mut request = self.http.post(self.url(path)).body(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        read(request.send().await.expect("request")).await
-    }
-
-    pub async fn get(&self, path: &str, token: &str) -> Reply {
-        read(
-            self.http
-                .get(self.url(path))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("request"),
-        )
-        .await
+        let args = [&["--publish-timeout-secs", "2"], extra].concat();
+        Self(TestProducer::start(env, &args).await)
     }
 
     pub async fn stop(self) {
-        self.service.stop().await;
+        self.0.stop().await;
     }
 }
 
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-    pub text: String,
-}
+impl std::ops::Deref for Gateway {
+    type Target = TestProducer;
 
-impl Reply {
-    /// Asserts a problem+json answer of the given status and problem type.
-    pub fn assert_problem(&self, status: StatusCode, slug: &str) {
-        assert_eq!(self.status, status, "{}", self.text);
-        assert_eq!(
-            self.headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok()),
-            Some("application/problem+json"),
-            "{}",
-            self.text
-        );
-        assert_eq!(
-            self.body["type"],
-            format!("https://codigo.dev/problems/{slug}"),
-            "{}",
-            self.text
-        );
-        assert!(
-            self.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-            "{}",
-            self.text
-        );
-    }
-}
-
-pub async fn read(response: reqwest::Response) -> Reply {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let text = response.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        body,
-        text,
+    fn deref(&self) -> &TestProducer {
+        &self.0
     }
 }
 
@@ -172,135 +41,18 @@ pub fn ledger(account: &str, amount: i64) -> Value {
 
 /// Every message on the work stream, as (subject, envelope), in order.
 pub async fn stored(env: &TestEnv) -> Vec<(String, Value)> {
-    let mut stream = env
-        .js
-        .get_stream(env.names.jobs_stream())
-        .await
-        .expect("stream");
-    let state = stream.info().await.expect("info").state.clone();
-    let mut out = Vec::new();
-    if state.messages == 0 {
-        return out;
-    }
-    for sequence in state.first_sequence..=state.last_sequence {
-        if let Ok(message) = stream.get_raw_message(sequence).await {
-            let envelope = serde_json::from_slice(&message.payload).expect("JSON envelope");
-            out.push((message.subject.to_string(), envelope));
-        }
-    }
-    out
-}
-
-/// A private nats-server of the pinned release with JetStream, on a port and store of its
-/// own, for tests that pause, kill or limit the server; killed and removed on drop.
-pub struct PrivateNats {
-    child: Option<std::process::Child>,
-    dir: std::path::PathBuf,
-    port: u16,
-}
-
-impl PrivateNats {
-    /// `config` is nats-server configuration text added to the listen and JetStream settings.
-    pub fn start(config: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let dir =
-            std::env::temp_dir().join(format!("codigo-nats-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        let conf = format!(
-            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {:?} }}\n{config}\n",
-            dir.join("js")
-        );
-        std::fs::write(dir.join("server.conf"), conf).expect("write server.conf");
-        let mut server = Self {
-            child: None,
-            dir,
-            port,
-        };
-        server.spawn();
-        server
-    }
-
-    fn spawn(&mut self) {
-        let child = std::process::Command::new(codigo_testkit::nats_server_binary())
-            .arg("-c")
-            .arg(self.dir.join("server.conf"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server runs (make test-tools installs the pinned release)");
-        self.child = Some(child);
-        for _ in 0..300 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("private nats-server did not start on port {}", self.port);
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {signal} {pid}");
-    }
-
-    /// SIGSTOP: the server keeps its connections but answers nothing.
-    pub fn pause(&self) {
-        self.signal("-STOP");
-    }
-
-    /// SIGCONT after [`pause`](Self::pause).
-    pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    /// SIGKILL (whatever it had not read from its sockets is lost), then the same server
-    /// again on its port and store.
-    pub fn kill_and_restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.spawn();
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    env.stored_jobs().await
 }
 
 /// Every message of `stream` on the server at `url`, as envelopes, in order.
 pub async fn stored_at(url: &str, stream: &str) -> Vec<Value> {
     let client = async_nats::connect(url).await.expect("private NATS");
     let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream(stream).await.expect("stream");
-    let state = stream.info().await.expect("info").state.clone();
-    let mut out = Vec::new();
-    if state.messages == 0 {
-        return out;
-    }
-    for sequence in state.first_sequence..=state.last_sequence {
-        if let Ok(message) = stream.get_raw_message(sequence).await {
-            out.push(serde_json::from_slice(&message.payload).expect("JSON envelope"));
-        }
-    }
-    out
+    codigo_testkit::stored_envelopes(&js, stream)
+        .await
+        .into_iter()
+        .map(|(_, envelope)| envelope)
+        .collect()
 }
 
 /// A request written by hand on a real socket: `head` is sent at once (request line and
