@@ -27,8 +27,9 @@ impl Binaries {
                 Ok(path)
             } else {
                 Err(ChaosError::Setup(format!(
-                    "{} is missing: build the binaries first (`cargo build --workspace`, or \
-                     `cargo build --release --workspace` for `make chaos`)",
+                    "{} is missing: build the binaries first, the consumer with fault injection \
+                     (`cargo build --release --workspace --features codigo-consumer/chaos`, as \
+                     `make chaos` does)",
                     path.display()
                 )))
             }

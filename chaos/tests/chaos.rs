@@ -5,24 +5,9 @@ use std::path::PathBuf;
 
 use codigo_chaos::{run, Plan};
 
-/// `cargo test --workspace` builds every package's binaries into the target directory of the
-/// test executable (target/<profile>/deps/..).
+/// The binaries, the consumer with fault injection (its `chaos` feature).
 fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executable lives in target/<profile>/deps")
-        .to_owned();
-    for name in ["codigo-producer", "codigo-consumer", "codigo-ctl"] {
-        assert!(
-            dir.join(name).is_file(),
-            "{} is missing: run the chaos test through `cargo test --workspace` (which builds \
-             every binary) or `cargo build --workspace` first",
-            dir.join(name).display()
-        );
-    }
-    dir
+    codigo_chaos::bins::build_for_tests().expect("the chaos binaries build")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod contract;
 pub mod db;
 pub mod jetstream;
 pub mod names;

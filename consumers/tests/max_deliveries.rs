@@ -1,14 +1,14 @@
 //! A max-deliveries advisory whose message has already left the work stream still ends in a
 //! dead letter, a `dead_lettered` jobs row, a metric and an error: nothing vanishes.
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::message::{PublishMessage, StreamMessage};
 use async_trait::async_trait;
 use bytes::Bytes;
 use clap::Parser;
-use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
+use codigo_consumer::runtime::{Done, JobCtx, JobError, JobTx, Worker};
 use codigo_consumer::Application;
+use codigo_schemas::LedgerPost;
 use codigo_testkit::{InProcess, TestEnv};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -18,16 +18,12 @@ use uuid::Uuid;
 struct RetryMuchLater;
 
 #[async_trait]
-impl Handler for RetryMuchLater {
-    fn job_type(&self) -> &'static str {
-        "ledger.post"
-    }
-
-    async fn handle(&self, _job: &Job<'_>) -> Result<Outcome, Unavailable> {
-        Ok(Outcome::Retry {
-            after: Some(Duration::from_secs(3600)),
-            error: "target still failing".into(),
-        })
+impl Worker<LedgerPost> for RetryMuchLater {
+    async fn work(&self, _job: &JobCtx<'_, LedgerPost>, _tx: &mut JobTx) -> Result<Done, JobError> {
+        Err(JobError::retry_after(
+            Some(Duration::from_secs(3600)),
+            "target still failing",
+        ))
     }
 }
 
@@ -53,7 +49,7 @@ async fn start_consumer(env: &TestEnv) -> InProcess {
     let app = Application::build(config)
         .await
         .expect("consumer starts")
-        .with_handler(Arc::new(RetryMuchLater));
+        .with_worker::<LedgerPost>(RetryMuchLater);
     InProcess::spawn("consumer", app.local_addr(), |stop| {
         app.run_until_stopped(stop)
     })

@@ -12,8 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bytes::Bytes;
 use clap::Parser;
-use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
+use codigo_consumer::runtime::{Done, JobCtx, JobError, JobTx, Worker};
 use codigo_consumer::Application;
+use codigo_schemas::LedgerPost;
 use codigo_testkit::{InProcess, TestEnv};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -50,16 +51,12 @@ fn consumer_args(env: &TestEnv, extra: &[&str]) -> codigo_consumer::Config {
     codigo_consumer::Config::try_parse_from(args).expect("valid consumer flags")
 }
 
-async fn start_consumer(
-    env: &TestEnv,
-    extra: &[&str],
-    handler: Option<Arc<dyn Handler>>,
-) -> InProcess {
+async fn start_consumer(env: &TestEnv, extra: &[&str], worker: Option<AlwaysRetry>) -> InProcess {
     let mut app = Application::build(consumer_args(env, extra))
         .await
         .expect("consumer starts");
-    if let Some(handler) = handler {
-        app = app.with_handler(handler);
+    if let Some(worker) = worker {
+        app = app.with_worker::<LedgerPost>(worker);
     }
     InProcess::spawn("consumer", app.local_addr(), |stop| {
         app.run_until_stopped(stop)
@@ -597,16 +594,12 @@ async fn private_webhook_targets_are_refused_unless_allowed() {
 struct AlwaysRetry;
 
 #[async_trait]
-impl Handler for AlwaysRetry {
-    fn job_type(&self) -> &'static str {
-        "ledger.post"
-    }
-
-    async fn handle(&self, _job: &Job<'_>) -> Result<Outcome, Unavailable> {
-        Ok(Outcome::Retry {
-            after: Some(Duration::from_millis(20)),
-            error: "still failing".into(),
-        })
+impl Worker<LedgerPost> for AlwaysRetry {
+    async fn work(&self, _job: &JobCtx<'_, LedgerPost>, _tx: &mut JobTx) -> Result<Done, JobError> {
+        Err(JobError::retry_after(
+            Some(Duration::from_millis(20)),
+            "still failing",
+        ))
     }
 }
 
@@ -616,7 +609,7 @@ async fn jobs_that_keep_failing_are_dead_lettered_after_max_deliveries() {
     let consumer = start_consumer(
         &env,
         &["--job-types", "ledger.post", "--max-deliver", "3"],
-        Some(Arc::new(AlwaysRetry)),
+        Some(AlwaysRetry),
     )
     .await;
     let job = envelope(

@@ -8,8 +8,9 @@ use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
 use bytes::Bytes;
 use clap::Parser;
-use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
+use codigo_consumer::runtime::{Done, JobCtx, JobError, JobTx, Worker};
 use codigo_consumer::Application;
+use codigo_schemas::LedgerPost;
 use codigo_testkit::{InProcess, TestEnv};
 use serde_json::json;
 use sqlx::{Connection, Executor, PgConnection};
@@ -17,7 +18,11 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-async fn start_consumer(env: &TestEnv, extra: &[&str], handler: Arc<dyn Handler>) -> InProcess {
+async fn start_consumer(
+    env: &TestEnv,
+    extra: &[&str],
+    worker: impl Worker<LedgerPost>,
+) -> InProcess {
     let mut args = env.service_args(
         "codigo-consumer",
         &[
@@ -38,7 +43,7 @@ async fn start_consumer(env: &TestEnv, extra: &[&str], handler: Arc<dyn Handler>
     let app = Application::build(config)
         .await
         .expect("consumer starts")
-        .with_handler(handler);
+        .with_worker::<LedgerPost>(worker);
     InProcess::spawn("consumer", app.local_addr(), |stop| {
         app.run_until_stopped(stop)
     })
@@ -77,18 +82,14 @@ struct SomeNeverAnswer {
 }
 
 #[async_trait]
-impl Handler for SomeNeverAnswer {
-    fn job_type(&self) -> &'static str {
-        "ledger.post"
-    }
-
-    async fn handle(&self, job: &Job<'_>) -> Result<Outcome, Unavailable> {
-        if job.envelope.payload["memo"] == "slow" {
+impl Worker<LedgerPost> for SomeNeverAnswer {
+    async fn work(&self, job: &JobCtx<'_, LedgerPost>, _tx: &mut JobTx) -> Result<Done, JobError> {
+        if job.payload.memo.as_deref() == Some("slow") {
             self.released.notified().await;
         } else {
             self.fast_done.fetch_add(1, Ordering::SeqCst);
         }
-        Ok(Outcome::Succeeded)
+        Ok(Done::new())
     }
 }
 
@@ -130,17 +131,13 @@ struct RetryLater {
 }
 
 #[async_trait]
-impl Handler for RetryLater {
-    fn job_type(&self) -> &'static str {
-        "ledger.post"
-    }
-
-    async fn handle(&self, _job: &Job<'_>) -> Result<Outcome, Unavailable> {
+impl Worker<LedgerPost> for RetryLater {
+    async fn work(&self, _job: &JobCtx<'_, LedgerPost>, _tx: &mut JobTx) -> Result<Done, JobError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(Outcome::Retry {
-            after: Some(Duration::from_secs(3600)),
-            error: "try again later".into(),
-        })
+        Err(JobError::retry_after(
+            Some(Duration::from_secs(3600)),
+            "try again later",
+        ))
     }
 }
 

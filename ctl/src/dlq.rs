@@ -8,6 +8,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use codigo_common::config::NatsArgs;
+use codigo_common::contract::headers as codigo_headers;
 use codigo_common::nats::InitialConnect;
 use codigo_common::{nats, Names};
 use futures::StreamExt;
@@ -194,7 +195,7 @@ impl Letter {
         headers: HeaderMap,
         payload: Bytes,
     ) -> Self {
-        let job_type = match header(&headers, "Codigo-Job-Type") {
+        let job_type = match header(&headers, codigo_headers::JOB_TYPE) {
             t if !t.is_empty() => t,
             _ => names.job_type_of(subject).unwrap_or_default().to_owned(),
         };
@@ -205,11 +206,11 @@ impl Letter {
             seq,
             time,
             job_type,
-            reason: header(&headers, "Codigo-Dlq-Reason"),
-            attempts: header(&headers, "Codigo-Dlq-Attempts").parse().ok(),
+            reason: header(&headers, codigo_headers::DLQ_REASON),
+            attempts: header(&headers, codigo_headers::DLQ_ATTEMPTS).parse().ok(),
             job_id,
-            error: header(&headers, "Codigo-Dlq-Error"),
-            original_subject: header(&headers, "Codigo-Original-Subject"),
+            error: header(&headers, codigo_headers::DLQ_ERROR),
+            original_subject: header(&headers, codigo_headers::ORIGINAL_SUBJECT),
             headers,
             payload,
         }
@@ -442,10 +443,10 @@ async fn replay(
         next_at = tokio::time::Instant::now() + interval;
         let mut headers = HeaderMap::new();
         for name in [
-            "Codigo-Job-Type",
-            "Content-Type",
-            "traceparent",
-            "tracestate",
+            codigo_headers::JOB_TYPE,
+            codigo_headers::CONTENT_TYPE,
+            codigo_headers::TRACEPARENT,
+            codigo_headers::TRACESTATE,
         ] {
             if let Some(value) = letter.headers.get(name) {
                 headers.insert(name, value.as_str());
@@ -457,7 +458,7 @@ async fn replay(
             "Nats-Msg-Id",
             format!("replay:{}:{}", names.dlq_stream(), letter.seq).as_str(),
         );
-        headers.insert("Codigo-Replay-Of", letter.seq.to_string().as_str());
+        headers.insert(codigo_headers::REPLAY_OF, letter.seq.to_string().as_str());
         let ack = js
             .send_publish(
                 subject.clone(),

@@ -1,14 +1,14 @@
 //! `codigo-ctl dlq` against real NATS and Postgres: dead letters made by a real worker are
 //! listed, filtered, shown, replayed (twice: applied once) and purged.
 use std::process::Output;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
 use bytes::Bytes;
 use clap::Parser;
-use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
+use codigo_consumer::runtime::{Done, JobCtx, JobError, JobTx, Worker};
+use codigo_schemas::LedgerPost;
 use codigo_testkit::{InProcess, TestEnv};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -18,19 +18,13 @@ use uuid::Uuid;
 struct Refuse;
 
 #[async_trait]
-impl Handler for Refuse {
-    fn job_type(&self) -> &'static str {
-        "ledger.post"
-    }
-
-    async fn handle(&self, _job: &Job<'_>) -> Result<Outcome, Unavailable> {
-        Ok(Outcome::Permanent {
-            error: "refused for the test".into(),
-        })
+impl Worker<LedgerPost> for Refuse {
+    async fn work(&self, _job: &JobCtx<'_, LedgerPost>, _tx: &mut JobTx) -> Result<Done, JobError> {
+        Err(JobError::permanent("refused for the test"))
     }
 }
 
-async fn start_consumer(env: &TestEnv, handler: Option<Arc<dyn Handler>>) -> InProcess {
+async fn start_consumer(env: &TestEnv, worker: Option<Refuse>) -> InProcess {
     let config = codigo_consumer::Config::try_parse_from(env.service_args(
         "codigo-consumer",
         &[
@@ -52,8 +46,8 @@ async fn start_consumer(env: &TestEnv, handler: Option<Arc<dyn Handler>>) -> InP
     let mut app = codigo_consumer::Application::build(config)
         .await
         .expect("consumer starts");
-    if let Some(handler) = handler {
-        app = app.with_handler(handler);
+    if let Some(worker) = worker {
+        app = app.with_worker::<LedgerPost>(worker);
     }
     InProcess::spawn("consumer", app.local_addr(), |stop| {
         app.run_until_stopped(stop)
@@ -154,7 +148,7 @@ fn seqs(list: &Value) -> Vec<u64> {
 async fn dead_letters_are_listed_filtered_shown_replayed_once_and_purged() {
     let env = TestEnv::new().await;
     // A worker that refuses everything turns valid jobs into dead letters.
-    let refusing = start_consumer(&env, Some(Arc::new(Refuse))).await;
+    let refusing = start_consumer(&env, Some(Refuse)).await;
     let (first_id, first) = ledger_job("replay-a", 1250);
     let (_, second) = ledger_job("replay-b", -300);
     publish(&env, first, "dlq-1").await;
