@@ -16,41 +16,37 @@ pub struct Metric {
     pub labels: &'static [&'static str],
 }
 
-const ACKS: Metric = Metric {
-    name: "codigo_consumer_acks_total",
-    kind: "counter",
-    labels: &["job_type", "outcome"],
-};
-const DEAD_LETTERS: Metric = Metric {
-    name: "codigo_consumer_dead_letters_total",
-    kind: "counter",
-    labels: &["job_type", "reason"],
-};
-const PROCESSING: Metric = Metric {
-    name: "codigo_job_processing_duration_seconds",
-    kind: "histogram",
-    labels: &["job_type"],
-};
-const END_TO_END: Metric = Metric {
-    name: "codigo_job_end_to_end_duration_seconds",
-    kind: "histogram",
-    labels: &["job_type"],
-};
-const IN_FLIGHT: Metric = Metric {
-    name: "codigo_consumer_in_flight",
-    kind: "gauge",
-    labels: &["job_type"],
-};
-const PENDING: Metric = Metric {
-    name: "codigo_consumer_pending_messages",
-    kind: "gauge",
-    labels: &["job_type"],
-};
-const DATABASE_ERRORS: Metric = Metric {
-    name: "codigo_consumer_database_errors_total",
-    kind: "counter",
-    labels: &["class"],
-};
+const fn metric(name: &'static str, kind: &'static str, labels: &'static [&'static str]) -> Metric {
+    Metric { name, kind, labels }
+}
+
+const ACKS: Metric = metric(
+    "codigo_consumer_acks_total",
+    "counter",
+    &["job_type", "outcome"],
+);
+const DEAD_LETTERS: Metric = metric(
+    "codigo_consumer_dead_letters_total",
+    "counter",
+    &["job_type", "reason"],
+);
+const PROCESSING: Metric = metric(
+    "codigo_job_processing_duration_seconds",
+    "histogram",
+    &["job_type"],
+);
+const END_TO_END: Metric = metric(
+    "codigo_job_end_to_end_duration_seconds",
+    "histogram",
+    &["job_type"],
+);
+const IN_FLIGHT: Metric = metric("codigo_consumer_in_flight", "gauge", &["job_type"]);
+const PENDING: Metric = metric("codigo_consumer_pending_messages", "gauge", &["job_type"]);
+const DATABASE_ERRORS: Metric = metric(
+    "codigo_consumer_database_errors_total",
+    "counter",
+    &["class"],
+);
 
 /// Every metric the consumer exports.
 pub const METRICS: &[Metric] = &[

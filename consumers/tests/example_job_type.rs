@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::message::PublishMessage;
 use clap::Parser;
 use codigo_common::contract::JobState;
+use codigo_schemas::Envelope;
 use codigo_testkit::{InProcess, TestEnv};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -16,28 +17,24 @@ use uuid::Uuid;
 mod greeting;
 
 async fn publish(env: &TestEnv, payload: Value) -> Uuid {
-    let id = Uuid::now_v7();
-    let envelope = json!({
-        "id": id.to_string(),
-        "type": "greeting.send",
-        "payload": payload,
-        "created_at": OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("format"),
-        "tenant": "test",
-    });
-    env.js
-        .send_publish(
-            env.names.job_subject("greeting.send"),
-            PublishMessage::build()
-                .payload(serde_json::to_vec(&envelope).expect("json").into())
-                .message_id(id.to_string()),
-        )
+    let envelope = Envelope {
+        id: Uuid::now_v7(),
+        job_type: "greeting.send".into(),
+        payload,
+        idempotency_key: None,
+        created_at: OffsetDateTime::now_utc(),
+        tenant: None,
+    };
+    let body = serde_json::to_vec(&envelope).expect("json");
+    let message = PublishMessage::build().payload(body.into());
+    let subject = env.names.job_subject(&envelope.job_type);
+    let ack = env
+        .js
+        .send_publish(subject, message)
         .await
-        .expect("publish")
-        .await
-        .expect("stored");
-    id
+        .expect("publish");
+    ack.await.expect("stored");
+    envelope.id
 }
 
 async fn row(env: &TestEnv, id: Uuid) -> Option<(JobState, Option<Value>)> {

@@ -4,7 +4,14 @@ use clap::Parser;
 use codigo_consumer::Config;
 
 fn with_faults(spec: &str) -> Config {
-    Config::try_parse_from(["codigo-consumer", "--faults", spec]).expect("parses")
+    Config::try_parse_from([
+        "codigo-consumer",
+        "--job-types",
+        "ledger.post",
+        "--faults",
+        spec,
+    ])
+    .expect("parses")
 }
 
 #[cfg(not(feature = "chaos"))]
