@@ -43,16 +43,17 @@ pub fn build_for_tests() -> Result<PathBuf, ChaosError> {
             )))
         }
     };
-    cargo(&[
+    // The same packages both times: their shared dependencies then build with one feature
+    // set, and the second build only relinks the consumer.
+    let packages = [
         "-p",
         "codigo-producer",
         "-p",
         "codigo-ctl",
         "-p",
         "codigo-consumer",
-        "--features",
-        "codigo-consumer/chaos",
-    ])?;
+    ];
+    cargo(&[&packages[..], &["--features", "codigo-consumer/chaos"]].concat())?;
     let bin_dir = profile_dir.join("chaos-bin");
     std::fs::create_dir_all(&bin_dir)
         .map_err(|e| ChaosError::io(format!("creating {}", bin_dir.display()), e))?;
@@ -63,6 +64,6 @@ pub fn build_for_tests() -> Result<PathBuf, ChaosError> {
         std::fs::copy(&from, &to)
             .map_err(|e| ChaosError::io(format!("copying {}", from.display()), e))?;
     }
-    cargo(&["-p", "codigo-consumer"])?;
+    cargo(&packages)?;
     Ok(bin_dir)
 }
