@@ -48,7 +48,7 @@ test-deploy:
 CLUSTER ?=
 chaos: services
 	@source scripts/lib/tools.sh && need_apt postgresql iproute2
-	cargo build --release --locked -p codigo-producer -p codigo-consumer -p codigo-ctl -p codigo-chaos
+	cargo build --release --locked -p codigo-producer -p codigo-consumer -p codigo-ctl -p codigo-chaos --features codigo-consumer/chaos
 	$(WITH_SERVICES) "$${CARGO_TARGET_DIR:-target}/release/codigo-chaos" --bin-dir "$${CARGO_TARGET_DIR:-target}/release" --jobs 50000 --kills 20 $(if $(CLUSTER),--cluster $(CLUSTER))
 
 # The standard load scenarios against the release binaries, three times each; rewrites

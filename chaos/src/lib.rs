@@ -4,6 +4,7 @@
 //! job took effect exactly once. `make chaos` runs the full plan, `make test` a small one.
 #![forbid(unsafe_code)]
 
+pub mod bins;
 pub mod check;
 pub mod cluster;
 pub mod load;

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use codigo_chaos::check::FaultKind;
 use codigo_chaos::{run, Plan};
 
-/// The binaries the run starts, where cargo built them (checked to be there).
+/// The binaries, the consumer with fault injection (its `chaos` feature).
 fn bin_dir() -> PathBuf {
-    codigo_testkit::binary_dir_holding(&["codigo-producer", "codigo-consumer", "codigo-ctl"])
+    codigo_chaos::bins::build_for_tests().expect("the chaos binaries build")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod config;
+pub mod contract;
 pub mod db;
 pub mod jetstream;
 pub mod names;

@@ -59,6 +59,13 @@ impl Names {
         format!("{}.dlq.>", self.namespace)
     }
 
+    /// The `Nats-Msg-Id` of the dead letter of the work-stream message at `stream_sequence`: a
+    /// dead letter stored twice (a crash between publishing it and terminating the original)
+    /// is dropped by de-duplication.
+    pub fn dead_letter_id(&self, stream_sequence: u64) -> String {
+        format!("dlq:{}:{stream_sequence}", self.jobs_stream())
+    }
+
     /// The job type a work or dead-letter subject belongs to.
     pub fn job_type_of<'a>(&self, subject: &'a str) -> Option<&'a str> {
         let rest = subject.strip_prefix(&self.namespace)?.strip_prefix('.')?;

@@ -1,105 +1,31 @@
-//! Fault injection for the chaos suite, off unless `CODIGO_FAULTS` turns it on. Never set it
-//! in production: its only purpose is to crash and stall workers on purpose.
-//!
-//! `CODIGO_FAULTS` is a comma-separated list:
-//! - `crash_after_commit=P` — with probability P, abort the process after a job's transaction
-//!   committed and before its ack (the redelivery must then change nothing);
-//! - `memo` — `ledger.post` jobs obey directives in their memo: `chaos:sleep=<ms>` (a slow job,
-//!   which must signal progress rather than be redelivered), `chaos:permanent` (the handler
-//!   rejects it), `chaos:crash` (the worker dies on it every time, so it ends after MaxDeliver).
+//! `CODIGO_FAULTS`: fault injection for the chaos suite. It exists only in builds with the
+//! `chaos` feature (see [`crate::chaos`]); the default build, which is what ships, refuses it.
+#[cfg(feature = "chaos")]
+pub use crate::chaos::Faults;
 
+/// Without the `chaos` feature there is no fault injection.
+#[cfg(not(feature = "chaos"))]
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Faults {
-    pub crash_after_commit: f64,
-    pub memo_directives: bool,
-}
+pub struct Faults;
 
-/// What a memo directive asks of the ledger handler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Directive {
-    Sleep(std::time::Duration),
-    Permanent,
-    Crash,
-}
-
+#[cfg(not(feature = "chaos"))]
 impl Faults {
     pub fn parse(spec: &str) -> Result<Self, String> {
-        let mut faults = Faults::default();
-        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            match item.split_once('=') {
-                Some(("crash_after_commit", p)) => {
-                    faults.crash_after_commit = p
-                        .parse()
-                        .ok()
-                        .filter(|p: &f64| (0.0..=1.0).contains(p))
-                        .ok_or_else(|| format!("CODIGO_FAULTS: crash_after_commit wants a probability in 0..=1, not {p:?}"))?;
-                }
-                None if item == "memo" => faults.memo_directives = true,
-                _ => {
-                    return Err(format!(
-                        "CODIGO_FAULTS: unknown fault {item:?}; known: crash_after_commit=P, memo"
-                    ))
-                }
-            }
+        if spec.trim().is_empty() {
+            return Ok(Self);
         }
-        Ok(faults)
+        Err(format!(
+            "CODIGO_FAULTS is set ({spec:?}), but this codigo-consumer is built without fault \
+             injection; unset CODIGO_FAULTS (the chaos suite builds the consumer with \
+             `--features chaos`, which is never deployed)"
+        ))
     }
 
     pub fn enabled(&self) -> bool {
-        *self != Faults::default()
+        false
     }
 
-    /// Dies like `kill -9` would: no drain, no flush, no ack.
-    pub fn after_commit(&self) {
-        if self.crash_after_commit > 0.0 && fastrand::f64() < self.crash_after_commit {
-            eprintln!("fault injection: aborting between commit and ack");
-            std::process::abort();
-        }
-    }
-
-    pub fn directive(&self, memo: Option<&str>) -> Option<Directive> {
-        if !self.memo_directives {
-            return None;
-        }
-        let rest = memo?.strip_prefix("chaos:")?;
-        match rest {
-            "permanent" => Some(Directive::Permanent),
-            "crash" => Some(Directive::Crash),
-            _ => rest
-                .strip_prefix("sleep=")
-                .and_then(|ms| ms.parse().ok())
-                .map(|ms| Directive::Sleep(std::time::Duration::from_millis(ms))),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_and_rejects() {
-        assert_eq!(Faults::parse("").expect("empty"), Faults::default());
-        let f = Faults::parse("crash_after_commit=0.25, memo").expect("valid");
-        assert!(f.enabled() && f.memo_directives);
-        assert!((f.crash_after_commit - 0.25).abs() < f64::EPSILON);
-        assert!(Faults::parse("crash_after_commit=2").is_err());
-        assert!(Faults::parse("explode").is_err());
-    }
-
-    #[test]
-    fn memo_directives_only_when_enabled() {
-        let on = Faults::parse("memo").expect("valid");
-        assert_eq!(
-            on.directive(Some("chaos:permanent")),
-            Some(Directive::Permanent)
-        );
-        assert_eq!(on.directive(Some("chaos:crash")), Some(Directive::Crash));
-        assert_eq!(
-            on.directive(Some("chaos:sleep=1500")),
-            Some(Directive::Sleep(std::time::Duration::from_millis(1500)))
-        );
-        assert_eq!(on.directive(Some("refund")), None);
-        assert_eq!(Faults::default().directive(Some("chaos:crash")), None);
+    pub fn wrap<W>(&self, worker: W) -> W {
+        worker
     }
 }

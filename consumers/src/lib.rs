@@ -1,16 +1,22 @@
-//! Codigo workers: one durable pull consumer per job type, bounded concurrency, handlers
+//! Codigo workers: one durable pull consumer per job type, bounded concurrency, typed workers
 //! whose outcomes map to ack, nak(delay) or term, and dead letters for what cannot succeed.
 #![forbid(unsafe_code)]
 
+pub mod advisories;
+#[cfg(feature = "chaos")]
+pub mod chaos;
 pub mod config;
-pub mod dlq;
+pub mod dead_letters;
+pub mod events;
 pub mod faults;
 pub mod handlers;
 pub mod http;
+pub mod pause;
 pub mod retry;
+pub mod runtime;
 pub mod store;
-pub mod worker;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -36,7 +42,7 @@ pub enum StartError {
     #[error(transparent)]
     Db(#[from] db::DbError),
     #[error(transparent)]
-    Handlers(#[from] handlers::webhook::WebhookSetupError),
+    Handlers(#[from] handlers::SetupError),
     #[error("cannot listen on {addr}: {source}; is the port free (CODIGO_HTTP_ADDR)?")]
     Bind {
         addr: SocketAddr,
@@ -53,7 +59,9 @@ pub struct Application {
     names: Names,
     client: async_nats::Client,
     pool: sqlx::PgPool,
-    overrides: Vec<Arc<dyn handlers::Handler>>,
+    /// Workers given by the caller, served on top of CODIGO_JOB_TYPES.
+    overrides: runtime::Runtime,
+    overrides_error: Option<codigo_schemas::BadSchema>,
 }
 
 fn patient() -> ExponentialBuilder {
@@ -87,13 +95,20 @@ impl Application {
             names,
             client,
             pool,
-            overrides: Vec::new(),
+            overrides: runtime::Runtime::new(),
+            overrides_error: None,
         })
     }
 
-    /// Serves a job type with `handler` instead of the built-in one (tests, custom handlers).
-    pub fn with_handler(mut self, handler: Arc<dyn handlers::Handler>) -> Self {
-        self.overrides.push(handler);
+    /// Serves kind `K` with `worker`: instead of the built-in worker of a registered kind, or
+    /// in addition to CODIGO_JOB_TYPES for a kind of the caller's own.
+    pub fn with_worker<K: codigo_schemas::JobKind>(
+        mut self,
+        worker: impl runtime::Worker<K>,
+    ) -> Self {
+        if let Err(error) = self.overrides.add_worker::<K>(worker) {
+            self.overrides_error = Some(error);
+        }
         self
     }
 
@@ -113,13 +128,22 @@ impl Application {
             client,
             pool,
             overrides,
+            overrides_error,
         } = self;
+        if let Some(error) = overrides_error {
+            return Err(handlers::SetupError::from(error).into());
+        }
+        let mut job_types = job_types;
+        job_types.extend(overrides.job_types());
+        job_types.sort_unstable();
+        job_types.dedup();
         let js = async_nats::jetstream::new(client.clone());
         let metrics = telemetry::metrics();
-        for job_type in &job_types {
-            worker::register_metrics(job_type);
-        }
-        store::register_metrics();
+        let meters: BTreeMap<&'static str, Arc<events::Meters>> = job_types
+            .iter()
+            .map(|job_type| (*job_type, Arc::new(events::Meters::register(job_type))))
+            .collect();
+        events::register_process();
 
         let bound: Vec<(&'static str, Arc<AtomicBool>)> = job_types
             .iter()
@@ -174,10 +198,10 @@ impl Application {
                 "FAULT INJECTION IS ON: this worker crashes and stalls on purpose"
             );
         }
-        let mut handlers = handlers::build(
+        let mut workers = handlers::runtime(
             handlers::HandlerSettings {
                 pool: pool.clone(),
-                faults: faults.clone(),
+                faults,
                 webhook: config.webhook_signing_key.as_ref().map(|signing_key| {
                     handlers::webhook::WebhookSettings {
                         signing_key: signing_key.expose_secret().to_owned(),
@@ -193,11 +217,9 @@ impl Application {
             },
             &job_types,
         )?;
-        for handler in overrides {
-            handlers.insert(handler.job_type(), handler);
-        }
-        let dead_letters = dlq::DeadLetters::new(js.clone(), names.clone());
-        let shared = Arc::new(worker::Shared {
+        workers.merge(overrides);
+        let dead_letters = dead_letters::DeadLetters::new(js.clone(), names.clone());
+        let shared = Arc::new(runtime::Shared {
             js: js.clone(),
             names: names.clone(),
             pool: pool.clone(),
@@ -209,32 +231,23 @@ impl Application {
             concurrency: config.concurrency,
             fetch_expires: config.fetch_expires,
             dead_letters: dead_letters.clone(),
-            faults,
         });
 
         let drain_timeout = config.shutdown_timeout;
         let mut tasks = tokio::task::JoinSet::new();
-        for (job_type, flag) in bound {
-            let Some(handler) = handlers.get(job_type).cloned() else {
-                continue;
-            };
-            let worker = worker::Worker {
-                handler,
-                shared: shared.clone(),
-                bound: flag,
-            };
-            tasks.spawn(worker.run(shutdown.clone(), drain_timeout));
+        for puller in workers.pullers(&shared, &meters, &bound) {
+            tasks.spawn(puller.run(shutdown.clone(), drain_timeout));
         }
-        let advisories = Arc::new(dlq::AdvisoryWorker {
+        let advisories = Arc::new(advisories::AdvisoryWorker {
             js: js.clone(),
             names: names.clone(),
             pool: pool.clone(),
             dead_letters,
         });
         tasks.spawn(advisories.run(shutdown.clone()));
-        tasks.spawn(worker::report_pending(
+        tasks.spawn(runtime::report_pending(
             shared,
-            job_types.clone(),
+            meters.into_iter().collect(),
             shutdown.clone(),
         ));
         tracing::info!(

@@ -1,9 +1,13 @@
 //! The `jobs` table: one row per job id, written in the same transaction as a job's effects
 //! on success, and on its own for retries and dead letters.
+use codigo_common::contract::JobState;
+use codigo_schemas::Envelope;
 use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use crate::events::{self, DatabaseError};
 
 /// What is known about a job when its row is written.
 #[derive(Debug, Clone)]
@@ -16,6 +20,64 @@ pub struct JobRecord<'a> {
     pub created_at: OffsetDateTime,
     pub started_at: OffsetDateTime,
     pub attempts: i32,
+}
+
+/// What a job's envelope says of it, as far as it is known: a body that failed its schema, or
+/// a job rebuilt from its row, may lack parts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Submitted<'a> {
+    pub payload: Option<&'a Value>,
+    pub idempotency_key: Option<&'a str>,
+    pub tenant: Option<&'a str>,
+    /// Unknown means now.
+    pub created_at: Option<OffsetDateTime>,
+}
+
+impl<'a> Submitted<'a> {
+    pub fn of_envelope(envelope: &'a Envelope) -> Self {
+        Self {
+            payload: Some(&envelope.payload),
+            idempotency_key: envelope.idempotency_key.as_deref(),
+            tenant: envelope.tenant.as_deref(),
+            created_at: Some(envelope.created_at),
+        }
+    }
+
+    /// From a body that is JSON but not a valid envelope.
+    pub fn of_value(body: &'a Value) -> Self {
+        Self {
+            payload: body.get("payload"),
+            idempotency_key: body.get("idempotency_key").and_then(Value::as_str),
+            tenant: body.get("tenant").and_then(Value::as_str),
+            created_at: None,
+        }
+    }
+
+    pub fn of_stored(job: &'a StoredJob) -> Self {
+        Self {
+            payload: job.payload.as_ref(),
+            idempotency_key: job.idempotency_key.as_deref(),
+            tenant: job.tenant.as_deref(),
+            created_at: Some(job.created_at),
+        }
+    }
+}
+
+impl<'a> JobRecord<'a> {
+    /// The record of delivery number `attempt` of a job, started now.
+    pub fn new(id: Uuid, job_type: &'a str, attempt: u64, submitted: Submitted<'a>) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            id,
+            job_type,
+            payload: submitted.payload,
+            idempotency_key: submitted.idempotency_key,
+            tenant: submitted.tenant,
+            created_at: submitted.created_at.unwrap_or(now),
+            started_at: now,
+            attempts: i32::try_from(attempt).unwrap_or(i32::MAX),
+        }
+    }
 }
 
 /// Final states never regress: a late retry or dead letter of a job that already succeeded
@@ -37,7 +99,7 @@ WHERE jobs.status <> 'succeeded'";
 async fn upsert(
     executor: impl PgExecutor<'_>,
     job: &JobRecord<'_>,
-    status: &str,
+    status: JobState,
     result: Option<&Value>,
     error: Option<&str>,
     finished: bool,
@@ -67,14 +129,14 @@ pub async fn record_success(
     job: &JobRecord<'_>,
     result: Option<&Value>,
 ) -> Result<(), sqlx::Error> {
-    upsert(executor, job, "succeeded", result, None, true, None).await
+    upsert(executor, job, JobState::Succeeded, result, None, true, None).await
 }
 
 /// Marks a group of jobs succeeded in one statement (ids must be distinct).
 pub async fn record_successes(
     executor: impl PgExecutor<'_>,
     jobs: &[&JobRecord<'_>],
-    results: &[Value],
+    results: &[Option<Value>],
 ) -> Result<(), sqlx::Error> {
     let finished = OffsetDateTime::now_utc();
     sqlx::query(
@@ -121,7 +183,7 @@ pub async fn record_retry(
     upsert(
         pool,
         job,
-        "retrying",
+        JobState::Retrying,
         None,
         Some(error),
         false,
@@ -135,7 +197,16 @@ pub async fn record_dead_letter(
     job: &JobRecord<'_>,
     error: &str,
 ) -> Result<(), sqlx::Error> {
-    upsert(pool, job, "dead_lettered", None, Some(error), true, None).await
+    upsert(
+        pool,
+        job,
+        JobState::DeadLettered,
+        None,
+        Some(error),
+        true,
+        None,
+    )
+    .await
 }
 
 /// A jobs row, as much as rebuilding its envelope needs.
@@ -143,7 +214,7 @@ pub async fn record_dead_letter(
 pub struct StoredJob {
     pub id: Uuid,
     pub job_type: String,
-    pub status: String,
+    pub status: JobState,
     pub payload: Option<Value>,
     pub error: Option<String>,
     pub idempotency_key: Option<String>,
@@ -175,7 +246,7 @@ impl StoredJob {
 type StoredRow = (
     Uuid,
     String,
-    String,
+    JobState,
     Option<Value>,
     Option<String>,
     Option<String>,
@@ -217,7 +288,7 @@ pub async fn job_at_sequence(
 pub async fn status_of(
     pool: &PgPool,
     id: Uuid,
-) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+) -> Result<Option<(JobState, Option<String>)>, sqlx::Error> {
     sqlx::query_as("SELECT status, error FROM jobs WHERE id = $1")
         .bind(id)
         .fetch_optional(pool)
@@ -359,21 +430,8 @@ impl DbFailure {
     /// Counts the failure (`codigo_consumer_database_errors_total{class}`) and, for a broken
     /// deployment, logs it as the error it is.
     pub fn observed(self) -> Self {
-        let class = self.class();
-        metrics::counter!("codigo_consumer_database_errors_total", "class" => class.as_str())
-            .increment(1);
-        if class == DbErrorClass::Deployment {
-            tracing::error!(error = %self, sqlstate = self.sqlstate(), "database misconfigured; holding jobs");
-        }
+        events::emit(DatabaseError(&self));
         self
-    }
-}
-
-/// Registers the database error series at zero, so that the alert's rate exists.
-pub fn register_metrics() {
-    for class in DbErrorClass::ALL {
-        metrics::counter!("codigo_consumer_database_errors_total", "class" => class.as_str())
-            .absolute(0);
     }
 }
 

@@ -1,12 +1,12 @@
 //! A max-deliveries advisory whose message has already left the work stream still ends in a
 //! dead letter, a `dead_lettered` jobs row, a metric and an error: nothing vanishes.
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
 use bytes::Bytes;
-use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
+use codigo_consumer::runtime::{Done, JobCtx, JobError, JobTx, Worker};
+use codigo_schemas::LedgerPost;
 use codigo_testkit::{flags, header, metric_value, TestConsumer, TestEnv};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -16,23 +16,19 @@ use uuid::Uuid;
 struct RetryMuchLater;
 
 #[async_trait]
-impl Handler for RetryMuchLater {
-    fn job_type(&self) -> &'static str {
-        "ledger.post"
-    }
-
-    async fn handle(&self, _job: &Job<'_>) -> Result<Outcome, Unavailable> {
-        Ok(Outcome::Retry {
-            after: Some(Duration::from_secs(3600)),
-            error: "target still failing".into(),
-        })
+impl Worker<LedgerPost> for RetryMuchLater {
+    async fn work(&self, _job: &JobCtx<'_, LedgerPost>, _tx: &mut JobTx) -> Result<Done, JobError> {
+        Err(JobError::retry_after(
+            Some(Duration::from_secs(3600)),
+            "target still failing",
+        ))
     }
 }
 
 async fn start_consumer(env: &TestEnv) -> TestConsumer {
     let settings = "--job-types ledger.post --max-deliver 3 --ack-wait-secs 5 --backoff-secs 1";
     TestConsumer::spawn_with(env, &flags(settings), |app| {
-        app.with_handler(Arc::new(RetryMuchLater))
+        app.with_worker::<LedgerPost>(RetryMuchLater)
     })
     .await
 }

@@ -11,8 +11,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bytes::Bytes;
-use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
+use codigo_consumer::runtime::{Done, JobCtx, JobError, JobTx, Worker};
 use codigo_consumer::Application;
+use codigo_schemas::LedgerPost;
 use codigo_testkit::{flags, header, serve, TestConsumer, TestEnv, TestProducer, SHORT_RETRIES};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -28,10 +29,10 @@ fn consumer_args(env: &TestEnv, extra: &[&str]) -> codigo_consumer::Config {
 async fn start_consumer(
     env: &TestEnv,
     extra: &[&str],
-    handler: Option<Arc<dyn Handler>>,
+    worker: Option<AlwaysRetry>,
 ) -> TestConsumer {
-    TestConsumer::from_config(consumer_args(env, extra), |app| match handler {
-        Some(handler) => app.with_handler(handler),
+    TestConsumer::from_config(consumer_args(env, extra), |app| match worker {
+        Some(worker) => app.with_worker::<LedgerPost>(worker),
         None => app,
     })
     .await
@@ -483,16 +484,12 @@ async fn private_webhook_targets_are_refused_unless_allowed() {
 struct AlwaysRetry;
 
 #[async_trait]
-impl Handler for AlwaysRetry {
-    fn job_type(&self) -> &'static str {
-        "ledger.post"
-    }
-
-    async fn handle(&self, _job: &Job<'_>) -> Result<Outcome, Unavailable> {
-        Ok(Outcome::Retry {
-            after: Some(Duration::from_millis(20)),
-            error: "still failing".into(),
-        })
+impl Worker<LedgerPost> for AlwaysRetry {
+    async fn work(&self, _job: &JobCtx<'_, LedgerPost>, _tx: &mut JobTx) -> Result<Done, JobError> {
+        Err(JobError::retry_after(
+            Some(Duration::from_millis(20)),
+            "still failing",
+        ))
     }
 }
 
@@ -502,7 +499,7 @@ async fn jobs_that_keep_failing_are_dead_lettered_after_max_deliveries() {
     let consumer = start_consumer(
         &env,
         &["--job-types", "ledger.post", "--max-deliver", "3"],
-        Some(Arc::new(AlwaysRetry)),
+        Some(AlwaysRetry),
     )
     .await;
     let job = envelope(

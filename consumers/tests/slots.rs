@@ -5,17 +5,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
+use codigo_consumer::runtime::{Done, JobCtx, JobError, JobTx, Worker};
+use codigo_schemas::LedgerPost;
 use codigo_testkit::{envelope, flags, TestConsumer, TestEnv};
 use serde_json::json;
 use sqlx::Executor;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-async fn start_consumer(env: &TestEnv, extra: &[&str], handler: Arc<dyn Handler>) -> TestConsumer {
+async fn start_consumer(
+    env: &TestEnv,
+    extra: &[&str],
+    worker: impl Worker<LedgerPost>,
+) -> TestConsumer {
     let settings = flags("--job-types ledger.post --max-deliver 5 --backoff-secs 2");
     TestConsumer::spawn_with(env, &[&settings, extra].concat(), |app| {
-        app.with_handler(handler)
+        app.with_worker::<LedgerPost>(worker)
     })
     .await
 }
@@ -36,18 +41,14 @@ struct SomeNeverAnswer {
 }
 
 #[async_trait]
-impl Handler for SomeNeverAnswer {
-    fn job_type(&self) -> &'static str {
-        "ledger.post"
-    }
-
-    async fn handle(&self, job: &Job<'_>) -> Result<Outcome, Unavailable> {
-        if job.envelope.payload["memo"] == "slow" {
+impl Worker<LedgerPost> for SomeNeverAnswer {
+    async fn work(&self, job: &JobCtx<'_, LedgerPost>, _tx: &mut JobTx) -> Result<Done, JobError> {
+        if job.payload.memo.as_deref() == Some("slow") {
             self.released.notified().await;
         } else {
             self.fast_done.fetch_add(1, Ordering::SeqCst);
         }
-        Ok(Outcome::Succeeded)
+        Ok(Done::new())
     }
 }
 
@@ -89,17 +90,13 @@ struct RetryLater {
 }
 
 #[async_trait]
-impl Handler for RetryLater {
-    fn job_type(&self) -> &'static str {
-        "ledger.post"
-    }
-
-    async fn handle(&self, _job: &Job<'_>) -> Result<Outcome, Unavailable> {
+impl Worker<LedgerPost> for RetryLater {
+    async fn work(&self, _job: &JobCtx<'_, LedgerPost>, _tx: &mut JobTx) -> Result<Done, JobError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(Outcome::Retry {
-            after: Some(Duration::from_secs(3600)),
-            error: "try again later".into(),
-        })
+        Err(JobError::retry_after(
+            Some(Duration::from_secs(3600)),
+            "try again later",
+        ))
     }
 }
 

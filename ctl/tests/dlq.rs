@@ -1,11 +1,11 @@
 //! `codigo-ctl dlq` against real NATS and Postgres: dead letters made by a real worker are
 //! listed, filtered, shown, replayed (twice: applied once) and purged.
 use std::process::Output;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use codigo_consumer::handlers::{Handler, Job, Outcome, Unavailable};
+use codigo_consumer::runtime::{Done, JobCtx, JobError, JobTx, Worker};
+use codigo_schemas::LedgerPost;
 use codigo_testkit::{envelope, flags, TestConsumer, TestEnv};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -14,22 +14,16 @@ use uuid::Uuid;
 struct Refuse;
 
 #[async_trait]
-impl Handler for Refuse {
-    fn job_type(&self) -> &'static str {
-        "ledger.post"
-    }
-
-    async fn handle(&self, _job: &Job<'_>) -> Result<Outcome, Unavailable> {
-        Ok(Outcome::Permanent {
-            error: "refused for the test".into(),
-        })
+impl Worker<LedgerPost> for Refuse {
+    async fn work(&self, _job: &JobCtx<'_, LedgerPost>, _tx: &mut JobTx) -> Result<Done, JobError> {
+        Err(JobError::permanent("refused for the test"))
     }
 }
 
-async fn start_consumer(env: &TestEnv, handler: Option<Arc<dyn Handler>>) -> TestConsumer {
+async fn start_consumer(env: &TestEnv, worker: Option<Refuse>) -> TestConsumer {
     let settings = "--job-types ledger.post --max-deliver 4 --ack-wait-secs 5 --backoff-secs 1";
-    TestConsumer::spawn_with(env, &flags(settings), |app| match handler {
-        Some(handler) => app.with_handler(handler),
+    TestConsumer::spawn_with(env, &flags(settings), |app| match worker {
+        Some(worker) => app.with_worker::<LedgerPost>(worker),
         None => app,
     })
     .await
@@ -102,7 +96,7 @@ fn seqs(list: &Value) -> Vec<u64> {
 async fn dead_letters_are_listed_filtered_shown_replayed_once_and_purged() {
     let env = TestEnv::new().await;
     // A worker that refuses everything turns valid jobs into dead letters.
-    let refusing = start_consumer(&env, Some(Arc::new(Refuse))).await;
+    let refusing = start_consumer(&env, Some(Refuse)).await;
     let (first_id, first) = ledger_job("replay-a", 1250);
     let (_, second) = ledger_job("replay-b", -300);
     publish(&env, first, "dlq-1").await;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, Message};
 use codigo_common::config::JetStreamArgs;
+use codigo_common::contract::JobState;
 use codigo_common::jetstream::{bind_job_consumer, ensure_topology, PullConsumer};
 use codigo_schemas::{Envelope, LedgerPost, LEDGER_POST};
 use futures::stream::FuturesUnordered;
@@ -482,7 +483,7 @@ async fn commit_rows(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<(
         sqlx::query(UPSERT_JOB)
             .bind(envelope.id)
             .bind(&envelope.job_type)
-            .bind("succeeded")
+            .bind(JobState::Succeeded)
             .bind(1_i32)
             .bind(&envelope.payload)
             .bind(serde_json::json!({ "applied": applied }))

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use codigo_common::contract::JobState;
 use futures::TryStreamExt;
 use hdrhistogram::Histogram;
 use sqlx::PgPool;
@@ -98,7 +99,7 @@ pub async fn gather(
     };
     // Clocks of one machine; the slack covers a producer whose clock is a little behind ours.
     let since = since - Duration::from_secs(5);
-    let mut rows = sqlx::query_as::<_, (Uuid, String, i64, OffsetDateTime)>(
+    let mut rows = sqlx::query_as::<_, (Uuid, JobState, i64, OffsetDateTime)>(
         "SELECT id, status,
                 (extract(epoch FROM finished_at - created_at) * 1000000)::bigint,
                 finished_at
@@ -115,7 +116,7 @@ pub async fn gather(
         if !ids.contains(&id) {
             continue;
         }
-        if status == "succeeded" {
+        if status == JobState::Succeeded {
             completion.completed += 1;
             completion
                 .e2e

@@ -4,6 +4,7 @@
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use codigo_common::contract::headers as codigo_headers;
 use codigo_schemas::{Envelope, LedgerPost, LEDGER_POST};
 use serde::Serialize;
 use serde_json::json;
@@ -105,7 +106,7 @@ impl JobFactory {
         let body = serde_json::to_vec(&envelope).unwrap_or_default();
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", id.to_string().as_str());
-        headers.insert("Codigo-Job-Type", LEDGER_POST);
+        headers.insert(codigo_headers::JOB_TYPE, LEDGER_POST);
         headers.insert("Content-Type", "application/json");
         headers.insert("traceparent", traceparent().as_str());
         (id, body, headers)

@@ -7,6 +7,7 @@ use async_nats::jetstream::context::{
 };
 use async_nats::jetstream::{self, message::PublishMessage, ErrorCode};
 use bytes::Bytes;
+use codigo_common::contract::headers as codigo_headers;
 use codigo_common::{nats, telemetry, Names};
 use codigo_schemas::Envelope;
 use futures::future::join_all;
@@ -163,7 +164,7 @@ impl Publisher {
         let body = serde_json::to_vec(&envelope).unwrap_or_default();
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", id.to_string().as_str());
-        headers.insert("Codigo-Job-Type", envelope.job_type.as_str());
+        headers.insert(codigo_headers::JOB_TYPE, envelope.job_type.as_str());
         headers.insert("Content-Type", "application/json");
         telemetry::inject_trace_context(&mut headers);
         Outgoing {

@@ -1,11 +1,13 @@
-//! The Codigo wire contract: the job envelope, the registered job types with their JSON
+//! The Codigo wire contract: the job envelope, the registered job kinds with their JSON
 //! Schemas (compiled once per process), typed payloads, and job id derivation.
 #![forbid(unsafe_code)]
 
 mod envelope;
 mod jobs;
+mod kind;
 mod registry;
 
 pub use envelope::{event_job_id, job_id, Envelope};
-pub use jobs::{LedgerPost, WebhookDeliver, LEDGER_POST, WEBHOOK_DELIVER};
-pub use registry::{registry, JobType, Registry, SchemaError, Violation};
+pub use jobs::{LedgerPost, WebhookDeliver, KINDS, LEDGER_POST, WEBHOOK_DELIVER};
+pub use kind::{kind, JobKind, KindInfo};
+pub use registry::{registry, BadSchema, JobType, Registry, SchemaError, Violation};

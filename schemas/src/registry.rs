@@ -5,11 +5,22 @@ use jsonschema::Validator;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::jobs::KINDS;
+use crate::kind::KindInfo;
+
 /// One failed rule: where in the instance (RFC 6901 JSON pointer) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
     pub pointer: String,
     pub message: String,
+}
+
+/// A job kind's schema that is not valid JSON or not a valid JSON Schema.
+#[derive(Debug, thiserror::Error)]
+#[error("the schema of job type {name:?} is broken: {reason}; fix its schema file")]
+pub struct BadSchema {
+    pub name: &'static str,
+    pub reason: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +40,22 @@ pub struct JobType {
 }
 
 impl JobType {
+    /// Compiles a kind's schema.
+    pub fn compile(info: KindInfo) -> Result<Self, BadSchema> {
+        let bad = |reason: String| BadSchema {
+            name: info.name,
+            reason,
+        };
+        let schema: Value = serde_json::from_str(info.schema).map_err(|e| bad(e.to_string()))?;
+        let validator = validator(&schema).map_err(|e| bad(e.to_string()))?;
+        Ok(Self {
+            name: info.name,
+            version: info.version,
+            schema,
+            validator,
+        })
+    }
+
     /// Violations are reported with pointers relative to the payload itself.
     pub fn validate(&self, payload: &Value) -> Result<(), SchemaError> {
         collect(&self.validator, payload, "")
@@ -82,6 +109,18 @@ impl Registry {
         let payload = envelope.get("payload").unwrap_or(&Value::Null);
         collect(&job_type.validator, payload, "/payload")
     }
+
+    /// Validates an envelope whose payload is of `job_type`, registered here or not (a kind
+    /// a consumer serves on its own).
+    pub fn validate_envelope_as(
+        &self,
+        envelope: &Value,
+        job_type: &JobType,
+    ) -> Result<(), SchemaError> {
+        collect(&self.envelope, envelope, "")?;
+        let payload = envelope.get("payload").unwrap_or(&Value::Null);
+        collect(&job_type.validator, payload, "/payload")
+    }
 }
 
 fn collect(validator: &Validator, instance: &Value, prefix: &str) -> Result<(), SchemaError> {
@@ -105,45 +144,28 @@ fn collect(validator: &Validator, instance: &Value, prefix: &str) -> Result<(), 
     }
 }
 
-fn compile(source: &str) -> (Value, Validator) {
-    // The schemas are compiled into the binary; a broken one is a build defect caught by the
-    // unit tests, never a runtime condition.
-    #[allow(clippy::expect_used)]
-    let schema: Value = serde_json::from_str(source).expect("embedded schema is valid JSON");
-    #[allow(clippy::expect_used)]
-    let validator = jsonschema::draft202012::options()
+fn validator(schema: &Value) -> Result<Validator, jsonschema::ValidationError<'static>> {
+    jsonschema::draft202012::options()
         .should_validate_formats(true)
-        .build(&schema)
-        .expect("embedded schema compiles");
-    (schema, validator)
+        .build(schema)
 }
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
-    let (envelope_schema, envelope) = compile(include_str!("../envelope.schema.json"));
-    let mut types = BTreeMap::new();
-    for (name, version, source) in [
-        (
-            crate::LEDGER_POST,
-            1,
-            include_str!("../jobs/ledger.post.v1.schema.json"),
-        ),
-        (
-            crate::WEBHOOK_DELIVER,
-            1,
-            include_str!("../jobs/webhook.deliver.v1.schema.json"),
-        ),
-    ] {
-        let (schema, validator) = compile(source);
-        types.insert(
-            name,
-            JobType {
-                name,
-                version,
-                schema,
-                validator,
-            },
-        );
-    }
+    // The schemas are compiled into the binary; a broken one is a build defect caught by the
+    // unit tests, never a runtime condition.
+    #[allow(clippy::expect_used)]
+    let envelope_schema: Value = serde_json::from_str(include_str!("../envelope.schema.json"))
+        .expect("embedded envelope schema is valid JSON");
+    #[allow(clippy::expect_used)]
+    let envelope = validator(&envelope_schema).expect("embedded envelope schema compiles");
+    #[allow(clippy::expect_used)]
+    let types = KINDS
+        .iter()
+        .map(|info| {
+            let job_type = JobType::compile(*info).expect("embedded job schema compiles");
+            (info.name, job_type)
+        })
+        .collect();
     Registry {
         envelope_schema,
         envelope,

@@ -21,7 +21,7 @@ pub enum ProcessError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is missing: build the binaries first (`cargo build --release --bins`) or point --bin-dir at them")]
+    #[error("{path} is missing: build the binaries first (`make chaos` builds them, the consumer with its `chaos` feature) or point --bin-dir at them")]
     MissingBinary { path: PathBuf },
     #[error("cannot start {program}: {source}; check that it is installed or built, and the path")]
     Spawn {

@@ -1,6 +1,7 @@
 //! The dead-letter stream, read back whole.
 
 use crate::ChaosError;
+use codigo_common::contract::headers;
 
 /// Reads every dead letter: (body, reason).
 pub(super) async fn dead_letters(
@@ -25,7 +26,7 @@ pub(super) async fn dead_letters(
         if let Ok(message) = stream.get_raw_message(sequence).await {
             let reason = message
                 .headers
-                .get("Codigo-Dlq-Reason")
+                .get(headers::DLQ_REASON)
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default();
             out.push((message.payload, reason));

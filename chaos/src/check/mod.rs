@@ -1,5 +1,6 @@
 //! The proof: what the gateway accepted against what Postgres, the dead-letter stream, the
 //! logs and the metrics say happened.
+use codigo_common::contract::JobState;
 use std::collections::{HashMap, HashSet};
 
 use sqlx::PgPool;
@@ -198,17 +199,17 @@ pub async fn check(evidence: Evidence<'_>) -> Result<Report, ChaosError> {
     }
 
     // The jobs table: every accepted job succeeded; how many needed more than one delivery.
-    let rows: Vec<(Uuid, String, i32)> =
+    let rows: Vec<(Uuid, JobState, i32)> =
         sqlx::query_as("SELECT id, status, attempts FROM jobs WHERE type = 'ledger.post'")
             .fetch_all(pool)
             .await
             .map_err(|e| ChaosError::Check(format!("reading jobs: {e}")))?;
-    let rows: HashMap<Uuid, (String, i32)> =
+    let rows: HashMap<Uuid, (JobState, i32)> =
         rows.into_iter().map(|(id, s, a)| (id, (s, a))).collect();
     let mut not_succeeded = Vec::new();
     for id in ledger.accepted.keys() {
         match rows.get(id) {
-            Some((status, attempts)) if status == "succeeded" => {
+            Some((JobState::Succeeded, attempts)) => {
                 if *attempts > 1 {
                     report.redelivered_jobs += 1;
                     report.extra_deliveries += u64::try_from(*attempts - 1).unwrap_or(0);
@@ -220,7 +221,12 @@ pub async fn check(evidence: Evidence<'_>) -> Result<Report, ChaosError> {
     report.applied = ledger
         .accepted
         .keys()
-        .filter(|id| applied.contains(*id) && rows.get(*id).is_some_and(|(s, _)| s == "succeeded"))
+        .filter(|id| {
+            applied.contains(*id)
+                && rows
+                    .get(*id)
+                    .is_some_and(|(s, _)| *s == JobState::Succeeded)
+        })
         .count();
     if !not_succeeded.is_empty() {
         failures.push(format!(
@@ -277,7 +283,10 @@ pub async fn check(evidence: Evidence<'_>) -> Result<Report, ChaosError> {
         .iter()
         .filter(|p| p.kind != PoisonKind::Decode)
         .filter_map(|p| p.id)
-        .filter(|id| rows.get(id).is_none_or(|(s, _)| s != "dead_lettered"))
+        .filter(|id| {
+            rows.get(id)
+                .is_none_or(|(s, _)| *s != JobState::DeadLettered)
+        })
         .map(|id| format!("{id}: {:?}", rows.get(&id)))
         .collect();
     if !poison_rows_wrong.is_empty() {
@@ -406,7 +415,10 @@ pub async fn check(evidence: Evidence<'_>) -> Result<Report, ChaosError> {
             }
         }
     }
-    let succeeded = rows.values().filter(|(s, _)| s == "succeeded").count() as u64;
+    let succeeded = rows
+        .values()
+        .filter(|(s, _)| *s == JobState::Succeeded)
+        .count() as u64;
     let acks = total.acks.get("ack").copied().unwrap_or(0.0) as u64;
     for (reason, count) in &report.dead_lettered {
         let metric = total.dead_letters.get(reason).copied().unwrap_or(0.0) as u64;

@@ -1,4 +1,5 @@
 //! Dead letters as operators see them: read from the dead-letter stream, filtered, deleted.
+use codigo_common::contract::headers as codigo_headers;
 use std::time::Duration;
 
 use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
@@ -102,7 +103,7 @@ impl Letter {
         headers: HeaderMap,
         payload: Bytes,
     ) -> Self {
-        let job_type = match header(&headers, "Codigo-Job-Type") {
+        let job_type = match header(&headers, codigo_headers::JOB_TYPE) {
             t if !t.is_empty() => t,
             _ => names.job_type_of(subject).unwrap_or_default().to_owned(),
         };
@@ -113,11 +114,11 @@ impl Letter {
             seq,
             time,
             job_type,
-            reason: header(&headers, "Codigo-Dlq-Reason"),
-            attempts: header(&headers, "Codigo-Dlq-Attempts").parse().ok(),
+            reason: header(&headers, codigo_headers::DLQ_REASON),
+            attempts: header(&headers, codigo_headers::DLQ_ATTEMPTS).parse().ok(),
             job_id,
-            error: header(&headers, "Codigo-Dlq-Error"),
-            original_subject: header(&headers, "Codigo-Original-Subject"),
+            error: header(&headers, codigo_headers::DLQ_ERROR),
+            original_subject: header(&headers, codigo_headers::ORIGINAL_SUBJECT),
             headers,
             payload,
         }

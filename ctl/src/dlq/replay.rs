@@ -1,6 +1,7 @@
 //! `dlq replay`: dead letters published again to the subject they came from, at a bounded
 //! rate, under a new `Nats-Msg-Id`; the job id inside is unchanged, so a job that already took
 //! effect is not applied again.
+use codigo_common::contract::headers as codigo_headers;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -62,10 +63,10 @@ pub async fn replay(
         next_at = tokio::time::Instant::now() + interval;
         let mut headers = HeaderMap::new();
         for name in [
-            "Codigo-Job-Type",
-            "Content-Type",
-            "traceparent",
-            "tracestate",
+            codigo_headers::JOB_TYPE,
+            codigo_headers::CONTENT_TYPE,
+            codigo_headers::TRACEPARENT,
+            codigo_headers::TRACESTATE,
         ] {
             if let Some(value) = letter.headers.get(name) {
                 headers.insert(name, value.as_str());
@@ -77,7 +78,7 @@ pub async fn replay(
             "Nats-Msg-Id",
             format!("replay:{}:{}", names.dlq_stream(), letter.seq).as_str(),
         );
-        headers.insert("Codigo-Replay-Of", letter.seq.to_string().as_str());
+        headers.insert(codigo_headers::REPLAY_OF, letter.seq.to_string().as_str());
         let ack = js
             .send_publish(
                 subject.clone(),

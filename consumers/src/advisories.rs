@@ -1,161 +1,42 @@
-//! Dead letters: the original body, with headers saying why, on the dead-letter stream.
-//! Also the worker side of max deliveries: JetStream's advisory names the message that ran
-//! out of deliveries; it is copied to the dead-letter stream and removed from the work stream.
+//! The worker side of max deliveries: JetStream's advisory names the message that ran out of
+//! deliveries; it is copied to the dead-letter stream and removed from the work stream.
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use codigo_common::contract::{headers, DlqReason, JobState};
 use codigo_common::shutdown::Shutdown;
 use codigo_common::Names;
 use futures::StreamExt;
 use serde::Deserialize;
 use sqlx::PgPool;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::store::{self, JobRecord};
+use crate::dead_letters::{DeadLetter, DeadLetters};
+use crate::pause::pause;
+use crate::store::{self, JobRecord, Submitted};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    Decode,
-    Schema,
-    Permanent,
-    MaxDeliveries,
+/// Why an advisory could not be handled yet; it is naked and comes back.
+#[derive(Debug, thiserror::Error)]
+pub enum AdvisoryError {
+    #[error("JetStream: {0}")]
+    JetStream(String),
+    #[error("Postgres unavailable: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error(transparent)]
+    DeadLetter(#[from] crate::dead_letters::DeadLetterError),
 }
 
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Decode => "decode",
-            Reason::Schema => "schema",
-            Reason::Permanent => "permanent",
-            Reason::MaxDeliveries => "max_deliveries",
-        }
-    }
-
-    pub const ALL: [Reason; 4] = [
-        Reason::Decode,
-        Reason::Schema,
-        Reason::Permanent,
-        Reason::MaxDeliveries,
-    ];
+fn jetstream_error(error: impl std::fmt::Display) -> AdvisoryError {
+    AdvisoryError::JetStream(error.to_string())
 }
 
-/// Headers copied from the original message; the rest are ours or JetStream's.
-const KEPT_HEADERS: &[&str] = &[
-    "Codigo-Job-Type",
-    "Content-Type",
-    "traceparent",
-    "tracestate",
-];
-
-/// Longest error text kept in a header.
-const MAX_ERROR_LEN: usize = 1024;
-
-fn header_safe(text: &str) -> String {
-    let mut clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if clean.len() > MAX_ERROR_LEN {
-        let mut cut = MAX_ERROR_LEN;
-        while !clean.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        clean.truncate(cut);
-    }
-    clean
-}
-
-pub struct DeadLetter<'a> {
-    pub job_type: &'a str,
-    pub original_subject: &'a str,
-    pub payload: Bytes,
-    pub original_headers: Option<&'a HeaderMap>,
-    pub reason: Reason,
-    pub error: &'a str,
-    pub attempts: u64,
-    /// Sequence on the work stream: the de-duplication key of the dead letter.
-    pub stream_sequence: u64,
-}
-
-#[derive(Clone)]
-pub struct DeadLetters {
-    js: jetstream::Context,
-    names: Names,
-}
-
-impl DeadLetters {
-    pub fn new(js: jetstream::Context, names: Names) -> Self {
-        Self { js, names }
-    }
-
-    /// Stores a dead letter and waits for JetStream's acknowledgement. A repeat (after a crash
-    /// between publishing and terminating the original) is dropped by de-duplication.
-    pub async fn publish(&self, letter: DeadLetter<'_>) -> Result<(), String> {
-        let mut headers = HeaderMap::new();
-        if let Some(original) = letter.original_headers {
-            for name in KEPT_HEADERS {
-                if let Some(value) = original.get(*name) {
-                    headers.insert(*name, value.as_str());
-                }
-            }
-        }
-        headers.insert("Codigo-Job-Type", letter.job_type);
-        headers.insert(
-            "Nats-Msg-Id",
-            format!(
-                "dlq:{}:{}",
-                self.names.jobs_stream(),
-                letter.stream_sequence
-            )
-            .as_str(),
-        );
-        headers.insert("Codigo-Dlq-Reason", letter.reason.as_str());
-        headers.insert("Codigo-Dlq-Error", header_safe(letter.error).as_str());
-        headers.insert("Codigo-Dlq-Attempts", letter.attempts.to_string().as_str());
-        headers.insert("Codigo-Original-Subject", letter.original_subject);
-        headers.insert(
-            "Codigo-Dlq-Time",
-            OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
-                .as_str(),
-        );
-        let message = PublishMessage::build()
-            .payload(letter.payload)
-            .headers(headers);
-        let ack = self
-            .js
-            .send_publish(self.names.dlq_subject(letter.job_type), message)
-            .await
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())?;
-        // A repeat after a crash between publish and term is dropped by de-duplication and was
-        // counted the first time: counting it again would inflate the job-failure SLI.
-        if ack.duplicate {
-            tracing::info!(
-                job_type = letter.job_type,
-                reason = letter.reason.as_str(),
-                "dead letter already stored"
-            );
-            return Ok(());
-        }
-        metrics::counter!("codigo_consumer_dead_letters_total",
-            "job_type" => letter.job_type.to_owned(), "reason" => letter.reason.as_str())
-        .increment(1);
-        tracing::warn!(
-            job_type = letter.job_type,
-            reason = letter.reason.as_str(),
-            error = letter.error,
-            attempts = letter.attempts,
-            "job dead-lettered"
-        );
-        Ok(())
-    }
+/// Whether the message is gone from the stream already.
+fn no_message(error: &stream::DeleteMessageError) -> bool {
+    matches!(error.kind(), stream::DeleteMessageErrorKind::JetStream(e)
+        if e.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND)
 }
 
 /// `io.nats.jetstream.advisory.v1.max_deliver`
@@ -237,7 +118,7 @@ impl AdvisoryWorker {
         }
     }
 
-    async fn handle(&self, payload: &[u8]) -> Result<(), String> {
+    async fn handle(&self, payload: &[u8]) -> Result<(), AdvisoryError> {
         let advisory: MaxDeliveriesAdvisory = match serde_json::from_slice(payload) {
             Ok(a) => a,
             Err(error) => {
@@ -249,15 +130,15 @@ impl AdvisoryWorker {
             .js
             .get_stream(self.names.jobs_stream())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(jetstream_error)?;
         let message = match stream.get_raw_message(advisory.stream_seq).await {
             Ok(message) => message,
             // Gone from the stream (acknowledged late, handled by another replica, removed by
             // an operator or a limit): Postgres says which of these it was.
-            Err(error) if error.to_string().contains("no message found") => {
+            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => {
                 return self.handle_gone(&advisory).await
             }
-            Err(error) => return Err(error.to_string()),
+            Err(error) => return Err(jetstream_error(error)),
         };
         let subject = message.subject.to_string();
         let job_type = self
@@ -272,12 +153,12 @@ impl AdvisoryWorker {
         let mut last_error = format!("gave up after {} deliveries", advisory.deliveries);
         if let Some(id) = id {
             match store::status_of(&self.pool, id).await {
-                Ok(Some((status, _))) if status == "succeeded" => {
+                Ok(Some((JobState::Succeeded, _))) => {
                     // The last attempt committed after all; only the message is left over.
                     stream
                         .delete_message(advisory.stream_seq)
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(jetstream_error)?;
                     return Ok(());
                 }
                 Ok(Some((_, Some(error)))) => {
@@ -287,7 +168,7 @@ impl AdvisoryWorker {
                     );
                 }
                 Ok(_) => {}
-                Err(error) => return Err(format!("Postgres unavailable: {error}")),
+                Err(error) => return Err(error.into()),
             }
         }
         self.dead_letters
@@ -296,31 +177,21 @@ impl AdvisoryWorker {
                 original_subject: &subject,
                 payload: message.payload.clone(),
                 original_headers: Some(&message.headers),
-                reason: Reason::MaxDeliveries,
+                reason: DlqReason::MaxDeliveries,
                 error: &last_error,
                 attempts: advisory.deliveries,
                 stream_sequence: advisory.stream_seq,
             })
             .await?;
         if let Some(envelope) = &envelope {
-            let record = JobRecord {
-                id: envelope.id,
-                job_type: &job_type,
-                payload: Some(&envelope.payload),
-                idempotency_key: envelope.idempotency_key.as_deref(),
-                tenant: envelope.tenant.as_deref(),
-                created_at: envelope.created_at,
-                started_at: OffsetDateTime::now_utc(),
-                attempts: i32::try_from(advisory.deliveries).unwrap_or(i32::MAX),
-            };
-            store::record_dead_letter(&self.pool, &record, &last_error)
-                .await
-                .map_err(|e| format!("Postgres unavailable: {e}"))?;
+            let submitted = Submitted::of_envelope(envelope);
+            let record = JobRecord::new(envelope.id, &job_type, advisory.deliveries, submitted);
+            store::record_dead_letter(&self.pool, &record, &last_error).await?;
         }
         match stream.delete_message(advisory.stream_seq).await {
             Ok(_) => Ok(()),
-            Err(error) if error.to_string().contains("no message found") => Ok(()),
-            Err(error) => Err(error.to_string()),
+            Err(error) if no_message(&error) => Ok(()),
+            Err(error) => Err(jetstream_error(error)),
         }
     }
 }
@@ -330,16 +201,11 @@ impl AdvisoryWorker {
     /// job would vanish, so it is dead-lettered from what its jobs row holds (its envelope
     /// rebuilt), or, when Postgres knows nothing of it, with an empty body that still names
     /// the sequence: nothing disappears without a dead letter, a metric and an error.
-    async fn handle_gone(&self, advisory: &MaxDeliveriesAdvisory) -> Result<(), String> {
+    async fn handle_gone(&self, advisory: &MaxDeliveriesAdvisory) -> Result<(), AdvisoryError> {
         let seq = advisory.stream_seq;
-        let row = store::job_at_sequence(&self.pool, seq)
-            .await
-            .map_err(|e| format!("Postgres unavailable: {e}"))?;
-        if let Some(job) = row
-            .as_ref()
-            .filter(|job| matches!(job.status.as_str(), "succeeded" | "dead_lettered"))
-        {
-            tracing::info!(job_id = %job.id, status = job.status, stream_seq = seq,
+        let row = store::job_at_sequence(&self.pool, seq).await?;
+        if let Some(job) = row.as_ref().filter(|job| job.status.is_final()) {
+            tracing::info!(job_id = %job.id, status = job.status.as_str(), stream_seq = seq,
                 "max-deliveries advisory for a job already finished");
             return Ok(());
         }
@@ -369,34 +235,24 @@ impl AdvisoryWorker {
                 Bytes::new()
             }
         };
-        let mut headers = HeaderMap::new();
-        headers.insert("Content-Type", "application/json");
+        let mut original_headers = HeaderMap::new();
+        original_headers.insert(headers::CONTENT_TYPE, "application/json");
         self.dead_letters
             .publish(DeadLetter {
                 job_type: &job_type,
                 original_subject: &subject,
                 payload,
-                original_headers: Some(&headers),
-                reason: Reason::MaxDeliveries,
+                original_headers: Some(&original_headers),
+                reason: DlqReason::MaxDeliveries,
                 error: &error,
                 attempts: advisory.deliveries,
                 stream_sequence: seq,
             })
             .await?;
         if let Some(job) = &row {
-            let record = JobRecord {
-                id: job.id,
-                job_type: &job.job_type,
-                payload: job.payload.as_ref(),
-                idempotency_key: job.idempotency_key.as_deref(),
-                tenant: job.tenant.as_deref(),
-                created_at: job.created_at,
-                started_at: OffsetDateTime::now_utc(),
-                attempts: i32::try_from(advisory.deliveries).unwrap_or(i32::MAX),
-            };
-            store::record_dead_letter(&self.pool, &record, &error)
-                .await
-                .map_err(|e| format!("Postgres unavailable: {e}"))?;
+            let submitted = Submitted::of_stored(job);
+            let record = JobRecord::new(job.id, &job.job_type, advisory.deliveries, submitted);
+            store::record_dead_letter(&self.pool, &record, &error).await?;
         }
         tracing::error!(
             job_id = row.as_ref().map(|job| job.id.to_string()),
@@ -406,13 +262,5 @@ impl AdvisoryWorker {
             "the message of a job that ran out of deliveries had left the stream; dead-lettered with what Postgres knows of it"
         );
         Ok(())
-    }
-}
-
-/// Sleeps, or returns early at shutdown.
-pub async fn pause(shutdown: &Shutdown, duration: Duration) {
-    tokio::select! {
-        () = tokio::time::sleep(duration) => {},
-        () = shutdown.cancelled() => {},
     }
 }

@@ -1,0 +1,331 @@
+//! The consumer's observable events. Each event owns its metric names, labels and log fields;
+//! call sites only emit it. [`METRICS`] lists every metric once, and a test holds it equal to
+//! `observability/metrics.txt` and the table in docs/OBSERVABILITY.md.
+use std::time::Duration;
+
+use codigo_common::contract::DlqReason;
+use metrics::{Counter, Gauge, Histogram};
+
+use crate::store::{DbErrorClass, DbFailure};
+
+/// A metric of the consumer, as the metrics list spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub labels: &'static [&'static str],
+}
+
+const fn metric(name: &'static str, kind: &'static str, labels: &'static [&'static str]) -> Metric {
+    Metric { name, kind, labels }
+}
+
+const ACKS: Metric = metric(
+    "codigo_consumer_acks_total",
+    "counter",
+    &["job_type", "outcome"],
+);
+const DEAD_LETTERS: Metric = metric(
+    "codigo_consumer_dead_letters_total",
+    "counter",
+    &["job_type", "reason"],
+);
+const PROCESSING: Metric = metric(
+    "codigo_job_processing_duration_seconds",
+    "histogram",
+    &["job_type"],
+);
+const END_TO_END: Metric = metric(
+    "codigo_job_end_to_end_duration_seconds",
+    "histogram",
+    &["job_type"],
+);
+const IN_FLIGHT: Metric = metric("codigo_consumer_in_flight", "gauge", &["job_type"]);
+const PENDING: Metric = metric("codigo_consumer_pending_messages", "gauge", &["job_type"]);
+const DATABASE_ERRORS: Metric = metric(
+    "codigo_consumer_database_errors_total",
+    "counter",
+    &["class"],
+);
+
+/// Every metric the consumer exports.
+pub const METRICS: &[Metric] = &[
+    ACKS,
+    DEAD_LETTERS,
+    PROCESSING,
+    END_TO_END,
+    IN_FLIGHT,
+    PENDING,
+    DATABASE_ERRORS,
+];
+
+/// The `outcome` label of [`ACKS`].
+#[derive(Debug, Clone, Copy)]
+enum AckOutcome {
+    Ack,
+    Nak,
+    Term,
+}
+
+impl AckOutcome {
+    const ALL: [AckOutcome; 3] = [Self::Ack, Self::Nak, Self::Term];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ack => "ack",
+            Self::Nak => "nak",
+            Self::Term => "term",
+        }
+    }
+}
+
+fn acks(job_type: &'static str, outcome: AckOutcome) -> Counter {
+    metrics::counter!(ACKS.name, "job_type" => job_type, "outcome" => outcome.as_str())
+}
+
+fn dead_letters(job_type: &str, reason: DlqReason) -> Counter {
+    metrics::counter!(DEAD_LETTERS.name,
+        "job_type" => job_type.to_owned(), "reason" => reason.as_str())
+}
+
+fn database_errors(class: DbErrorClass) -> Counter {
+    metrics::counter!(DATABASE_ERRORS.name, "class" => class.as_str())
+}
+
+/// The series of one job type, resolved once: looking them up per job would cost the hot path.
+pub struct Meters {
+    acked: Counter,
+    naked: Counter,
+    termed: Counter,
+    processing: Histogram,
+    end_to_end: Histogram,
+    in_flight: Gauge,
+    pending: Gauge,
+}
+
+impl Meters {
+    /// Resolves the series and registers them at zero, so that rates and ratios exist before
+    /// the first event.
+    pub fn register(job_type: &'static str) -> Self {
+        for outcome in AckOutcome::ALL {
+            acks(job_type, outcome).absolute(0);
+        }
+        for reason in DlqReason::ALL {
+            dead_letters(job_type, *reason).absolute(0);
+        }
+        let meters = Self {
+            acked: acks(job_type, AckOutcome::Ack),
+            naked: acks(job_type, AckOutcome::Nak),
+            termed: acks(job_type, AckOutcome::Term),
+            processing: metrics::histogram!(PROCESSING.name, "job_type" => job_type),
+            end_to_end: metrics::histogram!(END_TO_END.name, "job_type" => job_type),
+            in_flight: metrics::gauge!(IN_FLIGHT.name, "job_type" => job_type),
+            pending: metrics::gauge!(PENDING.name, "job_type" => job_type),
+        };
+        meters.in_flight.set(0.0);
+        meters.pending.set(0.0);
+        meters
+    }
+
+    pub fn emit(&self, event: impl JobEvent) {
+        event.emit(self);
+    }
+
+    /// Counts `jobs` in flight until the guard drops.
+    pub fn in_flight(&self, jobs: usize) -> InFlight<'_> {
+        #[allow(clippy::cast_precision_loss)]
+        let jobs = jobs as f64;
+        self.in_flight.increment(jobs);
+        InFlight { meters: self, jobs }
+    }
+}
+
+/// Registers the process-wide series at zero (the database alert's rate needs them).
+pub fn register_process() {
+    for class in DbErrorClass::ALL {
+        database_errors(class).absolute(0);
+    }
+}
+
+/// An event of one job type.
+pub trait JobEvent {
+    fn emit(self, meters: &Meters);
+}
+
+/// A job acknowledged as done; `age` is the time since its envelope's `created_at`.
+pub struct JobAcked {
+    pub age: Duration,
+}
+
+impl JobEvent for JobAcked {
+    fn emit(self, meters: &Meters) {
+        meters.acked.increment(1);
+        meters.end_to_end.record(self.age.as_secs_f64());
+    }
+}
+
+/// A job handed back to JetStream, now or after a delay.
+pub struct JobNaked;
+
+impl JobEvent for JobNaked {
+    fn emit(self, meters: &Meters) {
+        meters.naked.increment(1);
+    }
+}
+
+/// A job terminated after its dead letter was stored.
+pub struct JobTermed;
+
+impl JobEvent for JobTermed {
+    fn emit(self, meters: &Meters) {
+        meters.termed.increment(1);
+    }
+}
+
+/// Jobs that were handled together, and how long the handling took.
+pub struct JobsProcessed {
+    pub jobs: usize,
+    pub duration: Duration,
+}
+
+impl JobEvent for JobsProcessed {
+    fn emit(self, meters: &Meters) {
+        meters
+            .processing
+            .record_many(self.duration.as_secs_f64(), self.jobs);
+    }
+}
+
+/// The backlog of the job type's durable consumer.
+pub struct PendingMessages(pub u64);
+
+impl JobEvent for PendingMessages {
+    fn emit(self, meters: &Meters) {
+        #[allow(clippy::cast_precision_loss)]
+        meters.pending.set(self.0 as f64);
+    }
+}
+
+/// Jobs in flight; they leave the gauge when this drops.
+pub struct InFlight<'a> {
+    meters: &'a Meters,
+    jobs: f64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.meters.in_flight.decrement(self.jobs);
+    }
+}
+
+/// A process-wide event.
+pub trait Event {
+    fn emit(self);
+}
+
+pub fn emit(event: impl Event) {
+    event.emit();
+}
+
+/// A dead letter stored for the first time (a repeat dropped by de-duplication is
+/// [`DeadLetterRepeated`]).
+pub struct DeadLettered<'a> {
+    pub job_type: &'a str,
+    pub reason: DlqReason,
+    pub error: &'a str,
+    pub attempts: u64,
+}
+
+impl Event for DeadLettered<'_> {
+    fn emit(self) {
+        dead_letters(self.job_type, self.reason).increment(1);
+        tracing::warn!(
+            job_type = self.job_type,
+            reason = self.reason.as_str(),
+            error = self.error,
+            attempts = self.attempts,
+            "job dead-lettered"
+        );
+    }
+}
+
+/// A dead letter stored before (a crash between publishing it and terminating the job): it
+/// was counted then, and counting it again would inflate the job-failure SLI.
+pub struct DeadLetterRepeated<'a> {
+    pub job_type: &'a str,
+    pub reason: DlqReason,
+}
+
+impl Event for DeadLetterRepeated<'_> {
+    fn emit(self) {
+        tracing::info!(
+            job_type = self.job_type,
+            reason = self.reason.as_str(),
+            "dead letter already stored"
+        );
+    }
+}
+
+/// A database error a job met, judged by its SQLSTATE.
+pub struct DatabaseError<'a>(pub &'a DbFailure);
+
+impl Event for DatabaseError<'_> {
+    fn emit(self) {
+        let class = self.0.class();
+        database_errors(class).increment(1);
+        if class == DbErrorClass::Deployment {
+            tracing::error!(error = %self.0, sqlstate = self.0.sqlstate(), "database misconfigured; holding jobs");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consumer_metric(name: &str) -> bool {
+        name.starts_with("codigo_consumer_") || name.starts_with("codigo_job_")
+    }
+
+    fn ours() -> Vec<(String, String, String)> {
+        METRICS
+            .iter()
+            .map(|m| (m.name.to_owned(), m.kind.to_owned(), m.labels.join(",")))
+            .collect()
+    }
+
+    /// `observability/metrics.txt` is the contract dashboards and alerts are checked against.
+    #[test]
+    fn metrics_match_the_metrics_list() {
+        let listed: Vec<(String, String, String)> = include_str!("../../observability/metrics.txt")
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let (name, kind) = (*fields.first()?, *fields.get(1)?);
+                consumer_metric(name).then(|| {
+                    let labels = fields.get(2).copied().unwrap_or_default();
+                    (name.to_owned(), kind.to_owned(), labels.to_owned())
+                })
+            })
+            .collect();
+        assert_eq!(listed, ours());
+    }
+
+    /// The table in docs/OBSERVABILITY.md names the same metrics with the same labels.
+    #[test]
+    fn metrics_match_the_documentation() {
+        let documented: Vec<(String, String, String)> = include_str!("../../docs/OBSERVABILITY.md")
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let [_, name, kind, labels, ..] = cells.as_slice() else {
+                    return None;
+                };
+                let name = name.trim_matches('`');
+                consumer_metric(name)
+                    .then(|| (name.to_owned(), (*kind).to_owned(), labels.replace(' ', "")))
+            })
+            .collect();
+        assert_eq!(documented, ours());
+    }
+}
