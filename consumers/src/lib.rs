@@ -6,6 +6,7 @@ pub mod advisories;
 #[cfg(feature = "chaos")]
 pub mod chaos;
 pub mod config;
+pub mod db_failure;
 pub mod dead_letters;
 pub mod events;
 pub mod faults;
