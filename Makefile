@@ -57,6 +57,8 @@ bench: services
 	@$(WITH_SERVICES) scripts/bench.sh
 
 lint:
+	python3 scripts/check_rust_layout.py --self-test
+	python3 scripts/check_rust_layout.py
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 

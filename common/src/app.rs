@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
-use crate::config::TelemetryArgs;
+use crate::config::{ServiceArgs, TelemetryArgs};
+use crate::nats::InitialConnect;
 use crate::shutdown::{self, Shutdown};
-use crate::{db, names, nats, telemetry};
+use crate::{db, names, nats, telemetry, Names};
 
 /// Why a service did not start.
 #[derive(Debug, thiserror::Error)]
@@ -26,12 +27,34 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("stopped before start-up finished")]
+    Interrupted,
 }
 
 impl StartError {
     pub fn config(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Config(Box::new(error))
     }
+}
+
+/// What a service holds of its servers: its NATS names, a NATS client connecting in the
+/// background and a lazy Postgres pool, so that start-up never waits for either.
+pub struct Connections {
+    pub names: Names,
+    pub client: async_nats::Client,
+    pub pool: sqlx::PgPool,
+}
+
+/// Connects a service to NATS (as `client_name`) and Postgres with its shared settings.
+pub async fn connect(service: &ServiceArgs, client_name: &str) -> Result<Connections, StartError> {
+    let names = Names::new(&service.nats.namespace)?;
+    let client = nats::connect(&service.nats, client_name, InitialConnect::Background).await?;
+    let pool = db::lazy_pool(&service.database)?;
+    Ok(Connections {
+        names,
+        client,
+        pool,
+    })
 }
 
 /// Binds the service's HTTP listener.

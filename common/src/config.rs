@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use secrecy::SecretString;
 
-use crate::nats::redact_url;
+use crate::redact::redact_url;
 
 mod values;
 

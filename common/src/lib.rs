@@ -9,6 +9,7 @@ pub mod db;
 pub mod jetstream;
 pub mod names;
 pub mod nats;
+pub mod redact;
 pub mod shutdown;
 pub mod telemetry;
 pub mod webhook_secret;

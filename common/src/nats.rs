@@ -1,4 +1,5 @@
 //! NATS connection from the shared settings: servers, credentials, TLS.
+use crate::redact::redact_url;
 use std::time::Duration;
 
 use async_nats::{ConnectOptions, ServerAddr};
@@ -37,24 +38,6 @@ pub enum InitialConnect {
     Background,
     /// Fail when the first attempt fails (one-shot tools).
     FailFast,
-}
-
-/// A URL as it may be shown: any `user:password@` replaced, so that errors and logs never
-/// carry credentials (even for URLs that do not parse).
-pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let prefix = if scheme.is_empty() {
-                String::new()
-            } else {
-                format!("{scheme}://")
-            };
-            format!("{prefix}***@{}", &rest[at + 1..])
-        }
-        None => url.to_owned(),
-    }
 }
 
 /// `NATS_URL` entries as server addresses, with credentials written into a URL

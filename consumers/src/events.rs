@@ -6,7 +6,7 @@ use std::time::Duration;
 use codigo_common::contract::DlqReason;
 use metrics::{Counter, Gauge, Histogram};
 
-use crate::store::{DbErrorClass, DbFailure};
+use crate::db_failure::{DbErrorClass, DbFailure};
 
 /// A metric of the consumer, as the metrics list spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,6 +276,15 @@ impl Event for DatabaseError<'_> {
         if class == DbErrorClass::Deployment {
             tracing::error!(error = %self.0, sqlstate = self.0.sqlstate(), "database misconfigured; holding jobs");
         }
+    }
+}
+
+impl DbFailure {
+    /// Counts the failure (`codigo_consumer_database_errors_total{class}`) and, for a broken
+    /// deployment, logs it as the error it is.
+    pub fn observed(self) -> Self {
+        emit(DatabaseError(&self));
+        self
     }
 }
 

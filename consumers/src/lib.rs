@@ -6,6 +6,7 @@ pub mod advisories;
 #[cfg(feature = "chaos")]
 pub mod chaos;
 pub mod config;
+pub mod db_failure;
 pub mod dead_letters;
 pub mod events;
 pub mod faults;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use codigo_common::nats::{self, InitialConnect};
+use codigo_common::nats;
 use codigo_common::shutdown::Shutdown;
 use codigo_common::{db, jetstream, telemetry, Names};
 use secrecy::ExposeSecret as _;
@@ -31,26 +32,7 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] config::ConfigError),
-    #[error(transparent)]
-    Namespace(#[from] codigo_common::names::InvalidNamespace),
-    #[error(transparent)]
-    Nats(#[from] nats::NatsError),
-    #[error(transparent)]
-    Db(#[from] db::DbError),
-    #[error(transparent)]
-    Handlers(#[from] handlers::SetupError),
-    #[error("cannot listen on {addr}: {source}; is the port free (CODIGO_HTTP_ADDR)?")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("stopped before start-up finished")]
-    Interrupted,
-}
+pub use codigo_common::app::StartError;
 
 pub struct Application {
     listener: TcpListener,
@@ -73,21 +55,13 @@ fn patient() -> ExponentialBuilder {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let job_types = config.validate()?;
-        let names = Names::new(&config.service.nats.namespace)?;
-        let client = nats::connect(
-            &config.service.nats,
-            "codigo-consumer",
-            InitialConnect::Background,
-        )
-        .await?;
-        let pool = db::lazy_pool(&config.service.database)?;
-        let listener = TcpListener::bind(config.http_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.http_addr,
-                source,
-            })?;
+        let job_types = config.validate().map_err(StartError::config)?;
+        let codigo_common::app::Connections {
+            names,
+            client,
+            pool,
+        } = codigo_common::app::connect(&config.service, "codigo-consumer").await?;
+        let listener = codigo_common::app::bind(config.http_addr).await?;
         Ok(Self {
             listener,
             config,
@@ -131,7 +105,7 @@ impl Application {
             overrides_error,
         } = self;
         if let Some(error) = overrides_error {
-            return Err(handlers::SetupError::from(error).into());
+            return Err(StartError::config(handlers::SetupError::from(error)));
         }
         let mut job_types = job_types;
         job_types.extend(overrides.job_types());
@@ -191,7 +165,8 @@ impl Application {
             () = shutdown.cancelled() => return Err(StartError::Interrupted),
         }
 
-        let faults = faults::Faults::parse(&config.faults).map_err(config::ConfigError)?;
+        let faults = faults::Faults::parse(&config.faults)
+            .map_err(|e| StartError::config(config::ConfigError(e)))?;
         if faults.enabled() {
             tracing::warn!(
                 ?faults,
@@ -216,7 +191,8 @@ impl Application {
                 }),
             },
             &job_types,
-        )?;
+        )
+        .map_err(StartError::config)?;
         workers.merge(overrides);
         let dead_letters = dead_letters::DeadLetters::new(js.clone(), names.clone());
         let shared = Arc::new(runtime::Shared {

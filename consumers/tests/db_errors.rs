@@ -2,7 +2,7 @@
 //! errors and a broken deployment hold jobs, an error in a job's data fails that job only.
 use std::time::Duration;
 
-use codigo_consumer::store::{DbErrorClass, DbFailure};
+use codigo_consumer::db_failure::{DbErrorClass, DbFailure};
 use codigo_testkit::{
     flags, metric_value, postgres_server_url, run_blocking, TestConsumer, TestEnv, SHORT_RETRIES,
 };

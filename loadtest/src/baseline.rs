@@ -16,6 +16,7 @@ use async_nats::jetstream::{self, Message};
 use codigo_common::config::JetStreamArgs;
 use codigo_common::contract::JobState;
 use codigo_common::jetstream::{bind_job_consumer, ensure_topology, PullConsumer};
+use codigo_consumer::handlers::ledger;
 use codigo_schemas::{Envelope, LedgerPost, LEDGER_POST};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
@@ -386,17 +387,8 @@ WHERE jobs.status <> 'succeeded'"
     };
 }
 
-/// The ledger.post handler's statements (consumers/src/handlers/ledger.rs and
-/// consumers/src/store.rs), run once per job.
-const INSERT_ENTRY: &str =
-    "INSERT INTO ledger_entries (job_id, tenant, account, currency, amount_cents, memo)
-     VALUES ($1, $2, $3, $4, $5, $6)
-     ON CONFLICT (job_id) DO NOTHING";
-const UPSERT_BALANCE: &str =
-    "INSERT INTO account_balances (tenant, account, currency, balance_cents)
-     VALUES ($1, $2, $3, $4)
-     ON CONFLICT (tenant, account, currency)
-     DO UPDATE SET balance_cents = account_balances.balance_cents + EXCLUDED.balance_cents";
+/// The jobs row as consumers/src/store.rs writes it, once per job; the ledger statements are
+/// the worker's own ([`ledger::sql`]).
 const UPSERT_JOB: &str = concat!(
     "
 INSERT INTO jobs (id, type, status, attempts, payload, result, error, idempotency_key, tenant,
@@ -447,17 +439,7 @@ async fn commit_rows(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<(
     let mut tx = pool.begin().await?;
     let mut applied = vec![false; jobs.len()];
     for ((envelope, entry), applied) in jobs.iter().zip(applied.iter_mut()) {
-        *applied = sqlx::query(INSERT_ENTRY)
-            .bind(envelope.id)
-            .bind(tenant(envelope))
-            .bind(&entry.account)
-            .bind(&entry.currency)
-            .bind(entry.amount_cents)
-            .bind(&entry.memo)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
+        *applied = ledger::sql::insert_entry(&mut tx, envelope.id, tenant(envelope), entry).await?;
     }
     // Balances in one order for every batch, so that two batches never wait on each other
     // in a cycle.
@@ -471,13 +453,7 @@ async fn commit_rows(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<(
         (ta, &a.account, &a.currency).cmp(&(tb, &b.account, &b.currency))
     });
     for (tenant, entry) in balances {
-        sqlx::query(UPSERT_BALANCE)
-            .bind(tenant)
-            .bind(&entry.account)
-            .bind(&entry.currency)
-            .bind(entry.amount_cents)
-            .execute(&mut *tx)
-            .await?;
+        ledger::sql::add_to_balance(&mut tx, tenant, entry).await?;
     }
     for ((envelope, _), applied) in jobs.iter().zip(&applied) {
         sqlx::query(UPSERT_JOB)
@@ -499,17 +475,8 @@ async fn commit_rows(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<(
     tx.commit().await
 }
 
-/// The same three statements over arrays: one round trip each per batch.
-const INSERT_ENTRIES: &str =
-    "INSERT INTO ledger_entries (job_id, tenant, account, currency, amount_cents, memo)
-     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[])
-     ON CONFLICT (job_id) DO NOTHING
-     RETURNING job_id";
-const UPSERT_BALANCES: &str =
-    "INSERT INTO account_balances (tenant, account, currency, balance_cents)
-     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[])
-     ON CONFLICT (tenant, account, currency)
-     DO UPDATE SET balance_cents = account_balances.balance_cents + EXCLUDED.balance_cents";
+/// The jobs rows over arrays: with [`ledger::sql`]'s array statements, one round trip each per
+/// batch.
 const UPSERT_JOBS: &str = concat!(
     "
 INSERT INTO jobs (id, type, status, attempts, payload, result, error, idempotency_key, tenant,
@@ -534,17 +501,18 @@ fn column<'a, T>(
 async fn commit_set(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<(), sqlx::Error> {
     let started = OffsetDateTime::now_utc();
     let mut tx = pool.begin().await?;
-    let applied: std::collections::HashSet<uuid::Uuid> = sqlx::query_scalar(INSERT_ENTRIES)
-        .bind(column(jobs, |(e, _)| e.id))
-        .bind(column(jobs, |(e, _)| tenant(e)))
-        .bind(column(jobs, |(_, p)| p.account.as_str()))
-        .bind(column(jobs, |(_, p)| p.currency.as_str()))
-        .bind(column(jobs, |(_, p)| p.amount_cents))
-        .bind(column(jobs, |(_, p)| p.memo.as_deref()))
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+    let applied: std::collections::HashSet<uuid::Uuid> =
+        sqlx::query_scalar(ledger::sql::INSERT_ENTRIES)
+            .bind(column(jobs, |(e, _)| e.id))
+            .bind(column(jobs, |(e, _)| tenant(e)))
+            .bind(column(jobs, |(_, p)| p.account.as_str()))
+            .bind(column(jobs, |(_, p)| p.currency.as_str()))
+            .bind(column(jobs, |(_, p)| p.amount_cents))
+            .bind(column(jobs, |(_, p)| p.memo.as_deref()))
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
     // One row per account (an upsert may not touch a row twice), in one order for every
     // batch so that two batches never wait on each other in a cycle.
     let mut deltas = std::collections::BTreeMap::<(&str, &str, &str), i64>::new();
@@ -560,7 +528,7 @@ async fn commit_set(pool: &PgPool, jobs: &[(Envelope, LedgerPost)]) -> Result<()
         }
     }
     if !deltas.is_empty() {
-        sqlx::query(UPSERT_BALANCES)
+        sqlx::query(ledger::sql::UPSERT_BALANCES)
             .bind(deltas.keys().map(|k| k.0).collect::<Vec<_>>())
             .bind(deltas.keys().map(|k| k.1).collect::<Vec<_>>())
             .bind(deltas.keys().map(|k| k.2).collect::<Vec<_>>())

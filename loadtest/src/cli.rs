@@ -9,7 +9,7 @@ use codigo_common::Names;
 
 use crate::baseline::{self, BaselineSpec};
 use crate::driver::Load;
-use crate::error::LoadError;
+use crate::error::{interrupted, LoadError};
 use crate::plot;
 use crate::run::{self, Endpoints, RunSpec};
 use crate::scratch::Server;
@@ -248,10 +248,4 @@ async fn measure(
         report.baseline = Some(measured);
     }
     Ok(report)
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn interrupted() {
-    let token = codigo_common::shutdown::on_signals();
-    token.cancelled().await;
 }

@@ -57,3 +57,9 @@ impl LoadError {
         }
     }
 }
+
+/// Resolves on Ctrl-C or SIGTERM, which end a run with [`LoadError::Interrupted`].
+pub async fn interrupted() {
+    let token = codigo_common::shutdown::on_signals();
+    token.cancelled().await;
+}

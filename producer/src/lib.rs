@@ -20,9 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use codigo_common::nats::{self, InitialConnect};
 use codigo_common::shutdown::Shutdown;
-use codigo_common::{db, jetstream, telemetry, Names};
+use codigo_common::{jetstream, telemetry, Names};
 use tokio::net::TcpListener;
 
 pub use codigo_common::app::StartError;
@@ -42,14 +41,11 @@ impl Application {
         if keys.is_none() {
             tracing::warn!("CODIGO_AUTH=disabled: every caller is accepted as tenant `local`; never run this way outside a laptop");
         }
-        let names = Names::new(&config.service.nats.namespace)?;
-        let client = nats::connect(
-            &config.service.nats,
-            "codigo-producer",
-            InitialConnect::Background,
-        )
-        .await?;
-        let pool = db::lazy_pool(&config.service.database)?;
+        let codigo_common::app::Connections {
+            names,
+            client,
+            pool,
+        } = codigo_common::app::connect(&config.service, "codigo-producer").await?;
         let publisher =
             publish::Publisher::new(client.clone(), names.clone(), config.publish_timeouts());
 

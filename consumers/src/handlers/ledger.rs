@@ -23,43 +23,93 @@ fn tenant<'a>(job: &JobCtx<'a, LedgerPost>) -> &'a str {
     job.tenant.unwrap_or_default()
 }
 
+/// The worker's statements; public so that the benchmark's bare baseline runs the very same.
+/// Entries are keyed by job id, so a redelivered job inserts nothing and moves no balance.
+pub mod sql {
+    use codigo_schemas::LedgerPost;
+    use sqlx::PgConnection;
+    use uuid::Uuid;
+
+    pub const INSERT_ENTRY: &str =
+        "INSERT INTO ledger_entries (job_id, tenant, account, currency, amount_cents, memo)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (job_id) DO NOTHING";
+    pub const UPSERT_BALANCE: &str =
+        "INSERT INTO account_balances (tenant, account, currency, balance_cents)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant, account, currency)
+         DO UPDATE SET balance_cents = account_balances.balance_cents + EXCLUDED.balance_cents";
+    /// [`INSERT_ENTRY`] over arrays, returning the ids it inserted.
+    pub const INSERT_ENTRIES: &str =
+        "INSERT INTO ledger_entries (job_id, tenant, account, currency, amount_cents, memo)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])
+         ON CONFLICT (job_id) DO NOTHING
+         RETURNING job_id";
+    /// [`UPSERT_BALANCE`] over arrays of summed changes.
+    pub const UPSERT_BALANCES: &str =
+        "INSERT INTO account_balances (tenant, account, currency, balance_cents)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+         ON CONFLICT (tenant, account, currency)
+         DO UPDATE SET balance_cents = account_balances.balance_cents + EXCLUDED.balance_cents";
+
+    /// Inserts the entry of job `id`; whether it was new.
+    pub async fn insert_entry(
+        conn: &mut PgConnection,
+        id: Uuid,
+        tenant: &str,
+        entry: &LedgerPost,
+    ) -> Result<bool, sqlx::Error> {
+        let inserted = sqlx::query(INSERT_ENTRY)
+            .bind(id)
+            .bind(tenant)
+            .bind(&entry.account)
+            .bind(&entry.currency)
+            .bind(entry.amount_cents)
+            .bind(&entry.memo)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// Adds the entry's amount to its account's balance.
+    pub async fn add_to_balance(
+        conn: &mut PgConnection,
+        tenant: &str,
+        entry: &LedgerPost,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(UPSERT_BALANCE)
+            .bind(tenant)
+            .bind(&entry.account)
+            .bind(&entry.currency)
+            .bind(entry.amount_cents)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Applies one entry, its balance change only when the entry is new; whether it was.
+    pub async fn post(
+        conn: &mut PgConnection,
+        id: Uuid,
+        tenant: &str,
+        entry: &LedgerPost,
+    ) -> Result<bool, sqlx::Error> {
+        let inserted = insert_entry(conn, id, tenant, entry).await?;
+        if inserted {
+            add_to_balance(conn, tenant, entry).await?;
+        }
+        Ok(inserted)
+    }
+}
+
 fn done(applied: bool) -> Done {
     Done::with_result(json!({"applied": applied}))
 }
 
 /// Applies one job; whether it was new.
 async fn post(conn: &mut PgConnection, job: Job<'_, '_>) -> Result<bool, sqlx::Error> {
-    let entry = &job.payload;
-    let inserted = sqlx::query(
-        "INSERT INTO ledger_entries (job_id, tenant, account, currency, amount_cents, memo)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (job_id) DO NOTHING",
-    )
-    .bind(job.id)
-    .bind(tenant(job))
-    .bind(&entry.account)
-    .bind(&entry.currency)
-    .bind(entry.amount_cents)
-    .bind(&entry.memo)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if inserted {
-        sqlx::query(
-            "INSERT INTO account_balances (tenant, account, currency, balance_cents)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (tenant, account, currency)
-             DO UPDATE SET balance_cents = account_balances.balance_cents + EXCLUDED.balance_cents",
-        )
-        .bind(tenant(job))
-        .bind(&entry.account)
-        .bind(&entry.currency)
-        .bind(entry.amount_cents)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(inserted)
+    sql::post(conn, job.id, tenant(job), &job.payload).await
 }
 
 /// Applies a group of distinct jobs at once: entries inserted together, balance changes
@@ -69,20 +119,31 @@ async fn post_many(
     conn: &mut PgConnection,
     jobs: &[Job<'_, '_>],
 ) -> Result<HashSet<Uuid>, JobError> {
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO ledger_entries (job_id, tenant, account, currency, amount_cents, memo)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])
-         ON CONFLICT (job_id) DO NOTHING
-         RETURNING job_id",
-    )
-    .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| tenant(j)).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.payload.account.as_str()).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.payload.currency.as_str()).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.payload.amount_cents).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.payload.memo.as_deref()).collect::<Vec<_>>())
-    .fetch_all(&mut *conn)
-    .await?;
+    let inserted: Vec<Uuid> = sqlx::query_scalar(sql::INSERT_ENTRIES)
+        .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| tenant(j)).collect::<Vec<_>>())
+        .bind(
+            jobs.iter()
+                .map(|j| j.payload.account.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            jobs.iter()
+                .map(|j| j.payload.currency.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            jobs.iter()
+                .map(|j| j.payload.amount_cents)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            jobs.iter()
+                .map(|j| j.payload.memo.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *conn)
+        .await?;
     let inserted: HashSet<Uuid> = inserted.into_iter().collect();
 
     let mut deltas: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
@@ -97,18 +158,13 @@ async fn post_many(
         })?;
     }
     if !deltas.is_empty() {
-        sqlx::query(
-            "INSERT INTO account_balances (tenant, account, currency, balance_cents)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
-             ON CONFLICT (tenant, account, currency)
-             DO UPDATE SET balance_cents = account_balances.balance_cents + EXCLUDED.balance_cents",
-        )
-        .bind(deltas.keys().map(|(t, _, _)| *t).collect::<Vec<_>>())
-        .bind(deltas.keys().map(|(_, a, _)| *a).collect::<Vec<_>>())
-        .bind(deltas.keys().map(|(_, _, c)| *c).collect::<Vec<_>>())
-        .bind(deltas.values().copied().collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query(sql::UPSERT_BALANCES)
+            .bind(deltas.keys().map(|(t, _, _)| *t).collect::<Vec<_>>())
+            .bind(deltas.keys().map(|(_, a, _)| *a).collect::<Vec<_>>())
+            .bind(deltas.keys().map(|(_, _, c)| *c).collect::<Vec<_>>())
+            .bind(deltas.values().copied().collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(inserted)
 }

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::store::{DbErrorClass, DbFailure};
+use crate::db_failure::{DbErrorClass, DbFailure};
 
 /// A job handed to its worker: the typed payload and what the envelope says about it.
 #[derive(Debug)]

@@ -188,7 +188,7 @@ pub async fn run(args: BenchArgs) -> Result<(), LoadError> {
     let started = OffsetDateTime::now_utc();
     let outcome = tokio::select! {
         outcome = scenarios(&ctx) => outcome,
-        () = crate::cli::interrupted() => Err(LoadError::Interrupted),
+        () = crate::error::interrupted() => Err(LoadError::Interrupted),
     };
     // Processes of an interrupted or failed repetition were killed when it was dropped; its
     // namespace and database are removed here.
@@ -205,7 +205,7 @@ pub async fn run(args: BenchArgs) -> Result<(), LoadError> {
     let clustered = if args.cluster > 0 {
         let outcome = tokio::select! {
             outcome = on_cluster(&ctx, &logs) => outcome,
-            () = crate::cli::interrupted() => Err(LoadError::Interrupted),
+            () = crate::error::interrupted() => Err(LoadError::Interrupted),
         };
         match outcome {
             Ok(clustered) => Some(clustered),
