@@ -276,9 +276,13 @@ pub struct OrphanFound<'a> {
 
 impl Event for OrphanFound<'_> {
     fn emit(self) {
+        let Self {
+            job_type,
+            stream_seq,
+        } = self;
         tracing::warn!(
-            job_type = self.job_type,
-            stream_seq = self.stream_seq,
+            job_type,
+            stream_seq,
             "a message JetStream no longer delivers was still in the work stream (its \
              max-deliveries advisory was lost); dead-lettering it unless its job succeeded"
         );

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::{consumer::PullConsumer, AckKind};
+use async_nats::jetstream::{self, consumer::PullConsumer, stream::Stream, AckKind};
 use async_trait::async_trait;
 use bytes::Bytes;
 use codigo_consumer::dead_letters::DeadLetters;
@@ -85,6 +85,34 @@ fn max_deliveries_counted() -> f64 {
     metric_value(&page, "codigo_consumer_dead_letters_total", &labels).unwrap_or(0.0)
 }
 
+async fn work_stream(env: &TestEnv) -> Stream {
+    let name = env.names.jobs_stream();
+    env.js.get_stream(name).await.expect("the work stream")
+}
+
+/// Waits until a failed delivery of job `id` is recorded; returns its stream sequence.
+async fn retry_recorded(env: &TestEnv, id: Uuid) -> u64 {
+    let found = std::sync::Mutex::new(None);
+    env.eventually("the retry recorded", Duration::from_secs(60), || async {
+        let row: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT status, stream_sequence FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&env.pool)
+                .await
+                .expect("query");
+        match row {
+            Some((status, Some(s))) if status == "retrying" => {
+                *found.lock().expect("lock") = u64::try_from(s).ok();
+                true
+            }
+            _ => false,
+        }
+    })
+    .await;
+    let seq = *found.lock().expect("lock");
+    seq.expect("sequence")
+}
+
 #[tokio::test]
 async fn an_advisory_for_a_message_already_gone_still_dead_letters_the_job() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -104,32 +132,11 @@ async fn an_advisory_for_a_message_already_gone_still_dead_letters_the_job() {
     env.publish_envelope(&envelope).await;
 
     // Its first delivery fails; the row says retrying and where the message was.
-    let found = std::sync::Mutex::new(None);
-    env.eventually("the retry recorded", Duration::from_secs(60), || async {
-        let row: Option<(String, Option<i64>)> =
-            sqlx::query_as("SELECT status, stream_sequence FROM jobs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&env.pool)
-                .await
-                .expect("query");
-        match row {
-            Some((status, Some(s))) if status == "retrying" => {
-                *found.lock().expect("lock") = u64::try_from(s).ok();
-                true
-            }
-            _ => false,
-        }
-    })
-    .await;
-    let seq = found.lock().expect("lock").expect("sequence");
+    let seq = retry_recorded(&env, id).await;
 
     // The message leaves the stream (an operator, a limit, a late ack that got lost) before
     // the advisory for its last delivery is handled.
-    let stream = env
-        .js
-        .get_stream(env.names.jobs_stream())
-        .await
-        .expect("stream");
+    let stream = work_stream(&env).await;
     assert!(stream.delete_message(seq).await.expect("deleted"));
     advisory(&env, seq).await;
     // And one for a sequence Postgres has never heard of (the worker died before any write).
@@ -183,127 +190,116 @@ async fn an_advisory_for_a_message_already_gone_still_dead_letters_the_job() {
     env.cleanup().await;
 }
 
-/// A job that crashes every worker that takes it (no jobs row is ever written): the test takes
-/// each delivery and hands it back until JetStream stops delivering it. Returns its sequence.
-async fn run_out_of_deliveries(env: &TestEnv, job: &Value) -> u64 {
-    env.publish_envelope(job).await;
-    let stream = env
-        .js
-        .get_stream(env.names.jobs_stream())
-        .await
-        .expect("stream");
+/// One pull of at most one message, waiting up to `wait`.
+async fn pull_one(consumer: &PullConsumer, wait: Duration) -> Option<jetstream::Message> {
+    let pull = consumer.batch().max_messages(1).expires(wait);
+    let mut batch = pull.messages().await.expect("pull");
+    batch.next().await.map(|message| message.expect("message"))
+}
+
+/// A job that crashes every worker that takes it (no jobs row is ever written) and runs out of
+/// deliveries while max-deliveries advisories are lost, in a namespace of its own.
+struct Stranded {
+    env: TestEnv,
+    id: Uuid,
+    job: Value,
+    seq: u64,
+    /// The dead letters counted before.
+    counted: f64,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+async fn stranded() -> Stranded {
+    let turn = ONE_AT_A_TIME.lock().await;
+    let counted = max_deliveries_counted();
+    let env = TestEnv::new().await;
+    // Nothing captures the advisory: nats-server publishes it and it is gone.
+    let advisories = env.names.advisories_stream();
+    env.js.delete_stream(advisories).await.expect("deleted");
+    let id = Uuid::now_v7();
+    let payload = json!({"account": "crash", "amount_cents": 5, "currency": "EUR"});
+    let job = envelope(id, "ledger.post", "acme", payload);
+    env.publish_envelope(&job).await;
+    // The test takes each delivery and hands it back, as a worker that dies on it would.
     let durable = env.names.durable("ledger.post");
+    let stream = work_stream(&env).await;
     let consumer: PullConsumer = stream.get_consumer(&durable).await.expect("durable");
     let mut seq = 0;
     for _ in 0..MAX_DELIVER {
-        let mut batch = consumer
-            .batch()
-            .max_messages(1)
-            .expires(Duration::from_secs(10))
-            .messages()
-            .await
-            .expect("pull");
-        let message = batch.next().await.expect("delivered").expect("message");
+        let message = pull_one(&consumer, Duration::from_secs(10)).await;
+        let message = message.expect("delivered");
         seq = message.info().expect("JetStream message").stream_sequence;
         message.ack_with(AckKind::Nak(None)).await.expect("nak");
     }
     env.eventually("no more deliveries", Duration::from_secs(30), || async {
         // A pull lets the server see that the deliveries ran out.
-        let _ = consumer
-            .batch()
-            .max_messages(1)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await;
+        assert!(pull_one(&consumer, Duration::from_millis(500))
+            .await
+            .is_none());
         let info = stream.consumer_info(&durable).await.expect("info");
         info.num_ack_pending == 0 && info.delivered.stream_sequence >= seq
     })
     .await;
-    seq
-}
-
-/// Max-deliveries advisories nobody captures: nats-server publishes them and they are gone.
-async fn lose_advisories(env: &TestEnv) {
-    env.js
-        .delete_stream(env.names.advisories_stream())
-        .await
-        .expect("advisories stream deleted");
-}
-
-fn ledger_job(account: &str) -> (Uuid, Value) {
-    let id = Uuid::now_v7();
-    let payload = json!({"account": account, "amount_cents": 5, "currency": "EUR"});
-    (id, envelope(id, "ledger.post", "acme", payload))
+    Stranded {
+        env,
+        id,
+        job,
+        seq,
+        counted,
+        _turn: turn,
+    }
 }
 
 async fn in_work_stream(env: &TestEnv, seq: u64) -> bool {
-    let stream = env
-        .js
-        .get_stream(env.names.jobs_stream())
-        .await
-        .expect("stream");
-    stream.get_raw_message(seq).await.is_ok()
+    work_stream(env).await.get_raw_message(seq).await.is_ok()
 }
 
 #[tokio::test]
 async fn a_job_whose_advisory_was_lost_is_dead_lettered_by_the_sweep() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let counted = max_deliveries_counted();
-    let env = TestEnv::new().await;
-    lose_advisories(&env).await;
-    let (id, job) = ledger_job("crash");
-    let seq = run_out_of_deliveries(&env, &job).await;
+    let stranded = stranded().await;
+    let (env, id, seq) = (&stranded.env, stranded.id, stranded.seq);
     // The consumer creates the advisories stream again, but the advisory fired already.
-    let consumer = start_consumer(&env, "1s").await;
+    let consumer = start_consumer(env, "1s").await;
 
     let letters = env.dead_letters(1).await;
     let letter = &letters[0];
     assert_eq!(header(letter, "Codigo-Dlq-Reason"), "max_deliveries");
     assert_eq!(header(letter, "Codigo-Dlq-Attempts"), "4");
     assert_eq!(header(letter, "Codigo-Job-Type"), "ledger.post");
-    assert_eq!(
-        header(letter, "Codigo-Original-Subject"),
-        env.names.job_subject("ledger.post")
-    );
+    let subject = env.names.job_subject("ledger.post");
+    assert_eq!(header(letter, "Codigo-Original-Subject"), subject);
     let body: Value = serde_json::from_slice(&letter.payload).expect("JSON body");
-    assert_eq!(body, job, "the original body, replayable");
+    assert_eq!(body, stranded.job, "the original body, replayable");
     env.wait_job_status(id, "dead_lettered").await;
     assert!(
-        !in_work_stream(&env, seq).await,
+        !in_work_stream(env, seq).await,
         "removed from the work stream"
     );
-    assert_eq!(max_deliveries_counted() - counted, 1.0);
+    assert_eq!(max_deliveries_counted() - stranded.counted, 1.0);
 
     // A job waiting for its retry (naked for an hour) is not the sweep's: several sweeps
     // later it is still in the stream and nothing more is dead-lettered.
-    let (held, job) = ledger_job("held");
-    env.publish_envelope(&job).await;
-    env.wait_job_status(held, "retrying").await;
+    let held = Uuid::now_v7();
+    let payload = json!({"account": "held", "amount_cents": 1, "currency": "EUR"});
+    env.publish_envelope(&envelope(held, "ledger.post", "acme", payload))
+        .await;
+    let held_seq = retry_recorded(env, held).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let held_seq: i64 = sqlx::query_scalar("SELECT stream_sequence FROM jobs WHERE id = $1")
-        .bind(held)
-        .fetch_one(&env.pool)
-        .await
-        .expect("row");
-    assert!(in_work_stream(&env, u64::try_from(held_seq).expect("sequence")).await);
+    assert!(in_work_stream(env, held_seq).await);
     assert_eq!(env.dead_letter_count().await, 1);
     consumer.stop().await;
-    env.cleanup().await;
+    stranded.env.cleanup().await;
 }
 
 #[tokio::test]
 async fn the_advisory_and_the_sweep_on_one_message_store_one_dead_letter() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let counted = max_deliveries_counted();
-    let env = TestEnv::new().await;
-    lose_advisories(&env).await;
-    let (id, job) = ledger_job("crash");
-    let seq = run_out_of_deliveries(&env, &job).await;
+    let stranded = stranded().await;
+    let (env, id, seq) = (&stranded.env, stranded.id, stranded.seq);
     // Its own sweep is far off: this test plays the sweep and the advisory itself.
-    let consumer = start_consumer(&env, "1h").await;
+    let consumer = start_consumer(env, "1h").await;
     consumer.wait_ready().await;
 
-    // The sweep and a late advisory handle the message at the same time, with what the
+    // The sweep and the advisory handle the message at the same time, with the code the
     // consumer runs for each of them.
     let exhausted = ExhaustedJobs {
         js: env.js.clone(),
@@ -320,11 +316,11 @@ async fn the_advisory_and_the_sweep_on_one_message_store_one_dead_letter() {
         tokio::join!(exhausted.dead_letter(&found), exhausted.dead_letter(&found));
     sweep.expect("sweep");
     advisory_path.expect("advisory");
-    assert!(!in_work_stream(&env, seq).await);
+    assert!(!in_work_stream(env, seq).await);
     env.wait_job_status(id, "dead_lettered").await;
 
     // Then the real advisory arrives, later still, through the consumer's advisory worker.
-    advisory(&env, seq).await;
+    advisory(env, seq).await;
     env.eventually(
         "the late advisory handled",
         Duration::from_secs(30),
@@ -332,7 +328,7 @@ async fn the_advisory_and_the_sweep_on_one_message_store_one_dead_letter() {
     )
     .await;
     env.dead_letters(1).await;
-    assert_eq!(max_deliveries_counted() - counted, 1.0);
+    assert_eq!(max_deliveries_counted() - stranded.counted, 1.0);
     consumer.stop().await;
-    env.cleanup().await;
+    stranded.env.cleanup().await;
 }
