@@ -19,7 +19,7 @@ use crate::events::{self, OrphanFound, OrphanSweepFailed};
 use crate::exhausted::{jetstream_error, Exhausted, ExhaustedError, ExhaustedJobs};
 use crate::pause::pause;
 
-/// Most orphans one sweep of a job type looks at; the rest wait for the next sweep.
+/// Most new orphans one sweep of a job type notes; the rest are noted by a later sweep.
 const MAX_PER_SWEEP: usize = 1000;
 
 pub struct OrphanSweep {
