@@ -59,6 +59,12 @@ pub struct Config {
     #[arg(long = "shutdown-timeout-secs", env = "CODIGO_SHUTDOWN_TIMEOUT_SECS",
           default_value = "25s", value_parser = secs())]
     pub shutdown_timeout: Duration,
+    /// How often each replica looks for messages that ran out of deliveries but are still in
+    /// the work stream, their max-deliveries advisory lost, and dead-letters them (a number is
+    /// seconds). Such a message is dead-lettered within two intervals.
+    #[arg(long = "orphan-sweep-secs", env = "CODIGO_ORPHAN_SWEEP_SECS", default_value = "30s",
+          value_parser = secs().at_least(Duration::from_millis(100)))]
+    pub orphan_sweep: Duration,
     /// Fault injection for the chaos suite (see `faults`); never set in production.
     #[arg(long, env = "CODIGO_FAULTS", default_value = "", hide = true)]
     pub faults: String,

@@ -266,6 +266,45 @@ impl Event for DeadLetterRepeated<'_> {
     }
 }
 
+/// A message the sweep found still in the work stream after JetStream stopped delivering it,
+/// one whole sweep interval later: its max-deliveries advisory was lost (or is stuck), so the
+/// sweep dead-letters it (counted by [`DeadLettered`]) or, if its job succeeded, removes it.
+pub struct OrphanFound<'a> {
+    pub job_type: &'a str,
+    pub stream_seq: u64,
+}
+
+impl Event for OrphanFound<'_> {
+    fn emit(self) {
+        let Self {
+            job_type,
+            stream_seq,
+        } = self;
+        tracing::warn!(
+            job_type,
+            stream_seq,
+            "a message JetStream no longer delivers was still in the work stream (its \
+             max-deliveries advisory was lost); dead-lettering it unless its job succeeded"
+        );
+    }
+}
+
+/// A sweep for orphans that could not finish; the next one tries again.
+pub struct OrphanSweepFailed<'a> {
+    pub job_type: &'a str,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl Event for OrphanSweepFailed<'_> {
+    fn emit(self) {
+        tracing::warn!(
+            job_type = self.job_type,
+            error = %self.error,
+            "the sweep for messages that ran out of deliveries failed; the next sweep tries again"
+        );
+    }
+}
+
 /// A database error a job met, judged by its SQLSTATE.
 pub struct DatabaseError<'a>(pub &'a DbFailure);
 

@@ -9,9 +9,11 @@ pub mod config;
 pub mod db_failure;
 pub mod dead_letters;
 pub mod events;
+pub mod exhausted;
 pub mod faults;
 pub mod handlers;
 pub mod http;
+pub mod orphans;
 pub mod pause;
 pub mod retry;
 pub mod runtime;
@@ -214,13 +216,26 @@ impl Application {
         for puller in workers.pullers(&shared, &meters, &bound) {
             tasks.spawn(puller.run(shutdown.clone(), drain_timeout));
         }
-        let advisories = Arc::new(advisories::AdvisoryWorker {
+        let exhausted = Arc::new(exhausted::ExhaustedJobs {
             js: js.clone(),
             names: names.clone(),
             pool: pool.clone(),
             dead_letters,
         });
+        let advisories = Arc::new(advisories::AdvisoryWorker {
+            js: js.clone(),
+            names: names.clone(),
+            exhausted: exhausted.clone(),
+        });
         tasks.spawn(advisories.run(shutdown.clone()));
+        let sweep = orphans::OrphanSweep {
+            js: js.clone(),
+            names: names.clone(),
+            exhausted,
+            job_types: job_types.clone(),
+            interval: config.orphan_sweep,
+        };
+        tasks.spawn(sweep.run(shutdown.clone()));
         tasks.spawn(runtime::report_pending(
             shared,
             meters.into_iter().collect(),

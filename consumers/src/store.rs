@@ -190,10 +190,13 @@ pub async fn record_retry(
     .await
 }
 
+/// Records a dead letter, with the work-stream sequence of the message: a late max-deliveries
+/// advisory for it finds the job finished.
 pub async fn record_dead_letter(
     pool: &PgPool,
     job: &JobRecord<'_>,
     error: &str,
+    stream_sequence: u64,
 ) -> Result<(), sqlx::Error> {
     upsert(
         pool,
@@ -202,7 +205,7 @@ pub async fn record_dead_letter(
         None,
         Some(error),
         true,
-        None,
+        Some(stream_sequence),
     )
     .await
 }

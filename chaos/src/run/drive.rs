@@ -278,19 +278,7 @@ pub(super) async fn drive(
         .filter(|p| p.kind == PoisonKind::Crash)
         .filter_map(|p| p.id)
         .collect();
-    while Instant::now() < deadline {
-        let done: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM jobs WHERE id = ANY($1) AND status = 'dead_lettered'",
-        )
-        .bind(&crash_ids)
-        .fetch_one(pool)
-        .await
-        .unwrap_or(0);
-        if done as usize >= crash_ids.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_dead_lettered(pool, &crash_ids, deadline).await?;
     say(started, "chaos:crash jobs dead-lettered".into());
 
     // Phase 2, calm: workers without crashes; slow jobs must then never be redelivered, also
@@ -414,4 +402,41 @@ pub(super) async fn drive(
         slow: slow_ids,
         injected,
     })
+}
+
+/// Waits until every job of `ids` is `dead_lettered` in `jobs`; at the deadline, fails naming
+/// the ones that are not.
+async fn wait_dead_lettered(
+    pool: &PgPool,
+    ids: &[Uuid],
+    deadline: Instant,
+) -> Result<(), ChaosError> {
+    let mut missing: Vec<Uuid> = ids.to_vec();
+    loop {
+        let done: Result<Vec<Uuid>, _> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE id = ANY($1) AND status = 'dead_lettered'",
+        )
+        .bind(&missing)
+        .fetch_all(pool)
+        .await;
+        if let Ok(done) = done {
+            let done: HashSet<Uuid> = done.into_iter().collect();
+            missing.retain(|id| !done.contains(id));
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let named: Vec<String> = missing.iter().map(Uuid::to_string).collect();
+            return Err(ChaosError::Check(format!(
+                "{} of {} chaos:crash jobs were not dead-lettered by the deadline (their jobs row \
+                 is not dead_lettered): {}; look for their max-deliveries advisories and the \
+                 orphan sweep in the consumer logs (--keep-dir keeps them)",
+                missing.len(),
+                ids.len(),
+                named.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

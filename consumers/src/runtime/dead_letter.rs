@@ -39,7 +39,9 @@ pub(crate) async fn dead_letter(
         return;
     }
     if let Some(record) = record {
-        if let Err(db) = store::record_dead_letter(&shared.pool, record, error).await {
+        if let Err(db) =
+            store::record_dead_letter(&shared.pool, record, error, delivery.stream_sequence).await
+        {
             tracing::warn!(error = %db, "dead letter stored but the jobs row was not updated");
         }
     }
