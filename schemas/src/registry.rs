@@ -124,6 +124,11 @@ impl Registry {
 }
 
 fn collect(validator: &Validator, instance: &Value, prefix: &str) -> Result<(), SchemaError> {
+    // Every job passes through here on both sides: the boolean check skips building error
+    // iterators and paths for the valid majority.
+    if validator.is_valid(instance) {
+        return Ok(());
+    }
     let violations: Vec<Violation> = validator
         .iter_errors(instance)
         .map(|error| Violation {
