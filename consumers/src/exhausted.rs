@@ -107,8 +107,14 @@ impl ExhaustedJobs {
         if let Some(envelope) = &envelope {
             let submitted = Submitted::of_envelope(envelope);
             let record = JobRecord::new(envelope.id, &job_type, exhausted.deliveries, submitted);
-            store::record_dead_letter(&self.pool, &record, &last_error, exhausted.stream_seq)
-                .await?;
+            store::record_failure(
+                &self.pool,
+                &record,
+                JobState::DeadLettered,
+                &last_error,
+                exhausted.stream_seq,
+            )
+            .await?;
         }
         delete(&stream, exhausted.stream_seq).await
     }
@@ -168,7 +174,7 @@ impl ExhaustedJobs {
         if let Some(job) = &row {
             let submitted = Submitted::of_stored(job);
             let record = JobRecord::new(job.id, &job.job_type, exhausted.deliveries, submitted);
-            store::record_dead_letter(&self.pool, &record, &error, seq).await?;
+            store::record_failure(&self.pool, &record, JobState::DeadLettered, &error, seq).await?;
         }
         tracing::error!(
             job_id = row.as_ref().map(|job| job.id.to_string()),

@@ -26,9 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use codigo_common::app::Connections;
 use codigo_common::nats;
 use codigo_common::shutdown::Shutdown;
-use codigo_common::{db, jetstream, telemetry, Names};
+use codigo_common::{db, jetstream, telemetry};
 use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 
@@ -40,9 +41,7 @@ pub struct Application {
     listener: TcpListener,
     config: Config,
     job_types: Vec<&'static str>,
-    names: Names,
-    client: async_nats::Client,
-    pool: sqlx::PgPool,
+    connections: Connections,
     /// Workers given by the caller, served on top of CODIGO_JOB_TYPES.
     overrides: runtime::Runtime,
     overrides_error: Option<codigo_schemas::BadSchema>,
@@ -58,19 +57,12 @@ fn patient() -> ExponentialBuilder {
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let job_types = config.validate().map_err(StartError::config)?;
-        let codigo_common::app::Connections {
-            names,
-            client,
-            pool,
-        } = codigo_common::app::connect(&config.service, "codigo-consumer").await?;
-        let listener = codigo_common::app::bind(config.http_addr).await?;
+        let connections = codigo_common::app::connect(&config.service, "codigo-consumer").await?;
         Ok(Self {
-            listener,
+            listener: codigo_common::app::bind(config.http_addr).await?,
             config,
             job_types,
-            names,
-            client,
-            pool,
+            connections,
             overrides: runtime::Runtime::new(),
             overrides_error: None,
         })
@@ -100,9 +92,12 @@ impl Application {
             listener,
             config,
             job_types,
-            names,
-            client,
-            pool,
+            connections:
+                Connections {
+                    names,
+                    client,
+                    pool,
+                },
             overrides,
             overrides_error,
         } = self;

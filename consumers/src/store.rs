@@ -170,41 +170,24 @@ pub async fn record_successes(
     .map(drop)
 }
 
-/// Records a failed delivery, with its work-stream sequence: a max-deliveries advisory for a
-/// message that has left the stream finds the job by it.
-pub async fn record_retry(
+/// Records a failed delivery (`Retrying`) or a dead letter (`DeadLettered`) with the
+/// work-stream sequence of its message: a max-deliveries advisory for a message that has left
+/// the stream finds the job by it, and a late one finds the job finished.
+pub async fn record_failure(
     pool: &PgPool,
     job: &JobRecord<'_>,
+    state: JobState,
     error: &str,
     stream_sequence: u64,
 ) -> Result<(), sqlx::Error> {
+    let finished = state.is_final();
     upsert(
         pool,
         job,
-        JobState::Retrying,
+        state,
         None,
         Some(error),
-        false,
-        Some(stream_sequence),
-    )
-    .await
-}
-
-/// Records a dead letter, with the work-stream sequence of the message: a late max-deliveries
-/// advisory for it finds the job finished.
-pub async fn record_dead_letter(
-    pool: &PgPool,
-    job: &JobRecord<'_>,
-    error: &str,
-    stream_sequence: u64,
-) -> Result<(), sqlx::Error> {
-    upsert(
-        pool,
-        job,
-        JobState::DeadLettered,
-        None,
-        Some(error),
-        true,
+        finished,
         Some(stream_sequence),
     )
     .await

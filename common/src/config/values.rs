@@ -198,34 +198,25 @@ mod tests {
         workers: usize,
     }
 
-    fn parse(args: &[&str]) -> Result<Settings, clap::Error> {
-        Settings::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+    /// Parses a command line written as one string (no argument here holds a space).
+    fn parse(command_line: &str) -> Result<Settings, clap::Error> {
+        Settings::try_parse_from(std::iter::once("test").chain(command_line.split_whitespace()))
     }
 
     #[test]
     fn plain_numbers_keep_their_unit_and_units_are_accepted() {
-        let defaults = parse(&[]).expect("defaults");
-        assert_eq!(defaults.wait_secs, Duration::from_secs(30));
-        assert_eq!(defaults.attempt_ms, Duration::from_secs(2));
-        assert_eq!(
-            defaults.steps_secs,
-            [Duration::from_secs(30), Duration::from_secs(60)]
-        );
-        let set = parse(&[
-            "--wait-secs",
-            "45",
-            "--attempt-ms",
-            "1.5s",
-            "--steps-secs",
-            "500ms,2",
-        ])
-        .expect("parses");
-        assert_eq!(set.wait_secs, Duration::from_secs(45));
-        assert_eq!(set.attempt_ms, Duration::from_millis(1500));
-        assert_eq!(
-            set.steps_secs,
-            [Duration::from_millis(500), Duration::from_secs(2)]
-        );
+        let (s, ms) = (Duration::from_secs, Duration::from_millis);
+        for (command_line, expected) in [
+            ("", (s(30), s(2), vec![s(30), s(60)])),
+            (
+                "--wait-secs 45 --attempt-ms 1.5s --steps-secs 500ms,2",
+                (s(45), ms(1500), vec![ms(500), s(2)]),
+            ),
+        ] {
+            let set = parse(command_line).expect(command_line);
+            let got = (set.wait_secs, set.attempt_ms, set.steps_secs);
+            assert_eq!(got, expected, "{command_line:?}");
+        }
         assert_eq!(days().parse("14"), Ok(Duration::from_secs(14 * 86_400)));
         assert_eq!(days().parse("12h"), Ok(Duration::from_secs(12 * 3600)));
     }
@@ -251,7 +242,7 @@ mod tests {
             ),
             (["--steps-secs", "1,x"], "--steps-secs: "),
         ] {
-            let error = parse(&args).expect_err(args[1]);
+            let error = parse(&args.join(" ")).expect_err(args[1]);
             assert_eq!(error.kind(), ErrorKind::ValueValidation);
             let message = error.to_string();
             assert!(message.contains(expected), "{message}");

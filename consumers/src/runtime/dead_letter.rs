@@ -1,6 +1,6 @@
 //! Dead-lettering a delivery: the dead letter stored first, then the jobs row, then the term.
 use async_nats::jetstream::AckKind;
-use codigo_common::contract::DlqReason;
+use codigo_common::contract::{DlqReason, JobState};
 
 use super::delivery::Delivery;
 use super::settle::nak;
@@ -39,8 +39,14 @@ pub(crate) async fn dead_letter(
         return;
     }
     if let Some(record) = record {
-        if let Err(db) =
-            store::record_dead_letter(&shared.pool, record, error, delivery.stream_sequence).await
+        if let Err(db) = store::record_failure(
+            &shared.pool,
+            record,
+            JobState::DeadLettered,
+            error,
+            delivery.stream_sequence,
+        )
+        .await
         {
             tracing::warn!(error = %db, "dead letter stored but the jobs row was not updated");
         }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use codigo_common::contract::DlqReason;
+use codigo_common::contract::{DlqReason, JobState};
 use codigo_common::telemetry;
 use time::OffsetDateTime;
 use tracing::Instrument;
@@ -96,8 +96,14 @@ pub(crate) async fn settle_failure(
         ErrorKind::Unavailable => None,
     };
     let stream_sequence = delivery.stream_sequence;
-    if let Err(db) =
-        store::record_retry(&shared.pool, record, error.message(), stream_sequence).await
+    if let Err(db) = store::record_failure(
+        &shared.pool,
+        record,
+        JobState::Retrying,
+        error.message(),
+        stream_sequence,
+    )
+    .await
     {
         tracing::debug!(error = %db, "could not record the retry");
     }
