@@ -6,6 +6,8 @@
 //! HTTP targets. Public so that users can test their own handlers the same way.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "proptest")]
+pub mod arbitrary;
 mod binary;
 mod child;
 #[cfg(feature = "consumer")]
