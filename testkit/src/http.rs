@@ -53,6 +53,30 @@ impl Reply {
     }
 }
 
+/// Posts `body` to `url` until the gateway accepts it (202), for 30 s at most: a gateway just
+/// started refuses jobs until its streams are in place.
+pub async fn post_until_accepted(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &Value,
+) -> reqwest::Response {
+    for _ in 0..600 {
+        let response = http
+            .post(url)
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("post");
+        if response.status() == StatusCode::ACCEPTED {
+            return response;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the gateway never accepted the job");
+}
+
 pub async fn read(response: reqwest::Response) -> Reply {
     let status = response.status();
     let headers = response.headers().clone();

@@ -21,6 +21,8 @@ pub mod process;
 mod producer;
 mod scratch;
 mod targets;
+#[cfg(feature = "consumer")]
+mod workers;
 
 pub use binary::{binary_dir, binary_dir_holding, binary_path, command, command_with_only};
 pub use child::{ChildProcess, Exited};
@@ -33,6 +35,8 @@ pub use nats_server::NatsServer;
 pub use producer::TestProducer;
 pub use scratch::{free_port, ScratchDir};
 pub use targets::{respond_with, serve};
+#[cfg(feature = "consumer")]
+pub use workers::AlwaysRetry;
 
 /// Command-line flags written as one line, split at whitespace: `flags("--max-deliver 3")`.
 pub fn flags(line: &str) -> Vec<&str> {
