@@ -5,7 +5,9 @@ mod gateway;
 
 use std::time::Duration;
 
-use codigo_testkit::{free_port, ChildProcess, NatsServer, TestEnv};
+use codigo_testkit::{
+    assert_no_secret, free_port, unique_secrets, ChildProcess, NatsServer, TestEnv,
+};
 use gateway::{ledger, ledger_payload, stored, Gateway, Reply, ALPHA, BETA, GAMMA, SCOPED};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -372,25 +374,11 @@ fn start_producer(vars: &[(&str, String)]) -> ChildProcess {
     ChildProcess::spawn("codigo-producer", command)
 }
 
-fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
-    for secret in secrets {
-        assert!(!text.contains(secret), "{what} leaks {secret:?}:\n{text}");
-    }
-}
-
 #[tokio::test]
 async fn secrets_never_reach_logs_errors_or_metrics() {
-    let unique = Uuid::new_v4().simple().to_string();
-    let api_token = format!("api-token-{unique}");
-    let nats_password = format!("nats-password-{unique}");
-    let db_password = format!("db-password-{unique}");
-    let guessed_token = format!("guessed-token-{unique}");
-    let secrets = [
-        api_token.as_str(),
-        nats_password.as_str(),
-        db_password.as_str(),
-        guessed_token.as_str(),
-    ];
+    let (unique, [api_token, nats_password, db_password, guessed_token]) =
+        unique_secrets(["api-token", "nats-password", "db-password", "guessed-token"]);
+    let secrets = [&api_token, &nats_password, &db_password, &guessed_token];
 
     // NATS refuses the password (the server has another one); Postgres has no such role.
     let nats = NatsServer::with_user("codigo", &format!("right-{unique}"));

@@ -20,6 +20,7 @@ pub mod process;
 #[cfg(feature = "producer")]
 mod producer;
 mod scratch;
+mod secrets;
 mod targets;
 #[cfg(feature = "consumer")]
 mod workers;
@@ -34,6 +35,7 @@ pub use nats_server::NatsServer;
 #[cfg(feature = "producer")]
 pub use producer::TestProducer;
 pub use scratch::{free_port, ScratchDir};
+pub use secrets::{assert_no_secret, unique_secrets};
 pub use targets::{respond_with, serve};
 #[cfg(feature = "consumer")]
 pub use workers::AlwaysRetry;
