@@ -28,6 +28,11 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Asserts the status, showing the body when it is another.
+    pub fn assert_status(&self, status: StatusCode) {
+        assert_eq!(self.status, status, "{}", self.text);
+    }
+
     /// Asserts a problem+json answer of the given status and problem type.
     pub fn assert_problem(&self, status: StatusCode, slug: &str) {
         assert_eq!(self.status, status, "{}", self.text);
