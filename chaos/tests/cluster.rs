@@ -4,25 +4,16 @@
 //! its peers, the leader cut off from its clients, consumer kills and aborts between commit
 //! and ack; nothing accepted may be lost or applied twice, and the consumers ride out every
 //! leader change without being restarted.
-use std::path::PathBuf;
+mod common;
 
 use codigo_chaos::check::FaultKind;
-use codigo_chaos::{run, Plan};
-
-/// The binaries, the consumer with fault injection (its `chaos` feature).
-fn bin_dir() -> PathBuf {
-    codigo_chaos::bins::build_for_tests().expect("the chaos binaries build")
-}
+use codigo_chaos::Plan;
+use common::{bin_dir, run_losing_nothing};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_loses_and_duplicates_nothing_under_kills_pauses_and_partitions() {
     let plan = Plan::small_cluster(bin_dir(), 3);
-    let report = run(&plan).await.expect("the chaos run completes");
-    let table = report.table();
-    println!("{table}");
-    assert!(report.passed(), "{table}");
-    assert!(report.accepted >= plan.jobs, "{table}");
-    assert_eq!((report.lost, report.duplicated), (0, 0), "{table}");
+    let (report, table) = run_losing_nothing(&plan).await;
     let injected = &report.injected;
     assert_eq!(injected.cluster_size, 3, "{table}");
     for kind in [

@@ -16,6 +16,11 @@ fn judged(error: sqlx::Error) -> (DbErrorClass, Option<String>) {
     (failure.class(), failure.sqlstate().map(str::to_owned))
 }
 
+/// Asserts that the consumer judges `error` (from `what`) of `class`, with SQLSTATE `code`.
+fn assert_judged(what: &str, error: sqlx::Error, class: DbErrorClass, code: &str) {
+    assert_eq!(judged(error), (class, Some(code.to_owned())), "{what}");
+}
+
 async fn failing(conn: &mut PgConnection, sql: &str) -> sqlx::Error {
     match conn.execute(sql).await {
         Ok(_) => panic!("{sql} succeeded"),
@@ -82,11 +87,7 @@ async fn real_sqlstates_are_judged_by_class() {
         ),
     ] {
         let error = failing(&mut conn, sql).await;
-        assert_eq!(
-            judged(error),
-            (DbErrorClass::Job, Some(code.to_owned())),
-            "{sql}"
-        );
+        assert_judged(sql, error, DbErrorClass::Job, code);
     }
 
     // Class 42: our own statements do not fit the database.
@@ -95,11 +96,7 @@ async fn real_sqlstates_are_judged_by_class() {
         ("SELECT no_such_column FROM jobs", "42703"),
     ] {
         let error = failing(&mut conn, sql).await;
-        assert_eq!(
-            judged(error),
-            (DbErrorClass::Deployment, Some(code.to_owned())),
-            "{sql}"
-        );
+        assert_judged(sql, error, DbErrorClass::Deployment, code);
     }
     conn.execute(format!("GRANT USAGE ON SCHEMA public TO {}", role.name).as_str())
         .await
@@ -108,17 +105,21 @@ async fn real_sqlstates_are_judged_by_class() {
         .await
         .expect("connect as the role");
     let error = failing(&mut unprivileged, "SELECT count(*) FROM jobs").await;
-    assert_eq!(
-        judged(error),
-        (DbErrorClass::Deployment, Some("42501".to_owned()))
+    assert_judged(
+        "a table without privileges",
+        error,
+        DbErrorClass::Deployment,
+        "42501",
     );
     unprivileged.close().await.ok();
 
     // Class 57: operator intervention, a statement timeout.
     let error = failing(&mut conn, "SET statement_timeout = 50; SELECT pg_sleep(5)").await;
-    assert_eq!(
-        judged(error),
-        (DbErrorClass::Transient, Some("57014".to_owned()))
+    assert_judged(
+        "a statement timeout",
+        error,
+        DbErrorClass::Transient,
+        "57014",
     );
     conn.execute("SET statement_timeout = 0")
         .await
@@ -151,9 +152,11 @@ async fn real_sqlstates_are_judged_by_class() {
         .into_iter()
         .next()
         .expect("one of the transactions is refused");
-    assert_eq!(
-        judged(error),
-        (DbErrorClass::Transient, Some("40001".to_owned()))
+    assert_judged(
+        "a serialization failure",
+        error,
+        DbErrorClass::Transient,
+        "40001",
     );
 
     // 40P01: two transactions that lock two rows in opposite orders.
@@ -170,10 +173,7 @@ async fn real_sqlstates_are_judged_by_class() {
         other.execute("UPDATE rw SET v = v WHERE v = 10"),
     );
     let error = a.err().or(b.err()).expect("Postgres breaks the deadlock");
-    assert_eq!(
-        judged(error),
-        (DbErrorClass::Transient, Some("40P01".to_owned()))
-    );
+    assert_judged("a deadlock", error, DbErrorClass::Transient, "40P01");
     conn.execute("ROLLBACK").await.ok();
     other.execute("ROLLBACK").await.ok();
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use codigo_testkit::http::post_until_accepted;
 use codigo_testkit::{envelope, flags, TestConsumer, TestEnv, TestProducer};
 use serde_json::json;
 use uuid::Uuid;
@@ -38,20 +39,7 @@ async fn publish(env: &TestEnv, tenant: Option<&str>, account: &str, amount_cent
 async fn submit(http: &reqwest::Client, addr: SocketAddr, token: &str, amount_cents: i64) {
     let job = json!({"type": "ledger.post",
         "payload": {"account": "shared", "amount_cents": amount_cents, "currency": "EUR"}});
-    for _ in 0..600 {
-        let response = http
-            .post(format!("http://{addr}/v1/jobs"))
-            .bearer_auth(token)
-            .json(&job)
-            .send()
-            .await
-            .expect("post");
-        if response.status() == reqwest::StatusCode::ACCEPTED {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the gateway never accepted the job");
+    post_until_accepted(http, &format!("http://{addr}/v1/jobs"), token, &job).await;
 }
 
 async fn succeeded(env: &TestEnv) -> i64 {
@@ -251,13 +239,7 @@ async fn migrating_keeps_entries_and_balances_written_before_tenants() {
         ])
     );
     // Balances are keyed by tenant now: the same account of another tenant is another row.
-    sqlx::query(
-        "INSERT INTO account_balances (tenant, account, currency, balance_cents)
-         VALUES ('gamma', 'shared', 'EUR', 1)",
-    )
-    .execute(&env.pool)
-    .await
-    .expect("a third tenant's own balance");
+    env.insert_balance("gamma", "shared", "EUR", 1).await;
     let tenant_is_required = sqlx::query(
         "INSERT INTO ledger_entries (job_id, account, currency, amount_cents)
          VALUES ($1, 'shared', 'EUR', 1)",

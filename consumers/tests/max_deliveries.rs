@@ -6,30 +6,15 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, consumer::PullConsumer, stream::Stream, AckKind};
-use async_trait::async_trait;
 use bytes::Bytes;
 use codigo_consumer::dead_letters::DeadLetters;
 use codigo_consumer::exhausted::{Exhausted, ExhaustedJobs};
-use codigo_consumer::runtime::{Done, JobCtx, JobError, JobTx, Worker};
 use codigo_schemas::LedgerPost;
-use codigo_testkit::{envelope, flags, header, metric_value, TestConsumer, TestEnv};
+use codigo_testkit::{envelope, flags, header, metric_value, AlwaysRetry, TestConsumer, TestEnv};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-/// Fails every job for a while: one delivery, one `retrying` row, no redelivery in the test.
-struct RetryMuchLater;
-
-#[async_trait]
-impl Worker<LedgerPost> for RetryMuchLater {
-    async fn work(&self, _job: &JobCtx<'_, LedgerPost>, _tx: &mut JobTx) -> Result<Done, JobError> {
-        Err(JobError::retry_after(
-            Some(Duration::from_secs(3600)),
-            "target still failing",
-        ))
-    }
-}
 
 /// Deliveries per job in these tests: `TestEnv`'s durables and the consumer agree on it.
 const MAX_DELIVER: u64 = 4;
@@ -40,7 +25,10 @@ async fn start_consumer(env: &TestEnv, orphan_sweep: &str) -> TestConsumer {
          --orphan-sweep-secs {orphan_sweep}"
     );
     TestConsumer::spawn_with(env, &flags(&settings), |app| {
-        app.with_worker::<LedgerPost>(RetryMuchLater)
+        // Every job fails for a while: one delivery, one `retrying` row, no redelivery here.
+        let retry_much_later =
+            AlwaysRetry::after(Duration::from_secs(3600), "target still failing");
+        app.with_worker::<LedgerPost>(retry_much_later)
     })
     .await
 }

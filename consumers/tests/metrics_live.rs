@@ -273,6 +273,13 @@ async fn submit(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Submits `body`, which the producer must accept; returns its answer.
+async fn submit_accepted(http: &reqwest::Client, producer: &TestProducer, body: Value) -> Value {
+    let (status, answer) = submit(http, producer, body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    answer
+}
+
 fn ledger(account: &str, amount: i64) -> Value {
     json!({"type": "ledger.post",
            "payload": {"account": account, "amount_cents": amount, "currency": "EUR"}})
@@ -286,6 +293,11 @@ const WEBHOOK: &str = "webhook.deliver";
 const ACKS: &str = "codigo_consumer_acks_total";
 const DEAD: &str = "codigo_consumer_dead_letters_total";
 const PUBLISHED: &str = "codigo_gateway_jobs_published_total";
+const PROCESSED: &str = "codigo_job_processing_duration_seconds_count";
+const END_TO_END: &str = "codigo_job_end_to_end_duration_seconds_count";
+const PENDING: &str = "codigo_consumer_pending_messages";
+/// The dead-letter reason of a job that ran out of deliveries.
+const EXHAUSTED: &str = "max_deliveries";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn live_metrics_match_the_contract_and_the_jobs_processed() {
@@ -298,43 +310,29 @@ async fn live_metrics_match_the_contract_and_the_jobs_processed() {
 
     // Three distinct ledger jobs, one repeated submission, one invalid.
     for n in 1..=3 {
-        let (status, body) =
-            submit(&http, &producer, ledger(&format!("metrics-{n}"), 100 * n)).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let body =
+            submit_accepted(&http, &producer, ledger(&format!("metrics-{n}"), 100 * n)).await;
         assert_eq!(body["duplicate"], false);
     }
     let mut repeated = ledger("metrics-dup", 7);
     repeated["idempotency_key"] = json!("metrics-dup-1");
-    let (status, first) = submit(&http, &producer, repeated.clone()).await;
-    assert_eq!(
-        (status, &first["duplicate"]),
-        (StatusCode::ACCEPTED, &json!(false))
-    );
-    let (status, second) = submit(&http, &producer, repeated).await;
-    assert_eq!(
-        (status, &second["duplicate"]),
-        (StatusCode::ACCEPTED, &json!(true))
-    );
+    let first = submit_accepted(&http, &producer, repeated.clone()).await;
+    assert_eq!(first["duplicate"], false);
+    let second = submit_accepted(&http, &producer, repeated).await;
+    assert_eq!(second["duplicate"], true);
     assert_eq!(first["id"], second["id"]);
     let (status, body) = submit(&http, &producer, ledger("metrics-bad", 0)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 
     // Webhooks: one refused target (loopback, private addresses not allowed) fails
     // permanently; one unresolvable host is retried until MaxDeliver runs out.
-    let (status, body) = submit(
-        &http,
-        &producer,
-        json!({"type": WEBHOOK, "payload": {"url": "http://127.0.0.1:9/hook", "body": {"n": 1}}}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let (status, body) = submit(
-        &http,
-        &producer,
-        json!({"type": WEBHOOK, "payload": {"url": "http://codigo-metrics-test.invalid/hook", "body": {"n": 2}}}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    for (n, url) in [
+        (1, "http://127.0.0.1:9/hook"),
+        (2, "http://codigo-metrics-test.invalid/hook"),
+    ] {
+        let job = json!({"type": WEBHOOK, "payload": {"url": url, "body": {"n": n}}});
+        submit_accepted(&http, &producer, job).await;
+    }
 
     // Upstream systems publishing straight to JetStream: not JSON, and not an envelope.
     let subject = env.names.job_subject(LEDGER);
@@ -370,46 +368,18 @@ async fn live_metrics_match_the_contract_and_the_jobs_processed() {
         (DEAD, &[("job_type", LEDGER), ("reason", "decode")], 1.0),
         (DEAD, &[("job_type", LEDGER), ("reason", "schema")], 1.0),
         (DEAD, &[("job_type", LEDGER), ("reason", "permanent")], 0.0),
-        (
-            DEAD,
-            &[("job_type", LEDGER), ("reason", "max_deliveries")],
-            0.0,
-        ),
+        (DEAD, &[("job_type", LEDGER), ("reason", EXHAUSTED)], 0.0),
         (DEAD, &[("job_type", WEBHOOK), ("reason", "decode")], 0.0),
         (DEAD, &[("job_type", WEBHOOK), ("reason", "schema")], 0.0),
         (DEAD, &[("job_type", WEBHOOK), ("reason", "permanent")], 1.0),
-        (
-            DEAD,
-            &[("job_type", WEBHOOK), ("reason", "max_deliveries")],
-            1.0,
-        ),
-        (
-            "codigo_job_processing_duration_seconds_count",
-            &[("job_type", LEDGER)],
-            4.0,
-        ),
-        (
-            "codigo_job_processing_duration_seconds_count",
-            &[("job_type", WEBHOOK)],
-            5.0,
-        ),
-        (
-            "codigo_job_end_to_end_duration_seconds_count",
-            &[("job_type", LEDGER)],
-            4.0,
-        ),
+        (DEAD, &[("job_type", WEBHOOK), ("reason", EXHAUSTED)], 1.0),
+        (PROCESSED, &[("job_type", LEDGER)], 4.0),
+        (PROCESSED, &[("job_type", WEBHOOK)], 5.0),
+        (END_TO_END, &[("job_type", LEDGER)], 4.0),
         ("codigo_consumer_in_flight", &[("job_type", LEDGER)], 0.0),
         ("codigo_consumer_in_flight", &[("job_type", WEBHOOK)], 0.0),
-        (
-            "codigo_consumer_pending_messages",
-            &[("job_type", LEDGER)],
-            0.0,
-        ),
-        (
-            "codigo_consumer_pending_messages",
-            &[("job_type", WEBHOOK)],
-            0.0,
-        ),
+        (PENDING, &[("job_type", LEDGER)], 0.0),
+        (PENDING, &[("job_type", WEBHOOK)], 0.0),
     ];
     let matches = |page: &Scrape| {
         expected_consumer
@@ -458,10 +428,7 @@ async fn live_metrics_match_the_contract_and_the_jobs_processed() {
             "codigo_job_processing_duration_seconds_bucket",
             &[("job_type", job_type), ("le", "+Inf")],
         );
-        let count = page.get(
-            "codigo_job_processing_duration_seconds_count",
-            &[("job_type", job_type)],
-        );
+        let count = page.get(PROCESSED, &[("job_type", job_type)]);
         assert_eq!(inf, count);
     }
     let e2e = page.get(

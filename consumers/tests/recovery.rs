@@ -31,12 +31,17 @@ async fn wait_applied(env: &TestEnv, account: &str, expected: i64) {
     .await;
 }
 
+/// Publishes `count` jobs to `account` and waits until all are applied: the worker works.
+async fn apply_jobs(env: &TestEnv, account: &str, count: usize) {
+    env.publish_ledger_jobs(account, count).await;
+    wait_applied(env, account, count as i64).await;
+}
+
 #[tokio::test]
 async fn a_worker_rebinds_when_its_durable_consumer_is_deleted_and_carries_on() {
     let env = TestEnv::new().await;
     let consumer = start_consumer(&env).await;
-    env.publish_ledger_jobs("before", 20).await;
-    wait_applied(&env, "before", 20).await;
+    apply_jobs(&env, "before", 20).await;
 
     // An operator deletes the durable consumer under the running worker.
     let stream = env
@@ -54,8 +59,7 @@ async fn a_worker_rebinds_when_its_durable_consumer_is_deleted_and_carries_on() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    env.publish_ledger_jobs("after", 20).await;
-    wait_applied(&env, "after", 20).await;
+    apply_jobs(&env, "after", 20).await;
     let info = stream
         .consumer_info(&durable)
         .await
@@ -98,8 +102,7 @@ async fn admin(env: &TestEnv, sql: &str) {
 async fn jobs_are_held_while_postgres_refuses_writes_and_finish_when_it_is_back() {
     let env = TestEnv::new().await;
     let consumer = start_consumer(&env).await;
-    env.publish_ledger_jobs("warm-up", 1).await;
-    wait_applied(&env, "warm-up", 1).await;
+    apply_jobs(&env, "warm-up", 1).await;
 
     // A failover leaves the database read-only for a while: every write fails with SQLSTATE
     // 25006 although nothing is wrong with the jobs.

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use codigo_testkit::{respond_with, ChildProcess, NatsServer, TestEnv};
+use codigo_testkit::{
+    assert_no_secret, respond_with, unique_secrets, ChildProcess, NatsServer, TestEnv,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -15,12 +17,6 @@ fn start_consumer(vars: &[(&str, String)]) -> ChildProcess {
     let mut command = codigo_testkit::command_with_only("codigo-consumer", vars);
     command.env("LOG_FORMAT", "json").env("RUST_LOG", "trace");
     ChildProcess::spawn_service("codigo-consumer", command)
-}
-
-fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
-    for secret in secrets {
-        assert!(!text.contains(secret), "{what} leaks {secret:?}:\n{text}");
-    }
 }
 
 async fn get_text(http: &reqwest::Client, url: &str) -> String {
@@ -36,10 +32,8 @@ async fn get_text(http: &reqwest::Client, url: &str) -> String {
 
 #[tokio::test]
 async fn failing_dependencies_do_not_leak_credentials() {
-    let unique = Uuid::new_v4().simple().to_string();
-    let nats_password = format!("nats-password-{unique}");
-    let db_password = format!("db-password-{unique}");
-    let signing_key = format!("signing-key-{unique}");
+    let (unique, [nats_password, db_password, signing_key]) =
+        unique_secrets(["nats-password", "db-password", "signing-key"]);
     let nats = NatsServer::with_user("codigo", &format!("right-{unique}"));
 
     let consumer = start_consumer(&[
@@ -60,11 +54,7 @@ async fn failing_dependencies_do_not_leak_credentials() {
     consumer.wait_for_log("uthorization").await;
     let metrics = get_text(&http, &consumer.url("/metrics")).await;
     assert!(metrics.contains("codigo_consumer_acks_total"), "{metrics}");
-    let secrets = [
-        nats_password.as_str(),
-        db_password.as_str(),
-        signing_key.as_str(),
-    ];
+    let secrets = [&nats_password, &db_password, &signing_key];
     assert_no_secret(
         "/readyz and /metrics",
         &format!("{ready}\n{metrics}"),
@@ -93,8 +83,7 @@ async fn flaky_target() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn signing_key_stays_out_of_logs_while_delivering_webhooks() {
     let env = TestEnv::new().await;
-    let unique = Uuid::new_v4().simple().to_string();
-    let signing_key = format!("signing-key-{unique}");
+    let (_, [signing_key]) = unique_secrets(["signing-key"]);
     let (target, hits) = flaky_target().await;
 
     let mut vars = env.env_vars();

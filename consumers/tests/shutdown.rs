@@ -37,13 +37,7 @@ async fn sigterm_exits_within_the_budget_with_every_ack_and_nak_delivered() {
     // row the test keeps locked: it hangs in its transaction past the drain timeout.
     let stuck = Uuid::now_v7();
     let mut locker = env.lock_job_row(stuck).await;
-    sqlx::query(
-        "INSERT INTO account_balances (tenant, account, currency, balance_cents)
-         VALUES ('test', 'slow', 'EUR', 0)",
-    )
-    .execute(&env.pool)
-    .await
-    .expect("balance");
+    env.insert_balance("test", "slow", "EUR", 0).await;
     sqlx::query("SELECT 1 FROM account_balances WHERE account = 'slow' FOR UPDATE")
         .execute(&mut locker)
         .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use codigo_consumer::runtime::{Done, JobCtx, JobError, JobTx, Worker};
 use codigo_schemas::LedgerPost;
-use codigo_testkit::{envelope, flags, TestConsumer, TestEnv};
+use codigo_testkit::{envelope, flags, AlwaysRetry, TestConsumer, TestEnv};
 use serde_json::json;
 use sqlx::Executor;
 use tokio::sync::Notify;
@@ -84,22 +84,6 @@ async fn slow_jobs_hold_only_their_own_slots() {
     env.cleanup().await;
 }
 
-/// Fails every job, to be retried much later; counts its calls.
-struct RetryLater {
-    calls: Arc<AtomicUsize>,
-}
-
-#[async_trait]
-impl Worker<LedgerPost> for RetryLater {
-    async fn work(&self, _job: &JobCtx<'_, LedgerPost>, _tx: &mut JobTx) -> Result<Done, JobError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Err(JobError::retry_after(
-            Some(Duration::from_secs(3600)),
-            "try again later",
-        ))
-    }
-}
-
 #[tokio::test]
 async fn a_job_whose_retry_is_slow_to_record_is_not_redelivered() {
     let env = TestEnv::new().await;
@@ -108,16 +92,14 @@ async fn a_job_whose_retry_is_slow_to_record_is_not_redelivered() {
     let mut locker = env.lock_job_row(id).await;
 
     // Two replicas: a redelivery has an idle worker to go to.
-    let calls = Arc::new(AtomicUsize::new(0));
+    let retry_later = AlwaysRetry::after(Duration::from_secs(3600), "try again later");
     let mut replicas = Vec::new();
     for _ in 0..2 {
         replicas.push(
             start_consumer(
                 &env,
                 &["--concurrency", "4", "--ack-wait-secs", "2"],
-                Arc::new(RetryLater {
-                    calls: calls.clone(),
-                }),
+                retry_later.clone(),
             )
             .await,
         );
@@ -131,7 +113,7 @@ async fn a_job_whose_retry_is_slow_to_record_is_not_redelivered() {
     job.as_object_mut().expect("envelope").remove("tenant");
     env.publish_envelope(&job).await;
     env.eventually("the job handled", Duration::from_secs(60), || async {
-        calls.load(Ordering::SeqCst) >= 1
+        retry_later.calls() >= 1
     })
     .await;
     // Four ack waits with the retry stuck behind the lock.
@@ -148,7 +130,7 @@ async fn a_job_whose_retry_is_slow_to_record_is_not_redelivered() {
         .await
         .expect("consumer info");
     assert_eq!(
-        calls.load(Ordering::SeqCst),
+        retry_later.calls(),
         1,
         "handled once: never redelivered while its retry was being recorded"
     );

@@ -322,6 +322,15 @@ fn json_report(url: &str, extra: &[&str]) -> (i32, Value) {
     (run.code, report)
 }
 
+/// The JSON report on `fixture`, after checking the verdict it gives: its exit code and
+/// status.
+fn judged(fixture: &Fixture, extra: &[&str], code: i32, status: &str) -> Value {
+    let (exit, report) = json_report(&fixture.url, extra);
+    assert_eq!(exit, code, "{report:#}");
+    assert_eq!(report["status"], status);
+    report
+}
+
 fn slo<'a>(report: &'a Value, name: &str, job_type: Option<&str>) -> &'a Value {
     report["slos"]
         .as_array()
@@ -398,9 +407,7 @@ fn check_steady_slos(report: &Value) {
 #[test]
 fn within_budget_exits_0() {
     let fixture = Fixture::start("healthy", &healthy());
-    let (code, report) = json_report(&fixture.url, &[]);
-    assert_eq!(code, 0, "{report:#}");
-    assert_eq!(report["status"], "ok");
+    let report = judged(&fixture, &[], 0, "ok");
     assert_eq!(report["window"], "30d");
     check_steady_slos(&report);
     let availability = slo(&report, "producer_availability", None);
@@ -451,9 +458,7 @@ fn fast_burn_exits_1() {
         ..healthy()
     };
     let fixture = Fixture::start("fast-burn", &traffic);
-    let (code, report) = json_report(&fixture.url, &[]);
-    assert_eq!(code, 1, "{report:#}");
-    assert_eq!(report["status"], "burning_fast");
+    let report = judged(&fixture, &[], 1, "burning_fast");
     check_steady_slos(&report);
     let availability = slo(&report, "producer_availability", None);
     // 718 h at 0.02 % and 2 h at 3 % bad over 720 h; 6h: 4 h + 2 h; 3d: 70 h + 2 h.
@@ -491,9 +496,7 @@ fn exhausted_budget_exits_2() {
         ..healthy()
     };
     let fixture = Fixture::start("exhausted", &traffic);
-    let (code, report) = json_report(&fixture.url, &[]);
-    assert_eq!(code, 2, "{report:#}");
-    assert_eq!(report["status"], "exhausted");
+    let report = judged(&fixture, &[], 2, "exhausted");
     check_steady_slos(&report);
     check(
         slo(&report, "producer_availability", None),
@@ -549,9 +552,7 @@ fn no_data_exits_3_unless_allowed() {
         now,
         true,
     );
-    let (code, report) = json_report(&fixture.url, &[]);
-    assert_eq!(code, 3, "{report:#}");
-    assert_eq!(report["status"], "no_data");
+    let report = judged(&fixture, &[], 3, "no_data");
     assert_eq!(
         report["no_data"],
         serde_json::json!(["producer_availability", "producer_latency", "job_success"])
@@ -571,9 +572,7 @@ fn no_data_exits_3_unless_allowed() {
     );
 
     // Allowed: exit 0, and still a line saying there was nothing to judge.
-    let (code, report) = json_report(&fixture.url, &["--allow-no-data"]);
-    assert_eq!(code, 0, "{report:#}");
-    assert_eq!(report["status"], "no_data");
+    let report = judged(&fixture, &["--allow-no-data"], 0, "no_data");
     assert_eq!(report["allow_no_data"], true);
     let text = slo_report(&fixture.url, &["--allow-no-data"]);
     assert_eq!(text.code, 0, "{}{}", text.stdout, text.stderr);

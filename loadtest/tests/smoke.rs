@@ -58,6 +58,15 @@ fn assert_consistent(what: &str, report: &Report) {
     assert!(report.text().contains("jobs_completed"), "{what}");
 }
 
+/// Runs `spec` to its end and checks that its counts add up.
+async fn run_consistent(what: &str, spec: RunSpec, endpoints: &Endpoints) -> Report {
+    let report = run::run(&spec, endpoints)
+        .await
+        .unwrap_or_else(|error| panic!("{what} did not complete: {error}"));
+    assert_consistent(what, &report);
+    report
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_and_closed_loops_account_for_every_job() {
     let env = TestEnv::new().await;
@@ -71,31 +80,21 @@ async fn open_and_closed_loops_account_for_every_job() {
         pool: Some(env.pool.clone()),
     };
 
-    let open = run::run(
-        &spec(
-            Ingest::Single,
-            Load::Open { rate: 100.0 },
-            Some(Duration::from_secs(1)),
-            None,
-        ),
-        &endpoints,
-    )
-    .await
-    .expect("open loop completes");
-    assert_consistent("open loop, single", &open);
+    let open_loop = spec(
+        Ingest::Single,
+        Load::Open { rate: 100.0 },
+        Some(Duration::from_secs(1)),
+        None,
+    );
+    run_consistent("open loop, single", open_loop, &endpoints).await;
 
-    let closed = run::run(
-        &spec(
-            Ingest::Batch,
-            Load::Closed { concurrency: 2 },
-            None,
-            Some(150),
-        ),
-        &endpoints,
-    )
-    .await
-    .expect("closed loop completes");
-    assert_consistent("closed loop, batch", &closed);
+    let closed_loop = spec(
+        Ingest::Batch,
+        Load::Closed { concurrency: 2 },
+        None,
+        Some(150),
+    );
+    let closed = run_consistent("closed loop, batch", closed_loop, &endpoints).await;
     assert_eq!(closed.jobs.sent, 150, "stops at the job count");
     assert_eq!(
         closed.ingest_latency.map(|l| l.count),
@@ -103,18 +102,13 @@ async fn open_and_closed_loops_account_for_every_job() {
         "8 requests of ≤ 20"
     );
 
-    let direct = run::run(
-        &spec(
-            Ingest::Nats,
-            Load::Closed { concurrency: 8 },
-            None,
-            Some(60),
-        ),
-        &endpoints,
-    )
-    .await
-    .expect("direct publishing completes");
-    assert_consistent("closed loop, nats", &direct);
+    let direct = spec(
+        Ingest::Nats,
+        Load::Closed { concurrency: 8 },
+        None,
+        Some(60),
+    );
+    run_consistent("closed loop, nats", direct, &endpoints).await;
 
     // The binary itself, as a person runs it: JSON summary and a plot.
     let dir = ScratchDir::new("loadtest-smoke");

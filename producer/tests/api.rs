@@ -1,7 +1,11 @@
 //! The gateway against real NATS and Postgres: every row of the contract's error table, ids,
 //! idempotency, batches, tenants and what lands on the stream.
 
+mod gateway;
+
+use codigo_testkit::http::{read, Reply};
 use codigo_testkit::{flags, TestEnv, TestProducer};
+use gateway::{keyed_ledger, ledger};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -9,6 +13,7 @@ const ALPHA: &str = "alpha-token-0000000001";
 const BETA: &str = "beta-token-00000000002";
 const SCOPED: &str = "scoped-token-000000003";
 const SLOW: &str = "slow-token-00000000004";
+const JSON: (&str, &str) = ("content-type", "application/json");
 
 struct Gateway {
     producer: TestProducer,
@@ -16,10 +21,14 @@ struct Gateway {
 }
 
 impl Gateway {
+    /// The gateway on the test server, ready.
     async fn start(env: &TestEnv, extra: &[&str]) -> Self {
-        Self::start_with_nats(env, &codigo_testkit::nats_url(), extra).await
+        let gateway = Self::start_with_nats(env, &codigo_testkit::nats_url(), extra).await;
+        gateway.producer.wait_ready().await;
+        gateway
     }
 
+    /// The gateway on the NATS server at `nats_url`, not waiting for it to be ready.
     async fn start_with_nats(env: &TestEnv, nats_url: &str, extra: &[&str]) -> Self {
         let settings = format!(
             "--nats-url {nats_url} --auth required --publish-timeout-secs 2 --api-keys \
@@ -37,67 +46,45 @@ impl Gateway {
         self.producer.url(path)
     }
 
-    async fn wait_ready(&self) {
-        self.producer.wait_ready().await;
+    /// POST of `body` as JSON, with `token` as bearer if there is one.
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.producer
+            .post_raw(path, token, &[JSON], body.to_string())
+            .await
     }
 
-    async fn post(
-        &self,
-        path: &str,
-        token: Option<&str>,
-        body: Value,
-    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let mut request = self.http.post(self.url(path)).json(&body);
+    /// POST to /v1/jobs as [`ALPHA`] of a raw body with `headers` (its content type among them).
+    async fn post_job_with(&self, headers: &[(&str, &str)], body: String) -> Reply {
+        self.producer
+            .post_raw("/v1/jobs", Some(ALPHA), headers, body)
+            .await
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        let mut request = self.http.get(self.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         read(request.send().await.expect("request")).await
     }
 
-    async fn stop(self) {
+    /// Stops the gateway, then removes `env`: the gateway never sees its streams vanish.
+    async fn stop_and_clean_up(self, env: TestEnv) {
         self.producer.stop().await;
+        env.cleanup().await;
     }
-}
-
-async fn read(response: reqwest::Response) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.bytes().await.expect("body");
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, headers, body)
-}
-
-fn ledger(account: &str, amount: i64) -> Value {
-    json!({"type": "ledger.post", "payload": {"account": account, "amount_cents": amount, "currency": "EUR"}})
-}
-
-fn assert_problem(headers: &reqwest::header::HeaderMap, body: &Value, slug: &str) {
-    assert_eq!(
-        headers.get("content-type").and_then(|v| v.to_str().ok()),
-        Some("application/problem+json"),
-        "{body}"
-    );
-    assert_eq!(
-        body["type"],
-        format!("https://codigo.dev/problems/{slug}"),
-        "{body}"
-    );
-    assert!(
-        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-        "{body}"
-    );
 }
 
 #[tokio::test]
 async fn accepted_job_lands_on_the_stream_with_contract_headers() {
     let env = TestEnv::new().await;
     let gw = Gateway::start(&env, &[]).await;
-    gw.wait_ready().await;
 
-    let (status, _, body) = gw
+    let reply = gw
         .post("/v1/jobs", Some(ALPHA), ledger("acct-1", 500))
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    reply.assert_status(StatusCode::ACCEPTED);
+    let body = reply.body;
     assert_eq!(body["status"], "queued");
     assert_eq!(body["duplicate"], false);
     assert_eq!(body["type"], "ledger.post");
@@ -137,21 +124,22 @@ async fn accepted_job_lands_on_the_stream_with_contract_headers() {
         .validate_envelope(&envelope)
         .expect("envelope valid");
 
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
 async fn idempotency_key_returns_the_same_id_and_marks_duplicates() {
     let env = TestEnv::new().await;
     let gw = Gateway::start(&env, &[]).await;
-    gw.wait_ready().await;
 
-    let mut job = ledger("acct-1", 500);
-    job["idempotency_key"] = json!("order-42");
-    let (s1, _, first) = gw.post("/v1/jobs", Some(ALPHA), job.clone()).await;
-    let (s2, _, second) = gw.post("/v1/jobs", Some(ALPHA), job.clone()).await;
-    assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    let job = keyed_ledger("acct-1", 500, "order-42");
+    let first = gw.post("/v1/jobs", Some(ALPHA), job.clone()).await;
+    let second = gw.post("/v1/jobs", Some(ALPHA), job.clone()).await;
+    assert_eq!(
+        (first.status, second.status),
+        (StatusCode::ACCEPTED, StatusCode::ACCEPTED)
+    );
+    let (first, second) = (first.body, second.body);
     assert_eq!(first["id"], second["id"]);
     assert_eq!(first["duplicate"], false);
     assert_eq!(second["duplicate"], true);
@@ -163,38 +151,20 @@ async fn idempotency_key_returns_the_same_id_and_marks_duplicates() {
     );
 
     // The header works too, and another tenant with the same key gets its own job.
-    let plain = ledger("acct-1", 500);
-    let response = gw
-        .http
-        .post(gw.url("/v1/jobs"))
-        .bearer_auth(ALPHA)
-        .header("Idempotency-Key", "order-42")
-        .json(&plain)
-        .send()
-        .await
-        .unwrap();
-    let (_, _, via_header) = read(response).await;
+    let plain = ledger("acct-1", 500).to_string();
+    let keyed = [JSON, ("Idempotency-Key", "order-42")];
+    let via_header = gw.post_job_with(&keyed, plain).await.body;
     assert_eq!(via_header["id"], first["id"]);
     assert_eq!(via_header["duplicate"], true);
-    let (_, _, other_tenant) = gw.post("/v1/jobs", Some(BETA), job).await;
+    let other_tenant = gw.post("/v1/jobs", Some(BETA), job).await.body;
     assert_ne!(other_tenant["id"], first["id"]);
     assert_eq!(other_tenant["duplicate"], false);
 
     // Conflicting keys are refused.
-    let mut conflicting = ledger("acct-1", 1);
-    conflicting["idempotency_key"] = json!("a");
-    let response = gw
-        .http
-        .post(gw.url("/v1/jobs"))
-        .bearer_auth(ALPHA)
-        .header("Idempotency-Key", "b")
-        .json(&conflicting)
-        .send()
+    let conflicting = keyed_ledger("acct-1", 1, "a");
+    gw.post_job_with(&[JSON, ("Idempotency-Key", "b")], conflicting.to_string())
         .await
-        .unwrap();
-    let (status, headers, body) = read(response).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_problem(&headers, &body, "invalid-request");
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
 
     let stream = env
         .js
@@ -207,53 +177,31 @@ async fn idempotency_key_returns_the_same_id_and_marks_duplicates() {
         2,
         "duplicates are not stored"
     );
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
 async fn every_bad_input_gets_its_status_and_problem_type() {
     let env = TestEnv::new().await;
     let gw = Gateway::start(&env, &["--max-body-bytes", "2048"]).await;
-    gw.wait_ready().await;
 
     // Malformed JSON: 400.
-    let response = gw
-        .http
-        .post(gw.url("/v1/jobs"))
-        .bearer_auth(ALPHA)
-        .header("content-type", "application/json")
-        .body("{\"type\": ")
-        .send()
+    gw.post_job_with(&[JSON], "{\"type\": ".to_owned())
         .await
-        .unwrap();
-    let (status, headers, body) = read(response).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_problem(&headers, &body, "malformed-json");
+        .assert_problem(StatusCode::BAD_REQUEST, "malformed-json");
 
     // Unknown job type: 422.
-    let (status, headers, body) = gw
-        .post(
-            "/v1/jobs",
-            Some(ALPHA),
-            json!({"type": "nope.never", "payload": {}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_problem(&headers, &body, "unknown-job-type");
+    let unknown = json!({"type": "nope.never", "payload": {}});
+    gw.post("/v1/jobs", Some(ALPHA), unknown)
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "unknown-job-type");
 
     // Schema violations: 422 with every pointer.
-    let (status, headers, body) = gw
-        .post(
-            "/v1/jobs",
-            Some(ALPHA),
-            json!({"type": "ledger.post",
-        "payload": {"account": "", "amount_cents": 0, "currency": "eur"}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_problem(&headers, &body, "schema-violation");
-    let mut pointers: Vec<&str> = body["violations"]
+    let invalid = json!({"type": "ledger.post",
+        "payload": {"account": "", "amount_cents": 0, "currency": "eur"}});
+    let reply = gw.post("/v1/jobs", Some(ALPHA), invalid).await;
+    reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "schema-violation");
+    let mut pointers: Vec<&str> = reply.body["violations"]
         .as_array()
         .unwrap()
         .iter()
@@ -272,82 +220,63 @@ async fn every_bad_input_gets_its_status_and_problem_type() {
     // Unknown top-level field: 422.
     let mut extra = ledger("a", 1);
     extra["tenant"] = json!("someone-else");
-    let (status, headers, body) = gw.post("/v1/jobs", Some(ALPHA), extra).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_problem(&headers, &body, "invalid-request");
+    gw.post("/v1/jobs", Some(ALPHA), extra)
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
 
     // Too large: 413.
     let big = json!({"type": "ledger.post", "payload": {"account": "a", "amount_cents": 1,
         "currency": "EUR", "memo": "m".repeat(4000)}});
-    let (status, headers, body) = gw.post("/v1/jobs", Some(ALPHA), big).await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_problem(&headers, &body, "payload-too-large");
+    gw.post("/v1/jobs", Some(ALPHA), big)
+        .await
+        .assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large");
 
     // Wrong content type: 415.
-    let response = gw
-        .http
-        .post(gw.url("/v1/jobs"))
-        .bearer_auth(ALPHA)
-        .header("content-type", "text/plain")
-        .body(ledger("a", 1).to_string())
-        .send()
+    let text = [("content-type", "text/plain")];
+    gw.post_job_with(&text, ledger("a", 1).to_string())
         .await
-        .unwrap();
-    let (status, headers, body) = read(response).await;
-    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_problem(&headers, &body, "unsupported-media-type");
+        .assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
 
     // Missing and invalid key: 401.
-    let (status, headers, body) = gw.post("/v1/jobs", None, ledger("a", 1)).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_problem(&headers, &body, "unauthorized");
-    let (status, _, _) = gw
-        .post("/v1/jobs", Some("not-a-real-token-at-all"), ledger("a", 1))
-        .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    gw.post("/v1/jobs", None, ledger("a", 1))
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "unauthorized");
+    gw.post("/v1/jobs", Some("not-a-real-token-at-all"), ledger("a", 1))
+        .await
+        .assert_status(StatusCode::UNAUTHORIZED);
 
     // Outside the key's scope: 403.
-    let (status, headers, body) = gw.post("/v1/jobs", Some(SCOPED), ledger("a", 1)).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_problem(&headers, &body, "job-type-forbidden");
+    gw.post("/v1/jobs", Some(SCOPED), ledger("a", 1))
+        .await
+        .assert_problem(StatusCode::FORBIDDEN, "job-type-forbidden");
 
     // Over the key's rate (1/s, burst 2): 429 with Retry-After.
     let mut limited = None;
     for _ in 0..4 {
-        let (status, headers, body) = gw.post("/v1/jobs", Some(SLOW), ledger("a", 1)).await;
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            limited = Some((headers, body));
+        let reply = gw.post("/v1/jobs", Some(SLOW), ledger("a", 1)).await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(reply);
             break;
         }
     }
-    let (headers, body) = limited.expect("rate limit reached");
-    assert_problem(&headers, &body, "rate-limited");
-    assert!(headers.get("retry-after").is_some());
+    let limited = limited.expect("rate limit reached");
+    limited.assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate-limited");
+    assert!(limited.headers.get("retry-after").is_some());
 
     // Unknown job id, unknown route: 404 problems.
-    let response = gw
-        .http
-        .get(gw.url(&format!("/v1/jobs/{}", uuid::Uuid::now_v7())))
-        .bearer_auth(ALPHA)
-        .send()
+    let unknown_job = format!("/v1/jobs/{}", uuid::Uuid::now_v7());
+    gw.get(&unknown_job, Some(ALPHA))
         .await
-        .unwrap();
-    let (status, headers, body) = read(response).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_problem(&headers, &body, "not-found");
-    let response = gw
-        .http
-        .get(gw.url("/v1/jobs/not-a-uuid"))
-        .bearer_auth(ALPHA)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let response = gw.http.get(gw.url("/nothing/here")).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        .assert_problem(StatusCode::NOT_FOUND, "not-found");
+    for (path, token) in [
+        ("/v1/jobs/not-a-uuid", Some(ALPHA)),
+        ("/nothing/here", None),
+    ] {
+        let reply = gw.get(path, token).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
+    }
 
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
@@ -355,34 +284,27 @@ async fn jetstream_unreachable_is_503_with_retry_after_and_not_ready() {
     let env = TestEnv::bare().await;
     // Nothing listens on port 1.
     let gw = Gateway::start_with_nats(&env, "nats://127.0.0.1:1", &[]).await;
-    let (status, headers, body) = gw.post("/v1/jobs", Some(ALPHA), ledger("a", 1)).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_problem(&headers, &body, "unavailable");
-    assert!(headers.get("retry-after").is_some());
-    let (status, _, body) = gw
-        .post(
-            "/v1/jobs/batch",
-            Some(ALPHA),
-            json!({"jobs": [ledger("a", 1)]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    let ready = gw.http.get(gw.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let health = gw.http.get(gw.url("/healthz")).send().await.unwrap();
-    assert_eq!(health.status(), StatusCode::OK);
-    gw.stop().await;
-    env.cleanup().await;
+    let single = gw.post("/v1/jobs", Some(ALPHA), ledger("a", 1)).await;
+    single.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(single.headers.get("retry-after").is_some());
+    let batch = json!({"jobs": [ledger("a", 1)]});
+    let batched = gw.post("/v1/jobs/batch", Some(ALPHA), batch).await;
+    batched.assert_status(StatusCode::SERVICE_UNAVAILABLE);
+    for (path, status) in [
+        ("/readyz", StatusCode::SERVICE_UNAVAILABLE),
+        ("/healthz", StatusCode::OK),
+    ] {
+        assert_eq!(gw.get(path, None).await.status, status, "{path}");
+    }
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
 async fn batch_reports_each_item_in_order() {
     let env = TestEnv::new().await;
     let gw = Gateway::start(&env, &["--max-batch-items", "5"]).await;
-    gw.wait_ready().await;
 
-    let mut keyed = ledger("b", 2);
-    keyed["idempotency_key"] = json!("k");
+    let keyed = keyed_ledger("b", 2, "k");
     let items = json!({"jobs": [
         ledger("a", 1),
         {"type": "ledger.post", "payload": {"account": "a", "amount_cents": 0, "currency": "EUR"}},
@@ -390,9 +312,9 @@ async fn batch_reports_each_item_in_order() {
         {"type": "nope.never", "payload": {}},
         keyed,
     ]});
-    let (status, _, body) = gw.post("/v1/jobs/batch", Some(ALPHA), items).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let results = body["results"].as_array().expect("results");
+    let reply = gw.post("/v1/jobs/batch", Some(ALPHA), items).await;
+    reply.assert_status(StatusCode::ACCEPTED);
+    let results = reply.body["results"].as_array().expect("results");
     let statuses: Vec<&str> = results
         .iter()
         .map(|r| r["status"].as_str().unwrap())
@@ -423,23 +345,21 @@ async fn batch_reports_each_item_in_order() {
     assert_eq!(duplicates.iter().filter(|d| **d).count(), 1);
 
     let too_many = json!({"jobs": vec![ledger("a", 1); 6]});
-    let (status, headers, body) = gw.post("/v1/jobs/batch", Some(ALPHA), too_many).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_problem(&headers, &body, "invalid-request");
-    let (status, _, _) = gw
-        .post("/v1/jobs/batch", Some(ALPHA), json!([ledger("a", 1)]))
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    gw.post("/v1/jobs/batch", Some(ALPHA), too_many)
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    // Not an object with a list of jobs.
+    gw.post("/v1/jobs/batch", Some(ALPHA), json!([ledger("a", 1)]))
+        .await
+        .assert_status(StatusCode::UNPROCESSABLE_ENTITY);
 
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
 async fn job_status_is_scoped_to_the_tenant() {
     let env = TestEnv::new().await;
     let gw = Gateway::start(&env, &[]).await;
-    gw.wait_ready().await;
     let id = uuid::Uuid::now_v7();
     sqlx::query(
         "INSERT INTO jobs (id, type, status, attempts, tenant, created_at, finished_at)
@@ -450,37 +370,23 @@ async fn job_status_is_scoped_to_the_tenant() {
     .await
     .expect("insert");
 
-    let owner = gw
-        .http
-        .get(gw.url(&format!("/v1/jobs/{id}")))
-        .bearer_auth(BETA)
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = read(owner).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "succeeded");
-    assert_eq!(body["type"], "ledger.post");
+    let path = format!("/v1/jobs/{id}");
+    let owner = gw.get(&path, Some(BETA)).await;
+    owner.assert_status(StatusCode::OK);
+    assert_eq!(owner.body["status"], "succeeded");
+    assert_eq!(owner.body["type"], "ledger.post");
 
-    let stranger = gw
-        .http
-        .get(gw.url(&format!("/v1/jobs/{id}")))
-        .bearer_auth(ALPHA)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stranger.status(), StatusCode::NOT_FOUND);
-    gw.stop().await;
-    env.cleanup().await;
+    let stranger = gw.get(&path, Some(ALPHA)).await;
+    stranger.assert_status(StatusCode::NOT_FOUND);
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
 async fn discovery_routes_and_metrics() {
     let env = TestEnv::new().await;
     let gw = Gateway::start(&env, &[]).await;
-    gw.wait_ready().await;
 
-    let (_, _, openapi) = read(gw.http.get(gw.url("/openapi.json")).send().await.unwrap()).await;
+    let openapi = gw.get("/openapi.json", None).await.body;
     assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
         "/v1/jobs",
@@ -490,8 +396,9 @@ async fn discovery_routes_and_metrics() {
     ] {
         assert!(openapi["paths"].get(path).is_some(), "{path} documented");
     }
-    let (status, _, types) = read(gw.http.get(gw.url("/v1/job-types")).send().await.unwrap()).await;
-    assert_eq!(status, StatusCode::OK);
+    let reply = gw.get("/v1/job-types", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let types = reply.body;
     let names: Vec<&str> = types["job_types"]
         .as_array()
         .unwrap()
@@ -506,15 +413,7 @@ async fn discovery_routes_and_metrics() {
 
     gw.post("/v1/jobs", Some(ALPHA), ledger("a", 1)).await;
     gw.post("/v1/jobs", None, ledger("a", 1)).await;
-    let text = gw
-        .http
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.get("/metrics", None).await.text;
     assert!(
         text.contains(
             r#"codigo_gateway_requests_total{route="/v1/jobs",method="POST",status="202"}"#
@@ -534,6 +433,5 @@ async fn discovery_routes_and_metrics() {
     // The stream holds only what was accepted.
     let mut stream = env.js.get_stream(env.names.jobs_stream()).await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }

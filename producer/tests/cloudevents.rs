@@ -47,12 +47,7 @@ async fn structured_mode_event_becomes_a_job() {
 
     let event = structured_example(ledger_payload("acct-ce", 250));
     let first = gw
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
-            &[("Content-Type", STRUCTURED)],
-            event.to_string(),
-        )
+        .post_event(&[("Content-Type", STRUCTURED)], event.to_string())
         .await;
     assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
     assert_eq!(first.body["type"], "ledger.post");
@@ -67,12 +62,7 @@ async fn structured_mode_event_becomes_a_job() {
     // The event's source and id are its idempotency key: a redelivered event is a duplicate,
     // while POST /v1/jobs with the event's id as its key is another job.
     let again = gw
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
-            &[("Content-Type", STRUCTURED)],
-            event.to_string(),
-        )
+        .post_event(&[("Content-Type", STRUCTURED)], event.to_string())
         .await;
     assert_eq!(again.body["id"], id.as_str());
     assert_eq!(again.body["duplicate"], true);
@@ -100,8 +90,7 @@ async fn structured_mode_event_becomes_a_job() {
         .validate_envelope(envelope)
         .expect("envelope valid");
 
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
@@ -110,24 +99,18 @@ async fn binary_mode_event_becomes_a_job() {
     let gw = Gateway::start(&env, &[]).await;
 
     let data = ledger_payload("acct-bin", -75);
-    let reply = gw
-        .post_raw("/v1/events", Some(ALPHA), &BINARY_EXAMPLE, data.to_string())
-        .await;
+    let reply = gw.post_event(&BINARY_EXAMPLE, data.to_string()).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
     assert_eq!(reply.body["type"], "ledger.post");
     assert_eq!(reply.body["duplicate"], false);
-    let again = gw
-        .post_raw("/v1/events", Some(ALPHA), &BINARY_EXAMPLE, data.to_string())
-        .await;
+    let again = gw.post_event(&BINARY_EXAMPLE, data.to_string()).await;
     assert_eq!(again.body["id"], reply.body["id"]);
     assert_eq!(again.body["duplicate"], true);
 
     // Percent-encoded header values are decoded (HTTP binding §3.1.3.2).
     let mut encoded = BINARY_EXAMPLE;
     encoded[3] = ("ce-id", "order%20%E2%82%AC42");
-    let euro = gw
-        .post_raw("/v1/events", Some(ALPHA), &encoded, data.to_string())
-        .await;
+    let euro = gw.post_event(&encoded, data.to_string()).await;
     assert_eq!(euro.status, StatusCode::ACCEPTED, "{}", euro.text);
 
     let messages = stored(&env).await;
@@ -137,8 +120,7 @@ async fn binary_mode_event_becomes_a_job() {
     assert_eq!(messages[1].1["idempotency_key"], "order €42");
     assert_eq!(messages[1].1["tenant"], "alpha");
 
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
@@ -160,12 +142,7 @@ async fn batch_mode_reports_each_event_in_order() {
         bad_data
     ]);
     let reply = gw
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
-            &[("Content-Type", BATCH)],
-            batch.to_string(),
-        )
+        .post_event(&[("Content-Type", BATCH)], batch.to_string())
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
     let results = reply.body["results"].as_array().expect("results");
@@ -188,20 +165,14 @@ async fn batch_mode_reports_each_event_in_order() {
 
     // The batch limit holds here too, and a batch is an array.
     let too_many = json!(vec![structured_example(ledger_payload("a", 1)); 5]);
-    gw.post_raw(
-        "/v1/events",
-        Some(ALPHA),
-        &[("Content-Type", BATCH)],
-        too_many.to_string(),
-    )
-    .await
-    .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
-    gw.post_raw("/v1/events", Some(ALPHA), &[("Content-Type", BATCH)], "{}")
+    gw.post_event(&[("Content-Type", BATCH)], too_many.to_string())
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    gw.post_event(&[("Content-Type", BATCH)], "{}")
         .await
         .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
 
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
@@ -212,9 +183,7 @@ async fn bad_events_get_their_status_and_problem_type() {
 
     // Missing required attributes: 400 naming every one, in both modes.
     let reply = gw
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
+        .post_event(
             &structured,
             json!({"type": "ledger.post", "data": {}}).to_string(),
         )
@@ -225,12 +194,7 @@ async fn bad_events_get_their_status_and_problem_type() {
         json!(["id", "source", "specversion"])
     );
     let reply = gw
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
-            &[("Content-Type", "application/json")],
-            "{}",
-        )
+        .post_event(&[("Content-Type", "application/json")], "{}")
         .await;
     reply.assert_problem(StatusCode::BAD_REQUEST, "cloudevent-missing-attributes");
     assert_eq!(
@@ -241,65 +205,39 @@ async fn bad_events_get_their_status_and_problem_type() {
     // specversion must be 1.0.
     let mut old = structured_example(ledger_payload("a", 1));
     old["specversion"] = json!("0.3");
-    gw.post_raw("/v1/events", Some(ALPHA), &structured, old.to_string())
+    gw.post_event(&structured, old.to_string())
         .await
         .assert_problem(StatusCode::BAD_REQUEST, "invalid-cloudevent");
     let mut binary_old = BINARY_EXAMPLE;
     binary_old[0] = ("ce-specversion", "0.3");
-    gw.post_raw(
-        "/v1/events",
-        Some(ALPHA),
-        &binary_old,
-        ledger_payload("a", 1).to_string(),
-    )
-    .await
-    .assert_problem(StatusCode::BAD_REQUEST, "invalid-cloudevent");
+    gw.post_event(&binary_old, ledger_payload("a", 1).to_string())
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "invalid-cloudevent");
 
     // The JSON event format's own example carries XML data: not a job payload.
-    let xml = json!({
-        "specversion" : "1.0",
-        "type" : "com.github.pull_request.opened",
-        "source" : "https://github.com/cloudevents/spec/pull",
-        "subject" : "123",
-        "id" : "A234-1234-1234",
-        "time" : "2018-04-05T17:31:00Z",
-        "comexampleextension1" : "value",
-        "comexampleothervalue" : 5,
-        "datacontenttype" : "text/xml",
-        "data" : "<much wow=\"xml\"/>"
-    });
-    gw.post_raw("/v1/events", Some(ALPHA), &structured, xml.to_string())
+    let mut xml = structured_example(json!("<much wow=\"xml\"/>"));
+    xml["type"] = json!("com.github.pull_request.opened");
+    xml["datacontenttype"] = json!("text/xml");
+    gw.post_event(&structured, xml.to_string())
         .await
         .assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
     let mut binary_xml = BINARY_EXAMPLE;
     binary_xml[5] = ("Content-Type", "text/xml");
-    gw.post_raw(
-        "/v1/events",
-        Some(ALPHA),
-        &binary_xml,
-        "<much wow=\"xml\"/>",
-    )
-    .await
-    .assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
-    gw.post_raw(
-        "/v1/events",
-        Some(ALPHA),
-        &[("Content-Type", "application/cloudevents+xml")],
-        "<e/>",
-    )
-    .await
-    .assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
+    gw.post_event(&binary_xml, "<much wow=\"xml\"/>")
+        .await
+        .assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
+    gw.post_event(&[("Content-Type", "application/cloudevents+xml")], "<e/>")
+        .await
+        .assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
 
     // The job-side checks are those of POST /v1/jobs, with pointers into the event.
     let mut unknown = structured_example(ledger_payload("a", 1));
     unknown["type"] = json!("com.example.someevent");
-    gw.post_raw("/v1/events", Some(ALPHA), &structured, unknown.to_string())
+    gw.post_event(&structured, unknown.to_string())
         .await
         .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "unknown-job-type");
     let invalid = structured_example(json!({"account": "a", "amount_cents": 0, "currency": "eur"}));
-    let reply = gw
-        .post_raw("/v1/events", Some(ALPHA), &structured, invalid.to_string())
-        .await;
+    let reply = gw.post_event(&structured, invalid.to_string()).await;
     reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "schema-violation");
     let mut pointers: Vec<&str> = reply.body["violations"]
         .as_array()
@@ -310,9 +248,7 @@ async fn bad_events_get_their_status_and_problem_type() {
     pointers.sort_unstable();
     assert_eq!(pointers, vec!["/data/amount_cents", "/data/currency"]);
     let reply = gw
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
+        .post_event(
             &BINARY_EXAMPLE,
             json!({"account": "a", "currency": "EUR"}).to_string(),
         )
@@ -334,7 +270,7 @@ async fn bad_events_get_their_status_and_problem_type() {
     )
     .await
     .assert_problem(StatusCode::UNAUTHORIZED, "unauthorized");
-    gw.post_raw("/v1/events", Some(ALPHA), &structured, "{\"specversion\": ")
+    gw.post_event(&structured, "{\"specversion\": ")
         .await
         .assert_problem(StatusCode::BAD_REQUEST, "malformed-json");
 
@@ -342,8 +278,7 @@ async fn bad_events_get_their_status_and_problem_type() {
         stored(&env).await.is_empty(),
         "nothing refused reaches the stream"
     );
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
@@ -372,13 +307,8 @@ async fn events_route_is_documented_and_measured() {
         );
     }
 
-    gw.post_raw(
-        "/v1/events",
-        Some(ALPHA),
-        &BINARY_EXAMPLE,
-        ledger_payload("m", 1).to_string(),
-    )
-    .await;
+    gw.post_event(&BINARY_EXAMPLE, ledger_payload("m", 1).to_string())
+        .await;
     let metrics = gw.get("/metrics", ALPHA).await.text;
     assert!(
         metrics.contains(
@@ -386,8 +316,7 @@ async fn events_route_is_documented_and_measured() {
         ),
         "{metrics}"
     );
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 /// HTTP messages written by the official CloudEvents Python SDK (tests/sdk/), installed into
@@ -434,7 +363,7 @@ async fn events_are_deduplicated_on_source_and_id_together() {
             .map(|(name, value)| (name.as_str(), value.as_str().expect("header value")))
             .collect();
         let body = message["body"].as_str().expect("body").to_owned();
-        let reply = gw.post_raw("/v1/events", Some(ALPHA), &headers, body).await;
+        let reply = gw.post_event(&headers, body).await;
         assert_eq!(
             reply.status,
             StatusCode::ACCEPTED,
@@ -483,6 +412,5 @@ async fn events_are_deduplicated_on_source_and_id_together() {
         "both sources' events stored, each once"
     );
 
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use codigo_testkit::TestEnv;
 use gateway::{
-    ledger, ledger_payload, raw_request, raw_status, stored, stored_at, Gateway, PrivateNats,
-    Reply, ALPHA, BETA,
+    keyed_ledger, ledger, ledger_payload, raw_request, raw_status, stored, stored_at, Gateway,
+    PrivateNats, Reply, ALPHA, BETA,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -42,8 +42,7 @@ async fn nul_characters_are_refused_with_their_pointer_and_nothing_is_published(
         "body": {"outer": [1, {"in\u{0}ner": true}]}}});
     let reply = gw.post("/v1/jobs", ALPHA, webhook).await;
     assert_nul_at(&reply, "/payload/body/outer/1/in\u{0}ner");
-    let mut keyed = ledger("acct", 1);
-    keyed["idempotency_key"] = json!("key\u{0}");
+    let keyed = keyed_ledger("acct", 1, "key\u{0}");
     assert_nul_at(&gw.post("/v1/jobs", ALPHA, keyed).await, "/idempotency_key");
 
     // A batch: the item alone is rejected, its neighbours are stored.
@@ -70,18 +69,11 @@ async fn nul_characters_are_refused_with_their_pointer_and_nothing_is_published(
     // /v1/events in each mode.
     let structured = event("/s", "1", ledger_payload("acct\u{0}", 1));
     let reply = gw
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
-            &[("Content-Type", STRUCTURED)],
-            structured.to_string(),
-        )
+        .post_event(&[("Content-Type", STRUCTURED)], structured.to_string())
         .await;
     assert_nul_at(&reply, "/data/account");
     let reply = gw
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
+        .post_event(
             &[("Content-Type", STRUCTURED)],
             event("/s\u{0}", "1", ledger_payload("a", 1)).to_string(),
         )
@@ -92,12 +84,7 @@ async fn nul_characters_are_refused_with_their_pointer_and_nothing_is_published(
         event("/s", "bad", ledger_payload("a\u{0}", 1))
     ]);
     let reply = gw
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
-            &[("Content-Type", BATCH)],
-            events.to_string(),
-        )
+        .post_event(&[("Content-Type", BATCH)], events.to_string())
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
     assert_eq!(reply.body["results"][0]["status"], "queued");
@@ -114,23 +101,13 @@ async fn nul_characters_are_refused_with_their_pointer_and_nothing_is_published(
         ("Content-Type", "application/json"),
     ];
     let reply = gw
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
-            &binary,
-            ledger_payload("a\u{0}", 1).to_string(),
-        )
+        .post_event(&binary, ledger_payload("a\u{0}", 1).to_string())
         .await;
     assert_nul_at(&reply, "/account");
     let mut escaped_id = binary;
     escaped_id[3] = ("ce-id", "bin%00");
     let reply = gw
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
-            &escaped_id,
-            ledger_payload("a", 1).to_string(),
-        )
+        .post_event(&escaped_id, ledger_payload("a", 1).to_string())
         .await;
     assert_nul_at(&reply, "ce-id header");
 
@@ -145,8 +122,7 @@ async fn nul_characters_are_refused_with_their_pointer_and_nothing_is_published(
         vec![json!("batch-ok"), json!("batch-ok"), json!("events-ok")]
     );
 
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 /// A webhook job whose request body is `size` bytes long.
@@ -264,8 +240,7 @@ async fn rate_limits_count_jobs_and_refuse_a_batch_whole() {
         5,
         "4 from the first batch, 1 from beta"
     );
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
@@ -298,8 +273,7 @@ async fn callers_are_authenticated_from_headers_before_the_body_is_read() {
         );
     }
 
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
@@ -349,8 +323,7 @@ async fn a_body_trickled_slowly_is_cut_off_with_408() {
     );
     assert!(stored(&env).await.is_empty());
 
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
@@ -387,8 +360,7 @@ async fn headers_trickled_slowly_lose_their_connection() {
     }
     assert!(stored(&env).await.is_empty());
 
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
@@ -454,8 +426,7 @@ async fn requests_over_the_concurrency_limit_are_shed_with_503() {
     })
     .await;
 
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! types, credentials and headers against every ingest route (proptest, shrinking included).
 mod gateway;
 
+use codigo_testkit::arbitrary::{json_scalars, json_trees, TreeSize};
 use codigo_testkit::TestEnv;
 use gateway::{Gateway, ALPHA, SCOPED};
 use proptest::prelude::*;
@@ -18,20 +19,13 @@ struct Request {
 }
 
 fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_map(|f| json!(f)),
-        ".{0,16}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(4, 40, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::btree_map(".{0,8}", inner, 0..5)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
+    let size = TreeSize {
+        depth: 4,
+        desired_size: 40,
+        expected_branch_size: 6,
+        max_items: 5,
+    };
+    json_trees(json_scalars(".{0,16}"), ".{0,8}".boxed(), size)
 }
 
 /// Valid requests of each route with one part replaced by junk, so that the deeper checks run.

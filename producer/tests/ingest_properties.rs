@@ -4,16 +4,15 @@
 #[path = "../../fuzz/ingest_property.rs"]
 mod ingest_property;
 
+use codigo_testkit::arbitrary::{json_scalars, json_trees, TreeSize};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
+/// JSON with the strings an envelope holds among its leaves and its field names among the
+/// keys, so that decoding gets past the first checks.
 fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_map(|f| json!(f)),
-        ".{0,12}".prop_map(Value::String),
+    let mut leaves = json_scalars(".{0,12}");
+    leaves.push(
         prop_oneof![
             Just("ledger.post"),
             Just("webhook.deliver"),
@@ -22,15 +21,16 @@ fn json_value() -> impl Strategy<Value = Value> {
             Just("0192f0c1-7b7e-7cc3-9d1e-3b1f6f1f2a10"),
             Just("https://example.com/hook"),
         ]
-        .prop_map(|s| Value::String(s.into())),
-    ];
-    leaf.prop_recursive(4, 48, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::btree_map(key(), inner, 0..6)
-                .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
-        ]
-    })
+        .prop_map(|s| Value::String(s.into()))
+        .boxed(),
+    );
+    let size = TreeSize {
+        depth: 4,
+        desired_size: 48,
+        expected_branch_size: 6,
+        max_items: 6,
+    };
+    json_trees(leaves, key().boxed(), size)
 }
 
 fn key() -> impl Strategy<Value = String> {

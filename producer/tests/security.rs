@@ -5,8 +5,12 @@ mod gateway;
 
 use std::time::Duration;
 
-use codigo_testkit::{free_port, ChildProcess, NatsServer, TestEnv};
-use gateway::{ledger, ledger_payload, stored, Gateway, Reply, ALPHA, BETA, GAMMA, SCOPED};
+use codigo_testkit::{
+    assert_no_secret, free_port, unique_secrets, ChildProcess, NatsServer, TestEnv,
+};
+use gateway::{
+    keyed_ledger, ledger, ledger_payload, stored, Gateway, Reply, ALPHA, BETA, GAMMA, SCOPED,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -15,8 +19,7 @@ const CE_JSON: &str = "application/cloudevents+json";
 
 /// The same logical job (same type and idempotency key) submitted by `token` on each route.
 async fn submit_everywhere(gw: &Gateway, token: &str, key: &str) -> Vec<Reply> {
-    let mut job = ledger("shared-account", 100);
-    job["idempotency_key"] = json!(key);
+    let job = keyed_ledger("shared-account", 100, key);
     let single = gw.post("/v1/jobs", token, job.clone()).await;
     let batch = gw
         .post("/v1/jobs/batch", token, json!({"jobs": [job]}))
@@ -103,8 +106,7 @@ async fn a_tenant_cannot_suppress_another_tenants_job_on_any_route() {
         ]
     );
 
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 /// Records a stored job the way a worker does, with the tenant its envelope carries.
@@ -131,8 +133,7 @@ async fn a_tenant_cannot_read_another_tenants_job() {
     let env = TestEnv::new().await;
     let gw = Gateway::start(&env, &[]).await;
 
-    let mut job = ledger("acct", 5);
-    job["idempotency_key"] = json!("secret-order");
+    let job = keyed_ledger("acct", 5, "secret-order");
     let submitted = gw.post("/v1/jobs", BETA, job).await;
     assert_eq!(submitted.status, StatusCode::ACCEPTED, "{}", submitted.text);
     let (_, envelope) = stored(&env).await.pop().expect("stored");
@@ -170,8 +171,7 @@ async fn a_tenant_cannot_read_another_tenants_job() {
             .assert_problem(StatusCode::NOT_FOUND, "not-found");
     }
 
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
@@ -207,12 +207,7 @@ async fn only_registered_job_types_become_subjects() {
         let event = json!({"specversion": "1.0", "id": "1", "source": "/s", "type": job_type,
             "data": ledger_payload("a", 1)});
         let reply = gw
-            .post_raw(
-                "/v1/events",
-                Some(ALPHA),
-                &[("Content-Type", CE_JSON)],
-                event.to_string(),
-            )
+            .post_event(&[("Content-Type", CE_JSON)], event.to_string())
             .await;
         assert!(
             reply.status.is_client_error(),
@@ -221,9 +216,7 @@ async fn only_registered_job_types_become_subjects() {
         );
     }
     let binary = gw
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
+        .post_event(
             &[
                 ("ce-specversion", "1.0"),
                 ("ce-id", "1"),
@@ -239,8 +232,7 @@ async fn only_registered_job_types_become_subjects() {
         stored(&env).await.is_empty(),
         "nothing reached the work stream"
     );
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 /// `levels` nested arrays around a number.
@@ -272,23 +264,16 @@ async fn json_nesting_deeper_than_32_levels_is_refused_on_every_route() {
     .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "too-deeply-nested");
     let event = json!({"specversion": "1.0", "id": "1", "source": "/s", "type": "webhook.deliver",
         "data": {"url": "https://example.com/hook", "body": nested(31)}});
-    gw.post_raw(
-        "/v1/events",
-        Some(ALPHA),
-        &[("Content-Type", CE_JSON)],
-        event.to_string(),
-    )
-    .await
-    .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "too-deeply-nested");
+    gw.post_event(&[("Content-Type", CE_JSON)], event.to_string())
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "too-deeply-nested");
     let binary = [
         ("ce-specversion", "1.0"),
         ("ce-id", "2"),
         ("ce-source", "/s"),
         ("ce-type", "webhook.deliver"),
     ];
-    gw.post_raw(
-        "/v1/events",
-        Some(ALPHA),
+    gw.post_event(
         &binary,
         json!({"url": "https://example.com/hook", "body": nested(40)}).to_string(),
     )
@@ -314,8 +299,7 @@ async fn json_nesting_deeper_than_32_levels_is_refused_on_every_route() {
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
 
     assert_eq!(stored(&env).await.len(), 2);
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 #[tokio::test]
@@ -360,8 +344,7 @@ async fn unauthorized_answers_name_the_scheme_and_echo_nothing() {
         .await;
     assert_eq!(upper.status, StatusCode::ACCEPTED, "{}", upper.text);
 
-    gw.stop().await;
-    env.cleanup().await;
+    gw.stop_and_clean_up(env).await;
 }
 
 // --- secrets, with the real binary -------------------------------------------------------
@@ -372,25 +355,11 @@ fn start_producer(vars: &[(&str, String)]) -> ChildProcess {
     ChildProcess::spawn("codigo-producer", command)
 }
 
-fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
-    for secret in secrets {
-        assert!(!text.contains(secret), "{what} leaks {secret:?}:\n{text}");
-    }
-}
-
 #[tokio::test]
 async fn secrets_never_reach_logs_errors_or_metrics() {
-    let unique = Uuid::new_v4().simple().to_string();
-    let api_token = format!("api-token-{unique}");
-    let nats_password = format!("nats-password-{unique}");
-    let db_password = format!("db-password-{unique}");
-    let guessed_token = format!("guessed-token-{unique}");
-    let secrets = [
-        api_token.as_str(),
-        nats_password.as_str(),
-        db_password.as_str(),
-        guessed_token.as_str(),
-    ];
+    let (unique, [api_token, nats_password, db_password, guessed_token]) =
+        unique_secrets(["api-token", "nats-password", "db-password", "guessed-token"]);
+    let secrets = [&api_token, &nats_password, &db_password, &guessed_token];
 
     // NATS refuses the password (the server has another one); Postgres has no such role.
     let nats = NatsServer::with_user("codigo", &format!("right-{unique}"));
@@ -440,61 +409,28 @@ async fn secrets_never_reach_logs_errors_or_metrics() {
         ));
         reply
     };
+    let send = |request: reqwest::RequestBuilder| async {
+        gateway::read(request.send().await.expect("request")).await
+    };
+    let post =
+        |path: &str, token: &str, body: &Value| http.post(url(path)).bearer_auth(token).json(body);
     let job = ledger("a", 1);
     // JetStream unreachable (authorization refused): 503.
-    let reply = record(
-        gateway::read(
-            http.post(url("/v1/jobs"))
-                .bearer_auth(&api_token)
-                .json(&job)
-                .send()
-                .await
-                .expect("post"),
-        )
-        .await,
-    );
+    let reply = record(send(post("/v1/jobs", &api_token, &job)).await);
     reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
-    let reply = record(
-        gateway::read(
-            http.post(url("/v1/jobs/batch"))
-                .bearer_auth(&api_token)
-                .json(&json!({"jobs": [job]}))
-                .send()
-                .await
-                .expect("batch"),
-        )
-        .await,
-    );
+    let batch = json!({"jobs": [job]});
+    let reply = record(send(post("/v1/jobs/batch", &api_token, &batch)).await);
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     // A wrong token: 401.
-    let reply = record(
-        gateway::read(
-            http.post(url("/v1/jobs"))
-                .bearer_auth(&guessed_token)
-                .json(&job)
-                .send()
-                .await
-                .expect("post"),
-        )
-        .await,
-    );
+    let reply = record(send(post("/v1/jobs", &guessed_token, &job)).await);
     reply.assert_problem(StatusCode::UNAUTHORIZED, "unauthorized");
     // Postgres refuses the connection: 503.
-    let reply = record(
-        gateway::read(
-            http.get(url(&format!("/v1/jobs/{}", Uuid::now_v7())))
-                .bearer_auth(&api_token)
-                .send()
-                .await
-                .expect("get"),
-        )
-        .await,
-    );
+    let unknown_job = url(&format!("/v1/jobs/{}", Uuid::now_v7()));
+    let reply = record(send(http.get(unknown_job).bearer_auth(&api_token)).await);
     reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
-    let reply = record(gateway::read(http.get(url("/readyz")).send().await.expect("readyz")).await);
+    let reply = record(send(http.get(url("/readyz"))).await);
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    let metrics =
-        record(gateway::read(http.get(url("/metrics")).send().await.expect("metrics")).await);
+    let metrics = record(send(http.get(url("/metrics"))).await);
     assert!(
         metrics.text.contains("codigo_gateway_requests_total"),
         "{}",

@@ -2,27 +2,23 @@
 //! generated valid payloads and envelopes always pass, and a single corrupted field is
 //! reported once, at its own pointer.
 use codigo_schemas::{registry, SchemaError, Violation};
+use codigo_testkit::arbitrary::{json_scalars, json_trees, TreeSize};
 use proptest::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+/// Any JSON, u64 beyond i64 included.
 fn any_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        any::<u64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_map(|f| json!(f)),
-        ".{0,20}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(5, 64, 8, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-            prop::collection::btree_map(".{0,10}", inner, 0..8)
-                .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
-        ]
-    })
+    let mut leaves = json_scalars(".{0,20}");
+    leaves.push(any::<u64>().prop_map(|n| json!(n)).boxed());
+    let size = TreeSize {
+        depth: 5,
+        desired_size: 64,
+        expected_branch_size: 8,
+        max_items: 8,
+    };
+    json_trees(leaves, ".{0,10}".boxed(), size)
 }
 
 /// Strings of `min..=max` characters (JSON Schema lengths count characters, not bytes).

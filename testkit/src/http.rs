@@ -28,6 +28,11 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Asserts the status, showing the body when it is another.
+    pub fn assert_status(&self, status: StatusCode) {
+        assert_eq!(self.status, status, "{}", self.text);
+    }
+
     /// Asserts a problem+json answer of the given status and problem type.
     pub fn assert_problem(&self, status: StatusCode, slug: &str) {
         assert_eq!(self.status, status, "{}", self.text);
@@ -51,6 +56,30 @@ impl Reply {
             self.text
         );
     }
+}
+
+/// Posts `body` to `url` until the gateway accepts it (202), for 30 s at most: a gateway just
+/// started refuses jobs until its streams are in place.
+pub async fn post_until_accepted(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &Value,
+) -> reqwest::Response {
+    for _ in 0..600 {
+        let response = http
+            .post(url)
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("post");
+        if response.status() == StatusCode::ACCEPTED {
+            return response;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the gateway never accepted the job");
 }
 
 pub async fn read(response: reqwest::Response) -> Reply {

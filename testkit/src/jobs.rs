@@ -160,6 +160,22 @@ impl TestEnv {
         }
     }
 
+    /// Gives `account` of `tenant` a balance row before any job does: one for the test to
+    /// lock, or one at the edge of what Postgres can add to.
+    pub async fn insert_balance(&self, tenant: &str, account: &str, currency: &str, cents: i64) {
+        sqlx::query(
+            "INSERT INTO account_balances (tenant, account, currency, balance_cents)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(tenant)
+        .bind(account)
+        .bind(currency)
+        .bind(cents)
+        .execute(&self.pool)
+        .await
+        .expect("insert the balance row");
+    }
+
     /// How many ledger entries `account` has; -1 while the database cannot be read (tests
     /// poll through outages they cause).
     pub async fn ledger_entries(&self, account: &str) -> i64 {

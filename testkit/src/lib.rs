@@ -6,6 +6,8 @@
 //! HTTP targets. Public so that users can test their own handlers the same way.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "proptest")]
+pub mod arbitrary;
 mod binary;
 mod child;
 #[cfg(feature = "consumer")]
@@ -18,7 +20,10 @@ pub mod process;
 #[cfg(feature = "producer")]
 mod producer;
 mod scratch;
+mod secrets;
 mod targets;
+#[cfg(feature = "consumer")]
+mod workers;
 
 pub use binary::{binary_dir, binary_dir_holding, binary_path, command, command_with_only};
 pub use child::{ChildProcess, Exited};
@@ -30,7 +35,10 @@ pub use nats_server::NatsServer;
 #[cfg(feature = "producer")]
 pub use producer::TestProducer;
 pub use scratch::{free_port, ScratchDir};
+pub use secrets::{assert_no_secret, unique_secrets};
 pub use targets::{respond_with, serve};
+#[cfg(feature = "consumer")]
+pub use workers::AlwaysRetry;
 
 /// Command-line flags written as one line, split at whitespace: `flags("--max-deliver 3")`.
 pub fn flags(line: &str) -> Vec<&str> {

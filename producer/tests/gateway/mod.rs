@@ -21,6 +21,23 @@ impl Gateway {
     pub async fn stop(self) {
         self.0.stop().await;
     }
+
+    /// Stops the gateway, then removes `env`: the gateway never sees its streams vanish.
+    pub async fn stop_and_clean_up(self, env: TestEnv) {
+        self.stop().await;
+        env.cleanup().await;
+    }
+
+    /// POST /v1/events as [`ALPHA`]; `headers` give the mode (the content type, or the
+    /// binary mode's `ce-` headers).
+    pub async fn post_event(
+        &self,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        self.post_raw("/v1/events", Some(ALPHA), headers, body)
+            .await
+    }
 }
 
 impl std::ops::Deref for Gateway {
@@ -37,6 +54,13 @@ pub fn ledger_payload(account: &str, amount: i64) -> Value {
 
 pub fn ledger(account: &str, amount: i64) -> Value {
     json!({"type": "ledger.post", "payload": ledger_payload(account, amount)})
+}
+
+/// A ledger job carrying `key` as its idempotency key.
+pub fn keyed_ledger(account: &str, amount: i64, key: &str) -> Value {
+    let mut job = ledger(account, amount);
+    job["idempotency_key"] = json!(key);
+    job
 }
 
 /// Every message on the work stream, as (subject, envelope), in order.
