@@ -7,6 +7,7 @@ pub mod config;
 pub mod contract;
 pub mod db;
 pub mod jetstream;
+pub mod metric;
 pub mod names;
 pub mod nats;
 pub mod redact;

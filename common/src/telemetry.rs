@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics::Unit;
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use opentelemetry::propagation::{Extractor, Injector};
@@ -265,7 +264,6 @@ pub fn metrics() -> PrometheusHandle {
                 // this one's own, empty registry rather than fail.
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             };
-            describe_metrics();
             let upkeep = handle.clone();
             std::thread::Builder::new()
                 .name("metrics-upkeep".into())
@@ -277,49 +275,6 @@ pub fn metrics() -> PrometheusHandle {
             handle
         })
         .clone()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-/// Every metric the binaries export, with its help text: the same list as
-/// `observability/metrics.txt` (a test keeps them equal). Only metrics with values are
-/// rendered, so each process shows the help of its own metrics.
-const METRICS: &[(&str, Kind, &str)] = &[
-    ("codigo_gateway_requests_total", Kind::Counter,
-        "HTTP requests answered by the producer, by route pattern, method and status code."),
-    ("codigo_gateway_request_duration_seconds", Kind::Histogram,
-        "Time the producer took to answer a request, in seconds, by route pattern and method."),
-    ("codigo_gateway_jobs_published_total", Kind::Counter,
-        "Jobs submitted to the producer by result: accepted, duplicate (dropped by the JetStream duplicate window), rejected (invalid) or error (not stored)."),
-    ("codigo_consumer_acks_total", Kind::Counter,
-        "Acknowledgements sent to JetStream by outcome: ack (done), nak (retried later) or term (given up)."),
-    ("codigo_consumer_dead_letters_total", Kind::Counter,
-        "Jobs published to the dead-letter stream, by reason."),
-    ("codigo_job_processing_duration_seconds", Kind::Histogram,
-        "Handler time of one delivery of a job, Postgres transaction included, in seconds."),
-    ("codigo_job_end_to_end_duration_seconds", Kind::Histogram,
-        "Time from a job's envelope created_at to its ack, in seconds."),
-    ("codigo_consumer_in_flight", Kind::Gauge,
-        "Jobs this replica is processing now."),
-    ("codigo_consumer_pending_messages", Kind::Gauge,
-        "Messages of the job type's durable consumer not yet delivered (num_pending)."),
-    ("codigo_consumer_database_errors_total", Kind::Counter,
-        "Database errors met by handlers, by class of SQLSTATE: transient (held and retried), deployment (privileges or schema broken: jobs held, alert) or job (the job's own data: dead-lettered)."),
-];
-
-fn describe_metrics() {
-    for &(name, kind, help) in METRICS {
-        match kind {
-            Kind::Counter => metrics::describe_counter!(name, Unit::Count, help),
-            Kind::Gauge => metrics::describe_gauge!(name, Unit::Count, help),
-            Kind::Histogram => metrics::describe_histogram!(name, Unit::Seconds, help),
-        }
-    }
 }
 
 struct NatsHeaders<'a>(&'a mut async_nats::HeaderMap);
@@ -503,44 +458,5 @@ mod tests {
             link_to_remote_parent(&unrelated, None);
             assert_ne!(ids_of(&unrelated).0, trace_id);
         });
-    }
-
-    #[test]
-    fn every_metric_of_the_contract_is_described() {
-        let listed = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../observability/metrics.txt"
-        ))
-        .expect("observability/metrics.txt");
-        let listed: Vec<(String, String)> = listed
-            .lines()
-            .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
-            .map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                (fields[0].to_owned(), fields[1].to_owned())
-            })
-            .collect();
-        let described: Vec<(String, String)> = METRICS
-            .iter()
-            .map(|(name, kind, help)| {
-                assert!(
-                    help.ends_with('.') && !help.contains('\n'),
-                    "{name}: {help}"
-                );
-                (
-                    (*name).to_owned(),
-                    match kind {
-                        Kind::Counter => "counter",
-                        Kind::Gauge => "gauge",
-                        Kind::Histogram => "histogram",
-                    }
-                    .to_owned(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            described, listed,
-            "METRICS and observability/metrics.txt disagree"
-        );
     }
 }

@@ -4,49 +4,56 @@
 use std::time::Duration;
 
 use codigo_common::contract::DlqReason;
+use codigo_common::metric::{Metric, MetricKind};
 use metrics::{Counter, Gauge, Histogram};
 
 use crate::db_failure::{DbErrorClass, DbFailure};
 
-/// A metric of the consumer, as the metrics list spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Metric {
-    pub name: &'static str,
-    pub kind: &'static str,
-    pub labels: &'static [&'static str],
-}
-
-const fn metric(name: &'static str, kind: &'static str, labels: &'static [&'static str]) -> Metric {
-    Metric { name, kind, labels }
-}
-
-const ACKS: Metric = metric(
-    "codigo_consumer_acks_total",
-    "counter",
-    &["job_type", "outcome"],
-);
-const DEAD_LETTERS: Metric = metric(
-    "codigo_consumer_dead_letters_total",
-    "counter",
-    &["job_type", "reason"],
-);
-const PROCESSING: Metric = metric(
-    "codigo_job_processing_duration_seconds",
-    "histogram",
-    &["job_type"],
-);
-const END_TO_END: Metric = metric(
-    "codigo_job_end_to_end_duration_seconds",
-    "histogram",
-    &["job_type"],
-);
-const IN_FLIGHT: Metric = metric("codigo_consumer_in_flight", "gauge", &["job_type"]);
-const PENDING: Metric = metric("codigo_consumer_pending_messages", "gauge", &["job_type"]);
-const DATABASE_ERRORS: Metric = metric(
-    "codigo_consumer_database_errors_total",
-    "counter",
-    &["class"],
-);
+const ACKS: Metric = Metric {
+    name: "codigo_consumer_acks_total",
+    kind: MetricKind::Counter,
+    labels: &["job_type", "outcome"],
+    help: "Acknowledgements sent to JetStream by outcome: ack (done), nak (retried later) or \
+           term (given up).",
+};
+const DEAD_LETTERS: Metric = Metric {
+    name: "codigo_consumer_dead_letters_total",
+    kind: MetricKind::Counter,
+    labels: &["job_type", "reason"],
+    help: "Jobs published to the dead-letter stream, by reason.",
+};
+const PROCESSING: Metric = Metric {
+    name: "codigo_job_processing_duration_seconds",
+    kind: MetricKind::Histogram,
+    labels: &["job_type"],
+    help: "Handler time of one delivery of a job, Postgres transaction included, in seconds.",
+};
+const END_TO_END: Metric = Metric {
+    name: "codigo_job_end_to_end_duration_seconds",
+    kind: MetricKind::Histogram,
+    labels: &["job_type"],
+    help: "Time from a job's envelope created_at to its ack, in seconds.",
+};
+const IN_FLIGHT: Metric = Metric {
+    name: "codigo_consumer_in_flight",
+    kind: MetricKind::Gauge,
+    labels: &["job_type"],
+    help: "Jobs this replica is processing now.",
+};
+const PENDING: Metric = Metric {
+    name: "codigo_consumer_pending_messages",
+    kind: MetricKind::Gauge,
+    labels: &["job_type"],
+    help: "Messages of the job type's durable consumer not yet delivered (num_pending).",
+};
+const DATABASE_ERRORS: Metric = Metric {
+    name: "codigo_consumer_database_errors_total",
+    kind: MetricKind::Counter,
+    labels: &["class"],
+    help: "Database errors met by handlers, by class of SQLSTATE: transient (held and \
+           retried), deployment (privileges or schema broken: jobs held, alert) or job (the \
+           job's own data: dead-lettered).",
+};
 
 /// Every metric the consumer exports.
 pub const METRICS: &[Metric] = &[
@@ -140,8 +147,10 @@ impl Meters {
     }
 }
 
-/// Registers the process-wide series at zero (the database alert's rate needs them).
+/// Describes the consumer's metrics and registers the process-wide series at zero (the
+/// database alert's rate needs them).
 pub fn register_process() {
+    codigo_common::metric::describe(METRICS);
     for class in DbErrorClass::ALL {
         database_errors(class).absolute(0);
     }
@@ -329,51 +338,23 @@ impl DbFailure {
 
 #[cfg(test)]
 mod tests {
+    use codigo_common::metric;
+
     use super::*;
 
-    fn consumer_metric(name: &str) -> bool {
-        name.starts_with("codigo_consumer_") || name.starts_with("codigo_job_")
-    }
-
-    fn ours() -> Vec<(String, String, String)> {
-        METRICS
-            .iter()
-            .map(|m| (m.name.to_owned(), m.kind.to_owned(), m.labels.join(",")))
-            .collect()
-    }
+    const PREFIXES: [&str; 2] = ["codigo_consumer_", "codigo_job_"];
 
     /// `observability/metrics.txt` is the contract dashboards and alerts are checked against.
     #[test]
     fn metrics_match_the_metrics_list() {
-        let listed: Vec<(String, String, String)> = include_str!("../../observability/metrics.txt")
-            .lines()
-            .filter_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let (name, kind) = (*fields.first()?, *fields.get(1)?);
-                consumer_metric(name).then(|| {
-                    let labels = fields.get(2).copied().unwrap_or_default();
-                    (name.to_owned(), kind.to_owned(), labels.to_owned())
-                })
-            })
-            .collect();
-        assert_eq!(listed, ours());
+        let listed = metric::listed(include_str!("../../observability/metrics.txt"), &PREFIXES);
+        assert_eq!(metric::declared(METRICS), listed);
     }
 
     /// The table in docs/OBSERVABILITY.md names the same metrics with the same labels.
     #[test]
     fn metrics_match_the_documentation() {
-        let documented: Vec<(String, String, String)> = include_str!("../../docs/OBSERVABILITY.md")
-            .lines()
-            .filter_map(|line| {
-                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-                let [_, name, kind, labels, ..] = cells.as_slice() else {
-                    return None;
-                };
-                let name = name.trim_matches('`');
-                consumer_metric(name)
-                    .then(|| (name.to_owned(), (*kind).to_owned(), labels.replace(' ', "")))
-            })
-            .collect();
-        assert_eq!(documented, ours());
+        let documented = metric::documented(include_str!("../../docs/OBSERVABILITY.md"), &PREFIXES);
+        assert_eq!(metric::declared(METRICS), documented);
     }
 }

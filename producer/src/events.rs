@@ -1,71 +1,39 @@
 //! What the producer reports about itself. One struct per observable event owns its metric
 //! names, labels and log fields; the rest of the producer only builds and emits events, so
-//! a metric name is spelled here and nowhere else.
+//! a metric name is spelled here and nowhere else (the metrics contract: [`codigo_common::metric`]).
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use codigo_common::metric::{Metric, MetricKind};
 use codigo_schemas::registry;
-use metrics::{Label, SharedString};
+use metrics::SharedString;
 
 use crate::publish::PublishError;
-
-/// How a metric aggregates, as docs/OBSERVABILITY.md names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
-    Counter,
-    Histogram,
-}
-
-impl MetricKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Counter => "counter",
-            Self::Histogram => "histogram",
-        }
-    }
-}
-
-/// A metric the producer exports: the contract with dashboards and alerts, so a name or a
-/// label set changes only together with docs/OBSERVABILITY.md (a test compares them).
-#[derive(Debug)]
-pub struct Metric {
-    pub name: &'static str,
-    pub kind: MetricKind,
-    pub labels: &'static [&'static str],
-}
-
-impl Metric {
-    /// One sample's labels, in the order of `self.labels`.
-    fn labelled<const N: usize>(&self, values: [SharedString; N]) -> Vec<Label> {
-        debug_assert_eq!(N, self.labels.len(), "{} label values", self.name);
-        self.labels
-            .iter()
-            .zip(values)
-            .map(|(&name, value)| Label::new(name, value))
-            .collect()
-    }
-}
 
 pub const REQUESTS: Metric = Metric {
     name: "codigo_gateway_requests_total",
     kind: MetricKind::Counter,
     labels: &["route", "method", "status"],
+    help: "HTTP requests answered by the producer, by route pattern, method and status code.",
 };
 
 pub const REQUEST_DURATION: Metric = Metric {
     name: "codigo_gateway_request_duration_seconds",
     kind: MetricKind::Histogram,
     labels: &["route", "method"],
+    help: "Time the producer took to answer a request, in seconds, by route pattern and method.",
 };
 
 pub const JOBS_PUBLISHED: Metric = Metric {
     name: "codigo_gateway_jobs_published_total",
     kind: MetricKind::Counter,
     labels: &["job_type", "result"],
+    help: "Jobs submitted to the producer by result: accepted, duplicate (dropped by the \
+           JetStream duplicate window), rejected (invalid) or error (not stored).",
 };
 
 /// Every metric the producer exports.
-pub const METRICS: [&Metric; 3] = [&REQUESTS, &REQUEST_DURATION, &JOBS_PUBLISHED];
+pub const METRICS: &[Metric] = &[REQUESTS, REQUEST_DURATION, JOBS_PUBLISHED];
 
 /// An HTTP request answered, whatever its route and status; emitted inside its request span.
 #[derive(Debug)]

@@ -58,6 +58,7 @@ impl Application {
         );
 
         let listener = codigo_common::app::bind(config.http_addr).await?;
+        codigo_common::metric::describe(events::METRICS);
         let state = Arc::new(http::AppState {
             ingest: ingest::Ingest::new(publisher, config.max_batch_items),
             keys,
