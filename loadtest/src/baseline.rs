@@ -266,13 +266,10 @@ async fn consume_ack(
         .map_err(|e| LoadError::jetstream("baseline pull", e))?;
     let mut got = 0;
     while got < n {
-        let next = tokio::time::timeout(Duration::from_secs(30), messages.next())
+        let idle = Duration::from_secs(30);
+        let next = tokio::time::timeout(idle, messages.next())
             .await
-            .map_err(|_| {
-                LoadError::Invalid(format!(
-                    "baseline consume stalled after {got} of {n} messages"
-                ))
-            })?;
+            .map_err(|_| LoadError::BaselineStalled { got, of: n, idle })?;
         let Some(message) = next else { break };
         let message = message.map_err(|e| LoadError::jetstream("baseline pull", e))?;
         message

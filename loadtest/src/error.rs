@@ -29,6 +29,15 @@ pub enum LoadError {
     Http(#[source] reqwest::Error),
     #[error("{0}")]
     Invalid(String),
+    /// The bare baseline's pull stream stopped delivering with messages left in the stream: a
+    /// client-side stall that says nothing of the server's rate, so the measurement is taken
+    /// again rather than reported.
+    #[error("baseline consume stalled after {got} of {of} messages (no message for {idle:?})")]
+    BaselineStalled {
+        got: u64,
+        of: u64,
+        idle: std::time::Duration,
+    },
     #[error("cannot write {path}: {source}; check that the directory exists and is writable")]
     Write {
         path: PathBuf,
