@@ -87,16 +87,22 @@ impl AckOutcome {
 }
 
 fn acks(job_type: &'static str, outcome: AckOutcome) -> Counter {
-    metrics::counter!(ACKS.name, "job_type" => job_type, "outcome" => outcome.as_str())
+    metrics::counter!(
+        ACKS.name,
+        ACKS.labelled([job_type.into(), outcome.as_str().into()])
+    )
 }
 
 fn dead_letters(job_type: &str, reason: DlqReason) -> Counter {
-    metrics::counter!(DEAD_LETTERS.name,
-        "job_type" => job_type.to_owned(), "reason" => reason.as_str())
+    let labels = [job_type.to_owned().into(), reason.as_str().into()];
+    metrics::counter!(DEAD_LETTERS.name, DEAD_LETTERS.labelled(labels))
 }
 
 fn database_errors(class: DbErrorClass) -> Counter {
-    metrics::counter!(DATABASE_ERRORS.name, "class" => class.as_str())
+    metrics::counter!(
+        DATABASE_ERRORS.name,
+        DATABASE_ERRORS.labelled([class.as_str().into()])
+    )
 }
 
 /// The series of one job type, resolved once: looking them up per job would cost the hot path.
@@ -124,10 +130,16 @@ impl Meters {
             acked: acks(job_type, AckOutcome::Ack),
             naked: acks(job_type, AckOutcome::Nak),
             termed: acks(job_type, AckOutcome::Term),
-            processing: metrics::histogram!(PROCESSING.name, "job_type" => job_type),
-            end_to_end: metrics::histogram!(END_TO_END.name, "job_type" => job_type),
-            in_flight: metrics::gauge!(IN_FLIGHT.name, "job_type" => job_type),
-            pending: metrics::gauge!(PENDING.name, "job_type" => job_type),
+            processing: metrics::histogram!(
+                PROCESSING.name,
+                PROCESSING.labelled([job_type.into()])
+            ),
+            end_to_end: metrics::histogram!(
+                END_TO_END.name,
+                END_TO_END.labelled([job_type.into()])
+            ),
+            in_flight: metrics::gauge!(IN_FLIGHT.name, IN_FLIGHT.labelled([job_type.into()])),
+            pending: metrics::gauge!(PENDING.name, PENDING.labelled([job_type.into()])),
         };
         meters.in_flight.set(0.0);
         meters.pending.set(0.0);
