@@ -250,6 +250,9 @@ async fn publish_all(
     Ok(started.elapsed())
 }
 
+/// How long the consume phase waits for a message before it counts as stalled.
+const CONSUME_IDLE: Duration = Duration::from_secs(30);
+
 /// Pulls and acks `n` messages with pipelined pull requests.
 async fn consume_ack(
     client: &async_nats::Client,
@@ -266,10 +269,13 @@ async fn consume_ack(
         .map_err(|e| LoadError::jetstream("baseline pull", e))?;
     let mut got = 0;
     while got < n {
-        let idle = Duration::from_secs(30);
-        let next = tokio::time::timeout(idle, messages.next())
+        let next = tokio::time::timeout(CONSUME_IDLE, messages.next())
             .await
-            .map_err(|_| LoadError::BaselineStalled { got, of: n, idle })?;
+            .map_err(|_| LoadError::BaselineStalled {
+                got,
+                of: n,
+                idle: CONSUME_IDLE,
+            })?;
         let Some(message) = next else { break };
         let message = message.map_err(|e| LoadError::jetstream("baseline pull", e))?;
         message
