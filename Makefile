@@ -11,7 +11,7 @@ export CODIGO_TEST_POSTGRES ?= postgres://postgres@127.0.0.1:5432
 # server at NATS_URL is older) and PATH with that binary first.
 WITH_SERVICES := source .local/services.env &&
 
-.PHONY: help run test lint services test-tools test-rust test-deploy fmt stop chaos bench
+.PHONY: help run test lint services test-tools test-rust test-deploy fmt stop chaos bench bench-peers
 
 help:
 	@echo "make run    - start NATS, Postgres, one producer and two consumers; demo burst; Ctrl-C stops"
@@ -56,6 +56,13 @@ chaos: services
 bench: services
 	@$(WITH_SERVICES) scripts/bench.sh
 
+# The drain beside the bare drain and Graphile Worker's batch jobs on the same ledger.post job
+# (loadtest/peers; scripts/peers.sh installs it with npm and starts its private Postgres),
+# interleaved in every repetition, with the bare baseline of the same run; then the same on the
+# production-profile cluster (`sync_interval: always`) unless BENCH_CLUSTER=0.
+bench-peers: services
+	@$(WITH_SERVICES) BENCH_SCENARIOS=baseline,drain,peers scripts/bench.sh
+
 lint:
 	python3 scripts/check_rust_layout.py --self-test
 	python3 scripts/check_rust_layout.py
@@ -65,7 +72,9 @@ lint:
 fmt:
 	cargo fmt --all
 
-# Stops the private NATS and Postgres that `make run`/`make test` may have started in .local/.
+# Stops the private NATS and Postgres that `make run`/`make test` may have started in .local/,
+# and the peer's Postgres of `make bench-peers`.
 stop:
 	@for pid in .local/nats-*/nats.pid; do [[ -f $$pid ]] && kill "$$(cat "$$pid")" 2>/dev/null; done; true
 	@[[ -d .local/postgres/data ]] && runuser -u postgres -- $$(ls -d /usr/lib/postgresql/*/bin | tail -n1)/pg_ctl -D .local/postgres/data stop -m fast 2>/dev/null || true
+	@scripts/peers.sh stop

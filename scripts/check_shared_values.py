@@ -172,6 +172,27 @@ def check_env(root: Path, env: str) -> list[str]:
                 f"Terraform creates in {tf.project} (it creates: {', '.join(sorted(tf.secret_ids))})"
             )
 
+    # Function secrets (values-functions.yaml and the like): created by hand, readable by the
+    # External Secrets controller only under Terraform's prefix for it (codigo-<env>-)
+    codigo_app = get(values(root / "gitops" / "apps" / "values.yaml"), "apps.codigo", {}) or {}
+    layers = [chart_defaults] + [values(root / "helm" / "codigo" / f.replace("<env>", env))
+                                 for f in codigo_app.get("helmValueFiles", [])]
+    functions, prefix, external = [], None, False
+    for layer in layers:
+        functions = layer.get("functions", functions) or []
+        prefix = get(layer, "externalSecrets.functionRemoteKeyPrefix", prefix)
+        external = get(layer, "externalSecrets.enabled", external)
+    for item in functions if external else []:
+        if "image" not in item:
+            continue  # an existing Service: its secret is its owners' business
+        name = item.get("name") or re.sub(r"[._]", "-", item["type"])
+        secret_id = (item.get("secret") or {}).get("remoteKey") or f"{prefix}{name}"
+        if not secret_id.startswith(f"{tf.name}-"):
+            problems.append(
+                f"helm/codigo: function {item['type']} reads secret {secret_id!r}; the External Secrets controller "
+                f"may read only {tf.name}-* in {tf.project} (set externalSecrets.functionRemoteKeyPrefix in values-{env}.yaml)"
+            )
+
     # ... and those the platform chart's ExternalSecrets read (remoteRef key: printf "codigo-%s-...")
     for template in sorted((root / "gitops" / "platform" / "templates").glob("*.yaml")):
         for suffix in re.findall(r'key:\s*\{\{-?\s*printf\s+"codigo-%s-([\w%-]+)"', template.read_text()):

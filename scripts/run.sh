@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make run`: the whole pipeline on this machine — one producer, two consumers — plus a short
-# demo burst and its summary; stays up in the foreground until Ctrl-C, then drains and stops.
+# `make run`: the whole pipeline on this machine — one producer, two consumers, the example
+# HTTP function text.wordcount — plus a short demo burst and its summary; stays up in the
+# foreground until Ctrl-C, then drains and stops.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib/tools.sh
@@ -9,7 +10,7 @@ source scripts/lib/tools.sh
 export NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/codigo}
 export CODIGO_NAMESPACE=${CODIGO_NAMESPACE:-codigo}
-export CODIGO_API_KEYS=${CODIGO_API_KEYS:-demo:codigo-demo-token-change-me}
+export CODIGO_API_KEYS=${CODIGO_API_KEYS:-demo:codigo-demo-token-change-me;admin=true}
 export CODIGO_WEBHOOK_SIGNING_KEY=${CODIGO_WEBHOOK_SIGNING_KEY:-local-webhook-signing-key}
 # Webhooks to this machine are fine locally; never in production.
 export CODIGO_WEBHOOK_ALLOW_PRIVATE=${CODIGO_WEBHOOK_ALLOW_PRIVATE:-true}
@@ -19,6 +20,7 @@ TOKEN=${CODIGO_API_KEYS%%,*}
 TOKEN=${TOKEN#*:}
 TOKEN=${TOKEN%%;*}
 DEMO_JOBS=${DEMO_JOBS:-500}
+FUNCTION_PORT=${FUNCTION_PORT:-8090}
 
 scripts/services.sh
 # shellcheck source=/dev/null
@@ -28,7 +30,7 @@ command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain 
 
 echo "building the binaries..."
 cargo build --quiet --locked --bins
-bin=target/debug
+bin="${CARGO_TARGET_DIR:-target}/debug"
 logs="$CODIGO_LOCAL/logs"
 mkdir -p "$logs"
 
@@ -51,7 +53,8 @@ trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' EXIT
 CODIGO_HTTP_ADDR=$PRODUCER_ADDR "$bin/codigo-producer" >"$logs/producer.log" 2>&1 &
 pids+=($!)
 for n in 1 2; do
-  CODIGO_HTTP_ADDR=127.0.0.1:$((9463 + n)) "$bin/codigo-consumer" >"$logs/consumer-$n.log" 2>&1 &
+  CODIGO_HTTP_ADDR=127.0.0.1:$((9463 + n)) CODIGO_JOB_TYPES=ledger.post,webhook.deliver,functions \
+    "$bin/codigo-consumer" >"$logs/consumer-$n.log" 2>&1 &
   pids+=($!)
 done
 
@@ -65,6 +68,21 @@ wait_ready() {
 wait_ready "$PRODUCER_ADDR" producer
 wait_ready 127.0.0.1:9464 consumer-1
 wait_ready 127.0.0.1:9465 consumer-2
+
+echo "starting the example function text.wordcount on 127.0.0.1:$FUNCTION_PORT..."
+FUNCTION_SECRET=$("$bin/codigo-ctl" types secret text.wordcount) PORT=$FUNCTION_PORT \
+  scripts/run-function.sh examples/functions/wordcount/app.py >"$logs/function-wordcount.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 600); do
+  curl -fsS "http://127.0.0.1:$FUNCTION_PORT/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$FUNCTION_PORT/" >/dev/null 2>&1 ||
+  die "the example function did not start; see $logs/function-wordcount.log"
+declaration="$CODIGO_LOCAL/wordcount.yaml"
+sed "s|http://127.0.0.1:8090/|http://127.0.0.1:$FUNCTION_PORT/|" \
+  examples/functions/wordcount/wordcount.yaml >"$declaration"
+RUST_LOG=${RUST_LOG:-warn} "$bin/codigo-ctl" types apply -f "$declaration"
 
 psql_q() { psql "$DATABASE_URL" -Atqc "$1"; }
 before=$(psql_q "SELECT coalesce(max(created_at), '-infinity') FROM jobs")
@@ -111,9 +129,13 @@ cat <<SUMMARY
   producer   http://$PRODUCER_ADDR   (API key: $TOKEN)
   consumers  http://127.0.0.1:9464/metrics  http://127.0.0.1:9465/metrics
   logs       $logs
+  function   text.wordcount at http://127.0.0.1:$FUNCTION_PORT/ (declared with codigo-ctl types apply)
   try        curl -s -X POST http://$PRODUCER_ADDR/v1/jobs -H 'Authorization: Bearer $TOKEN' \\
                -H 'Content-Type: application/json' \\
                -d '{"type":"ledger.post","payload":{"account":"acme","amount_cents":1250,"currency":"EUR"}}'
+             curl -s -X POST http://$PRODUCER_ADDR/v1/jobs -H 'Authorization: Bearer $TOKEN' \\
+               -H 'Content-Type: application/json' \\
+               -d '{"type":"text.wordcount","payload":{"text":"hello from make run"}}'
              $bin/codigo-ctl status
 
   running; press Ctrl-C to stop.

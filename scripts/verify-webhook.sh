@@ -6,10 +6,5 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib/tools.sh"
-mkdir -p "$CODIGO_LOCAL/venvs"
-# Tests verify in parallel: one of them installs, the others wait for it.
-exec 9>"$CODIGO_LOCAL/venvs/.standardwebhooks.lock"
-flock 9
-bin=$(venv_bin standardwebhooks standardwebhooks==1.1.0)
-flock -u 9
+bin=$(standardwebhooks_bin)
 exec "$bin/python" "$here/verify_webhook.py" "$@"

@@ -61,19 +61,31 @@ macro_rules! named_enum {
 named_enum!(
     /// The `jobs.status` column (its CHECK constraint lists the same values).
     JobState, "job state", {
+        /// Stored by JetStream, recorded by the gateway before its 202; no worker has
+        /// finished a delivery of it yet.
+        Queued => "queued",
+        /// A delayed job waiting for its `run_at` (read as `queued` once that has passed).
+        Scheduled => "scheduled",
         Running => "running",
         /// A delivery failed; JetStream redelivers it after a delay.
         Retrying => "retrying",
         Succeeded => "succeeded",
         Failed => "failed",
         DeadLettered => "dead_lettered",
+        /// Cancelled before it ran (`DELETE /v1/jobs/{id}` of a delayed job).
+        Cancelled => "cancelled",
+        /// Its deadline passed before a worker could start (or retry) it: not run.
+        Expired => "expired",
     }
 );
 
 impl JobState {
     /// No later delivery changes a job in this state.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::DeadLettered)
+        matches!(
+            self,
+            Self::Succeeded | Self::DeadLettered | Self::Cancelled | Self::Expired
+        )
     }
 }
 
@@ -156,7 +168,8 @@ mod tests {
     /// The enum and the migrations' CHECK constraint list the same states.
     #[test]
     fn job_states_match_the_schema() {
-        let migration = include_str!("../migrations/0001_init.sql");
+        // The latest migration that sets the CHECK list.
+        let migration = include_str!("../migrations/0006_jobs_queued.sql");
         let check = migration
             .split("status IN (")
             .nth(1)

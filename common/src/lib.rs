@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod contract;
 pub mod db;
+pub mod declarations;
 pub mod jetstream;
 pub mod metric;
 pub mod names;

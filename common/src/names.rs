@@ -43,12 +43,62 @@ impl Names {
         format!("{}_ADVISORIES", self.stream_prefix)
     }
 
+    /// The key-value bucket of declared job types (stream `KV_<bucket>`).
+    pub fn job_types_bucket(&self) -> String {
+        format!("{}_JOB_TYPES", self.stream_prefix)
+    }
+
     pub fn job_subject(&self, job_type: &str) -> String {
         format!("{}.jobs.{job_type}", self.namespace)
     }
 
     pub fn jobs_wildcard(&self) -> String {
         format!("{}.jobs.>", self.namespace)
+    }
+
+    /// Delayed jobs until they are due (message schedules), sourced into the work stream.
+    pub fn scheduled_stream(&self) -> String {
+        format!("{}_SCHEDULED", self.stream_prefix)
+    }
+
+    /// Where a delayed job waits: a message schedule (`Nats-Schedule: @at ...`) of its own,
+    /// one subject per job so that it can be looked up and cancelled by id.
+    pub fn scheduled_subject(&self, id: &uuid::Uuid, job_type: &str) -> String {
+        format!("{}.scheduled.{id}.{job_type}", self.namespace)
+    }
+
+    /// Every subject the scheduled job `id` can be waiting on, whatever its type.
+    pub fn scheduled_filter(&self, id: &uuid::Uuid) -> String {
+        format!("{}.scheduled.{id}.>", self.namespace)
+    }
+
+    /// Every subject a delayed job of `job_type` waits on.
+    pub fn scheduled_of_type(&self, job_type: &str) -> String {
+        format!("{}.scheduled.*.{job_type}", self.namespace)
+    }
+
+    /// The durable consumer that counts the delayed jobs of `job_type` (never pulled: its
+    /// `num_pending` is the count).
+    pub fn scheduled_counter(&self, job_type: &str) -> String {
+        format!(
+            "{}-scheduled-{}",
+            self.namespace,
+            job_type.replace('.', "-")
+        )
+    }
+
+    pub fn scheduled_wildcard(&self) -> String {
+        format!("{}.scheduled.>", self.namespace)
+    }
+
+    /// Where the server publishes a delayed job when it is due; the work stream sources these
+    /// subjects as the job's work subject.
+    pub fn due_subject(&self, job_type: &str) -> String {
+        format!("{}.due.{job_type}", self.namespace)
+    }
+
+    pub fn due_wildcard(&self) -> String {
+        format!("{}.due.>", self.namespace)
     }
 
     pub fn dlq_subject(&self, job_type: &str) -> String {

@@ -305,6 +305,16 @@ pub fn inject_trace_context(headers: &mut async_nats::HeaderMap) {
     });
 }
 
+/// The current span's context as HTTP header pairs (`traceparent`, `tracestate`).
+pub fn trace_context_headers() -> std::collections::HashMap<String, String> {
+    let context = tracing::Span::current().context();
+    let mut headers = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut headers);
+    });
+    headers
+}
+
 /// Makes `span` a child of the trace carried in NATS headers, if any.
 pub fn link_to_remote_parent(span: &tracing::Span, headers: Option<&async_nats::HeaderMap>) {
     if let Some(headers) = headers {

@@ -13,6 +13,9 @@ use sha2::Sha256;
 
 /// Domain separation: a derived secret is never the MAC of anything else we compute.
 const LABEL: &[u8] = b"codigo webhook secret v1\0";
+/// A function's secret is derived under its own label: no tenant named like a job type shares
+/// a function's secret.
+const FUNCTION_LABEL: &[u8] = b"codigo function secret v1\0";
 
 /// The secret of jobs without a tenant (authentication disabled, or published straight to
 /// JetStream): `--tenant ''`. Never a real tenant name, which is at least one character.
@@ -38,6 +41,14 @@ impl TenantSecret {
         let mut mac = mac(master_key);
         mac.update(LABEL);
         mac.update(tenant.as_bytes());
+        Self(mac.finalize().into_bytes().into())
+    }
+
+    /// The secret an HTTP function verifies its invocations with (`codigo-ctl types secret`).
+    pub fn for_function(master_key: &[u8], job_type: &str) -> Self {
+        let mut mac = mac(master_key);
+        mac.update(FUNCTION_LABEL);
+        mac.update(job_type.as_bytes());
         Self(mac.finalize().into_bytes().into())
     }
 
@@ -92,5 +103,7 @@ mod tests {
         assert_ne!(a, TenantSecret::derive(b"other-master-key-0000", "acme"));
         assert!(a.whsec().starts_with("whsec_"));
         assert!(!format!("{a:?}").contains(&a.whsec()[6..]));
+        let function = TenantSecret::for_function(b"master-key-0123456789", "acme");
+        assert_ne!(function, a, "a function's secret is never a tenant's");
     }
 }

@@ -32,7 +32,34 @@ const END_TO_END: Metric = Metric {
     name: "codigo_job_end_to_end_duration_seconds",
     kind: MetricKind::Histogram,
     labels: &["job_type"],
-    help: "Time from a job's envelope created_at to its ack, in seconds.",
+    help: "Time from a job's envelope created_at (a delayed job's run_at) to its ack, in seconds.",
+};
+const START_LAG: Metric = Metric {
+    name: "codigo_job_start_lag_seconds",
+    kind: MetricKind::Histogram,
+    labels: &["job_type"],
+    help: "How late delayed jobs start: from their run_at to their first delivery to a worker, \
+           in seconds.",
+};
+const SCHEDULED: Metric = Metric {
+    name: "codigo_consumer_scheduled_jobs",
+    kind: MetricKind::Gauge,
+    labels: &["job_type"],
+    help: "Delayed jobs of the type waiting for their run_at in the schedules stream.",
+};
+const EXPIRED: Metric = Metric {
+    name: "codigo_consumer_expired_total",
+    kind: MetricKind::Counter,
+    labels: &["job_type"],
+    help: "Jobs not run because their deadline (expires_at, ttl) passed before a worker could \
+           start or retry them; acked, neither succeeded nor failed.",
+};
+const CANCELLED: Metric = Metric {
+    name: "codigo_consumer_cancelled_total",
+    kind: MetricKind::Counter,
+    labels: &["job_type"],
+    help: "Jobs taken out of the work stream without running (again) because DELETE \
+           /v1/jobs/{id} cancelled them; acked, neither succeeded nor failed.",
 };
 const IN_FLIGHT: Metric = Metric {
     name: "codigo_consumer_in_flight",
@@ -61,8 +88,12 @@ pub const METRICS: &[Metric] = &[
     DEAD_LETTERS,
     PROCESSING,
     END_TO_END,
+    START_LAG,
+    EXPIRED,
+    CANCELLED,
     IN_FLIGHT,
     PENDING,
+    SCHEDULED,
     DATABASE_ERRORS,
 ];
 
@@ -112,8 +143,12 @@ pub struct Meters {
     termed: Counter,
     processing: Histogram,
     end_to_end: Histogram,
+    start_lag: Histogram,
+    expired: Counter,
+    cancelled: Counter,
     in_flight: Gauge,
     pending: Gauge,
+    scheduled: Gauge,
 }
 
 impl Meters {
@@ -138,11 +173,18 @@ impl Meters {
                 END_TO_END.name,
                 END_TO_END.labelled([job_type.into()])
             ),
+            start_lag: metrics::histogram!(START_LAG.name, START_LAG.labelled([job_type.into()])),
+            expired: metrics::counter!(EXPIRED.name, EXPIRED.labelled([job_type.into()])),
+            cancelled: metrics::counter!(CANCELLED.name, CANCELLED.labelled([job_type.into()])),
             in_flight: metrics::gauge!(IN_FLIGHT.name, IN_FLIGHT.labelled([job_type.into()])),
             pending: metrics::gauge!(PENDING.name, PENDING.labelled([job_type.into()])),
+            scheduled: metrics::gauge!(SCHEDULED.name, SCHEDULED.labelled([job_type.into()])),
         };
+        meters.expired.absolute(0);
+        meters.cancelled.absolute(0);
         meters.in_flight.set(0.0);
         meters.pending.set(0.0);
+        meters.scheduled.set(0.0);
         meters
     }
 
@@ -185,6 +227,35 @@ impl JobEvent for JobAcked {
     }
 }
 
+/// A delayed job's first delivery, `lag` after its `run_at`.
+pub struct DelayedJobStarted {
+    pub lag: Duration,
+}
+
+impl JobEvent for DelayedJobStarted {
+    fn emit(self, meters: &Meters) {
+        meters.start_lag.record(self.lag.as_secs_f64());
+    }
+}
+
+/// A job acked without running: its deadline had passed.
+pub struct JobExpired;
+
+impl JobEvent for JobExpired {
+    fn emit(self, meters: &Meters) {
+        meters.expired.increment(1);
+    }
+}
+
+/// A job acked without running (again): it was cancelled.
+pub struct JobCancelled;
+
+impl JobEvent for JobCancelled {
+    fn emit(self, meters: &Meters) {
+        meters.cancelled.increment(1);
+    }
+}
+
 /// A job handed back to JetStream, now or after a delay.
 pub struct JobNaked;
 
@@ -224,6 +295,16 @@ impl JobEvent for PendingMessages {
     fn emit(self, meters: &Meters) {
         #[allow(clippy::cast_precision_loss)]
         meters.pending.set(self.0 as f64);
+    }
+}
+
+/// The delayed jobs of a type waiting for their time.
+pub struct ScheduledJobs(pub u64);
+
+impl JobEvent for ScheduledJobs {
+    fn emit(self, meters: &Meters) {
+        #[allow(clippy::cast_precision_loss)]
+        meters.scheduled.set(self.0 as f64);
     }
 }
 

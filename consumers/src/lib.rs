@@ -11,6 +11,7 @@ pub mod dead_letters;
 pub mod events;
 pub mod exhausted;
 pub mod faults;
+pub mod functions;
 pub mod handlers;
 pub mod http;
 pub mod orphans;
@@ -170,22 +171,23 @@ impl Application {
                 "FAULT INJECTION IS ON: this worker crashes and stalls on purpose"
             );
         }
+        let webhook_settings = config.webhook_signing_key.as_ref().map(|signing_key| {
+            handlers::webhook::WebhookSettings {
+                signing_key: signing_key.expose_secret().to_owned(),
+                previous_signing_key: config
+                    .webhook_previous_signing_key
+                    .as_ref()
+                    .map(|key| key.expose_secret().to_owned()),
+                allow_private: config.webhook_allow_private,
+                timeout: config.webhook_timeout,
+                max_per_host: config.webhook_max_per_host,
+            }
+        });
         let mut workers = handlers::runtime(
             handlers::HandlerSettings {
                 pool: pool.clone(),
                 faults,
-                webhook: config.webhook_signing_key.as_ref().map(|signing_key| {
-                    handlers::webhook::WebhookSettings {
-                        signing_key: signing_key.expose_secret().to_owned(),
-                        previous_signing_key: config
-                            .webhook_previous_signing_key
-                            .as_ref()
-                            .map(|key| key.expose_secret().to_owned()),
-                        allow_private: config.webhook_allow_private,
-                        timeout: config.webhook_timeout,
-                        max_per_host: config.webhook_max_per_host,
-                    }
-                }),
+                webhook: webhook_settings.clone(),
             },
             &job_types,
         )
@@ -203,6 +205,7 @@ impl Application {
             },
             concurrency: config.concurrency,
             fetch_expires: config.fetch_expires,
+            pull_loops: config.pull_loops,
             dead_letters: dead_letters.clone(),
         });
 
@@ -223,21 +226,54 @@ impl Application {
             exhausted: exhausted.clone(),
         });
         tasks.spawn(advisories.run(shutdown.clone()));
+        let served = runtime::ServedTypes::default();
+        for (job_type, meters) in &meters {
+            served.insert(job_type, meters.clone());
+        }
         let sweep = orphans::OrphanSweep {
             js: js.clone(),
             names: names.clone(),
             exhausted,
-            job_types: job_types.clone(),
+            served: served.clone(),
             interval: config.orphan_sweep,
         };
         tasks.spawn(sweep.run(shutdown.clone()));
-        tasks.spawn(runtime::report_pending(
-            shared,
-            meters.into_iter().collect(),
-            shutdown.clone(),
-        ));
+        if config.serves_functions() {
+            let functions = functions::Functions {
+                shared: shared.clone(),
+                keys: functions::SigningKeys {
+                    current: config
+                        .webhook_signing_key
+                        .as_ref()
+                        .map(|key| key.expose_secret().to_owned())
+                        .unwrap_or_default(),
+                    previous: config
+                        .webhook_previous_signing_key
+                        .as_ref()
+                        .map(|key| key.expose_secret().to_owned()),
+                },
+                webhook: webhook_settings.clone(),
+                drain_timeout,
+                served: served.clone(),
+            };
+            let stop = shutdown.clone();
+            let (js, names, args) = (js.clone(), names.clone(), config.service.jetstream.clone());
+            tasks.spawn(async move {
+                let opened = (|| codigo_common::declarations::Declarations::prepare(&js, &names, &args))
+                    .retry(patient())
+                    .notify(|error, wait| {
+                        tracing::warn!(%error, ?wait, "cannot open the job-type bucket; retrying")
+                    });
+                tokio::select! {
+                    Ok(declarations) = opened => functions.run(declarations, stop).await,
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+        tasks.spawn(runtime::report_pending(shared, served, shutdown.clone()));
         tracing::info!(
             job_types = ?job_types,
+            functions = config.serves_functions(),
             concurrency = config.concurrency,
             shutdown_budget = ?config.shutdown_budget(),
             "codigo-consumer running"

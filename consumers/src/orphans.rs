@@ -18,6 +18,7 @@ use codigo_common::Names;
 use crate::events::{self, OrphanFound, OrphanSweepFailed};
 use crate::exhausted::{jetstream_error, Exhausted, ExhaustedError, ExhaustedJobs};
 use crate::pause::pause;
+use crate::runtime::ServedTypes;
 
 /// Most new orphans one sweep of a job type notes; the rest are noted by a later sweep.
 const MAX_PER_SWEEP: usize = 1000;
@@ -26,7 +27,8 @@ pub struct OrphanSweep {
     pub js: jetstream::Context,
     pub names: Names,
     pub exhausted: Arc<ExhaustedJobs>,
-    pub job_types: Vec<&'static str>,
+    /// Built-in and declared types alike: a function's jobs are swept like any other.
+    pub served: ServedTypes,
     pub interval: Duration,
 }
 
@@ -39,7 +41,7 @@ impl OrphanSweep {
             if shutdown.is_cancelled() {
                 return;
             }
-            for job_type in &self.job_types {
+            for job_type in self.served.names() {
                 if shutdown.is_cancelled() {
                     return;
                 }

@@ -79,21 +79,28 @@ impl<'a> JobRecord<'a> {
 }
 
 /// Final states never regress: a late retry or dead letter of a job that already succeeded
-/// leaves its row alone.
+/// leaves its row alone. A retry of a job whose cancellation came while it ran becomes its
+/// cancellation instead.
 const UPSERT: &str = "
 INSERT INTO jobs (id, type, status, attempts, payload, result, error, idempotency_key, tenant,
-                  created_at, started_at, finished_at, stream_sequence)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                  created_at, started_at, finished_at, stream_sequence, retry_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (id) DO UPDATE SET
-    status = EXCLUDED.status,
+    status = CASE WHEN jobs.cancel_requested AND EXCLUDED.status = 'retrying'
+                  THEN 'cancelled' ELSE EXCLUDED.status END,
     attempts = GREATEST(jobs.attempts, EXCLUDED.attempts),
     result = EXCLUDED.result,
     error = EXCLUDED.error,
     started_at = COALESCE(jobs.started_at, EXCLUDED.started_at),
-    finished_at = EXCLUDED.finished_at,
-    stream_sequence = COALESCE(EXCLUDED.stream_sequence, jobs.stream_sequence)
-WHERE jobs.status <> 'succeeded'";
+    finished_at = CASE WHEN jobs.cancel_requested AND EXCLUDED.status = 'retrying'
+                       THEN now() ELSE EXCLUDED.finished_at END,
+    stream_sequence = COALESCE(EXCLUDED.stream_sequence, jobs.stream_sequence),
+    retry_at = CASE WHEN jobs.cancel_requested THEN NULL ELSE EXCLUDED.retry_at END
+WHERE jobs.status <> 'succeeded'
+RETURNING status";
 
+/// How a job's row ended up: `None` when it had succeeded already and was left alone.
+#[allow(clippy::too_many_arguments)]
 async fn upsert(
     executor: impl PgExecutor<'_>,
     job: &JobRecord<'_>,
@@ -102,8 +109,9 @@ async fn upsert(
     error: Option<&str>,
     finished: bool,
     stream_sequence: Option<u64>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(UPSERT)
+    retry_at: Option<OffsetDateTime>,
+) -> Result<Option<JobState>, sqlx::Error> {
+    sqlx::query_scalar(UPSERT)
         .bind(job.id)
         .bind(job.job_type)
         .bind(status)
@@ -117,9 +125,9 @@ async fn upsert(
         .bind(job.started_at)
         .bind(finished.then(OffsetDateTime::now_utc))
         .bind(stream_sequence.and_then(|seq| i64::try_from(seq).ok()))
-        .execute(executor)
+        .bind(retry_at)
+        .fetch_optional(executor)
         .await
-        .map(drop)
 }
 
 pub async fn record_success(
@@ -127,10 +135,22 @@ pub async fn record_success(
     job: &JobRecord<'_>,
     result: Option<&Value>,
 ) -> Result<(), sqlx::Error> {
-    upsert(executor, job, JobState::Succeeded, result, None, true, None).await
+    upsert(
+        executor,
+        job,
+        JobState::Succeeded,
+        result,
+        None,
+        true,
+        None,
+        None,
+    )
+    .await
+    .map(drop)
 }
 
-/// Marks a group of jobs succeeded in one statement (ids must be distinct).
+/// Marks a group of jobs succeeded in one statement (ids must be distinct), in id order as the
+/// gateway writes its `queued` rows: two groups sharing ids then cannot deadlock.
 pub async fn record_successes(
     executor: impl PgExecutor<'_>,
     jobs: &[&JobRecord<'_>],
@@ -146,6 +166,7 @@ pub async fn record_successes(
                        $7::text[], $8::timestamptz[], $9::timestamptz[])
                 AS t(id, type, attempts, payload, result, idempotency_key, tenant, created_at,
                      started_at)
+          ORDER BY id
          ON CONFLICT (id) DO UPDATE SET
              status = 'succeeded',
              attempts = GREATEST(jobs.attempts, EXCLUDED.attempts),
@@ -170,9 +191,9 @@ pub async fn record_successes(
     .map(drop)
 }
 
-/// Records a failed delivery (`Retrying`) or a dead letter (`DeadLettered`) with the
-/// work-stream sequence of its message: a max-deliveries advisory for a message that has left
-/// the stream finds the job by it, and a late one finds the job finished.
+/// Records a dead letter (`DeadLettered`) with the work-stream sequence of its message: a
+/// max-deliveries advisory for a message that has left the stream finds the job by it, and a
+/// late one finds the job finished.
 pub async fn record_failure(
     pool: &PgPool,
     job: &JobRecord<'_>,
@@ -189,8 +210,83 @@ pub async fn record_failure(
         Some(error),
         finished,
         Some(stream_sequence),
+        None,
     )
     .await
+    .map(drop)
+}
+
+/// Records a failed delivery to be retried at `retry_at`; answers `Cancelled` when the job's
+/// cancellation came while it ran: then it must not be retried.
+pub async fn record_retry(
+    pool: &PgPool,
+    job: &JobRecord<'_>,
+    error: &str,
+    stream_sequence: u64,
+    retry_at: OffsetDateTime,
+) -> Result<Option<JobState>, sqlx::Error> {
+    upsert(
+        pool,
+        job,
+        JobState::Retrying,
+        None,
+        Some(error),
+        false,
+        Some(stream_sequence),
+        Some(retry_at),
+    )
+    .await
+}
+
+/// Marks the jobs of a fetched group `running` (those queued, delayed and due, or waiting for
+/// a retry: a worker has them now) and answers which of them were cancelled before: they must not run.
+pub async fn claim(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    // Not waiting for the WAL flush: the mark matters while Postgres runs (its row lock orders
+    // it against a cancellation); after a crash, the job's own commit says what happened.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    let cancelled = sqlx::query_scalar(
+        "WITH claimed AS (
+             UPDATE jobs SET status = 'running', retry_at = NULL,
+                             started_at = COALESCE(started_at, now())
+              WHERE id = ANY($1) AND status IN ('queued', 'scheduled', 'retrying'))
+         SELECT id FROM jobs WHERE id = ANY($1) AND status = 'cancelled'",
+    )
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(cancelled)
+}
+
+/// Records a job whose deadline passed before it could start (or be retried): never started,
+/// so no `started_at`. A final row stays as it is.
+pub async fn record_expired(pool: &PgPool, job: &JobRecord<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO jobs (id, type, status, attempts, payload, error, idempotency_key, tenant,
+                           created_at, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (id) DO UPDATE SET
+             status = EXCLUDED.status,
+             error = EXCLUDED.error,
+             finished_at = EXCLUDED.finished_at
+         WHERE jobs.status NOT IN ('succeeded', 'dead_lettered', 'cancelled', 'expired')",
+    )
+    .bind(job.id)
+    .bind(job.job_type)
+    .bind(JobState::Expired)
+    .bind(job.attempts)
+    .bind(job.payload)
+    .bind("its deadline passed before a worker could start it")
+    .bind(job.idempotency_key)
+    .bind(job.tenant)
+    .bind(job.created_at)
+    .bind(OffsetDateTime::now_utc())
+    .execute(pool)
+    .await
+    .map(drop)
 }
 
 /// A jobs row, as much as rebuilding its envelope needs.

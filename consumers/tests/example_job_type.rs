@@ -24,6 +24,8 @@ async fn publish(env: &TestEnv, payload: Value) -> Uuid {
         idempotency_key: None,
         created_at: OffsetDateTime::now_utc(),
         tenant: None,
+        run_at: None,
+        expires_at: None,
     };
     let body = serde_json::to_vec(&envelope).expect("json");
     let message = PublishMessage::build().payload(body.into());

@@ -5,6 +5,7 @@ mod dlq;
 mod setup;
 mod slo;
 mod status;
+mod types;
 mod webhooks;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -34,7 +35,7 @@ pub enum Format {
 enum Command {
     /// Apply database migrations and create or update streams and consumers (idempotent).
     Setup,
-    /// Per job type: pending, ack-pending, redelivered and dead-letter counts.
+    /// Per job type: scheduled, pending, ack-pending, redelivered and dead-letter counts.
     Status {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -54,6 +55,11 @@ enum Command {
     Slo {
         #[command(subcommand)]
         command: slo::SloCommand,
+    },
+    /// Declared job types (HTTP functions): `types apply -f FILE|list|show|delete|secret`.
+    Types {
+        #[command(subcommand)]
+        command: types::TypesCommand,
     },
     /// Webhook signing secrets: `webhooks secret --tenant T`.
     Webhooks {
@@ -92,10 +98,11 @@ async fn main() -> anyhow::Result<()> {
     let names = codigo_common::Names::new(&nats.namespace)?;
     match cli.command {
         Command::Setup => setup::run(nats, database, jetstream, &names).await,
-        Command::Status { format } => status::run(nats, &names, format).await,
+        Command::Status { format } => status::run(nats, database, &names, format).await,
         Command::Dlq { command } => dlq::run(nats, &names, command).await,
         Command::Teardown { yes } => setup::teardown(nats, &names, yes).await,
         Command::Slo { .. } => unreachable!("handled above"),
+        Command::Types { command } => types::run(nats, jetstream, &names, command).await,
         Command::Webhooks { command } => {
             println!("{}", webhooks::run(command)?);
             Ok(())

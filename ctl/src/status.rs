@@ -1,8 +1,9 @@
 use std::collections::BTreeMap;
 
-use codigo_common::config::NatsArgs;
+use codigo_common::config::{DatabaseArgs, NatsArgs};
+use codigo_common::declarations::Declarations;
 use codigo_common::nats::InitialConnect;
-use codigo_common::{nats, Names};
+use codigo_common::{jetstream, nats, Names};
 use codigo_schemas::registry;
 use futures::TryStreamExt;
 use serde::Serialize;
@@ -11,16 +12,60 @@ use crate::Format;
 
 #[derive(Debug, Serialize)]
 struct TypeStatus {
-    job_type: &'static str,
+    job_type: String,
     consumer: String,
+    /// Delayed jobs waiting for their run_at.
+    scheduled: u64,
     pending: u64,
+    /// Jobs a worker holds now, and jobs waiting for a retry, from Postgres (`null` when it
+    /// cannot be read).
+    running: Option<i64>,
+    retrying: Option<i64>,
     ack_pending: usize,
     redelivered: usize,
     waiting_pulls: usize,
     dead_letters: usize,
 }
 
-pub async fn run(nats_args: &NatsArgs, names: &Names, format: Format) -> anyhow::Result<()> {
+/// Running and retrying jobs per type, from their rows; `None` when Postgres cannot be read,
+/// said on stderr (the stream's figures are worth showing all the same).
+async fn in_progress(
+    database: &DatabaseArgs,
+    job_types: &[String],
+) -> Option<BTreeMap<String, (i64, i64)>> {
+    let counted = async {
+        let pool = codigo_common::db::connect(database).await?;
+        // `type = ANY` keeps to the (type, status) index on a table of any size.
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT type, count(*) FILTER (WHERE status = 'running'),
+                    count(*) FILTER (WHERE status = 'retrying')
+               FROM jobs WHERE type = ANY($1) AND status IN ('running', 'retrying')
+              GROUP BY type",
+        )
+        .bind(job_types)
+        .fetch_all(&pool)
+        .await?;
+        anyhow::Ok(rows)
+    };
+    match counted.await {
+        Ok(rows) => Some(
+            rows.into_iter()
+                .map(|(t, run, retry)| (t, (run, retry)))
+                .collect(),
+        ),
+        Err(error) => {
+            eprintln!("running and retrying counts left out: Postgres cannot be read ({error}); check DATABASE_URL");
+            None
+        }
+    }
+}
+
+pub async fn run(
+    nats_args: &NatsArgs,
+    database: &DatabaseArgs,
+    names: &Names,
+    format: Format,
+) -> anyhow::Result<()> {
     let client = nats::connect(nats_args, "codigo-ctl", InitialConnect::FailFast).await?;
     let js = async_nats::jetstream::new(client);
     let jobs = js.get_stream(names.jobs_stream()).await.map_err(|e| {
@@ -36,13 +81,33 @@ pub async fn run(nats_args: &NatsArgs, names: &Names, format: Format) -> anyhow:
         .try_collect()
         .await?;
 
+    // Declared types too; a namespace set up before they existed has no bucket yet.
+    let declared = match Declarations::open(&js, names).await {
+        Ok(declarations) => declarations.snapshot().await?.0,
+        Err(_) => Vec::new(),
+    };
+    let job_types: Vec<String> = registry()
+        .names()
+        .map(str::to_owned)
+        .chain(declared.into_iter().map(|d| d.name))
+        .collect();
+    let in_progress = in_progress(database, &job_types).await;
     let mut rows = Vec::new();
-    for job_type in registry().names() {
+    for job_type in job_types {
+        let counts = in_progress
+            .as_ref()
+            .map(|counts| counts.get(&job_type).copied().unwrap_or((0, 0)));
+        let job_type = job_type.as_str();
         let consumer = names.durable(job_type);
         let info = jobs.consumer_info(&consumer).await.ok();
         rows.push(TypeStatus {
-            job_type,
+            job_type: job_type.to_owned(),
+            scheduled: jetstream::scheduled_count(&js, names, job_type)
+                .await
+                .unwrap_or(0),
             pending: info.as_ref().map_or(0, |i| i.num_pending),
+            running: counts.map(|(running, _)| running),
+            retrying: counts.map(|(_, retrying)| retrying),
             ack_pending: info.as_ref().map_or(0, |i| i.num_ack_pending),
             redelivered: info.as_ref().map_or(0, |i| i.num_redelivered),
             waiting_pulls: info.as_ref().map_or(0, |i| i.num_waiting),
@@ -58,11 +123,15 @@ pub async fn run(nats_args: &NatsArgs, names: &Names, format: Format) -> anyhow:
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => {
+            let count = |n: Option<i64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
             println!(
-                "{:<18} {:<28} {:>10} {:>12} {:>12} {:>8} {:>13}",
+                "{:<24} {:<34} {:>10} {:>10} {:>8} {:>9} {:>12} {:>12} {:>8} {:>13}",
                 "JOB TYPE",
                 "CONSUMER",
+                "SCHEDULED",
                 "PENDING",
+                "RUNNING",
+                "RETRYING",
                 "ACK PENDING",
                 "REDELIVERED",
                 "PULLS",
@@ -70,10 +139,13 @@ pub async fn run(nats_args: &NatsArgs, names: &Names, format: Format) -> anyhow:
             );
             for r in &rows {
                 println!(
-                    "{:<18} {:<28} {:>10} {:>12} {:>12} {:>8} {:>13}",
+                    "{:<24} {:<34} {:>10} {:>10} {:>8} {:>9} {:>12} {:>12} {:>8} {:>13}",
                     r.job_type,
                     r.consumer,
+                    r.scheduled,
                     r.pending,
+                    count(r.running),
+                    count(r.retrying),
                     r.ack_pending,
                     r.redelivered,
                     r.waiting_pulls,

@@ -1,6 +1,6 @@
 //! `codigo-ctl webhooks secret --tenant T`: the `whsec_...` secret a tenant's receivers verify
 //! deliveries with (Standard Webhooks), derived from the consumer's master key.
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use codigo_common::webhook_secret::TenantSecret;
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -11,24 +11,48 @@ pub enum WebhooksCommand {
         /// The tenant (its API key's tenant); `''` for jobs without one (auth disabled).
         #[arg(long)]
         tenant: String,
-        /// Print the secret under the previous master key instead (during a rotation).
-        #[arg(long)]
-        previous: bool,
-        /// The consumers' master key.
-        #[arg(long, env = "CODIGO_WEBHOOK_SIGNING_KEY", hide_env_values = true,
-              value_parser = codigo_common::config::secret)]
-        webhook_signing_key: Option<SecretString>,
-        /// The consumers' master key before the rotation in progress.
-        #[arg(long, env = "CODIGO_WEBHOOK_PREVIOUS_SIGNING_KEY", hide_env_values = true,
-              value_parser = codigo_common::config::secret)]
-        webhook_previous_signing_key: Option<SecretString>,
+        #[command(flatten)]
+        keys: MasterKeys,
     },
+}
+
+/// The consumers' master keys, which tenants' and functions' secrets derive from.
+#[derive(Debug, Args)]
+pub struct MasterKeys {
+    /// Print the secret under the previous master key instead (during a rotation).
+    #[arg(long)]
+    pub previous: bool,
+    /// The consumers' master key.
+    #[arg(long, env = "CODIGO_WEBHOOK_SIGNING_KEY", hide_env_values = true,
+          value_parser = codigo_common::config::secret)]
+    pub webhook_signing_key: Option<SecretString>,
+    /// The consumers' master key before the rotation in progress.
+    #[arg(long, env = "CODIGO_WEBHOOK_PREVIOUS_SIGNING_KEY", hide_env_values = true,
+          value_parser = codigo_common::config::secret)]
+    pub webhook_previous_signing_key: Option<SecretString>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not set: give it the value the consumers run with (the Secret behind the chart's secrets.webhookSigningKey)")]
+pub struct MissingKey(&'static str);
+
+impl MasterKeys {
+    /// The key to derive from: the previous one if asked for, else the current one.
+    pub fn chosen(self) -> Result<SecretString, MissingKey> {
+        if self.previous {
+            self.webhook_previous_signing_key
+                .ok_or(MissingKey("CODIGO_WEBHOOK_PREVIOUS_SIGNING_KEY"))
+        } else {
+            self.webhook_signing_key
+                .ok_or(MissingKey("CODIGO_WEBHOOK_SIGNING_KEY"))
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhooksError {
-    #[error("{0} is not set: give it the value the consumers run with (the Secret behind the chart's secrets.webhookSigningKey)")]
-    NoKey(&'static str),
+    #[error(transparent)]
+    NoKey(#[from] MissingKey),
     #[error("tenant {0:?} is not a tenant name: 1-64 characters from A-Z, a-z, 0-9, '.', '_' and '-' (or '' for jobs without a tenant)")]
     BadTenant(String),
 }
@@ -36,12 +60,7 @@ pub enum WebhooksError {
 /// The line to print for `command`.
 pub fn run(command: WebhooksCommand) -> Result<String, WebhooksError> {
     match command {
-        WebhooksCommand::Secret {
-            tenant,
-            previous,
-            webhook_signing_key,
-            webhook_previous_signing_key,
-        } => {
+        WebhooksCommand::Secret { tenant, keys } => {
             let valid = tenant.len() <= 64
                 && tenant
                     .chars()
@@ -49,12 +68,7 @@ pub fn run(command: WebhooksCommand) -> Result<String, WebhooksError> {
             if !valid {
                 return Err(WebhooksError::BadTenant(tenant));
             }
-            let key = if previous {
-                webhook_previous_signing_key
-                    .ok_or(WebhooksError::NoKey("CODIGO_WEBHOOK_PREVIOUS_SIGNING_KEY"))?
-            } else {
-                webhook_signing_key.ok_or(WebhooksError::NoKey("CODIGO_WEBHOOK_SIGNING_KEY"))?
-            };
+            let key = keys.chosen()?;
             Ok(TenantSecret::derive(key.expose_secret().as_bytes(), &tenant).whsec())
         }
     }
@@ -67,9 +81,11 @@ mod tests {
     fn secret(tenant: &str, previous: bool) -> Result<String, WebhooksError> {
         run(WebhooksCommand::Secret {
             tenant: tenant.into(),
-            previous,
-            webhook_signing_key: Some("current-master-key-0001".into()),
-            webhook_previous_signing_key: Some("previous-master-key-001".into()),
+            keys: MasterKeys {
+                previous,
+                webhook_signing_key: Some("current-master-key-0001".into()),
+                webhook_previous_signing_key: Some("previous-master-key-001".into()),
+            },
         })
     }
 

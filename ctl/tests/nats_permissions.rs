@@ -166,11 +166,25 @@ async fn ready(http: &reqwest::Client, service: &impl Service) -> bool {
 
 /// Submits a ledger job through the producer and waits for the consumer to record it.
 async fn job_end_to_end(http: &reqwest::Client, producer: &TestProducer, account: &str) {
+    submit_and_wait(http, producer, account, None).await;
+}
+
+/// The same for a job delayed by `delay` seconds, waiting in the schedules stream first.
+async fn submit_and_wait(
+    http: &reqwest::Client,
+    producer: &TestProducer,
+    account: &str,
+    delay: Option<f64>,
+) {
+    let mut job = json!({"type": "ledger.post",
+        "payload": {"account": account, "amount_cents": 4200, "currency": "EUR"}});
+    if let Some(delay) = delay {
+        job["delay"] = json!(delay);
+    }
     let response = http
         .post(format!("http://{}/v1/jobs", producer.addr))
         .bearer_auth(TOKEN)
-        .json(&json!({"type": "ledger.post",
-            "payload": {"account": account, "amount_cents": 4200, "currency": "EUR"}}))
+        .json(&job)
         .send()
         .await
         .expect("submit");
@@ -254,6 +268,8 @@ async fn least_privilege_users_run_the_pipeline_and_nothing_more() {
 
     let (producer, consumer, http) = start_pipeline(&env, &access, &server).await;
     job_end_to_end(&http, &producer, "acct-permissions").await;
+    // A delayed job: the gateway writes the schedules stream, the server moves it over.
+    submit_and_wait(&http, &producer, "acct-delayed", Some(1.0)).await;
     let balance: i64 = sqlx::query_scalar(
         "SELECT balance_cents FROM account_balances WHERE account = 'acct-permissions'",
     )

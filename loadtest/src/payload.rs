@@ -102,6 +102,8 @@ impl JobFactory {
             idempotency_key: None,
             created_at: OffsetDateTime::now_utc(),
             tenant: Some(self.tenant.clone()),
+            run_at: None,
+            expires_at: None,
         };
         let body = serde_json::to_vec(&envelope).unwrap_or_default();
         let mut headers = HeaderMap::new();

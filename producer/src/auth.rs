@@ -1,17 +1,19 @@
 //! API keys: `Authorization: Bearer <token>`, compared in constant time, each key with its
 //! tenant, optional job-type scope and its own token bucket.
 //!
-//! `CODIGO_API_KEYS` holds comma-separated entries `name:token[;tenant=T][;types=a.b|c.d][;rate=N]`.
+//! `CODIGO_API_KEYS` holds comma-separated entries
+//! `name:token[;tenant=T][;types=a.b|c.d][;rate=N][;admin=true]`.
 //! A plain `name:token` has tenant `name`, every job type, and `CODIGO_RATE_LIMIT_PER_KEY`.
 //! Names and tenants are 1-64 characters from `A-Za-z0-9._-`; tokens at least 16 characters,
-//! one per key; `types=` names registered job types only (docs/SECURITY.md).
+//! one per key; `types=` names well-formed job type names (a declared type may come later);
+//! `admin=true` may declare and delete job types (docs/SECURITY.md).
 use std::collections::BTreeSet;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use codigo_schemas::registry;
+use codigo_schemas::{is_type_name, registry};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
@@ -21,7 +23,7 @@ use crate::problem::Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParseKeysError {
-    #[error("CODIGO_API_KEYS entry #{index} is not `name:token[;tenant=..][;types=..][;rate=..]`: {reason}")]
+    #[error("CODIGO_API_KEYS entry #{index} is not `name:token[;tenant=..][;types=..][;rate=..][;admin=true]`: {reason}")]
     Entry { index: usize, reason: String },
     #[error("CODIGO_API_KEYS has two keys named {0:?}; names must be unique")]
     DuplicateName(String),
@@ -42,6 +44,8 @@ pub struct ApiKey {
     pub tenant: String,
     /// `None` allows every job type.
     pub job_types: Option<BTreeSet<String>>,
+    /// May declare and delete job types.
+    pub admin: bool,
     token_digest: [u8; 32],
     /// The bucket and its burst (twice the rate).
     limiter: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
@@ -54,6 +58,7 @@ impl fmt::Debug for ApiKey {
             .field("name", &self.name)
             .field("tenant", &self.tenant)
             .field("job_types", &self.job_types)
+            .field("admin", &self.admin)
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +151,7 @@ impl ApiKeys {
             let mut tenant = name.to_owned();
             let mut job_types = None;
             let mut rate = default_rate;
+            let mut admin = false;
             for option in parts {
                 let (key, value) = option
                     .split_once('=')
@@ -168,12 +174,11 @@ impl ApiKeys {
                                 "types= lists no job type; drop it to allow every type",
                             ));
                         }
-                        // A typo would otherwise yield a key that can submit nothing.
-                        if let Some(unknown) =
-                            types.iter().find(|t| registry().job_type(t).is_err())
-                        {
+                        // A typo would otherwise yield a key that can submit nothing. Declared
+                        // types come and go at run time, so only the name's form is checked.
+                        if let Some(unknown) = types.iter().find(|t| !is_type_name(t)) {
                             return Err(bad(&format!(
-                                "types= names {unknown:?}, which is not a registered job type; known: {}",
+                                "types= names {unknown:?}, which is not a job type name; built-in: {}",
                                 registry().names().collect::<Vec<_>>().join(", ")
                             )));
                         }
@@ -185,7 +190,14 @@ impl ApiKeys {
                             .parse()
                             .map_err(|_| bad("rate must be a whole number of jobs per second"))?;
                     }
-                    _ => return Err(bad("unknown option; use tenant=, types= or rate=")),
+                    "admin" => {
+                        admin = match value.trim() {
+                            "true" => true,
+                            "false" => false,
+                            _ => return Err(bad("admin must be true or false")),
+                        };
+                    }
+                    _ => return Err(bad("unknown option; use tenant=, types=, rate= or admin=")),
                 }
             }
             if keys.iter().any(|k| k.name == name) {
@@ -203,6 +215,7 @@ impl ApiKeys {
                 name: name.to_owned(),
                 tenant,
                 job_types,
+                admin,
                 token_digest,
                 limiter: limiter(rate),
             }));
@@ -264,6 +277,14 @@ impl Caller {
         })
     }
 
+    /// 403 unless the key may declare and delete job types; with auth disabled, anyone may.
+    pub fn may_administer(&self) -> Result<(), Problem> {
+        match &self.key {
+            Some(key) if !key.admin => Err(Problem::forbidden_admin()),
+            _ => Ok(()),
+        }
+    }
+
     /// 403 unless the key's scope takes `job_type`.
     pub fn may_submit(&self, job_type: &str) -> Result<(), Problem> {
         match &self.key {
@@ -292,6 +313,9 @@ mod tests {
         assert!(beta.allows("ledger.post"));
         assert!(!beta.allows("webhook.deliver"));
         assert!(beta.limiter.is_none());
+        assert!(!beta.admin);
+        let ops = ApiKeys::parse("ops:oooooooooooooooo;admin=true", 10).expect("parses");
+        assert!(ops.find("oooooooooooooooo").expect("ops").admin);
         assert!(keys.find("cccccccccccccccc").is_none());
         assert!(!format!("{alpha:?}").contains("aaaa"));
     }
@@ -305,7 +329,8 @@ mod tests {
             "a:aaaaaaaaaaaaaaaa;color=red",
             "a:aaaaaaaaaaaaaaaa,a:bbbbbbbbbbbbbbbb",
             "a:aaaaaaaaaaaaaaaa,b:aaaaaaaaaaaaaaaa",
-            "a:aaaaaaaaaaaaaaaa;types=ledger.psot",
+            "a:aaaaaaaaaaaaaaaa;types=Ledger",
+            "a:aaaaaaaaaaaaaaaa;admin=yes",
             "a:aaaaaaaaaaaaaaaa;types=|",
             "a:aaaaaaaaaaaaaaaa;tenant=",
             "a:aaaaaaaaaaaaaaaa;tenant=acme corp",

@@ -228,11 +228,25 @@ fn from_json(value: Value) -> Result<EventJob, Problem> {
             )));
         }
     }
+    let run_at = optional("runat")?.map(str::to_owned);
+    let seconds_of = |name: &str| match event.get(name) {
+        None => Ok(None),
+        Some(Value::Number(seconds)) => Ok(seconds.as_f64()),
+        Some(Value::String(seconds)) => seconds_attribute(name, seconds).map(Some),
+        Some(_) => Err(invalid_seconds(name)),
+    };
+    let delay = seconds_of("delay")?;
+    let ttl = seconds_of("ttl")?;
+    let expires_at = optional("expiresat")?.map(str::to_owned);
     Ok(EventJob {
         request: JobRequest {
             job_type,
             payload: event.remove("data").unwrap_or(Value::Null),
             idempotency_key: Some(id),
+            run_at,
+            delay,
+            expires_at,
+            ttl,
         },
         source,
     })
@@ -321,9 +335,31 @@ fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<EventJob, Problem> {
             job_type: job_type.to_owned(),
             payload,
             idempotency_key: Some(id.to_owned()),
+            run_at: attributes.get("runat").cloned(),
+            delay: attributes
+                .get("delay")
+                .map(|seconds| seconds_attribute("delay", seconds))
+                .transpose()?,
+            expires_at: attributes.get("expiresat").cloned(),
+            ttl: attributes
+                .get("ttl")
+                .map(|seconds| seconds_attribute("ttl", seconds))
+                .transpose()?,
         },
         source: source.to_owned(),
     })
+}
+
+fn invalid_seconds(name: &str) -> Problem {
+    Problem::invalid_cloudevent(format!(
+        "the {name} extension attribute is a number of seconds"
+    ))
+}
+
+/// A `delay` or `ttl` extension attribute in its string form (binary mode carries only
+/// strings).
+fn seconds_attribute(name: &str, text: &str) -> Result<f64, Problem> {
+    text.trim().parse().map_err(|_| invalid_seconds(name))
 }
 
 /// The `type` an event claims, for the rejection metric (folded to `unknown` unless it is

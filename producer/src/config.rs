@@ -47,6 +47,10 @@ pub struct Config {
     #[arg(long, env = "CODIGO_MAX_BATCH_ITEMS", default_value_t = 1000,
           value_parser = at_least(1usize))]
     pub max_batch_items: usize,
+    /// How far ahead a job may be delayed with `run_at` or `delay` (a number is seconds).
+    #[arg(long = "max-delay", env = "CODIGO_MAX_DELAY", default_value = "30d",
+          value_parser = secs().at_least(Duration::from_secs(1)))]
+    pub max_delay: Duration,
     /// How long to wait for JetStream's publish acknowledgement, repeats included, before
     /// answering 503 (a number is seconds).
     #[arg(long = "publish-timeout-secs", env = "CODIGO_PUBLISH_TIMEOUT_SECS", default_value = "5s",
@@ -69,6 +73,11 @@ pub struct Config {
     #[arg(long, env = "CODIGO_MAX_CONCURRENT_REQUESTS", default_value_t = 1024,
           value_parser = at_least(1usize).at_most(tokio::sync::Semaphore::MAX_PERMITS))]
     pub max_concurrent_requests: usize,
+    /// Most `GET /v1/jobs/{id}?wait=` requests held at once, apart from
+    /// CODIGO_MAX_CONCURRENT_REQUESTS; more are refused with 503 and Retry-After.
+    #[arg(long, env = "CODIGO_MAX_WAITING_REQUESTS", default_value_t = 50_000,
+          value_parser = at_least(1usize))]
+    pub max_waiting_requests: usize,
     /// How long in-flight requests get to finish after SIGTERM (a number is seconds).
     #[arg(long = "shutdown-timeout-secs", env = "CODIGO_SHUTDOWN_TIMEOUT_SECS",
           default_value = "25s", value_parser = secs())]
@@ -117,6 +126,8 @@ struct KeyFileEntry {
     types: Option<Vec<String>>,
     #[serde(default)]
     rate: Option<u32>,
+    #[serde(default)]
+    admin: bool,
 }
 
 impl KeyFileEntry {
@@ -145,6 +156,9 @@ impl KeyFileEntry {
         }
         if let Some(rate) = self.rate {
             entry.push_str(&format!(";rate={rate}"));
+        }
+        if self.admin {
+            entry.push_str(";admin=true");
         }
         Ok(entry)
     }
@@ -315,7 +329,7 @@ mod tests {
             r#"[
                 {"name": "alpha", "token": "aaaaaaaaaaaaaaaa"},
                 {"name": "beta", "token": "bbbbbbbbbbbbbbbb", "tenant": "acme",
-                 "types": ["ledger.post"], "rate": 0}
+                 "types": ["ledger.post"], "rate": 0, "admin": true}
             ]"#,
         )
         .expect("valid file")
@@ -329,6 +343,7 @@ mod tests {
         let beta = keys.find("bbbbbbbbbbbbbbbb").expect("beta");
         assert_eq!(beta.tenant, "acme");
         assert!(beta.allows("ledger.post") && !beta.allows("webhook.deliver"));
+        assert!(beta.admin && !alpha.admin);
         // rate 0 is unlimited: far more than any default bucket holds.
         assert!(beta.charge(1_000_000).is_ok());
         assert!(alpha.charge(1_000_000).is_err());
@@ -354,8 +369,8 @@ mod tests {
                 "entry #2: token shorter than 16 characters",
             ),
             (
-                r#"[{"name": "a", "token": "aaaaaaaaaaaaaaaa", "types": ["ledger.psot"]}]"#,
-                "entry #1: types= names \"ledger.psot\"",
+                r#"[{"name": "a", "token": "aaaaaaaaaaaaaaaa", "types": ["Ledger"]}]"#,
+                "entry #1: types= names \"Ledger\"",
             ),
             (
                 r#"[{"name": "a", "token": "aaaaaaaaaaaaaaaa"},

@@ -32,8 +32,16 @@ pub const JOBS_PUBLISHED: Metric = Metric {
            JetStream duplicate window), rejected (invalid) or error (not stored).",
 };
 
+pub const JOBS_UNRECORDED: Metric = Metric {
+    name: "codigo_gateway_jobs_unrecorded_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Accepted jobs whose queued row the producer could not write before answering: \
+           GET /v1/jobs/{id} does not know them until a worker records them.",
+};
+
 /// Every metric the producer exports.
-pub const METRICS: &[Metric] = &[REQUESTS, REQUEST_DURATION, JOBS_PUBLISHED];
+pub const METRICS: &[Metric] = &[REQUESTS, REQUEST_DURATION, JOBS_PUBLISHED, JOBS_UNRECORDED];
 
 /// An HTTP request answered, whatever its route and status; emitted inside its request span.
 #[derive(Debug)]
@@ -103,8 +111,11 @@ pub struct JobPublished<'a> {
 
 impl JobPublished<'_> {
     pub fn emit(&self) {
-        // Registered types as they are, anything else folded into one label value.
-        let job_type = if registry().job_type(self.job_type).is_ok() {
+        // Built-in and declared types as they are (operators make those, so they are few),
+        // anything else folded into one label value.
+        let known = registry().job_type(self.job_type).is_ok()
+            || codigo_schemas::interned(self.job_type).is_some();
+        let job_type = if known {
             self.job_type.to_owned()
         } else {
             "unknown".to_owned()
@@ -155,6 +166,29 @@ impl JobStatusQueryFailed<'_> {
     }
 }
 
+/// Accepted jobs answered without their `queued` row.
+#[derive(Debug)]
+pub struct QueuedNotRecorded<'a> {
+    pub jobs: usize,
+    pub reason: &'a str,
+}
+
+impl QueuedNotRecorded<'_> {
+    /// The counter at zero from the start, so that its rate exists before the first event.
+    pub fn register() {
+        metrics::counter!(JOBS_UNRECORDED.name).absolute(0);
+    }
+
+    pub fn emit(&self) {
+        tracing::warn!(
+            jobs = self.jobs,
+            reason = self.reason,
+            "accepted jobs answered without their queued row; GET knows them once a worker does"
+        );
+        metrics::counter!(JOBS_UNRECORDED.name).increment(self.jobs as u64);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -166,7 +200,7 @@ mod tests {
         text.lines()
             .filter(|line| !line.starts_with('#'))
             .filter_map(|line| {
-                let (series, _) = line.split_once('{')?;
+                let series = line.split(['{', ' ']).next()?;
                 let base = series
                     .strip_suffix("_bucket")
                     .or_else(|| series.strip_suffix("_sum"))
@@ -204,6 +238,11 @@ mod tests {
         PublishFailed {
             job_type: "ledger.post",
             error: &PublishError::Disconnected,
+        }
+        .emit();
+        QueuedNotRecorded {
+            jobs: 2,
+            reason: "test",
         }
         .emit();
         let text = handle.render();

@@ -1,17 +1,22 @@
 //! The ingest service every submission route goes through, whatever its wire format (`/v1/jobs`,
 //! `/v1/jobs/batch`, CloudEvents): check a job, publish it, or publish a batch of them, and
 //! answer in the same problem types and counts.
+use std::sync::Arc;
+use std::time::Duration;
+
+use codigo_schemas::Catalog;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-use codigo_schemas::registry;
 
 use crate::auth::Caller;
 use crate::events::{JobPublished, PublishFailed, PublishResult};
 use crate::problem::Problem;
 use crate::publish::{NewJob, PublishError, Published, Publisher};
+use crate::queued::{QueuedJob, QueuedJobs};
+use crate::schedule;
 
 /// Longest idempotency key.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
@@ -28,6 +33,20 @@ pub struct JobRequest {
     pub payload: Value,
     /// Makes resubmissions safe: the same key (per tenant and type) yields the same job id.
     pub idempotency_key: Option<String>,
+    /// Start no earlier than this time (RFC 3339, at most `CODIGO_MAX_DELAY` ahead, 30 days by
+    /// default); a time past means now. Not with `delay`.
+    #[schema(value_type = Option<String>, format = DateTime, example = "2026-12-24T18:00:00Z")]
+    pub run_at: Option<String>,
+    /// Start no earlier than this many seconds from now. Not with `run_at`.
+    #[schema(example = 30)]
+    pub delay: Option<f64>,
+    /// The job's deadline (RFC 3339): not started by then, it is not run and becomes
+    /// `expired`. Not with `ttl`.
+    #[schema(value_type = Option<String>, format = DateTime, example = "2026-12-24T19:00:00Z")]
+    pub expires_at: Option<String>,
+    /// The deadline in seconds from now. Not with `expires_at`.
+    #[schema(example = 300)]
+    pub ttl: Option<f64>,
 }
 
 /// Answer of an accepted job.
@@ -36,10 +55,18 @@ pub struct JobAccepted {
     pub id: Uuid,
     #[serde(rename = "type")]
     pub job_type: String,
-    /// Always `queued`: stored by JetStream, waiting for a worker.
+    /// `queued`: stored by JetStream, waiting for a worker; `scheduled`: stored, waiting for
+    /// its `run_at`.
     pub status: &'static str,
     /// True when this submission repeated an earlier one (same idempotency key).
     pub duplicate: bool,
+    /// When a delayed job is due.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub run_at: Option<OffsetDateTime>,
 }
 
 /// One item's outcome: `queued` with its id, or `rejected`/`error` with a problem.
@@ -53,6 +80,12 @@ pub struct BatchItemResult {
     pub job_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate: Option<bool>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub run_at: Option<OffsetDateTime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<Problem>,
 }
@@ -65,6 +98,7 @@ impl BatchItemResult {
             id: Some(job.id),
             job_type: Some(job.job_type),
             duplicate: Some(job.duplicate),
+            run_at: job.run_at,
             error: None,
         }
     }
@@ -76,6 +110,7 @@ impl BatchItemResult {
             id: None,
             job_type: None,
             duplicate: None,
+            run_at: None,
             error: Some(problem),
         }
     }
@@ -97,17 +132,52 @@ pub fn rejected(job_type: &str, problem: Problem) -> Problem {
     problem
 }
 
+/// Bounds every submission is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_batch_items: usize,
+    /// How far ahead `run_at` or `delay` may be.
+    pub max_delay: Duration,
+}
+
 pub struct Ingest {
     publisher: Publisher,
-    max_batch_items: usize,
+    queued: QueuedJobs,
+    limits: Limits,
+    catalog: Arc<Catalog>,
 }
 
 impl Ingest {
-    pub fn new(publisher: Publisher, max_batch_items: usize) -> Self {
+    pub fn new(
+        publisher: Publisher,
+        queued: QueuedJobs,
+        limits: Limits,
+        catalog: Arc<Catalog>,
+    ) -> Self {
         Self {
             publisher,
-            max_batch_items,
+            queued,
+            limits,
+            catalog,
         }
+    }
+
+    /// Job `id` while it waits for its `run_at`.
+    pub async fn scheduled(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<schedule::Waiting>, schedule::LookupError> {
+        self.publisher.scheduled(id).await
+    }
+
+    /// Removes a waiting job; `false` once it has become due.
+    pub async fn unschedule(&self, sequence: u64) -> Result<bool, schedule::LookupError> {
+        self.publisher.unschedule(sequence).await
+    }
+
+    /// Removes a cancelled job from the work stream; `false` once it has left.
+    pub async fn unqueue(&self, sequence: u64) -> Result<bool, schedule::LookupError> {
+        self.publisher.unqueue(sequence).await
     }
 
     /// Whether JetStream answers and the work stream exists.
@@ -115,8 +185,8 @@ impl Ingest {
         self.publisher.ready().await
     }
 
-    /// The checks every job passes, whichever route it came in by: a registered type (so NATS
-    /// subjects are only ever built from registered names), the key's scope, the idempotency
+    /// The checks every job passes, whichever route it came in by: a built-in or declared type
+    /// (so NATS subjects are only ever built from known names), the key's scope, the idempotency
     /// key's length and the payload's schema. `payload_pointer` locates the payload in the
     /// body. A refused job is counted.
     pub fn check(
@@ -127,9 +197,11 @@ impl Ingest {
     ) -> Result<NewJob, Problem> {
         let requested_type = request.job_type.clone();
         let outcome = (|| {
-            let job_type = registry()
-                .job_type(&request.job_type)
+            let known = self
+                .catalog
+                .get(&request.job_type)
                 .map_err(|_| Problem::unknown_job_type(&request.job_type))?;
+            let job_type = known.job_type();
             caller.may_submit(job_type.name)?;
             if let Some(key) = &request.idempotency_key {
                 if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
@@ -141,31 +213,63 @@ impl Ingest {
             job_type
                 .validate(&request.payload)
                 .map_err(|e| Problem::from_schema_error(e, payload_pointer))?;
+            let now = OffsetDateTime::now_utc();
+            let run_at = schedule::due_time(
+                request.run_at.as_deref(),
+                request.delay,
+                self.limits.max_delay,
+                now,
+            )?;
+            let expires_at =
+                schedule::deadline(request.expires_at.as_deref(), request.ttl, run_at, now)?;
             Ok(NewJob {
                 job_type: job_type.name.to_owned(),
                 payload: request.payload,
                 idempotency_key: request.idempotency_key,
                 event_source: None,
+                run_at,
+                expires_at,
             })
         })();
         outcome.map_err(|problem| rejected(&requested_type, problem))
     }
 
-    /// Publishes one checked job: accepted once JetStream stored it, a problem otherwise.
+    /// Publishes one checked job: accepted once JetStream stored it (and its `queued` row is
+    /// written), a problem otherwise.
     pub async fn publish(&self, caller: &Caller, job: NewJob) -> Result<JobAccepted, Problem> {
-        let job_type = job.job_type.clone();
+        let (job_type, run_at) = (job.job_type.clone(), job.run_at);
         let outcome = self.publisher.publish(caller.tenant(), job).await;
-        settle(job_type, outcome)
+        self.record_queued([(&outcome, run_at.is_some())]).await;
+        settle(job_type, run_at, outcome)
+    }
+
+    /// Writes the rows of the jobs JetStream has just stored for the first time: `queued`, or
+    /// `scheduled` for the delayed ones.
+    async fn record_queued<'a>(
+        &self,
+        outcomes: impl IntoIterator<Item = (&'a Result<Published, PublishError>, bool)>,
+    ) {
+        let jobs = outcomes
+            .into_iter()
+            .filter_map(|(outcome, delayed)| Some((outcome.as_ref().ok()?, delayed)))
+            .filter(|(published, _)| !published.duplicate)
+            .map(|(published, delayed)| QueuedJob {
+                envelope: published.envelope.clone(),
+                // A delayed job's sequence is in the schedules stream, not the work stream.
+                sequence: (!delayed).then_some(published.sequence),
+            })
+            .collect();
+        self.queued.record(jobs).await;
     }
 
     /// What a batch of `len` jobs passes as a whole before any item is checked: its length,
     /// the key's rate (one token per job, all or nothing) and a reachable JetStream
     /// (answering per item would only repeat the same 503).
     pub fn admit_batch(&self, caller: &Caller, len: usize) -> Result<(), Problem> {
-        if len == 0 || len > self.max_batch_items {
+        if len == 0 || len > self.limits.max_batch_items {
             return Err(Problem::invalid_request(format!(
                 "a batch holds 1 to {} jobs; this one has {len}",
-                self.max_batch_items
+                self.limits.max_batch_items
             )));
         }
         caller.charge(len)?;
@@ -199,15 +303,27 @@ impl Ingest {
                 }
             }
         }
-        let job_types: Vec<String> = jobs.iter().map(|job| job.job_type.clone()).collect();
+        let job_types: Vec<(String, Option<OffsetDateTime>)> = jobs
+            .iter()
+            .map(|job| (job.job_type.clone(), job.run_at))
+            .collect();
         let outcomes = self.publisher.publish_many(caller.tenant(), jobs).await;
-        for ((index, job_type), outcome) in indices.into_iter().zip(job_types).zip(outcomes) {
+        self.record_queued(
+            job_types
+                .iter()
+                .zip(&outcomes)
+                .map(|((_, run_at), outcome)| (outcome, run_at.is_some())),
+        )
+        .await;
+        for ((index, (job_type, run_at)), outcome) in
+            indices.into_iter().zip(job_types).zip(outcomes)
+        {
             // Too large is the client's doing, like a failed check.
             let failed_status = match &outcome {
                 Err(PublishError::TooLarge { .. }) => "rejected",
                 _ => "error",
             };
-            results[index] = Some(match settle(job_type, outcome) {
+            results[index] = Some(match settle(job_type, run_at, outcome) {
                 Ok(job) => BatchItemResult::queued(index, job),
                 Err(problem) => BatchItemResult::failed(index, failed_status, problem),
             });
@@ -221,6 +337,7 @@ impl Ingest {
 /// A publish's outcome as the client sees it, counted.
 fn settle(
     job_type: String,
+    run_at: Option<OffsetDateTime>,
     outcome: Result<Published, PublishError>,
 ) -> Result<JobAccepted, Problem> {
     let published = match outcome {
@@ -253,7 +370,12 @@ fn settle(
     Ok(JobAccepted {
         id: published.id,
         job_type,
-        status: "queued",
+        status: if run_at.is_some() {
+            "scheduled"
+        } else {
+            "queued"
+        },
         duplicate: published.duplicate,
+        run_at,
     })
 }

@@ -11,17 +11,22 @@ pub mod http;
 pub mod ingest;
 pub mod problem;
 pub mod publish;
+pub mod queued;
+pub mod schedule;
 mod serve;
 pub mod store;
+pub mod waiters;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use codigo_common::declarations::Declarations;
 use codigo_common::shutdown::Shutdown;
 use codigo_common::{jetstream, telemetry, Names};
+use codigo_schemas::Catalog;
 use tokio::net::TcpListener;
 
 pub use codigo_common::app::StartError;
@@ -32,6 +37,8 @@ pub struct Application {
     state: Arc<http::AppState>,
     client: async_nats::Client,
     shutdown_timeout: Duration,
+    /// Stops the background tasks (following the job-type bucket) once serving ends.
+    background: Shutdown,
 }
 
 impl Application {
@@ -50,17 +57,34 @@ impl Application {
             publish::Publisher::new(client.clone(), names.clone(), config.publish_timeouts());
 
         let topology_ready = Arc::new(AtomicBool::new(false));
+        let catalog = Arc::new(Catalog::new());
+        let declarations = Arc::new(OnceLock::new());
+        let background = Shutdown::new();
         spawn_topology_setup(
             client.clone(),
             names,
             config.service.jetstream.clone(),
             topology_ready.clone(),
+            Followed {
+                catalog: catalog.clone(),
+                declarations: declarations.clone(),
+                shutdown: background.clone(),
+            },
         );
 
         let listener = codigo_common::app::bind(config.http_addr).await?;
+        let waiters = waiters::Waiters::start(pool.clone(), config.max_waiting_requests);
         codigo_common::metric::describe(events::METRICS);
         let state = Arc::new(http::AppState {
-            ingest: ingest::Ingest::new(publisher, config.max_batch_items),
+            ingest: ingest::Ingest::new(
+                publisher,
+                queued::QueuedJobs::start(pool.clone()),
+                ingest::Limits {
+                    max_batch_items: config.max_batch_items,
+                    max_delay: config.max_delay,
+                },
+                catalog.clone(),
+            ),
             keys,
             pool,
             metrics: telemetry::metrics(),
@@ -68,12 +92,16 @@ impl Application {
             request_read_timeout: config.request_read_timeout(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
             topology_ready,
+            catalog,
+            declarations,
+            waiters,
         });
         Ok(Self {
             listener,
             state,
             client,
             shutdown_timeout: config.shutdown_timeout,
+            background,
         })
     }
 
@@ -88,6 +116,12 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> Result<(), StartError> {
         tracing::info!(addr = %self.local_addr(), "codigo-producer listening");
         let header_read_timeout = self.state.request_read_timeout;
+        let waiters = self.state.waiters.clone();
+        let draining = shutdown.clone();
+        tokio::spawn(async move {
+            draining.cancelled().await;
+            waiters.stop();
+        });
         let router = http::router(self.state);
         let drain_deadline = shutdown.clone();
         let server = serve::serve(self.listener, router, header_read_timeout, shutdown);
@@ -99,21 +133,37 @@ impl Application {
                 tokio::time::sleep(timeout).await;
             } => tracing::warn!("in-flight requests did not finish within the shutdown timeout"),
         }
+        self.background.cancel();
         codigo_common::nats::flush(&self.client).await;
         tracing::info!("codigo-producer stopped");
         Ok(())
     }
 }
 
-/// Creates or updates the streams, retrying until NATS answers; readiness waits for it.
+/// Where the declared job types go once the job-type bucket is open.
+struct Followed {
+    catalog: Arc<Catalog>,
+    declarations: Arc<OnceLock<Declarations>>,
+    shutdown: Shutdown,
+}
+
+/// Creates or updates the streams, retrying until NATS answers; readiness waits for it. Then
+/// follows the declared job types for as long as the gateway serves.
 fn spawn_topology_setup(
     client: async_nats::Client,
     names: Names,
     args: codigo_common::config::JetStreamArgs,
     ready: Arc<AtomicBool>,
+    followed: Followed,
 ) {
     tokio::spawn(async move {
         let js = async_nats::jetstream::new(client);
+        let patiently = || {
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(10))
+                .without_max_times()
+        };
         let setup = || async {
             if args.ensure_topology {
                 return jetstream::prepare_topology(&js, &names, &args, []).await;
@@ -127,16 +177,28 @@ fn spawn_topology_setup(
                 .map_err(|source| jetstream::SetupError::Lookup { stream, source })
         };
         let result = setup
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(10))
-                    .without_max_times(),
-            )
+            .retry(patiently())
             .notify(|error, wait| tracing::warn!(%error, ?wait, "stream set-up failed; retrying"))
             .await;
         if result.is_ok() {
             ready.store(true, Ordering::Relaxed);
         }
+        let opened = (|| Declarations::prepare(&js, &names, &args))
+            .retry(patiently())
+            .notify(|error, wait| {
+                tracing::warn!(%error, ?wait, "cannot open the job-type bucket; retrying")
+            });
+        let declarations = tokio::select! {
+            opened = opened => opened,
+            () = followed.shutdown.cancelled() => return,
+        };
+        let Ok(declarations) = declarations else {
+            return;
+        };
+        let _ = followed.declarations.set(declarations.clone());
+        let (changed, _) = tokio::sync::watch::channel(0);
+        declarations
+            .follow(followed.catalog, changed, followed.shutdown)
+            .await;
     });
 }

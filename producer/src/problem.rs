@@ -23,6 +23,9 @@ pub struct Problem {
     /// CloudEvents attributes that are required but absent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_attributes: Vec<String>,
+    /// The state of the job a request could not change (`job-not-cancellable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_status: Option<String>,
     #[serde(skip)]
     pub retry_after_secs: Option<u64>,
 }
@@ -36,6 +39,7 @@ impl Problem {
             detail: detail.into(),
             violations: Vec::new(),
             missing_attributes: Vec::new(),
+            job_status: None,
             retry_after_secs: None,
         }
     }
@@ -258,6 +262,24 @@ impl Problem {
         )
     }
 
+    pub fn forbidden_admin() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "admin-required",
+            "Admin scope required",
+            "declaring and deleting job types needs an API key with the admin scope (`;admin=true` in its CODIGO_API_KEYS entry)",
+        )
+    }
+
+    pub fn invalid_declaration(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-declaration",
+            "Invalid job type declaration",
+            detail,
+        )
+    }
+
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         let mut problem = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -271,6 +293,24 @@ impl Problem {
 
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    /// `DELETE /v1/jobs/{id}` of a job past cancelling: final, or in a worker's hands.
+    pub fn job_not_cancellable(status: &str) -> Self {
+        let detail = match status {
+            "queued" => "the job fell due while it was being cancelled: it is queued for a \
+                         worker and runs"
+                .to_owned(),
+            _ => format!("the job is {status} already; there is nothing left to cancel"),
+        };
+        let mut problem = Self::new(
+            StatusCode::CONFLICT,
+            "job-not-cancellable",
+            "Job cannot be cancelled",
+            detail,
+        );
+        problem.job_status = Some(status.to_owned());
+        problem
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {

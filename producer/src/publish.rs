@@ -17,6 +17,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::schedule;
+
 /// A validated job, ready to be stored.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -25,12 +27,20 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     /// A CloudEvent's `source`: with `idempotency_key` (its `id`) it makes the job's id.
     pub event_source: Option<String>,
+    /// A delayed job's due time: it is stored as a message schedule until then.
+    pub run_at: Option<OffsetDateTime>,
+    /// Not started by then, the job is not run.
+    pub expires_at: Option<OffsetDateTime>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub id: Uuid,
     pub duplicate: bool,
+    /// The message's sequence in the stream that stored it.
+    pub sequence: u64,
+    /// The envelope as published (JSON).
+    pub envelope: Bytes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +162,10 @@ impl Publisher {
             }
             _ => codigo_schemas::job_id(tenant, &job.job_type, job.idempotency_key.as_deref()),
         };
-        let subject = self.names.job_subject(&job.job_type);
+        let subject = match job.run_at {
+            Some(_) => self.names.scheduled_subject(&id, &job.job_type),
+            None => self.names.job_subject(&job.job_type),
+        };
         let envelope = Envelope {
             id,
             job_type: job.job_type,
@@ -160,12 +173,23 @@ impl Publisher {
             idempotency_key: job.idempotency_key,
             created_at: OffsetDateTime::now_utc(),
             tenant: Some(tenant.to_owned()),
+            run_at: job.run_at,
+            expires_at: job.expires_at,
         };
         let body = serde_json::to_vec(&envelope).unwrap_or_default();
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", id.to_string().as_str());
         headers.insert(codigo_headers::JOB_TYPE, envelope.job_type.as_str());
         headers.insert("Content-Type", "application/json");
+        if let Some(run_at) = job.run_at {
+            // The server strips these (and Nats-Msg-Id) from the job it publishes when due.
+            headers.insert("Nats-Schedule", schedule::schedule_header(run_at).as_str());
+            headers.insert(
+                "Nats-Schedule-Target",
+                self.names.due_subject(&envelope.job_type).as_str(),
+            );
+            headers.insert("Nats-Schedule-TTL", codigo_common::jetstream::DUE_COPY_TTL);
+        }
         telemetry::inject_trace_context(&mut headers);
         Outgoing {
             id,
@@ -256,6 +280,8 @@ impl Publisher {
                     Ok(ack) => Ok(Published {
                         id: message.id,
                         duplicate: ack.duplicate && !(attempt > 1 && message.fresh_id),
+                        sequence: ack.sequence,
+                        envelope: message.payload.clone(),
                     }),
                     Err(error) if retriable(&error) && retry_possible => {
                         tracing::warn!(%error, attempt, id = %message.id, "publish not acknowledged; sending it again");
@@ -276,6 +302,24 @@ impl Publisher {
             .into_iter()
             .map(|r| r.unwrap_or(Err(PublishError::NotStored("not sent".into()))))
             .collect()
+    }
+
+    /// Job `id` while it waits for its `run_at`.
+    pub async fn scheduled(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<schedule::Waiting>, schedule::LookupError> {
+        schedule::find(&self.js, &self.names, id).await
+    }
+
+    /// Removes a waiting job; `false` once it has become due.
+    pub async fn unschedule(&self, sequence: u64) -> Result<bool, schedule::LookupError> {
+        schedule::remove(&self.js, self.names.scheduled_stream(), sequence).await
+    }
+
+    /// Removes a cancelled job's message from the work stream; `false` once it has left.
+    pub async fn unqueue(&self, sequence: u64) -> Result<bool, schedule::LookupError> {
+        schedule::remove(&self.js, self.names.jobs_stream(), sequence).await
     }
 
     /// Whether JetStream answers and the work stream exists.

@@ -109,13 +109,16 @@ async fn a_tenant_cannot_suppress_another_tenants_job_on_any_route() {
     gw.stop_and_clean_up(env).await;
 }
 
-/// Records a stored job the way a worker does, with the tenant its envelope carries.
+/// Records a stored job the way a worker does, with the tenant its envelope carries (over the
+/// gateway's `queued` row, if it wrote one).
 async fn record_as_worker(env: &TestEnv, envelope: &Value) -> Uuid {
     let id = Uuid::parse_str(envelope["id"].as_str().expect("id")).expect("uuid");
     sqlx::query(
         "INSERT INTO jobs (id, type, status, attempts, payload, idempotency_key, tenant,
                            created_at, started_at, finished_at)
-         VALUES ($1, $2, 'succeeded', 1, $3, $4, $5, now(), now(), now())",
+         VALUES ($1, $2, 'succeeded', 1, $3, $4, $5, now(), now(), now())
+         ON CONFLICT (id) DO UPDATE SET status = 'succeeded', attempts = 1,
+                                        started_at = now(), finished_at = now()",
     )
     .bind(id)
     .bind(envelope["type"].as_str())

@@ -17,6 +17,28 @@ pub struct Envelope {
     pub created_at: OffsetDateTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// A delayed job's due time: it waited in a message schedule until then.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub run_at: Option<OffsetDateTime>,
+    /// A job not started by then is not run: it expires.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl Envelope {
+    /// When the job was meant to start: its `run_at` if delayed, else its acceptance.
+    pub fn due_at(&self) -> OffsetDateTime {
+        self.run_at
+            .map_or(self.created_at, |run_at| run_at.max(self.created_at))
+    }
 }
 
 /// Root of Codigo's UUIDv5 name space.

@@ -56,6 +56,24 @@ impl JobType {
         })
     }
 
+    /// Compiles a declared type's schema (see [`crate::Declaration`]).
+    pub fn compile_declared(
+        name: &'static str,
+        version: u32,
+        schema: &Value,
+    ) -> Result<Self, BadSchema> {
+        let validator = validator(schema).map_err(|e| BadSchema {
+            name,
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            name,
+            version,
+            schema: schema.clone(),
+            validator,
+        })
+    }
+
     /// Violations are reported with pointers relative to the payload itself.
     pub fn validate(&self, payload: &Value) -> Result<(), SchemaError> {
         collect(&self.validator, payload, "")

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -51,6 +52,20 @@ ALLOWED_CRDS = {
     ("cert-manager.io/v1", "Certificate"),
     ("cert-manager.io/v1", "ClusterIssuer"),
     ("argoproj.io/v1alpha1", "Application"),
+}
+
+# Functions for the chart's other shapes: one it runs, one behind an existing Service.
+FUNCTION = {
+    "type": "text.wordcount", "version": 1, "timeout": "10s", "concurrency": 16,
+    "schema": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
+    "retry": {"attempts": 8, "first_delay": "1s", "max_delay": "30s"},
+    "image": {"repository": "codigo-function-wordcount", "digest": "sha256:" + "1" * 64}, "port": 8090,
+}
+EXISTING_SERVICE_FUNCTION = {
+    "type": "images.resize", "version": 3, "schema": {"type": "object"}, "jobs_per_sec": 50,
+    "service": {"url": "http://resize.team-a.svc.cluster.local:8080/",
+                "egress": {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-a"}},
+                                   "podSelector": {"matchLabels": {"app": "resize"}}}], "port": 8080}},
 }
 
 PASSED: list[str] = []
@@ -243,7 +258,7 @@ def assert_pods(objs: list[dict]) -> None:
                     require(r in res.get(part, {}), f"{cw}: resources.{part}.{r} missing")
             require("lifecycle" not in c, f"{cw}: no preStop/postStart hooks (the binaries drain on SIGTERM)")
             for e in c.get("env", []):
-                if re.search(r"(PASSWORD|API_KEYS|SIGNING_KEY|DATABASE_URL)$", e["name"]):
+                if re.search(r"(PASSWORD|API_KEYS|SIGNING_KEY|DATABASE_URL|SECRET)$", e["name"]):
                     require("value" not in e and "secretKeyRef" in e.get("valueFrom", {}),
                             f"{cw}: {e['name']} must come from a Secret reference")
 
@@ -251,6 +266,8 @@ def assert_pods(objs: list[dict]) -> None:
 def assert_probes(objs: list[dict]) -> None:
     for o in by_kind(objs, "Deployment"):
         comp = o["metadata"]["labels"]["app.kubernetes.io/component"]
+        if comp == "function":
+            continue  # assert_functions: the function's own port and probe path
         spec = o["spec"]["template"]["spec"]
         c = spec["containers"][0]
         port = {"producer": 8080, "consumer": 9464}[comp]
@@ -269,10 +286,37 @@ def assert_probes(objs: list[dict]) -> None:
         require({"topology.kubernetes.io/zone", "kubernetes.io/hostname"} <= keys, f"{ident(o)}: topology spread")
 
 
+def chart_functions(vals: dict) -> list[dict]:
+    """The chart's functions as its templates read them: each item over functionDefaults,
+    with the name of its objects and whether the chart runs its pods."""
+    out = []
+    for item in vals.get("functions") or []:
+        f = deep_merge(vals["functionDefaults"], item)
+        f["item"] = item
+        f["name"] = item.get("name") or re.sub(r"[._]", "-", item["type"])
+        f["runs"] = "image" in item
+        out.append(f)
+    return out
+
+
+def rendered_groups(vals: dict) -> dict[str, dict]:
+    """consumers.groups as the chart renders them: over consumers.defaults, `functions`
+    standing for every function of the chart (one KEDA trigger each), and a group that
+    serves nothing else left out while there is none."""
+    declared = [f["type"] for f in chart_functions(vals)]
+    out = {}
+    for name, g in vals["consumers"]["groups"].items():
+        g = deep_merge(vals["consumers"]["defaults"], g)
+        g["triggerJobTypes"] = [t for jt in g["jobTypes"] for t in (declared if jt == "functions" else [jt])]
+        if g["triggerJobTypes"]:
+            out[name] = g
+    return out
+
+
 def assert_consumers(objs: list[dict], vals: dict) -> None:
-    groups = vals["consumers"]["groups"]
-    defaults = vals["consumers"]["defaults"]
+    groups = rendered_groups(vals)
     ns = vals["config"]["namespace"]
+    in_flight = {f["type"]: f["item"].get("concurrency", 32) for f in chart_functions(vals)}
     keda = vals["keda"]
     deployments = {o["metadata"]["labels"].get("codigo.io/consumer-group"): o for o in by_kind(objs, "Deployment")
                    if o["metadata"]["labels"]["app.kubernetes.io/component"] == "consumer"}
@@ -280,7 +324,6 @@ def assert_consumers(objs: list[dict], vals: dict) -> None:
     scaled = {o["spec"]["scaleTargetRef"]["name"]: o for o in by_kind(objs, "ScaledObject")}
     hpas = {o["spec"]["scaleTargetRef"]["name"]: o for o in by_kind(objs, "HorizontalPodAutoscaler")}
     for name, g in groups.items():
-        g = deep_merge(defaults, g)
         dep = deployments[name]
         dname = dep["metadata"]["name"]
         c = dep["spec"]["template"]["spec"]["containers"][0]
@@ -297,8 +340,8 @@ def assert_consumers(objs: list[dict], vals: dict) -> None:
                   + int(env["CODIGO_SHUTDOWN_TIMEOUT_SECS"]["value"]) + 2 + 5)
         grace = dep["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
         require(grace >= budget, f"{dname}: terminationGracePeriodSeconds {grace} < the consumer's shutdown budget {budget}")
-        serves_webhooks = "webhook.deliver" in g["jobTypes"]
-        require(("CODIGO_WEBHOOK_SIGNING_KEY" in env) == serves_webhooks, f"{dname}: signing key iff webhook.deliver")
+        signs = "webhook.deliver" in g["jobTypes"] or "functions" in g["jobTypes"]
+        require(("CODIGO_WEBHOOK_SIGNING_KEY" in env) == signs, f"{dname}: signing key iff webhook.deliver or functions")
         if keda["enabled"]:
             so = scaled.get(dname)
             require(so, f"{dname}: no ScaledObject")
@@ -310,8 +353,8 @@ def assert_consumers(objs: list[dict], vals: dict) -> None:
             fb = spec.get("fallback", {})
             require(fb.get("failureThreshold") and fb.get("replicas"), f"{dname}: fallback block")
             triggers = spec["triggers"]
-            require(len(triggers) == len(g["jobTypes"]), f"{dname}: one trigger per job type")
-            for t, jt in zip(triggers, g["jobTypes"]):
+            require(len(triggers) == len(g["triggerJobTypes"]), f"{dname}: one trigger per job type (and per function)")
+            for t, jt in zip(triggers, g["triggerJobTypes"]):
                 md = t["metadata"]
                 require(t["type"] == "nats-jetstream", f"{dname}: trigger type")
                 want = {
@@ -325,8 +368,10 @@ def assert_consumers(objs: list[dict], vals: dict) -> None:
                 for k, v in want.items():
                     require(md.get(k) == v, f"{dname}: trigger {k} = {md.get(k)!r}, want {v!r}")
                 require(all(isinstance(v, str) for v in md.values()), f"{dname}: trigger metadata values must be strings")
-                require(int(md["lagThreshold"]) > g["concurrency"],
-                        f"{dname}: lagThreshold must exceed concurrency (lag counts ack-pending jobs)")
+                # A function's loop holds its declared concurrency in flight, a built-in's
+                # CODIGO_CONCURRENCY.
+                require(int(md["lagThreshold"]) > in_flight.get(jt, g["concurrency"]),
+                        f"{dname}: lagThreshold must exceed {jt}'s concurrency (lag counts ack-pending jobs)")
         else:
             require(dname not in scaled, f"{dname}: ScaledObject rendered with keda.enabled=false")
             hpa = hpas.get(dname)
@@ -383,8 +428,10 @@ def assert_setup_job(objs: list[dict], vals: dict) -> None:
     require(ann.get("argocd.argoproj.io/hook") == "PreSync", "setup Job: argocd.argoproj.io/hook PreSync")
     require("helm.sh/hook-delete-policy" in ann and "argocd.argoproj.io/hook-delete-policy" in ann,
             "setup Job: hook delete policies")
-    c = job["spec"]["template"]["spec"]["containers"][0]
-    require(c.get("args") == ["setup"], "setup Job runs `codigo-ctl setup`")
+    pod = job["spec"]["template"]["spec"]
+    setup = [c for c in pod.get("initContainers", []) + pod["containers"] if c.get("args") == ["setup"]]
+    require(len(setup) == 1, "setup Job runs `codigo-ctl setup` once")
+    c = setup[0]
     require("codigo-ctl" in c["image"], "setup Job uses the ctl image")
     db = env_of(c)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
     require(db["name"] == vals["secrets"]["migrationDatabase"]["existingSecret"], "setup Job must use the migration role")
@@ -397,7 +444,7 @@ def assert_setup_job(objs: list[dict], vals: dict) -> None:
         weight = int(sas[0]["metadata"]["annotations"]["helm.sh/hook-weight"])
         require(weight < int(ann.get("helm.sh/hook-weight", "0")), "the ctl ServiceAccount hook must run first")
     for o in objs:
-        if o.get("kind") == "Deployment":
+        if o.get("kind") == "Deployment" and o["metadata"]["labels"].get("app.kubernetes.io/component") != "function":
             db = env_of(o["spec"]["template"]["spec"]["containers"][0])["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
             require(db["name"] == vals["secrets"]["database"]["existingSecret"], f"{ident(o)}: apps use the app role")
 
@@ -411,13 +458,17 @@ def assert_network(objs: list[dict], vals: dict) -> None:
     require(sel.get("app.kubernetes.io/instance") == RELEASE and len(sel) == 2,
             "default deny must select every pod of the release")
     np_vals = vals["networkPolicy"]
+    functions = chart_functions(vals)
     ingress_ports, egress_ports = set(), set()
     for p in nps:
+        to_function = p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component") == "function"
         for rule in p["spec"].get("ingress", []):
             for port in rule.get("ports", []):
                 ingress_ports.add(port["port"])
             for peer in rule.get("from", []):
-                require("namespaceSelector" in peer and "ipBlock" not in peer, f"{ident(p)}: ingress only from namespaces")
+                require("ipBlock" not in peer, f"{ident(p)}: no ingress from address ranges")
+                require("namespaceSelector" in peer or (to_function and "podSelector" in peer),
+                        f"{ident(p)}: ingress only from namespaces (or, to a function, from pods of its own namespace)")
         for rule in p["spec"].get("egress", []):
             for port in rule.get("ports", []):
                 egress_ports.add(port["port"])
@@ -428,15 +479,241 @@ def assert_network(objs: list[dict], vals: dict) -> None:
                             f"{ident(p)}: internet egress must exclude private ranges")
                     require(p["spec"]["podSelector"]["matchLabels"].get("codigo.io/internet-egress") == "true",
                             f"{ident(p)}: internet egress only for webhook consumers")
-    require(ingress_ports == {8080, 9464}, f"ingress ports {sorted(ingress_ports)} != [8080, 9464]")
+    function_ports = {f["port"] for f in functions if f["runs"]}
+    require(ingress_ports == {8080, 9464} | function_ports,
+            f"ingress ports {sorted(ingress_ports)} != {sorted({8080, 9464} | function_ports)}")
     want_egress = {53, np_vals["nats"]["port"], np_vals["postgres"]["port"], np_vals["otlp"]["port"],
-                   *np_vals["internetEgress"]["ports"]}
+                   *np_vals["internetEgress"]["ports"], *function_ports}
+    for f in functions:
+        if not f["runs"]:
+            want_egress.add(f["service"]["egress"]["port"])
+        for rule in f["egress"] if f["runs"] else []:
+            want_egress.update(port["port"] for port in rule.get("ports", []))
     require(egress_ports == want_egress, f"egress ports {sorted(egress_ports)} != {sorted(want_egress)}")
     webhook_pods = [o for o in by_kind(objs, "Deployment")
                     if o["spec"]["template"]["metadata"]["labels"].get("codigo.io/internet-egress") == "true"]
     for o in webhook_pods:
         jt = env_of(o["spec"]["template"]["spec"]["containers"][0])["CODIGO_JOB_TYPES"]["value"]
         require("webhook.deliver" in jt, f"{ident(o)}: internet egress for a group that delivers no webhooks")
+
+
+CONTRACT_FIELDS = {"type", "version", "schema", "target", "retry", "concurrency", "jobs_per_sec"}
+
+
+def pod_labels(o: dict) -> dict:
+    return o["spec"]["template"]["metadata"]["labels"]
+
+
+def selects(policy: dict, labels: dict, namespace: str = NAMESPACE) -> bool:
+    return policy["metadata"].get("namespace") == namespace and nats_access.matches(policy["spec"]["podSelector"], labels)
+
+
+def peer_matches(peer: dict, labels: dict) -> bool:
+    """A NetworkPolicy peer admits a pod of the release's namespace with these labels."""
+    if "ipBlock" in peer:
+        return True  # an address range may hold any pod
+    ns = peer.get("namespaceSelector")
+    if ns is not None and not nats_access.matches(ns, {"kubernetes.io/metadata.name": NAMESPACE}):
+        return False
+    return nats_access.matches(peer.get("podSelector") or {}, labels)
+
+
+def assert_functions(objs: list[dict], vals: dict) -> None:
+    """Each function of the chart, read across the artefacts that must agree: the declaration
+    the setup hook applies (the contract's fields, its URL naming the rendered Service's DNS
+    name and port), the function's Deployment, Service, ScaledObject on the type's durable of
+    the work stream, its NetworkPolicy (ingress from exactly the consumers that serve
+    functions), its secret (from the secret store, never the master key), the consumers'
+    egress to it, and the consumer group serving `functions` with one trigger per function."""
+    functions = chart_functions(vals)
+    ns = vals["config"]["namespace"]
+    stream = ns.upper().replace("-", "_") + "_JOBS"
+    keda, np_on, es_on = vals["keda"]["enabled"], vals["networkPolicy"]["enabled"], vals["externalSecrets"]["enabled"]
+    workloads = [o for o in objs if o.get("kind") in ("Deployment", "Job")]
+    comp = lambda o: (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component")  # noqa: E731
+    fn_deps = {o["metadata"]["labels"]["codigo.io/function"]: o for o in by_kind(objs, "Deployment") if comp(o) == "function"}
+    serving = [o for o in by_kind(objs, "Deployment") if comp(o) == "consumer"
+               and "functions" in env_of(o["spec"]["template"]["spec"]["containers"][0])["CODIGO_JOB_TYPES"]["value"].split(",")]
+    require(set(fn_deps) == {f["name"] for f in functions if f["runs"]},
+            f"function Deployments {sorted(fn_deps)} != the functions the chart runs")
+    cms = {o["metadata"]["name"]: o for o in by_kind(objs, "ConfigMap")}
+    if not functions:
+        require(not serving, f"{[ident(o) for o in serving]}: a group serving functions without any function")
+        require(not [o for o in objs if comp(o) == "function"], "function objects without functions")
+        return
+    require(serving, "no consumer Deployment serves functions (CODIGO_JOB_TYPES without `functions`)")
+    signing = vals["secrets"]["webhookSigningKey"]["existingSecret"]
+    for o in serving:
+        env = env_of(o["spec"]["template"]["spec"]["containers"][0])
+        ref = env.get("CODIGO_WEBHOOK_SIGNING_KEY", {}).get("valueFrom", {}).get("secretKeyRef", {})
+        require(ref.get("name") == signing, f"{ident(o)}: serving functions needs CODIGO_WEBHOOK_SIGNING_KEY from {signing}")
+    serving_pods = [pod_labels(o) for o in serving]
+    others = [o for o in workloads if o not in serving]
+
+    # The setup hook: `setup`, then `types apply` of the declarations ConfigMap.
+    job = by_kind(objs, "Job")[0]
+    pod = job["spec"]["template"]["spec"]
+    steps = pod.get("initContainers", []) + pod["containers"]
+    setup = [c for c in pod.get("initContainers", []) if c.get("args") == ["setup"]]
+    apply = [c for c in pod["containers"] if (c.get("args") or [])[:2] == ["types", "apply"]]
+    require(setup and len(apply) == 1,
+            "setup Job: `setup` must run as the init container and `types apply` after it, as the container")
+    apply = apply[0]
+    require(steps.index(setup[0]) < steps.index(apply), "types apply runs after setup")
+    require("DATABASE_URL" not in env_of(apply), "types apply needs NATS only: no database URL")
+    require(env_of(apply).get("NATS_USER") == env_of(setup[0]).get("NATS_USER")
+            and env_of(apply).get("NATS_CREDS") == env_of(setup[0]).get("NATS_CREDS"),
+            "types apply runs as the codigo-ctl NATS user, like setup")
+    args = apply["args"]
+    require("-f" in args, f"types apply {args}: no -f FILE")
+    path = args[args.index("-f") + 1]
+    mounts = [m for m in apply.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    require(len(mounts) == 1, f"types apply reads {path}, which no volume mount holds")
+    volume = [v for v in pod["volumes"] if v["name"] == mounts[0]["name"]]
+    require(volume and "configMap" in volume[0], f"{path} must come from a ConfigMap volume")
+    cm = cms.get(volume[0]["configMap"]["name"])
+    require(cm, f"the setup Job mounts ConfigMap {volume[0]['configMap']['name']}, which is not rendered")
+    cm_ann, job_ann = cm["metadata"].get("annotations") or {}, job["metadata"]["annotations"]
+    require(cm_ann.get("helm.sh/hook") == job_ann["helm.sh/hook"] and cm_ann.get("argocd.argoproj.io/hook") == "PreSync",
+            f"{ident(cm)}: the setup hook runs before ordinary objects exist: its ConfigMap must be a hook too")
+    for weight in ("helm.sh/hook-weight", "argocd.argoproj.io/sync-wave"):
+        require(int(cm_ann.get(weight, "0")) < int(job_ann.get(weight, "0")), f"{ident(cm)}: {weight} must precede the Job's")
+    text = cm["data"].get(path[len(mounts[0]["mountPath"].rstrip("/")) + 1:])
+    require(text, f"{ident(cm)} has no {path}")
+    declarations = yaml.safe_load(text)
+    require(isinstance(declarations, list), f"{path} must hold a list of declarations")
+    declared = {d["type"]: d for d in declarations}
+    require(sorted(declared) == sorted(f["type"] for f in functions) and len(declarations) == len(functions),
+            f"{path} declares {sorted(declared)}, the chart's functions are {sorted(f['type'] for f in functions)}")
+
+    services = by_kind(objs, "Service")
+    nps = by_kind(objs, "NetworkPolicy")
+    scaled = {o["spec"]["scaleTargetRef"]["name"]: o for o in by_kind(objs, "ScaledObject")}
+    hpas = {o["spec"]["scaleTargetRef"]["name"]: o for o in by_kind(objs, "HorizontalPodAutoscaler")}
+    externals = by_kind(objs, "ExternalSecret")
+    sas = {o["metadata"]["name"]: o for o in by_kind(objs, "ServiceAccount")}
+    app_sas = {o["spec"]["template"]["spec"].get("serviceAccountName") for o in workloads if comp(o) != "function"}
+    for f in functions:
+        who = f"function {f['type']}"
+        d, item = declared[f["type"]], f["item"]
+        durable = f"{ns}-{f['type'].replace('.', '-')}"
+        require(set(d) <= CONTRACT_FIELDS and {"type", "version", "schema", "target"} <= set(d),
+                f"{who}: declaration fields {sorted(d)} are not the contract's {sorted(CONTRACT_FIELDS)}")
+        require(list(d["target"]) == ["http"] and set(d["target"]["http"]) <= {"url", "timeout"},
+                f"{who}: target must be {{http: {{url, timeout}}}}, got {d['target']}")
+        require(set(d.get("retry") or {}) <= {"attempts", "first_delay", "max_delay"}, f"{who}: retry fields {d.get('retry')}")
+        for key in ("version", "schema", "retry", "concurrency", "jobs_per_sec"):
+            require(d.get(key) == item.get(key), f"{who}: declared {key} {d.get(key)!r}, the values say {item.get(key)!r}")
+        require(d["target"]["http"].get("timeout") == item.get("timeout"), f"{who}: declared timeout")
+        url = urlsplit(d["target"]["http"]["url"])
+        if keda:
+            for o in serving:
+                triggers = [t["metadata"] for t in scaled[o["metadata"]["name"]]["spec"]["triggers"]]
+                require(any(t["consumer"] == durable and t["stream"] == stream for t in triggers),
+                        f"{ident(o)}: no KEDA trigger on {durable} of {stream}")
+        if not f["runs"]:
+            require(d["target"]["http"]["url"] == f["service"]["url"], f"{who}: declared URL is not service.url")
+            if np_on:
+                for labels in serving_pods:
+                    rules = [r for p in nps if selects(p, labels) for r in p["spec"].get("egress", [])]
+                    require(any(r.get("to") == f["service"]["egress"]["to"]
+                                and {x["port"] for x in r.get("ports", [])} == {f["service"]["egress"]["port"]} for r in rules),
+                            f"{who}: the consumers' egress to service.egress is not open")
+            continue
+
+        dep = fn_deps[f["name"]]
+        labels = pod_labels(dep)
+        spec = dep["spec"]["template"]["spec"]
+        c = spec["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        require(ports.get("http") == f["port"], f"{ident(dep)}: container port http {ports.get('http')} != port {f['port']}")
+        for probe in ("livenessProbe", "readinessProbe"):
+            get = c.get(probe, {}).get("httpGet", {})
+            require(get.get("path") == f["probePath"] and ports.get(get.get("port"), get.get("port")) == f["port"],
+                    f"{ident(dep)}: {probe} must GET {f['probePath']} on the function's port")
+        require(labels.get("app.kubernetes.io/name") != (vals.get("nameOverride") or "codigo"),
+                f"{ident(dep)}: function pods must not carry Codigo's name label (NATS and the release egress admit it)")
+        for name in env_of(c):
+            require(not re.match(r"(CODIGO_WEBHOOK|DATABASE_URL|NATS_)", name),
+                    f"{ident(dep)}: {name}: a function gets its own secret only, never Codigo's")
+        require(not [v for v in spec.get("volumes", []) if "secret" in v or "projected" in v],
+                f"{ident(dep)}: no Secret volumes in function pods")
+        sa = spec.get("serviceAccountName")
+        require(sa in sas and sa not in app_sas and sas[sa].get("automountServiceAccountToken") is False,
+                f"{ident(dep)}: a ServiceAccount of its own ({sa}), without a token")
+
+        # Service and URL: the declaration names the rendered Service's DNS name and port.
+        svc = [s for s in services if s["spec"].get("selector") and nats_access.matches({"matchLabels": s["spec"]["selector"]}, labels)]
+        require(len(svc) == 1, f"{ident(dep)}: {len(svc)} Services select its pods")
+        svc = svc[0]
+        svc_port = [p for p in svc["spec"]["ports"] if ports.get(p.get("targetPort"), p.get("targetPort")) == f["port"]]
+        require(svc_port, f"{ident(svc)}: no port targets the function's port {f['port']}")
+        require(url.scheme == "http" and url.hostname == f"{svc['metadata']['name']}.{NAMESPACE}.svc.cluster.local"
+                and url.port == svc_port[0]["port"],
+                f"{who}: declared URL {d['target']['http']['url']} is not {ident(svc)} "
+                f"(http://{svc['metadata']['name']}.{NAMESPACE}.svc.cluster.local:{svc_port[0]['port']}/)")
+
+        # Secret: FUNCTION_SECRET from the Secret the store fills.
+        ref = env_of(c).get("FUNCTION_SECRET", {}).get("valueFrom", {}).get("secretKeyRef")
+        require(ref, f"{ident(dep)}: FUNCTION_SECRET must come from a Secret")
+        mine = [e for e in externals if e["spec"]["target"]["name"] == ref["name"]]
+        if es_on:
+            remote = f["secret"]["remoteKey"] or vals["externalSecrets"]["functionRemoteKeyPrefix"] + f["name"]
+            require(len(mine) == 1, f"{who}: no ExternalSecret fills Secret {ref['name']}")
+            data = mine[0]["spec"]["data"]
+            require(data == [{"secretKey": ref["key"], "remoteRef": {"key": remote}}],
+                    f"{ident(mine[0])}: must copy remote key {remote} to {ref['name']}/{ref['key']}, got {data}")
+            require(not (mine[0]["metadata"].get("annotations") or {}).get("helm.sh/hook"), f"{ident(mine[0])}: not a hook")
+        else:
+            require(not mine, f"{who}: ExternalSecret rendered with externalSecrets disabled")
+            require(ref["name"] == (f["secret"]["existingSecret"] or dep["metadata"]["name"]), f"{ident(dep)}: Secret name")
+
+        # Scaling on the type's durable.
+        if keda:
+            so = scaled.get(dep["metadata"]["name"])
+            require(so and dep["metadata"]["name"] not in hpas, f"{ident(dep)}: a ScaledObject (and no HPA)")
+            triggers = so["spec"]["triggers"]
+            require(len(triggers) == 1 and triggers[0]["type"] == "nats-jetstream", f"{ident(so)}: one nats-jetstream trigger")
+            md = triggers[0]["metadata"]
+            require(md.get("consumer") == durable and md.get("stream") == stream,
+                    f"{ident(so)}: watches {md.get('stream')}/{md.get('consumer')}, the type's durable is {stream}/{durable}")
+            require(md.get("lagThreshold") == str(f["lagThreshold"]), f"{ident(so)}: lagThreshold")
+            want_min = 0 if f["scaleToZero"] else f["minReplicas"]
+            require(so["spec"]["minReplicaCount"] == want_min and so["spec"]["maxReplicaCount"] == f["maxReplicas"],
+                    f"{ident(so)}: replicas {so['spec']['minReplicaCount']}..{so['spec']['maxReplicaCount']}")
+        else:
+            hpa = hpas.get(dep["metadata"]["name"])
+            require(hpa and hpa["spec"]["minReplicas"] >= 1, f"{ident(dep)}: a CPU HPA while KEDA is off")
+
+        # Network: only the consumers serving functions get in, and only they may connect.
+        if np_on:
+            mine = [p for p in nps if selects(p, labels)]
+            require(any({"Ingress", "Egress"} <= set(p["spec"].get("policyTypes", [])) for p in mine),
+                    f"{ident(dep)}: no NetworkPolicy isolates its pods both ways")
+            rules = [r for p in mine if "Ingress" in p["spec"].get("policyTypes", []) for r in p["spec"].get("ingress", [])]
+            require(rules, f"{ident(dep)}: nothing may reach it")
+            for r in rules:
+                require({x["port"] for x in r.get("ports", [])} == {f["port"]}, f"{ident(dep)}: ingress ports {r.get('ports')}")
+                for peer in r.get("from", []):
+                    require(all(peer_matches(peer, pl) for pl in serving_pods),
+                            f"{ident(dep)}: ingress peer {peer} leaves out consumers that serve functions")
+                    strangers = [ident(o) for o in others if peer_matches(peer, pod_labels(o))]
+                    require(not strangers, f"{ident(dep)}: ingress peer {peer} admits {strangers}")
+                require(r.get("from"), f"{ident(dep)}: an ingress rule without peers admits everyone")
+            egress = {x["port"] for p in mine for r in p["spec"].get("egress", []) for x in r.get("ports", [])}
+            allowed = {53} | {x["port"] for r in f["egress"] for x in r.get("ports", [])}
+            require(egress <= allowed, f"{ident(dep)}: egress ports {sorted(egress)} beyond DNS and its egress values")
+            for pl in serving_pods:
+                out = [r for p in nps if selects(p, pl) for r in p["spec"].get("egress", [])]
+                require(any(f["port"] in {x["port"] for x in r.get("ports", [])}
+                            and any(peer_matches(peer, labels) for peer in r.get("to", [])) for r in out),
+                        f"{who}: the consumers that serve functions may not connect to its pods")
+            for o in others:
+                if o is dep:
+                    continue
+                out = [r for p in nps if selects(p, pod_labels(o)) for r in p["spec"].get("egress", [])]
+                require(not any(any("ipBlock" not in peer and peer_matches(peer, labels) for peer in r.get("to", [])) for r in out),
+                        f"{ident(o)}: may connect to {who}, only the consumers serving functions may")
 
 
 def assert_monitoring(objs: list[dict], vals: dict) -> None:
@@ -643,9 +920,11 @@ def main() -> int:
     WORK.mkdir(parents=True)
 
     # ---- Dockerfile and YAML lint ----
-    @check("hadolint docker/Dockerfile")
+    dockerfiles = sorted((ROOT / "docker").glob("Dockerfile*"))
+
+    @check("hadolint docker/Dockerfile*")
     def _():
-        p = subprocess.run([args.hadolint, "--failure-threshold", "info", str(ROOT / "docker" / "Dockerfile")],
+        p = subprocess.run([args.hadolint, "--failure-threshold", "info", *map(str, dockerfiles)],
                            capture_output=True, text=True)
         require(p.returncode == 0, p.stdout + p.stderr)
 
@@ -663,6 +942,23 @@ def main() -> int:
         require((ROOT / ".dockerignore").is_file(), ".dockerignore at the repository root")
         ignored = (ROOT / ".dockerignore").read_text().split()
         require(".git" in ignored and "**/target" in ignored and ".local" in ignored, ".dockerignore must drop .git, target, .local")
+
+    @check("function Dockerfiles: pinned base, pinned requirements, the chart's non-root user, exec form")
+    def _():
+        recipes = [f for f in dockerfiles if f.name.startswith("Dockerfile.function-")]
+        require(recipes, "no docker/Dockerfile.function-* (the example function the environments run)")
+        for f in recipes:
+            text = f.read_text()
+            context = ROOT / "examples" / "functions" / f.name.removeprefix("Dockerfile.function-")
+            require(context.is_dir() and f"examples/functions/{context.name}" in text,
+                    f"{f.name}: builds {context.relative_to(ROOT)}, which must exist and be named as its context")
+            for base in re.findall(r"^FROM\s+(\S+)", text, re.M):
+                require(re.search(r"@sha256:[0-9a-f]{64}$", base), f"{f.name}: base image not pinned by digest: {base}")
+            require(re.search(r"^USER 65532", text, re.M), f"{f.name}: USER 65532 (the chart's runAsUser)")
+            require(re.search(r'^ENTRYPOINT \["', text, re.M), f"{f.name}: exec-form ENTRYPOINT")
+            for req in (context / "requirements.txt").read_text().split("\n"):
+                req = req.split("#", 1)[0].strip()
+                require(not req or re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][\w.]*", req), f"{context.name}: unpinned requirement {req!r}")
 
     @check("yamllint (hand-written YAML)")
     def _():
@@ -773,10 +1069,13 @@ def main() -> int:
         with quiet_helm(), helm.Chart.load(CHART) as c:
             schema = c.schema
             require(schema and schema.get("additionalProperties") is False, "top-level additionalProperties false")
-            for comp in ("producer", "consumers", "keda", "setup", "natsAuth", "networkPolicy", "metrics", "images"):
+            for comp in ("producer", "consumers", "keda", "setup", "natsAuth", "networkPolicy", "metrics", "images",
+                         "functionDefaults"):
                 require(schema["properties"][comp].get("additionalProperties") is False, f"{comp}: additionalProperties false")
             for bad in ({"bogus": 1}, {"producer": {"replica": 3}}, {"consumers": {"groups": {"ledger": {"jobtypes": []}}}},
-                        {"images": {"producer": {"digest": "latest"}}}, {"keda": {"enabled": "yes"}}):
+                        {"images": {"producer": {"digest": "latest"}}}, {"keda": {"enabled": "yes"}},
+                        {"functions": [{**FUNCTION, "imgae": {}}]}, {"functions": [{**FUNCTION, "retry": {"attempt": 3}}]},
+                        {"functionDefaults": {"prot": 8080}}, {"consumers": {"groups": {"x": {"jobTypes": ["function"]}}}}):
                 try:
                     c.validate_schema(bad)
                 except helm.HelmValuesError:
@@ -942,6 +1241,16 @@ def main() -> int:
             assert_common(objs, vals, env)
             assert_consumers_prefer_spot(objs)
 
+        @check(f"chart {env}: functions: Deployment, Service, ScaledObject on the durable, NetworkPolicy "
+               "admitting only the consumers, secret from the store, declared by the setup hook")
+        def _(env=env):
+            require(env in env_objs, "render failed")
+            objs, vals = env_objs[env], env_vals[env]
+            running = [f for f in chart_functions(vals) if f["runs"]]
+            require(running, f"{env} runs no function (helm/codigo/values-functions.yaml)")
+            assert_functions(objs, vals)
+            print(f"     {', '.join(f['type'] for f in running)}")
+
     # ---- other shapes of the chart ----
     base = yaml.safe_load((CHART / "values.yaml").read_text())
     scenarios = {
@@ -958,6 +1267,17 @@ def main() -> int:
         },
         "no optional CRDs": {"keda": {"enabled": False}, "metrics": {"serviceMonitor": {"enabled": False},
                                                                      "prometheusRule": {"enabled": False}}},
+        "functions: run by the chart and an existing Service, ExternalSecrets, creds auth": {
+            "functions": [FUNCTION, EXISTING_SERVICE_FUNCTION],
+            "externalSecrets": {"enabled": True},
+            "natsAuth": {"type": "creds"},
+        },
+        "functions: KEDA off (CPU HPAs), Secrets by hand, kept warm, other namespace": {
+            "functions": [{**FUNCTION, "scaleToZero": False, "minReplicas": 2,
+                           "secret": {"existingSecret": "wordcount-secret", "key": "secret"}}],
+            "keda": {"enabled": False},
+            "config": {"namespace": "team-a-jobs"},
+        },
     }
     for label, over in scenarios.items():
         @check(f"chart scenario '{label}': renders, validates, passes the assertions")
@@ -973,12 +1293,15 @@ def main() -> int:
             assert_network(objs, vals)
             assert_no_secret_data(objs)
             assert_common(objs, vals, None)
+            assert_functions(objs, vals)
             if vals["metrics"]["serviceMonitor"]["enabled"]:
                 assert_monitoring(objs, vals)
             else:
                 require(not by_kind(objs, "ServiceMonitor") and not by_kind(objs, "PrometheusRule"), "CRs switched off")
             if vals["natsAuth"]["type"] == "creds":
-                for _, spec in pod_specs(objs):
+                for o, spec in pod_specs(objs):
+                    if o["metadata"]["labels"].get("app.kubernetes.io/component") == "function":
+                        continue  # no NATS for functions (assert_functions)
                     c = spec["containers"][0]
                     require(env_of(c)["NATS_CREDS"]["value"] == "/var/run/secrets/codigo/nats/nats.creds", "NATS_CREDS")
                     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
@@ -987,13 +1310,56 @@ def main() -> int:
                         require(env_of(c)["NATS_TLS_CA"]["value"].endswith("/ca.crt"), "NATS_TLS_CA")
             if vals["externalSecrets"]["enabled"]:
                 es = by_kind(objs, "ExternalSecret")
-                require(len(es) == 7, f"{len(es)} ExternalSecrets")
+                want = 7 + sum(f["runs"] for f in chart_functions(vals))
+                require(len(es) == want, f"{len(es)} ExternalSecrets, want {want}")
                 hooks = [e for e in es if e["metadata"]["annotations"].get("helm.sh/hook")]
                 targets = {e["spec"]["target"]["name"] for e in hooks}
                 require(targets == {vals["secrets"]["migrationDatabase"]["existingSecret"], vals["natsAuth"]["ctl"]["existingSecret"]},
                         f"the setup hook's secrets (only) are hooks: {targets}")
             if over.get("extraResources"):
                 require([o for o in objs if o["metadata"]["name"] == f"{RELEASE}-extra"], "extraResources rendered with tpl")
+
+    @check("chart refuses invalid functions, saying what is wrong (schema, then the templates' own checks)")
+    def _():
+        bad_name = [{**FUNCTION, "type": "Text.WordCount"}]
+        try:
+            render(CHART, {"functions": bad_name})
+        except helm.HelmValuesError as e:
+            require("/functions/0/type" in str(e), f"the schema refused the type without naming it: {e}")
+        else:
+            raise AssertionError("a function type that is no job type name rendered")
+        # The templates check again, for renders that skip the schema.
+        bad = WORK / "bad-function.yaml"
+        bad.write_text(yaml.safe_dump({"functions": bad_name}))
+        p = helm_cli(args.helm, "template", RELEASE, str(CHART), "-n", NAMESPACE, "--skip-schema-validation", "-f", str(bad))
+        require(p.returncode != 0 and "type \"Text.WordCount\" is not a job type name" in p.stderr,
+                f"helm template --skip-schema-validation: rc={p.returncode}\n{p.stderr[-1000:]}")
+        service = {"service": EXISTING_SERVICE_FUNCTION["service"]}
+        cases = [
+            ("image and service", [{**FUNCTION, **service}], "not both"),
+            ("neither image nor service", [{k: v for k, v in FUNCTION.items() if k not in ("image", "port")}],
+             "set image (the chart runs the function) or service.url"),
+            ("a built-in type", [{**FUNCTION, "type": "ledger.post"}], "ledger.post is built into Codigo"),
+            ("a type twice", [FUNCTION, FUNCTION], "text.wordcount is declared twice"),
+            ("names that collide", [{**FUNCTION, "type": "a.b_c"}, {**FUNCTION, "type": "a.b-c"}], 'named "a-b-c" too'),
+            ("concurrency above the consumers' lagThreshold", [{**FUNCTION, "concurrency": 500}],
+             "must exceed the concurrency 500 of function text.wordcount"),
+            ("an existing Service without egress", [{**EXISTING_SERVICE_FUNCTION, "service": {"url": "http://a.b:80/"}}],
+             "service.egress"),
+        ]
+        for label, functions, message in cases:
+            try:
+                render(CHART, {"functions": functions})
+            except helm.HelmError as e:
+                require(message in str(e), f"{label}: refused, but the message does not say {message!r}: {e}")
+            else:
+                raise AssertionError(f"{label}: rendered")
+        try:
+            render(CHART, {"functions": [FUNCTION], "consumers": {"groups": {"functions": {"jobTypes": ["ledger.post"]}}}})
+        except helm.HelmError as e:
+            require("no consumer group serves them" in str(e), f"no group serving functions: {e}")
+        else:
+            raise AssertionError("functions rendered without a consumer group serving them")
 
     for env in ENVS:
         @check(f"JetStream backup {env}: CronJob with its Workload Identity account runs the tested tool")
@@ -1031,7 +1397,8 @@ def main() -> int:
         # Not under .local/: checkov's Kubernetes runner skips files below hidden directories.
         out = Path(tempfile.mkdtemp(prefix="codigo-checkov-"))
         (out / "docker").mkdir(parents=True)
-        shutil.copy(ROOT / "docker" / "Dockerfile", out / "docker" / "Dockerfile")
+        for f in dockerfiles:
+            shutil.copy(f, out / "docker" / f.name)
         require(env_objs, "nothing rendered")
         for env, objs in env_objs.items():
             (out / f"{env}.yaml").write_text(yaml.safe_dump_all(objs, sort_keys=False))

@@ -213,7 +213,8 @@ def _free_port() -> int:
 
 async def _flows(port: int) -> list[str]:
     import nats
-    from nats.js.api import ConsumerConfig, StreamConfig, RetentionPolicy, AckPolicy, StorageType
+    from nats.js.api import (AckPolicy, ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType,
+                             StreamConfig, StreamSource, SubjectTransform)
 
     failures: list[str] = []
     url = f"nats://127.0.0.1:{port}"
@@ -243,9 +244,15 @@ async def _flows(port: int) -> list[str]:
 
     # ctl: set up the streams and durables like `codigo-ctl setup`.
     ctl, cjs, _ = await connect("codigo-ctl")
+    await must("ctl creates CODIGO_SCHEDULED", cjs.add_stream(StreamConfig(
+        name="CODIGO_SCHEDULED", subjects=["codigo.scheduled.>", "codigo.due.>"],
+        discard=DiscardPolicy.OLD, storage=StorageType.FILE, duplicate_window=120,
+        allow_msg_schedules=True, allow_msg_ttl=True)))
     await must("ctl creates CODIGO_JOBS", cjs.add_stream(StreamConfig(
         name="CODIGO_JOBS", subjects=["codigo.jobs.>"], retention=RetentionPolicy.WORK_QUEUE,
-        storage=StorageType.FILE, duplicate_window=120)))
+        storage=StorageType.FILE, duplicate_window=120,
+        sources=[StreamSource(name="CODIGO_SCHEDULED", subject_transforms=[
+            SubjectTransform(src="codigo.due.>", dest="codigo.jobs.>")])])))
     await must("ctl creates CODIGO_DLQ", cjs.add_stream(StreamConfig(
         name="CODIGO_DLQ", subjects=["codigo.dlq.>"], storage=StorageType.FILE)))
     await must("ctl creates CODIGO_ADVISORIES", cjs.add_stream(StreamConfig(
@@ -259,17 +266,31 @@ async def _flows(port: int) -> list[str]:
     await must("ctl reads stream info", cjs.stream_info("CODIGO_JOBS"))
     await refused("ctl creates a stream outside CODIGO_*", cjs.add_stream(StreamConfig(name="OTHER", subjects=["other.>"])))
 
-    # producer: publish with dedup, read stream info; no delete, no purge.
+    # producer: publish with dedup, read stream info, delete a cancelled job; no purge.
     prod, pjs, pviol = await connect("codigo-producer")
     await must("producer publishes a job", pjs.publish(
         "codigo.jobs.ledger.post", b'{"type":"ledger.post"}', headers={"Nats-Msg-Id": "job-1"}))
     await must("producer publishes a webhook job", pjs.publish(
         "codigo.jobs.webhook.deliver", b'{"type":"webhook.deliver"}', headers={"Nats-Msg-Id": "job-2"}))
+    cancelled = await must("producer publishes a job to cancel", pjs.publish(
+        "codigo.jobs.ledger.post", b'{"type":"ledger.post"}', headers={"Nats-Msg-Id": "job-cancel-1"}))
+    if cancelled is not None:
+        await must("producer removes a cancelled job", pjs.delete_msg("CODIGO_JOBS", cancelled.seq))
     await must("producer reads CODIGO_JOBS info", pjs.stream_info("CODIGO_JOBS"))
+    delayed = "codigo.scheduled.0190f3a2-0000-7000-8000-000000000001.ledger.post"
+    await must("producer schedules a delayed job", pjs.publish(
+        delayed, b'{"type":"ledger.post"}', headers={
+            "Nats-Msg-Id": "job-4", "Nats-Schedule": "@at 2099-01-01T00:00:00Z",
+            "Nats-Schedule-Target": "codigo.due.ledger.post", "Nats-Schedule-TTL": "168h"}))
+    waiting = await must("producer reads a delayed job back", pjs.get_last_msg(
+        "CODIGO_SCHEDULED", "codigo.scheduled.0190f3a2-0000-7000-8000-000000000001.>"))
+    if waiting is not None:
+        await must("producer cancels a delayed job", pjs.delete_msg("CODIGO_SCHEDULED", waiting.seq))
     await prod.flush(timeout=2)
     if any("permissions violation" in v.lower() for v in pviol):
         failures.append(f"producer hit a permissions violation on an allowed path: {pviol}")
     await refused("producer purges CODIGO_JOBS", pjs.purge_stream("CODIGO_JOBS"))
+    await refused("producer purges CODIGO_SCHEDULED", pjs.purge_stream("CODIGO_SCHEDULED"))
     await refused("producer deletes CODIGO_JOBS", pjs.delete_stream("CODIGO_JOBS"))
     await refused("producer creates a consumer", pjs.add_consumer("CODIGO_JOBS", ConsumerConfig(durable_name="x")))
 
@@ -291,6 +312,7 @@ async def _flows(port: int) -> list[str]:
     await refused("consumer purges CODIGO_JOBS", wjs.purge_stream("CODIGO_JOBS"))
     await refused("consumer deletes its durable", wjs.delete_consumer("CODIGO_JOBS", "codigo-ledger-post"))
     await refused("consumer enqueues through JetStream", wjs.publish("codigo.jobs.ledger.post", b"{}"))
+    await refused("consumer schedules a job", wjs.publish(delayed, b"{}"))
     await cons.publish("codigo.jobs.ledger.post", b"{}")
     await cons.flush(timeout=2)
     await asyncio.sleep(0.3)

@@ -50,6 +50,17 @@ venv_bin() {
   echo "$dir/bin"
 }
 
+# standardwebhooks_bin — prints the bin directory of a virtualenv holding the official Standard
+# Webhooks library, which receivers and the example functions verify with. Tests call it in
+# parallel (it runs in the caller's $(...) subshell, which holds the lock): one installs, the
+# others wait for it.
+standardwebhooks_bin() {
+  mkdir -p "$CODIGO_LOCAL/venvs"
+  exec 9>"$CODIGO_LOCAL/venvs/.standardwebhooks.lock"
+  flock 9
+  venv_bin standardwebhooks standardwebhooks==1.1.0
+}
+
 # npm_dir NAME PACKAGE@VERSION... — prints a directory under .local/npm/NAME whose
 # node_modules holds the given npm packages (installed once per spec).
 npm_dir() {
@@ -67,6 +78,23 @@ npm_dir() {
     echo "$spec" >"$stamp"
   fi
   echo "$dir"
+}
+
+# npm_ci DIR — installs the exact tree of DIR/package-lock.json into DIR/node_modules (`npm
+# ci`), again only when the lockfile changes.
+npm_ci() {
+  local dir=$1
+  local stamp="$dir/node_modules/.codigo-lock"
+  local lock
+  [[ -f $dir/package-lock.json ]] || die "no package-lock.json in $dir"
+  command -v npm >/dev/null || need_apt nodejs npm
+  lock=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [[ "$(cat "$stamp" 2>/dev/null)" != "$lock" ]]; then
+    echo "installing npm packages in $dir (npm ci)" >&2
+    (cd "$dir" && npm ci --no-audit --no-fund >npm-ci.log 2>&1) ||
+      die "npm ci in $dir failed; see $dir/npm-ci.log (it needs the npm registry, or a proxy in npm's config)"
+    echo "$lock" >"$stamp"
+  fi
 }
 
 # need_apt_without_service PACKAGE — installs a Debian package whose install would start a

@@ -77,4 +77,17 @@ impl TestEnv {
             .await
             .expect("codigo-ctl runs")
     }
+
+    /// Runs `codigo-ctl` with `args` and answers its standard output; panics, with both
+    /// outputs, when it fails.
+    pub async fn ctl_ok(&self, args: &[&str]) -> String {
+        let output = self.ctl(args).await;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "codigo-ctl {args:?} failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
 }

@@ -12,10 +12,13 @@ pub const GAMMA: &str = "gamma-token-0000000003";
 /// Key `scoped`, tenant `scoped`, webhook.deliver only.
 pub const SCOPED: &str = "scoped-token-000000004";
 
-/// `CODIGO_API_KEYS` with [`ALPHA`], [`BETA`], [`GAMMA`] and [`SCOPED`].
+/// Key `ops`, tenant `ops`, admin: may declare job types.
+pub const ADMIN: &str = "ops-admin-token-000005";
+
+/// `CODIGO_API_KEYS` with [`ALPHA`], [`BETA`], [`GAMMA`], [`SCOPED`] and [`ADMIN`].
 pub fn api_keys() -> String {
     format!(
-        "alpha:{ALPHA},beta:{BETA};tenant=acme,gamma:{GAMMA};tenant=acme,scoped:{SCOPED};types=webhook.deliver"
+        "alpha:{ALPHA},beta:{BETA};tenant=acme,gamma:{GAMMA};tenant=acme,scoped:{SCOPED};types=webhook.deliver,ops:{ADMIN};admin=true"
     )
 }
 

@@ -100,6 +100,18 @@ impl TestProducer {
         read(request.send().await.expect("request")).await
     }
 
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        read(
+            self.http
+                .delete(self.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Reply {
         read(
             self.http

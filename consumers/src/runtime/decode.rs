@@ -1,9 +1,11 @@
 //! From a message body to a typed job: the envelope and payload checked against their
 //! schemas, then decoded into the kind's payload type.
 use codigo_common::contract::DlqReason;
-use codigo_schemas::{registry, Envelope, JobKind, JobType, SchemaError};
+use codigo_schemas::{registry, Envelope, JobType, SchemaError};
 use serde_json::Value;
 use uuid::Uuid;
+
+use super::job::Payload;
 
 /// Why a message never reached its worker.
 pub(crate) struct Rejected {
@@ -14,8 +16,12 @@ pub(crate) struct Rejected {
     pub body: Option<Value>,
 }
 
-/// Decodes a body of kind `K`, whose payload schema is `schema`.
-pub(crate) fn decode<K: JobKind>(schema: &JobType, body: &[u8]) -> Result<(Envelope, K), Rejected> {
+/// Decodes a body of job type `name` into `K`, its payload checked against `schema`.
+pub(crate) fn decode<K: Payload>(
+    name: &str,
+    schema: &JobType,
+    body: &[u8],
+) -> Result<(Envelope, K), Rejected> {
     let value: Value = serde_json::from_slice(body).map_err(|e| Rejected {
         reason: DlqReason::Decode,
         error: format!("body is not JSON: {e}"),
@@ -32,11 +38,11 @@ pub(crate) fn decode<K: JobKind>(schema: &JobType, body: &[u8]) -> Result<(Envel
         id,
         body: Some(body),
     };
-    if value.get("type").and_then(Value::as_str) != Some(K::NAME) {
+    if value.get("type").and_then(Value::as_str) != Some(name) {
         let error = format!(
             "envelope type {} arrived on the {} subject",
             value.get("type").unwrap_or(&Value::Null),
-            K::NAME
+            name
         );
         return Err(rejected(error, value));
     }
@@ -48,7 +54,7 @@ pub(crate) fn decode<K: JobKind>(schema: &JobType, body: &[u8]) -> Result<(Envel
     let payload = match K::deserialize(value.get("payload").unwrap_or(&Value::Null)) {
         Ok(payload) => payload,
         Err(e) => {
-            let error = format!("payload does not decode into {}: {e}", K::NAME);
+            let error = format!("payload does not decode into {}: {e}", name);
             return Err(rejected(error, value));
         }
     };

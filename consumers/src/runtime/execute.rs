@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use codigo_common::shutdown::Shutdown;
 use codigo_common::telemetry;
-use codigo_schemas::{Envelope, JobKind};
+use codigo_schemas::Envelope;
 use futures::future::join_all;
 use opentelemetry::trace::TraceContextExt;
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -19,11 +20,11 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::dead_letter::dead_letter;
 use super::decode::{decode, Rejected};
 use super::delivery::Delivery;
-use super::job::{Done, ErrorKind, JobCtx, JobError, JobTx, Worker};
+use super::job::{Done, ErrorKind, JobCtx, JobError, JobTx, Payload, Worker};
 use super::progress::{Attempt, Progress};
-use super::settle::{ack, nak, settle_failure};
+use super::settle::{ack, nak, settle_cancelled, settle_failure};
 use super::{Served, Shared};
-use crate::events::{JobsProcessed, Meters};
+use crate::events::{DelayedJobStarted, JobExpired, JobsProcessed, Meters};
 use crate::store::{self, JobRecord, Submitted};
 
 /// Jobs fetched together, with a slot each, ready to be processed.
@@ -57,7 +58,7 @@ impl Decoded<'_> {
 type Outcome = Result<(), JobError>;
 
 /// Processes a group and settles each of its jobs: ack, nak(delay) or term.
-pub(crate) async fn process<K: JobKind, W: Worker<K>>(served: &Served<K, W>, group: Group) {
+pub(crate) async fn process<K: Payload, W: Worker<K>>(served: &Served<K, W>, group: Group) {
     let Group {
         shared,
         meters,
@@ -76,9 +77,21 @@ pub(crate) async fn process<K: JobKind, W: Worker<K>>(served: &Served<K, W>, gro
     let mut payloads = Vec::with_capacity(messages.len());
     let mut job_slots = Vec::with_capacity(messages.len());
     for (message, slot) in messages.iter().zip(&mut slots) {
-        let delivery = Delivery::of(K::NAME, message);
-        match decode::<K>(served.schema(), &message.payload) {
+        let delivery = Delivery::of(served.name, message);
+        match decode::<K>(served.name, served.schema(), &message.payload) {
+            Ok((envelope, _)) if is_expired(&envelope) => {
+                expire(&shared, &meters, &delivery, &envelope)
+                    .instrument(delivery.span(Some(envelope.id)))
+                    .await;
+                drop(slot.take());
+            }
             Ok((envelope, payload)) => {
+                if let Some(run_at) = envelope.run_at.filter(|_| delivery.attempt == 1) {
+                    let lag = OffsetDateTime::now_utc() - run_at;
+                    meters.emit(DelayedJobStarted {
+                        lag: lag.try_into().unwrap_or_default(),
+                    });
+                }
                 decoded.push(Decoded {
                     delivery,
                     span: OnceLock::new(),
@@ -92,6 +105,27 @@ pub(crate) async fn process<K: JobKind, W: Worker<K>>(served: &Served<K, W>, gro
                 drop(slot.take());
             }
         }
+    }
+    if decoded.is_empty() {
+        return;
+    }
+    let ids: Vec<_> = decoded.iter().map(|d| d.envelope.id).collect();
+    match store::claim(&shared.pool, &ids).await {
+        Ok(cancelled) => {
+            for index in (0..decoded.len()).rev() {
+                if cancelled.contains(&decoded[index].envelope.id) {
+                    let gone = decoded.remove(index);
+                    payloads.remove(index);
+                    let slot = job_slots.remove(index);
+                    settle_cancelled(&meters, &gone.delivery)
+                        .instrument(gone.span().clone())
+                        .await;
+                    drop(slot);
+                }
+            }
+        }
+        // Postgres is the work's own dependency too: the group is held below until it is back.
+        Err(error) => tracing::debug!(%error, "could not mark the jobs running"),
     }
     if decoded.is_empty() {
         return;
@@ -112,7 +146,7 @@ pub(crate) async fn process<K: JobKind, W: Worker<K>>(served: &Served<K, W>, gro
         .iter()
         .map(|d| {
             let submitted = Submitted::of_envelope(&d.envelope);
-            JobRecord::new(d.envelope.id, K::NAME, d.delivery.attempt, submitted)
+            JobRecord::new(d.envelope.id, served.name, d.delivery.attempt, submitted)
         })
         .collect();
 
@@ -120,7 +154,11 @@ pub(crate) async fn process<K: JobKind, W: Worker<K>>(served: &Served<K, W>, gro
     let group_span = if decoded.len() == 1 {
         decoded[0].span().clone()
     } else {
-        let span = tracing::info_span!("process_batch", job_type = K::NAME, jobs = decoded.len());
+        let span = tracing::info_span!(
+            "process_batch",
+            job_type = served.name,
+            jobs = decoded.len()
+        );
         if telemetry::traces_exported() {
             for d in &decoded {
                 span.add_link(d.span().context().span().span_context().clone());
@@ -131,6 +169,7 @@ pub(crate) async fn process<K: JobKind, W: Worker<K>>(served: &Served<K, W>, gro
 
     let mut progress = Progress::new(shared.jetstream.effective_ack_wait());
     let work = Work {
+        name: served.name,
         worker: &served.worker,
         pool: &shared.pool,
         jobs: &jobs,
@@ -168,9 +207,9 @@ pub(crate) async fn process<K: JobKind, W: Worker<K>>(served: &Served<K, W>, gro
                 Ok(()) => {
                     served.worker.committed(&jobs[index]);
                     let message = d.delivery.message;
-                    let created = d.envelope.created_at;
+                    let due = d.envelope.due_at();
                     // Committed but not acked: the redelivery finds the job done and acks it.
-                    if let Err(error) = ack(&meters, message, created, W::OUTSIDE_EFFECTS).await {
+                    if let Err(error) = ack(&meters, message, due, W::OUTSIDE_EFFECTS).await {
                         tracing::warn!(parent: d.span(), %error, "ack failed after commit");
                     }
                 }
@@ -188,6 +227,35 @@ pub(crate) async fn process<K: JobKind, W: Worker<K>>(served: &Served<K, W>, gro
 
 /// Dead-letters a message that never reached its worker. An envelope with a usable id still
 /// gets its jobs row, so that the submitter can see what became of it.
+fn is_expired(envelope: &Envelope) -> bool {
+    envelope
+        .expires_at
+        .is_some_and(|deadline| deadline <= OffsetDateTime::now_utc())
+}
+
+/// A job past its deadline is recorded expired and acked, never run; if its row cannot be
+/// written it comes back later, and expires then.
+async fn expire(shared: &Shared, meters: &Meters, delivery: &Delivery<'_>, envelope: &Envelope) {
+    let submitted = Submitted::of_envelope(envelope);
+    let record = JobRecord::new(envelope.id, delivery.job_type, delivery.attempt, submitted);
+    match store::record_expired(&shared.pool, &record).await {
+        Ok(()) => {
+            tracing::info!(job_id = %envelope.id, "deadline passed before the job could start; not run");
+            if let Err(error) = delivery.message.ack().await {
+                tracing::warn!(%error, "ack of an expired job failed; it comes back and expires again");
+            }
+            meters.emit(JobExpired);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot record an expired job; it comes back later");
+            nak(meters, delivery.message, EXPIRED_RETRY).await;
+        }
+    }
+}
+
+/// When an expired job whose row could not be written comes back.
+const EXPIRED_RETRY: Duration = Duration::from_secs(5);
+
 async fn reject(shared: &Shared, meters: &Meters, delivery: &Delivery<'_>, rejected: Rejected) {
     let submitted = rejected
         .body
@@ -212,13 +280,14 @@ async fn reject(shared: &Shared, meters: &Meters, delivery: &Delivery<'_>, rejec
 
 /// The jobs of a group and what works them.
 struct Work<'w, 'j, K, W> {
+    name: &'static str,
     worker: &'w W,
     pool: &'w PgPool,
     jobs: &'j [JobCtx<'j, K>],
     records: &'j [JobRecord<'j>],
 }
 
-impl<K: JobKind, W: Worker<K>> Work<'_, '_, K, W> {
+impl<K: Payload, W: Worker<K>> Work<'_, '_, K, W> {
     /// One attempt at the jobs at `which`, one outcome each, in order. A grouping worker
     /// gets them in one transaction; jobs it may not group, repeated ids, and every job of
     /// a group that failed for a reason other than an unavailable dependency go one by one.
@@ -282,7 +351,7 @@ impl<K: JobKind, W: Worker<K>> Work<'_, '_, K, W> {
         if done.len() != jobs.len() {
             return Err(JobError::permanent(format!(
                 "the {} worker answered {} results for a group of {} jobs",
-                K::NAME,
+                self.name,
                 done.len(),
                 jobs.len()
             )));
@@ -299,7 +368,7 @@ impl<K: JobKind, W: Worker<K>> Work<'_, '_, K, W> {
 
 /// A success that could not be recorded. Work with outside effects happened all the same: it
 /// is held and recorded later, never dead-lettered, since a replay would repeat it.
-fn recording_failed<K: JobKind, W: Worker<K>>(error: sqlx::Error) -> JobError {
+fn recording_failed<K: Payload, W: Worker<K>>(error: sqlx::Error) -> JobError {
     let error = JobError::from(error);
     if W::OUTSIDE_EFFECTS {
         JobError::unavailable(format!(
@@ -322,7 +391,7 @@ struct Held<'a> {
 
 impl Held<'_> {
     /// Every job's outcome, or `None` when the hard stop came first and the jobs were naked.
-    async fn until_done<K: JobKind, W: Worker<K>>(
+    async fn until_done<K: Payload, W: Worker<K>>(
         &self,
         work: &Work<'_, '_, K, W>,
         progress: &mut Progress,

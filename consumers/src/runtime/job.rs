@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use codigo_schemas::JobKind;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
@@ -25,6 +25,12 @@ pub struct JobCtx<'a, K> {
     pub created_at: OffsetDateTime,
 }
 
+/// What a job's payload decodes into: a kind's payload type ([`codigo_schemas::JobKind`]), or
+/// plain JSON for a type declared at run time.
+pub trait Payload: DeserializeOwned + Send + Sync + 'static {}
+
+impl<T: DeserializeOwned + Send + Sync + 'static> Payload for T {}
+
 /// The work of one job kind. The runtime decodes each job into its kind, opens the
 /// transaction the worker writes its effects in, records the job's row in that same
 /// transaction, commits, and then acknowledges: a worker cannot forget to record its job.
@@ -32,7 +38,7 @@ pub struct JobCtx<'a, K> {
 /// Effects in Postgres are applied once per job id (`ON CONFLICT (job_id) DO NOTHING` and the
 /// like): a job can be delivered again after its commit, if the process dies before its ack.
 #[async_trait]
-pub trait Worker<K: JobKind>: Send + Sync + 'static {
+pub trait Worker<K: Payload>: Send + Sync + 'static {
     /// Whether the work reaches outside Postgres (an HTTP request) and so cannot be rolled
     /// back. Its ack then waits for JetStream's confirmation, since an ack lost on the way
     /// means a redelivery, and a success that cannot be recorded is held and recorded later,
@@ -73,7 +79,7 @@ pub trait Worker<K: JobKind>: Send + Sync + 'static {
 
 /// A shared worker is a worker: the process and its caller may both hold it.
 #[async_trait]
-impl<K: JobKind, W: Worker<K>> Worker<K> for std::sync::Arc<W> {
+impl<K: Payload, W: Worker<K>> Worker<K> for std::sync::Arc<W> {
     const OUTSIDE_EFFECTS: bool = W::OUTSIDE_EFFECTS;
     const GROUPS: bool = W::GROUPS;
 

@@ -27,10 +27,10 @@ use async_nats::jetstream;
 use async_trait::async_trait;
 use codigo_common::config::JetStreamArgs;
 use codigo_common::Names;
-use codigo_schemas::{kind, registry, BadSchema, JobKind, JobType};
+use codigo_schemas::{kind, registry, BadSchema, DeclaredType, JobKind, JobType};
 
-pub use job::{Done, ErrorKind, JobCtx, JobError, JobTx, Worker};
-pub use pending::report_pending;
+pub use job::{Done, ErrorKind, JobCtx, JobError, JobTx, Payload, Worker};
+pub use pending::{report_pending, ServedTypes};
 pub(crate) use pull::Puller;
 
 use crate::dead_letters::DeadLetters;
@@ -47,6 +47,8 @@ pub struct Shared {
     pub retry: RetryPolicy,
     pub concurrency: usize,
     pub fetch_expires: Duration,
+    /// Pull requests in flight per job type (one loop each).
+    pub pull_loops: usize,
     pub dead_letters: DeadLetters,
 }
 
@@ -61,8 +63,9 @@ pub(crate) trait Serve: Send + Sync + 'static {
     async fn process(&self, group: Group);
 }
 
-/// A kind's worker with the kind's compiled payload schema.
+/// A job type's worker with the type's compiled payload schema.
 pub(crate) struct Served<K, W> {
+    name: &'static str,
     worker: W,
     schema: Schema,
     kind: PhantomData<fn() -> K>,
@@ -70,23 +73,35 @@ pub(crate) struct Served<K, W> {
 
 enum Schema {
     Registered(&'static JobType),
-    /// A kind this consumer serves that the registry does not list.
+    /// A kind this consumer serves that the registry does not list, or a declared type.
     Own(JobType),
+    Declared(Arc<DeclaredType>),
 }
 
-impl<K: JobKind, W: Worker<K>> Served<K, W> {
+impl<K: Payload, W: Worker<K>> Served<K, W> {
+    /// A type declared at run time, its payload handed to `worker` as `K`.
+    pub(crate) fn declared(declared: Arc<DeclaredType>, worker: W) -> Self {
+        Self {
+            name: declared.job_type.name,
+            worker,
+            schema: Schema::Declared(declared),
+            kind: PhantomData,
+        }
+    }
+
     fn schema(&self) -> &JobType {
         match &self.schema {
             Schema::Registered(job_type) => job_type,
             Schema::Own(job_type) => job_type,
+            Schema::Declared(declared) => &declared.job_type,
         }
     }
 }
 
 #[async_trait]
-impl<K: JobKind, W: Worker<K>> Serve for Served<K, W> {
+impl<K: Payload, W: Worker<K>> Serve for Served<K, W> {
     fn job_type(&self) -> &'static str {
-        K::NAME
+        self.name
     }
 
     fn groups(&self) -> bool {
@@ -116,6 +131,7 @@ impl Runtime {
             _ => Schema::Own(JobType::compile(kind::<K>())?),
         };
         let served = Served {
+            name: K::NAME,
             worker,
             schema,
             kind: PhantomData,
@@ -155,8 +171,9 @@ impl Runtime {
             .filter_map(|(job_type, flag)| {
                 let served = self.served.get(job_type)?.clone();
                 let meters = meters.get(job_type)?.clone();
-                Some(Puller::new(served, shared.clone(), meters, flag.clone()))
+                Some(Puller::loops(served, shared.clone(), meters, flag.clone()))
             })
+            .flatten()
             .collect()
     }
 }

@@ -37,21 +37,30 @@ pub(crate) struct Puller {
     meters: Arc<Meters>,
     /// True while the durable consumer is bound (readiness).
     bound: Arc<AtomicBool>,
+    /// The job type's slots, shared by its pull loops.
+    slots: Arc<Semaphore>,
 }
 
 impl Puller {
-    pub fn new(
+    /// The pull loops of one job type ([`Shared::pull_loops`] of them), sharing its slots: while
+    /// one loop waits for its pull to fill, another's jobs are being worked on, so the
+    /// consumer is never idle waiting for a round trip to the server.
+    pub fn loops(
         served: Arc<dyn Serve>,
         shared: Arc<Shared>,
         meters: Arc<Meters>,
         bound: Arc<AtomicBool>,
-    ) -> Self {
-        Self {
-            served,
-            shared,
-            meters,
-            bound,
-        }
+    ) -> Vec<Self> {
+        let slots = Arc::new(Semaphore::new(shared.concurrency));
+        (0..shared.pull_loops.max(1))
+            .map(|_| Self {
+                served: served.clone(),
+                shared: shared.clone(),
+                meters: meters.clone(),
+                bound: bound.clone(),
+                slots: slots.clone(),
+            })
+            .collect()
     }
 
     async fn bind(&self) -> Option<PullConsumer> {
@@ -100,7 +109,7 @@ impl Puller {
     /// and gives in-flight jobs `drain_timeout` to finish before naking them too.
     pub async fn run(self, shutdown: Shutdown, drain_timeout: Duration) {
         let job_type = self.served.job_type();
-        let slots = Arc::new(Semaphore::new(self.shared.concurrency));
+        let slots = self.slots.clone();
         let group_size = self.shared.concurrency.min(MAX_GROUP);
         let hard_stop = Shutdown::new();
         let mut tasks = JoinSet::new();

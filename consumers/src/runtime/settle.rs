@@ -12,7 +12,7 @@ use super::dead_letter::dead_letter;
 use super::delivery::Delivery;
 use super::job::{ErrorKind, JobError};
 use super::Shared;
-use crate::events::{JobAcked, JobNaked, Meters};
+use crate::events::{JobAcked, JobCancelled, JobNaked, Meters};
 use crate::store::{self, JobRecord};
 
 /// Hands a job back to JetStream, redelivered after `delay`.
@@ -34,7 +34,7 @@ pub(crate) async fn nak(meters: &Meters, message: &jetstream::Message, delay: Du
 pub(crate) async fn ack(
     meters: &Meters,
     message: &jetstream::Message,
-    created_at: OffsetDateTime,
+    due_at: OffsetDateTime,
     outside_effects: bool,
 ) -> Result<(), async_nats::Error> {
     let ack_span = telemetry::detail_span(|| tracing::info_span!("ack"));
@@ -43,7 +43,7 @@ pub(crate) async fn ack(
     } else {
         message.ack().instrument(ack_span).await?;
     }
-    let age = OffsetDateTime::now_utc() - created_at;
+    let age = OffsetDateTime::now_utc() - due_at;
     meters.emit(JobAcked {
         age: age.try_into().unwrap_or_default(),
     });
@@ -95,20 +95,37 @@ pub(crate) async fn settle_failure(
         // Held until it passes; reaching here means the hold was cut short.
         ErrorKind::Unavailable => None,
     };
-    let stream_sequence = delivery.stream_sequence;
-    if let Err(db) = store::record_failure(
+    let attempt = delivery.attempt;
+    let delay = after.unwrap_or_else(|| shared.retry.delay(attempt));
+    let retry_at = OffsetDateTime::now_utc() + delay;
+    match store::record_retry(
         &shared.pool,
         record,
-        JobState::Retrying,
         error.message(),
-        stream_sequence,
+        delivery.stream_sequence,
+        retry_at,
     )
     .await
     {
-        tracing::debug!(error = %db, "could not record the retry");
+        Ok(Some(JobState::Cancelled)) => {
+            tracing::info!(%error, attempt, "job failed after its cancellation; not retried");
+            settle_cancelled(meters, delivery).await;
+            return;
+        }
+        Ok(_) => {}
+        Err(db) => tracing::debug!(error = %db, "could not record the retry"),
     }
-    let attempt = delivery.attempt;
-    let delay = after.unwrap_or_else(|| shared.retry.delay(attempt));
     tracing::info!(%error, ?delay, attempt, "job will be retried");
     nak(meters, delivery.message, delay).await;
+}
+
+/// Takes a cancelled job out of the work stream without running it (again), counted apart
+/// from successes and failures.
+pub(crate) async fn settle_cancelled(meters: &Meters, delivery: &Delivery<'_>) {
+    match delivery.message.ack().await {
+        Ok(()) => meters.emit(JobCancelled),
+        Err(error) => {
+            tracing::warn!(%error, "ack of a cancelled job failed; it returns and is skipped again")
+        }
+    }
 }

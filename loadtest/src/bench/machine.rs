@@ -89,7 +89,8 @@ impl Machine {
     }
 }
 
-async fn postgres_facts(server: &Server) -> (String, Vec<(String, String)>) {
+/// The server's version and the settings that decide how fast and how safely it commits.
+pub(super) async fn postgres_facts(server: &Server) -> (String, Vec<(String, String)>) {
     let Ok(pool) = PgPoolOptions::new()
         .max_connections(1)
         .connect(&server.database_url("postgres"))

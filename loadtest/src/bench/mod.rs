@@ -22,18 +22,22 @@ use crate::target::Ingest;
 
 mod cluster;
 mod cpu;
+mod delayed;
 mod drain;
 mod load;
 mod machine;
+mod peers;
 mod report;
 mod stack;
 mod table;
 
 use self::cluster::on_cluster;
 use self::cpu::settle;
+use self::delayed::{delayed_rep, DelayedSample};
 use self::drain::{drain_rep, DrainSample};
 use self::load::{load_rep, LoadSample};
 use self::machine::Machine;
+use self::peers::{graphile_rep, PeerRun};
 use self::report::write_report;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -48,10 +52,23 @@ pub enum Scenario {
     MaxNats,
     /// Open loop of single POSTs at half the sustained single-POST rate.
     Latency,
+    /// Delayed jobs submitted beside the sustained batch ingest: how late they start.
+    Delayed,
     /// A full stream drained by one consumer started afterwards (also: time to first ack).
     Drain,
     /// The same drained by two consumers.
     DrainTwo,
+    /// Graphile Worker's batch jobs on as many payloads as the drain, after it in every
+    /// repetition; only when named (`make bench-peers`), as it needs scripts/peers.sh.
+    Peers,
+}
+
+impl Scenario {
+    /// Run when BENCH_SCENARIOS names none: all but the peer, which needs Node.js and a
+    /// Postgres of its own.
+    fn by_default(self) -> bool {
+        self != Self::Peers
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -83,7 +100,7 @@ pub struct BenchArgs {
     /// Rate of the latency scenario in jobs/s (default: half the measured single-POST rate).
     #[arg(long, env = "BENCH_LATENCY_RATE")]
     pub latency_rate: Option<f64>,
-    /// Scenarios to run, comma separated (default: all).
+    /// Scenarios to run, comma separated (default: all but `peers`).
     #[arg(long, env = "BENCH_SCENARIOS", value_delimiter = ',', value_enum)]
     pub scenarios: Vec<Scenario>,
     /// Batch-ingest clients and jobs per batch.
@@ -117,6 +134,19 @@ pub struct BenchArgs {
     /// deploy/nats/cluster.conf, the bare baseline on the same cluster; 0 skips it.
     #[arg(long, env = "BENCH_CLUSTER", default_value_t = 3)]
     pub cluster: usize,
+    /// Folder scripts/peers.sh prepared for the peers scenario: the scripts of
+    /// loadtest/peers, their node_modules, the peer's Postgres and its results.jsonl.
+    #[arg(long, env = "BENCH_PEERS_DIR", default_value = ".local/peers")]
+    pub peers_dir: PathBuf,
+    /// Port of the peer's private Postgres (scripts/peers.sh reads the same variable).
+    #[arg(long, env = "BENCH_PEERS_PG_PORT", default_value_t = 15433)]
+    pub peers_pg_port: u16,
+    /// Graphile Worker jobs run at once by the peer's worker.
+    #[arg(long, default_value_t = 8)]
+    pub peers_concurrency: usize,
+    /// Payloads per Graphile Worker batch job (BENCH_DRAIN_JOBS must be a multiple).
+    #[arg(long, default_value_t = 100)]
+    pub peers_batch: u64,
     #[command(flatten)]
     pub nats: NatsArgs,
     /// Server on which each repetition creates (and drops) its database.
@@ -153,8 +183,10 @@ struct Results {
     pub(super) max_nats: Vec<LoadSample>,
     pub(super) latency: Vec<LoadSample>,
     pub(super) latency_rates: Vec<f64>,
+    pub(super) delayed: Vec<DelayedSample>,
     pub(super) drain: Vec<DrainSample>,
     pub(super) drain_two: Vec<DrainSample>,
+    pub(super) peers: Vec<PeerRun>,
 }
 
 /// Where a scenario's samples go.
@@ -162,6 +194,12 @@ type SamplesOf = fn(&mut Results) -> &mut Vec<LoadSample>;
 
 pub async fn run(args: BenchArgs) -> Result<(), LoadError> {
     let bins = Binaries::in_dir(&args.bin_dir)?;
+    // Before anything is measured: a peer that cannot run would fail the run at its end.
+    let peer = if wanted(&args, Scenario::Peers) {
+        Some(peers::prepare(&args).await?)
+    } else {
+        None
+    };
     let server = Server::from_database_url(&args.database.database_url)?;
     let client = nats::connect(
         &args.nats,
@@ -224,16 +262,33 @@ pub async fn run(args: BenchArgs) -> Result<(), LoadError> {
         &machine,
         &results,
         clustered.as_ref(),
+        peer.as_ref(),
         started,
         finished,
     )?;
-    let _ = std::fs::remove_dir_all(&logs);
+    let peer_failed = results
+        .peers
+        .iter()
+        .chain(clustered.iter().flat_map(|c| &c.results.peers))
+        .any(PeerRun::failed);
+    if peer_failed {
+        eprintln!(
+            "a Graphile Worker run failed (see the report); its log is kept in {}",
+            logs.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&logs);
+    }
     println!("wrote {} and {}", args.out.display(), args.plot.display());
     Ok(())
 }
 
 fn wanted(args: &BenchArgs, scenario: Scenario) -> bool {
-    args.scenarios.is_empty() || args.scenarios.contains(&scenario)
+    if args.scenarios.is_empty() {
+        scenario.by_default()
+    } else {
+        args.scenarios.contains(&scenario)
+    }
 }
 
 async fn scenarios(ctx: &Ctx<'_>) -> Result<Results, LoadError> {
@@ -334,6 +389,12 @@ async fn scenarios(ctx: &Ctx<'_>) -> Result<Results, LoadError> {
             results.latency.push(load_rep(ctx, &spec).await?);
             results.latency_rates.push(rate);
         }
+        if wanted(args, Scenario::Delayed) {
+            settle(ctx).await;
+            step("delayed jobs beside the sustained batch ingest");
+            let load = sustained(Ingest::Batch, args.batch_clients);
+            results.delayed.push(delayed_rep(ctx, &load).await?);
+        }
         if wanted(args, Scenario::Drain) {
             settle(ctx).await;
             step(&format!("drain {} jobs, one consumer", args.drain_jobs));
@@ -344,6 +405,42 @@ async fn scenarios(ctx: &Ctx<'_>) -> Result<Results, LoadError> {
             step(&format!("drain {} jobs, two consumers", args.drain_jobs));
             results.drain_two.push(drain_rep(ctx, 2).await?);
         }
+        if wanted(args, Scenario::Peers) {
+            settle(ctx).await;
+            step(&format!(
+                "Graphile Worker batch jobs, {} payloads",
+                args.drain_jobs
+            ));
+            results.peers.push(graphile_rep(ctx).await?);
+        }
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn args(flags: &[&str]) -> BenchArgs {
+        let argv = ["bench"].iter().chain(flags).copied();
+        Cli::try_parse_from(argv).expect("valid flags").bench
+    }
+
+    #[test]
+    fn the_peer_runs_only_when_named() {
+        let all = args(&[]);
+        assert!(wanted(&all, Scenario::Drain) && wanted(&all, Scenario::Baseline));
+        assert!(!wanted(&all, Scenario::Peers));
+        let named = args(&["--scenarios", "baseline,drain,peers"]);
+        assert!(wanted(&named, Scenario::Peers) && wanted(&named, Scenario::Drain));
+        assert!(!wanted(&named, Scenario::MaxBatch));
+    }
 }

@@ -14,6 +14,7 @@ use super::cluster::Clustered;
 use super::cpu::Cpu;
 use super::load::LoadSample;
 use super::machine::Machine;
+use super::peers::{self, Nats, PeerFacts};
 use super::table::{cell, median, mib, num_int, num_or_dash, results_table, verdict};
 use super::{BenchArgs, Results};
 
@@ -31,6 +32,7 @@ pub(super) fn write_report(
     machine: &Machine,
     results: &Results,
     clustered: Option<&Clustered>,
+    peer: Option<&PeerFacts>,
     started: OffsetDateTime,
     finished: OffsetDateTime,
 ) -> Result<(), LoadError> {
@@ -59,7 +61,8 @@ pub(super) fn write_report(
         w,
         "Re-run with `make bench`; `BENCH_REPS`, `BENCH_DURATION_SECS`, `BENCH_DRAIN_JOBS` and \
          `BENCH_SCENARIOS` (e.g. `max-batch,drain`) change its size, `BENCH_CLUSTER=0` leaves \
-         out the production-profile cluster. The drain scenarios use {} \
+         out the production-profile cluster, and `make bench-peers` runs the drains beside \
+         Graphile Worker's batch jobs on the same job. The drain scenarios use {} \
          jobs{}. A run takes the whole machine: the load generator, both services, NATS and \
          Postgres share its cores.\n",
         num_int(args.drain_jobs),
@@ -98,6 +101,20 @@ pub(super) fn write_report(
 
     let _ = writeln!(w, "## Results\n");
     results_table(w, args, results, 20.0);
+    let peer_section = |w: &mut String, heading: &str, results: &Results, nats: Nats<'_>| {
+        if let Some(facts) = peer.filter(|_| !results.peers.is_empty()) {
+            let _ = writeln!(w, "{heading}\n");
+            peers::write_section(w, args, results, facts, &nats);
+        }
+    };
+    peer_section(
+        w,
+        "### Peer: Graphile Worker batch jobs",
+        results,
+        Nats::Single {
+            cluster_follows: clustered.is_some_and(|c| !c.results.peers.is_empty()),
+        },
+    );
     if let Some(clustered) = clustered {
         let profile = &clustered.profile;
         let _ = writeln!(
@@ -118,6 +135,15 @@ pub(super) fn write_report(
             clustered.servers, profile.stream_replicas, profile.duplicate_window_secs
         );
         results_table(w, args, &clustered.results, 50.0);
+        peer_section(
+            w,
+            "#### Peer on the production profile: Graphile Worker batch jobs",
+            &clustered.results,
+            Nats::Cluster {
+                servers: clustered.servers,
+                profile: &clustered.profile,
+            },
+        );
     }
 
     if !results.baseline.is_empty() {
@@ -346,13 +372,26 @@ pub(super) fn write_report(
          - **Drain**: {} jobs published straight to JetStream with no consumer running, then the \
          consumer process(es) started; jobs/s = jobs / (process start → last commit). The first \
          ack is seen by subscribing to the stream's `$JS.ACK` subjects.\n\
-         - **Memory**: VmHWM from `/proc/<pid>/status` at the end of each repetition.\n\
+         {}- **Memory**: VmHWM from `/proc/<pid>/status` at the end of each repetition.\n\
          - **Between measurements**: Postgres runs a `CHECKPOINT` and the benchmark waits (30 s \
          at most) for the machine's CPUs to fall under 15 % busy, so that no measurement pays for \
          the writes and file removals of the one before.\n",
         args.duration_secs,
         args.max_backlog,
         num_int(args.drain_jobs),
+        if peer.is_some() {
+            format!(
+                "- **Peer** (`make bench-peers`, or `peers` in `BENCH_SCENARIOS`): Graphile \
+                 Worker from loadtest/peers, installed by scripts/peers.sh (`npm ci` of its \
+                 lockfile) with a private PostgreSQL, runs in every repetition after the drains, \
+                 on as many payloads as they drain, after bench.js's own wait for a quiet machine \
+                 (a run that other processes disturbed runs again, {} runs at most); every run is \
+                 checked by counts and sums.\n",
+                peers::ATTEMPTS
+            )
+        } else {
+            String::new()
+        },
     );
 
     std::fs::write(&args.out, md).map_err(|source| LoadError::Write {

@@ -1,19 +1,21 @@
 //! The jobs API: submit one job or a batch in the `{type, payload}` format, read a job's
 //! status, list the job types.
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
-use codigo_schemas::registry;
+use axum::{Extension, Json};
+use codigo_common::contract::JobState;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::extract::Submission;
+use super::middleware::Admission;
 use super::openapi::{
-    BatchProblems, IngestProblems, JobProblems, JobStatusProblems, JsonBodyProblems,
+    BatchProblems, CancelProblems, IngestProblems, JobProblems, JobStatusProblems, JsonBodyProblems,
 };
 use super::AppState;
 use crate::auth::Caller;
@@ -65,7 +67,7 @@ fn parse_job_request(
     }
     let mut request = serde_json::from_value::<JobRequest>(value).map_err(|e| {
         Problem::invalid_request(format!(
-            "{}: {e}; allowed fields are type, payload and idempotency_key",
+            "{}: {e}; allowed fields are type, payload, idempotency_key, run_at, delay, expires_at and ttl",
             if pointer.is_empty() { "body" } else { pointer }
         ))
     })?;
@@ -151,9 +153,78 @@ pub(super) async fn submit_batch(
     Ok((StatusCode::ACCEPTED, Json(results)))
 }
 
-/// A job's status as recorded by the workers.
+/// Longest `?wait=` honoured; a longer one is cut to it.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub(super) struct StatusQuery {
+    /// Hold the request until the job reaches a final state (`succeeded`, `dead_lettered`,
+    /// `cancelled`, `expired`) or this much time has passed (`30s`, `500ms`; a number is
+    /// seconds; at most 60 s), then answer its state as it is.
+    wait: Option<String>,
+}
+
+fn wait_limit(query: &StatusQuery) -> Result<Option<Duration>, Problem> {
+    let Some(raw) = query.wait.as_deref() else {
+        return Ok(None);
+    };
+    let limit = match raw.trim().parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {
+            Duration::from_secs_f64(seconds.min(MAX_WAIT.as_secs_f64()))
+        }
+        Ok(_) => return Err(wait_refused(raw)),
+        Err(_) => humantime::parse_duration(raw.trim()).map_err(|_| wait_refused(raw))?,
+    };
+    Ok(Some(limit.min(MAX_WAIT)))
+}
+
+fn wait_refused(raw: &str) -> Problem {
+    Problem::invalid_request(format!(
+        "wait={raw:?} is not a duration; write it like wait=30s or wait=30 (seconds), at most 60s"
+    ))
+}
+
+/// A failed read or write of the jobs table, counted; the client may retry.
+fn store_unreachable(error: sqlx::Error) -> Problem {
+    JobStatusQueryFailed { error: &error }.emit();
+    Problem::unavailable("the job store is unreachable; retry shortly")
+}
+
+/// A job's state: from Postgres from its acceptance on (the gateway writes a `queued` row
+/// before its 202, workers the rest), from the schedules stream while a delayed job waits;
+/// `None` when neither knows it (or it is another tenant's).
+async fn read_status(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Option<JobStatus>, Problem> {
+    if let Some(status) = store::job_status(&state.pool, caller.tenant(), id)
+        .await
+        .map_err(store_unreachable)?
+    {
+        return Ok(Some(status));
+    }
+    match state.ingest.scheduled(id).await {
+        // Another tenant's job is indistinguishable from a missing one.
+        Ok(Some(waiting)) if waiting.envelope.tenant.as_deref() == Some(caller.tenant()) => {
+            Ok(Some(JobStatus::scheduled(waiting.envelope)))
+        }
+        Ok(_) => Ok(None),
+        Err(error) => Err(Problem::unavailable(error.to_string())),
+    }
+}
+
+fn is_final(status: &JobStatus) -> bool {
+    status
+        .status
+        .parse::<JobState>()
+        .is_ok_and(JobState::is_final)
+}
+
+/// A job's status as recorded by the workers; with `?wait=`, once it is final or the wait
+/// is over.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
-    params(("id" = Uuid, Path, description = "job id returned at submission")),
+    params(("id" = Uuid, Path, description = "job id returned at submission"), StatusQuery),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "the job's status", body = JobStatus),
@@ -162,57 +233,181 @@ pub(super) async fn submit_batch(
 pub(super) async fn get_job(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    Extension(admission): Extension<Admission>,
     Path(id): Path<String>,
+    Query(query): Query<StatusQuery>,
 ) -> Result<Json<JobStatus>, Problem> {
     let not_found = || {
         Problem::not_found(format!(
-            "no job {id} for this tenant yet; jobs appear once a worker has started them"
+            "no job {id} for this tenant; check the id returned at submission and the API key's \
+             tenant"
+        ))
+    };
+    let wait = wait_limit(&query)?;
+    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    // Boxed: a waiting request keeps this handler's future alive for up to a minute, and the
+    // store's futures would otherwise make every one of them as large as the largest.
+    let status = Box::pin(read_status(&state, &caller, id)).await?;
+    let Some(limit) = wait.filter(|_| !status.as_ref().is_some_and(is_final)) else {
+        return status.map(Json).ok_or_else(not_found);
+    };
+    // A job not known yet may be queued and not started: it is waited for too.
+    admission.release();
+    state
+        .waiters
+        .wait(id, limit)
+        .await
+        .map_err(|_| Problem::overloaded())?;
+    Box::pin(read_status(&state, &caller, id))
+        .await?
+        .map(Json)
+        .ok_or_else(not_found)
+}
+
+/// Answer of a cancellation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobCancelled {
+    pub id: Uuid,
+    /// `cancelled`: it will not run. `running`: a worker has it; it may still succeed, but
+    /// no retry follows.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'static str>,
+}
+
+fn cancelled(id: Uuid) -> (StatusCode, Json<JobCancelled>) {
+    let answer = JobCancelled {
+        id,
+        status: JobState::Cancelled.as_str(),
+        detail: None,
+    };
+    (StatusCode::OK, Json(answer))
+}
+
+/// Cancel a job no worker has finished. A `queued`, `scheduled` or `retrying` job never
+/// runs (again): 200. A `running` job may still complete, but no retry follows: 202.
+/// Cancelling again answers the same; a finished job answers 409 with its state.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = Uuid, Path, description = "job id returned at submission")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "cancelled: it will not run", body = JobCancelled),
+        (status = 202, description = "a worker is running it: it may still complete, and no \
+            retry follows", body = JobCancelled),
+        CancelProblems,
+    ))]
+pub(super) async fn cancel_job(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<JobCancelled>), Problem> {
+    let not_found = || {
+        Problem::not_found(format!(
+            "no job {id} for this tenant; check the id returned at submission and the API key's \
+             tenant"
         ))
     };
     let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    match store::job_status(&state.pool, caller.tenant(), id).await {
-        Ok(Some(status)) => Ok(Json(status)),
-        Ok(None) => Err(not_found()),
-        Err(error) => {
-            JobStatusQueryFailed { error: &error }.emit();
-            Err(Problem::unavailable(
-                "the job store is unreachable; retry shortly",
-            ))
+    match store::cancel(&state.pool, caller.tenant(), id)
+        .await
+        .map_err(store_unreachable)?
+    {
+        Some(store::Cancellation {
+            status: JobState::Running,
+            ..
+        }) => {
+            let answer = JobCancelled {
+                id,
+                status: JobState::Running.as_str(),
+                detail: Some(
+                    "a worker is running the job: it may still complete, but it will not be \
+                     retried",
+                ),
+            };
+            return Ok((StatusCode::ACCEPTED, Json(answer)));
         }
+        Some(cancellation) => {
+            remove_cancelled(&state, id, &cancellation).await;
+            return Ok(cancelled(id));
+        }
+        None => {}
+    }
+    let known = |status: JobStatus| match status.status.as_str() {
+        "cancelled" => Ok(cancelled(id)),
+        other => Err(Problem::job_not_cancellable(other)),
+    };
+    if let Some(status) = store::job_status(&state.pool, caller.tenant(), id)
+        .await
+        .map_err(store_unreachable)?
+    {
+        return known(status);
+    }
+    cancel_delayed(&state, &caller, id)
+        .await?
+        .map_or_else(|| Err(not_found()), known)
+}
+
+/// Takes a cancelled job's message out of the stream it waits in. Best effort: the worker
+/// that would take it skips it all the same; removing it spares the wait for its turn.
+async fn remove_cancelled(state: &AppState, id: Uuid, cancellation: &store::Cancellation) {
+    let removed = match (cancellation.stream_sequence, cancellation.run_at) {
+        (Some(sequence), _) => match u64::try_from(sequence) {
+            Ok(sequence) => state.ingest.unqueue(sequence).await.map(drop),
+            Err(_) => Ok(()),
+        },
+        // Delayed: waiting in the schedules stream, or due and queued without a known sequence.
+        (None, Some(_)) => match state.ingest.scheduled(id).await {
+            Ok(Some(waiting)) => state.ingest.unschedule(waiting.sequence).await.map(drop),
+            other => other.map(drop),
+        },
+        (None, None) => Ok(()),
+    };
+    if let Err(error) = removed {
+        tracing::info!(%error, job_id = %id,
+            "a cancelled job stays in its stream until a worker meets it and skips it");
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JobTypeInfo {
-    #[serde(rename = "type")]
-    pub job_type: &'static str,
-    pub version: u32,
-    /// JSON Schema of the payload.
-    #[schema(value_type = Object)]
-    pub schema: Value,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JobTypes {
-    pub job_types: Vec<JobTypeInfo>,
-    /// JSON Schema of the envelope on the work stream.
-    #[schema(value_type = Object)]
-    pub envelope: Value,
-}
-
-/// Registered job types with their JSON Schemas.
-#[utoipa::path(get, path = "/v1/job-types", tag = "jobs",
-    responses((status = 200, description = "registered job types", body = JobTypes)))]
-pub(super) async fn job_types() -> Json<JobTypes> {
-    Json(JobTypes {
-        job_types: registry()
-            .job_types()
-            .map(|t| JobTypeInfo {
-                job_type: t.name,
-                version: t.version,
-                schema: t.schema.clone(),
-            })
-            .collect(),
-        envelope: registry().envelope_schema().clone(),
-    })
+/// Cancels a delayed job that waits for its time with no row (its gateway could not write
+/// one); `Some` of the job's state when it has one after all (a worker or a concurrent
+/// cancellation wrote it meanwhile).
+async fn cancel_delayed(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Option<JobStatus>, Problem> {
+    let waiting = match state.ingest.scheduled(id).await {
+        Ok(Some(waiting)) if waiting.envelope.tenant.as_deref() == Some(caller.tenant()) => waiting,
+        Ok(_) => return Ok(None),
+        Err(error) => return Err(Problem::unavailable(error.to_string())),
+    };
+    // The row first: once the schedule is gone, nothing else would tell that it was
+    // cancelled. A row that is there already is a concurrent cancellation or a worker's.
+    if !store::record_cancelled(&state.pool, &waiting.envelope)
+        .await
+        .map_err(store_unreachable)?
+    {
+        return store::job_status(&state.pool, caller.tenant(), id)
+            .await
+            .map_err(store_unreachable);
+    }
+    let removed = state.ingest.unschedule(waiting.sequence).await;
+    if !matches!(removed, Ok(true)) {
+        // Fell due meanwhile (it runs), or unreachable (it may run): the row must not say
+        // otherwise.
+        store::undo_cancelled(&state.pool, id)
+            .await
+            .map_err(store_unreachable)?;
+    }
+    match removed {
+        Ok(true) => {
+            let mut status = JobStatus::scheduled(waiting.envelope);
+            status.status = JobState::Cancelled.as_str().to_owned();
+            Ok(Some(status))
+        }
+        Ok(false) => Err(Problem::job_not_cancellable("queued")),
+        Err(error) => Err(Problem::unavailable(format!(
+            "{error}; nothing was cancelled"
+        ))),
+    }
 }

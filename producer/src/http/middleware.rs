@@ -1,6 +1,6 @@
 //! What wraps the routes: one observed span per request, and the admission every API request
 //! passes before its handler runs.
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use opentelemetry::propagation::Extractor;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::extract::authenticate;
@@ -79,15 +80,17 @@ pub(super) async fn admit(
     next: Next,
 ) -> Response {
     // Shed requests are counted by `observe`, as 503s of their route.
-    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
         return Problem::overloaded().into_response();
     };
+    let admission = Admission::holding(permit);
     let caller = match authenticate(&state, request.headers()) {
         Ok(caller) => caller,
         Err(problem) => return problem.into_response(),
     };
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(caller);
+    parts.extensions.insert(admission.clone());
     let limit = state.max_body_bytes;
     let declared = parts
         .headers
@@ -112,6 +115,27 @@ pub(super) async fn admit(
         }
         Ok(Ok(bytes)) => bytes,
     };
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    drop(admission);
+    response
+}
+
+/// A request's slot among CODIGO_MAX_CONCURRENT_REQUESTS. A request that goes on to wait for
+/// its job gives the slot back first: waiting costs the gateway almost nothing, and has a
+/// bound of its own (CODIGO_MAX_WAITING_REQUESTS).
+#[derive(Clone)]
+pub(super) struct Admission(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl Admission {
+    fn holding(permit: OwnedSemaphorePermit) -> Self {
+        Self(Arc::new(Mutex::new(Some(permit))))
+    }
+
+    pub(super) fn release(&self) {
+        if let Ok(mut permit) = self.0.lock() {
+            permit.take();
+        }
+    }
 }

@@ -3,19 +3,22 @@
 //! sends can produce a 5xx. Checking and publishing jobs is the ingest service's business.
 mod events;
 mod extract;
+mod job_types;
 mod jobs;
 mod middleware;
 mod openapi;
 mod probes;
 
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
+use codigo_common::declarations::Declarations;
 use codigo_common::telemetry::PrometheusHandle;
+use codigo_schemas::Catalog;
 use sqlx::PgPool;
 
 pub use crate::auth::LOCAL_TENANT;
@@ -40,6 +43,20 @@ pub struct AppState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Set once the streams are known to exist.
     pub topology_ready: Arc<AtomicBool>,
+    /// Built-in and declared job types, kept equal to the job-type bucket.
+    pub catalog: Arc<Catalog>,
+    /// The job-type bucket, once opened.
+    pub declarations: Arc<OnceLock<Declarations>>,
+    /// Requests waiting for their job's final state.
+    pub waiters: crate::waiters::Waiters,
+}
+
+impl AppState {
+    fn declarations(&self) -> Result<&Declarations, Problem> {
+        self.declarations.get().ok_or_else(|| {
+            Problem::unavailable("the job-type bucket is not reachable yet; retry shortly")
+        })
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -47,15 +64,20 @@ pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v1/jobs", post(jobs::submit_job))
         .route("/v1/jobs/batch", post(jobs::submit_batch))
-        .route("/v1/jobs/{id}", get(jobs::get_job))
+        .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
         .route("/v1/events", post(events::submit_events))
+        .route(
+            "/v1/job-types/{type}",
+            axum::routing::put(job_types::put).delete(job_types::delete),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::admit,
         ));
     Router::new()
         .merge(api)
-        .route("/v1/job-types", get(jobs::job_types))
+        .route("/v1/job-types", get(job_types::list))
+        .route("/v1/job-types/{type}", get(job_types::show))
         .route("/openapi.json", get(openapi::openapi))
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))

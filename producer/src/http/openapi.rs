@@ -6,7 +6,8 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, OpenApi};
 
 use super::events::{self, EventsAccepted};
-use super::jobs::{self, BatchRequest, JobTypeInfo, JobTypes};
+use super::job_types::{self, JobTypeInfo, JobTypes};
+use super::jobs::{self, BatchRequest, JobCancelled};
 use crate::cloudevents::CloudEvent;
 use crate::ingest::{BatchAccepted, BatchItemResult, JobAccepted, JobRequest};
 use crate::problem::Problem;
@@ -15,9 +16,11 @@ use crate::store::JobStatus;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Codigo ingest gateway", description = "Submit jobs to the Codigo pipeline."),
-    paths(jobs::submit_job, jobs::submit_batch, events::submit_events, jobs::get_job, jobs::job_types),
+    paths(jobs::submit_job, jobs::submit_batch, events::submit_events, jobs::get_job,
+        jobs::cancel_job, job_types::list,
+        job_types::show, job_types::put, job_types::delete),
     components(schemas(Problem, JobRequest, JobAccepted, BatchRequest, BatchItemResult, BatchAccepted,
-        CloudEvent, EventsAccepted, JobStatus, JobTypes, JobTypeInfo)),
+        CloudEvent, EventsAccepted, JobStatus, JobCancelled, JobTypes, JobTypeInfo)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -94,11 +97,25 @@ problem_responses! {
         (415, "event format or data content type other than JSON"),
         (422, "unknown job type, schema violation, JSON nested too deeply, text holding \\u0000 (nul-character, with its pointer), or a batch that is not 1..CODIGO_MAX_BATCH_ITEMS events or larger than the key's burst"),
     ];
-    /// `GET /v1/jobs/{id}`.
+    /// `PUT` and `DELETE /v1/job-types/{type}`.
+    DeclarationProblems = [
+        (401, "missing or invalid API key"),
+        (403, "the key has no admin scope"),
+        (422, "not a valid declaration (the detail names the field and what to do), or a built-in type"),
+        (503, "the job-type bucket is unreachable; nothing changed; see Retry-After"),
+    ];
+    /// `DELETE /v1/jobs/{id}`.
+    CancelProblems = [
+        (401, "missing or invalid API key"),
+        (404, "unknown, or another tenant's"),
+        (409, "finished, or a delayed job that fell due as it was cancelled: past cancelling (job_status says which)"),
+        (503, "Postgres or JetStream unavailable: nothing was cancelled"),
+    ];
     JobStatusProblems = [
         (401, "missing or invalid API key"),
-        (404, "unknown, another tenant's, or not started yet"),
-        (503, "Postgres unavailable"),
+        (404, "unknown, or another tenant's"),
+        (422, "wait is not a duration"),
+        (503, "Postgres unavailable, or too many requests waiting (Retry-After)"),
     ];
 }
 

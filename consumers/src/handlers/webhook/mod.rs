@@ -301,7 +301,8 @@ async fn record(
     .map(drop)
 }
 
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+/// The delay a `Retry-After` of whole seconds asks for, capped.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let secs: u64 = headers
         .get(RETRY_AFTER)?
         .to_str()
