@@ -4,23 +4,22 @@
 use std::time::{Duration, Instant};
 
 use codigo_testkit::http::{read, Reply, ALPHA};
-use codigo_testkit::{TestConsumer, TestEnv, TestProducer};
+use codigo_testkit::{ledger_job, TestConsumer, TestEnv, TestProducer};
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 fn ledger(account: &str, delay: f64) -> Value {
-    json!({"type": "ledger.post", "delay": delay,
-           "payload": {"account": account, "amount_cents": 100, "currency": "EUR"}})
+    let mut job = ledger_job(account);
+    job["delay"] = json!(delay);
+    job
 }
 
-async fn submit(gateway: &TestProducer, job: Value) -> String {
-    let reply = gateway.post("/v1/jobs", ALPHA, job).await;
-    reply.assert_status(StatusCode::ACCEPTED);
-    reply.body["id"].as_str().expect("id").to_owned()
-}
-
-async fn await_job(gateway: &TestProducer, id: &str, wait: &str) -> (Reply, Duration) {
+async fn await_job(
+    gateway: &TestProducer,
+    id: impl std::fmt::Display,
+    wait: &str,
+) -> (Reply, Duration) {
     let started = Instant::now();
     let reply = gateway
         .get(&format!("/v1/jobs/{id}?wait={wait}"), ALPHA)
@@ -35,20 +34,19 @@ async fn a_waiting_request_answers_when_its_job_is_done_without_holding_a_slot()
     let gateway = TestProducer::start(&env, &["--max-concurrent-requests", "4"]).await;
     let consumer = TestConsumer::spawn(&env, &["--job-types", "ledger.post"]).await;
 
-    let id = submit(&gateway, ledger("awaited", 2.0)).await;
+    let id = gateway.submit(ALPHA, ledger("awaited", 2.0)).await;
     // One after the other: each needs a slot only to be admitted and read the job once.
     let waiters = join_all((0..20u64).map(|n| {
-        let id = id.clone();
         let gateway = &gateway;
         async move {
             tokio::time::sleep(Duration::from_millis(25 * n)).await;
-            await_job(gateway, &id, "30s").await
+            await_job(gateway, id, "30s").await
         }
     }));
     let submit_meanwhile = async {
         tokio::time::sleep(Duration::from_millis(800)).await;
         // Still admitted while twenty requests wait.
-        submit(&gateway, ledger("meanwhile", 0.0)).await
+        gateway.submit(ALPHA, ledger("meanwhile", 0.0)).await
     };
     let (answers, _) = tokio::join!(waiters, submit_meanwhile);
     for (reply, waited) in answers {
@@ -79,8 +77,8 @@ async fn waits_are_bounded_and_answer_the_state_they_end_in() {
     let gateway = TestProducer::start(&env, &["--max-waiting-requests", "2"]).await;
 
     // Nothing runs it: the wait ends, and the job is still scheduled.
-    let id = submit(&gateway, ledger("unserved", 60.0)).await;
-    let (reply, waited) = await_job(&gateway, &id, "1s").await;
+    let id = gateway.submit(ALPHA, ledger("unserved", 60.0)).await;
+    let (reply, waited) = await_job(&gateway, id, "1s").await;
     reply.assert_status(StatusCode::OK);
     assert_eq!(reply.body["status"], "scheduled", "{}", reply.text);
     assert!(waited >= Duration::from_millis(900), "{waited:?}");

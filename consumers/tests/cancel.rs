@@ -9,56 +9,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use codigo_testkit::http::{ADMIN, ALPHA, BETA};
-use codigo_testkit::{flags, metric_value, serve, TestConsumer, TestEnv, TestProducer};
+use codigo_testkit::{
+    flags, id_of, ledger_job, metric_value, serve, TestConsumer, TestEnv, TestProducer,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-fn ledger(account: &str) -> Value {
-    json!({"type": "ledger.post",
-           "payload": {"account": account, "amount_cents": 100, "currency": "EUR"}})
-}
-
-async fn submit(gateway: &TestProducer, job: Value) -> String {
-    let reply = gateway.post("/v1/jobs", ALPHA, job).await;
-    reply.assert_status(StatusCode::ACCEPTED);
-    reply.body["id"].as_str().expect("id").to_owned()
-}
-
-async fn status(gateway: &TestProducer, id: &str) -> Value {
+async fn status(gateway: &TestProducer, id: impl std::fmt::Display) -> Value {
     gateway.get(&format!("/v1/jobs/{id}"), ALPHA).await.body
 }
 
 /// `codigo-ctl status`'s running and retrying counts of `job_type`.
 async fn in_progress(env: &TestEnv, job_type: &str) -> (i64, i64) {
-    let status: Value =
-        serde_json::from_str(&env.ctl_ok(&["status", "--format", "json"]).await).expect("json");
-    let row = status
-        .as_array()
-        .expect("a row per job type")
-        .iter()
-        .find(|row| row["job_type"] == job_type)
-        .cloned()
-        .unwrap_or_else(|| panic!("{job_type} is listed: {status}"));
+    let row = env.ctl_status_of(job_type).await;
     (
         row["running"].as_i64().expect("running"),
         row["retrying"].as_i64().expect("retrying"),
     )
 }
 
-async fn entries_of(env: &TestEnv, account: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM ledger_entries WHERE account = $1")
-        .bind(account)
-        .fetch_one(&env.pool)
-        .await
-        .expect("count")
-}
-
 #[tokio::test]
 async fn a_queued_job_cancelled_never_takes_effect_and_leaves_the_work_stream() {
     let env = TestEnv::new().await;
     let gateway = TestProducer::start(&env, &[]).await;
-    let kept = submit(&gateway, ledger("kept")).await;
-    let doomed = submit(&gateway, ledger("doomed")).await;
+    let kept = gateway.submit(ALPHA, ledger_job("kept")).await;
+    let doomed = gateway.submit(ALPHA, ledger_job("doomed")).await;
     let path = format!("/v1/jobs/{doomed}");
 
     // Another tenant cannot see it, let alone cancel it.
@@ -71,7 +46,7 @@ async fn a_queued_job_cancelled_never_takes_effect_and_leaves_the_work_stream() 
         reply.assert_status(StatusCode::OK);
         assert_eq!(reply.body, json!({"id": doomed, "status": "cancelled"}));
     }
-    let cancelled = status(&gateway, &doomed).await;
+    let cancelled = status(&gateway, doomed).await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     assert!(!cancelled["finished_at"].is_null(), "{cancelled}");
     assert_eq!(
@@ -82,23 +57,23 @@ async fn a_queued_job_cancelled_never_takes_effect_and_leaves_the_work_stream() 
 
     // A cancellation whose message stayed behind (its removal failed): the worker that meets
     // it acks it without running it.
-    let stray = submit(&gateway, ledger("stray")).await;
+    let stray = gateway.submit(ALPHA, ledger_job("stray")).await;
     sqlx::query("UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE id = $1::uuid")
-        .bind(&stray)
+        .bind(stray)
         .execute(&env.pool)
         .await
         .expect("cancel behind the gateway's back");
     // A delayed job cancelled after it fell due, while it waits in the work stream.
-    let mut delayed = ledger("due");
+    let mut delayed = ledger_job("due");
     delayed["delay"] = json!(1);
-    let due = submit(&gateway, delayed).await;
+    let due = gateway.submit(ALPHA, delayed).await;
     env.eventually(
         "the delayed job to fall due",
         Duration::from_secs(15),
         || async { env.messages_in(&env.names.jobs_stream()).await == 3 },
     )
     .await;
-    assert_eq!(status(&gateway, &due).await["status"], "queued");
+    assert_eq!(status(&gateway, due).await["status"], "queued");
     let reply = gateway.delete(&format!("/v1/jobs/{due}"), ALPHA).await;
     reply.assert_status(StatusCode::OK);
 
@@ -113,9 +88,13 @@ async fn a_queued_job_cancelled_never_takes_effect_and_leaves_the_work_stream() 
         || async { env.messages_in(&env.names.jobs_stream()).await == 0 },
     )
     .await;
-    assert_eq!(entries_of(&env, "kept").await, 1);
+    assert_eq!(env.ledger_entries("kept").await, 1);
     for (id, account) in [(&doomed, "doomed"), (&stray, "stray"), (&due, "due")] {
-        assert_eq!(entries_of(&env, account).await, 0, "{account} took effect");
+        assert_eq!(
+            env.ledger_entries(account).await,
+            0,
+            "{account} took effect"
+        );
         assert_eq!(status(&gateway, id).await["status"], "cancelled");
     }
     let metrics = consumer.metrics().await;
@@ -157,20 +136,20 @@ async fn a_running_job_cancelled_may_finish_but_is_never_retried() {
     ))
     .await;
     let gateway = TestProducer::start(&env, &[]).await;
-    let declared = reqwest::Client::new()
-        .put(gateway.url("/v1/job-types/test.slowfail"))
-        .bearer_auth(ADMIN)
-        .json(&json!({
-            "version": 1,
-            "schema": {"type": "object"},
-            "target": {"http": {"url": format!("http://{function}/"), "timeout": "10s"}},
-            "retry": {"attempts": 5, "first_delay": "4s", "max_delay": "5s"},
-            "concurrency": 2,
-        }))
-        .send()
+    gateway
+        .put(
+            "/v1/job-types/test.slowfail",
+            ADMIN,
+            json!({
+                "version": 1,
+                "schema": {"type": "object"},
+                "target": {"http": {"url": format!("http://{function}/"), "timeout": "10s"}},
+                "retry": {"attempts": 5, "first_delay": "4s", "max_delay": "5s"},
+                "concurrency": 2,
+            }),
+        )
         .await
-        .expect("declared");
-    assert!(declared.status().is_success(), "{declared:?}");
+        .assert_status(StatusCode::OK);
     let consumer = TestConsumer::spawn(
         &env,
         &flags("--job-types functions --webhook-signing-key cancel-test-master-key-0001"),
@@ -180,7 +159,7 @@ async fn a_running_job_cancelled_may_finish_but_is_never_retried() {
     let id = loop {
         let reply = gateway.post("/v1/jobs", ALPHA, job.clone()).await;
         if reply.status == StatusCode::ACCEPTED {
-            break reply.body["id"].as_str().expect("id").to_owned();
+            break id_of(&reply.body);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -190,13 +169,13 @@ async fn a_running_job_cancelled_may_finish_but_is_never_retried() {
         || async { calls.load(Ordering::SeqCst) == 1 },
     )
     .await;
-    assert_eq!(status(&gateway, &id).await["status"], "running");
+    assert_eq!(status(&gateway, id).await["status"], "running");
     assert_eq!(in_progress(&env, "test.slowfail").await, (1, 0));
 
     let reply = gateway.delete(&format!("/v1/jobs/{id}"), ALPHA).await;
     reply.assert_status(StatusCode::ACCEPTED);
     assert_eq!(reply.body["status"], "running", "{}", reply.text);
-    let marked = status(&gateway, &id).await;
+    let marked = status(&gateway, id).await;
     assert_eq!(marked["status"], "running", "{marked}");
     assert_eq!(marked["cancel_requested"], true, "{marked}");
 
@@ -213,16 +192,14 @@ async fn a_running_job_cancelled_may_finish_but_is_never_retried() {
     assert_eq!(env.messages_in(&env.names.jobs_stream()).await, 0);
 
     // Not cancelled, the same failure is retried: `retrying`, with when the next attempt is.
-    let retried = gateway.post("/v1/jobs", ALPHA, job).await;
-    retried.assert_status(StatusCode::ACCEPTED);
-    let retried = retried.body["id"].as_str().expect("id").to_owned();
+    let retried = gateway.submit(ALPHA, job).await;
     env.eventually(
         "the job to wait for its retry",
         Duration::from_secs(30),
-        || async { status(&gateway, &retried).await["status"] == "retrying" },
+        || async { status(&gateway, retried).await["status"] == "retrying" },
     )
     .await;
-    let waiting = status(&gateway, &retried).await;
+    let waiting = status(&gateway, retried).await;
     let retry_at = time::OffsetDateTime::parse(
         waiting["retry_at"].as_str().expect("retry_at"),
         &time::format_description::well_known::Rfc3339,

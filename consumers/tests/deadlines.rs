@@ -4,23 +4,11 @@
 use std::time::Duration;
 
 use codigo_testkit::http::ALPHA;
-use codigo_testkit::{metric_value, TestConsumer, TestEnv, TestProducer};
+use codigo_testkit::{ledger_payload, metric_value, TestConsumer, TestEnv, TestProducer};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-
-fn ledger(account: &str) -> Value {
-    json!({"account": account, "amount_cents": 100, "currency": "EUR"})
-}
-
-async fn entries(env: &TestEnv, account: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM ledger_entries WHERE account = $1")
-        .bind(account)
-        .fetch_one(&env.pool)
-        .await
-        .expect("query")
-}
 
 #[tokio::test]
 async fn a_job_not_started_by_its_deadline_expires_and_is_not_run() {
@@ -32,7 +20,7 @@ async fn a_job_not_started_by_its_deadline_expires_and_is_not_run() {
         .post(
             "/v1/jobs",
             ALPHA,
-            json!({"type": "ledger.post", "payload": ledger("late"),
+            json!({"type": "ledger.post", "payload": ledger_payload("late", 100),
                    "expires_at": deadline.format(&Rfc3339).unwrap()}),
         )
         .await;
@@ -42,7 +30,7 @@ async fn a_job_not_started_by_its_deadline_expires_and_is_not_run() {
         .post(
             "/v1/jobs",
             ALPHA,
-            json!({"type": "ledger.post", "payload": ledger("in-time"), "ttl": 120}),
+            json!({"type": "ledger.post", "payload": ledger_payload("in-time", 100), "ttl": 120}),
         )
         .await;
     in_time.assert_status(StatusCode::ACCEPTED);
@@ -59,8 +47,8 @@ async fn a_job_not_started_by_its_deadline_expires_and_is_not_run() {
     let expired = gateway.get(&format!("/v1/jobs/{late_id}"), ALPHA).await;
     assert!(expired.body["started_at"].is_null(), "{}", expired.text);
     assert!(expired.body["finished_at"].is_string(), "{}", expired.text);
-    assert_eq!(entries(&env, "late").await, 0, "an expired job ran");
-    assert_eq!(entries(&env, "in-time").await, 1);
+    assert_eq!(env.ledger_entries("late").await, 0, "an expired job ran");
+    assert_eq!(env.ledger_entries("in-time").await, 1);
 
     let metrics = consumer.metrics().await;
     let counted = |name: &str, labels: &[(&str, &str)]| metric_value(&metrics, name, labels);
@@ -103,7 +91,7 @@ async fn a_job_not_started_by_its_deadline_expires_and_is_not_run() {
             "send one of them",
         ),
     ] {
-        let mut body = json!({"type": "ledger.post", "payload": ledger("refused")});
+        let mut body = json!({"type": "ledger.post", "payload": ledger_payload("refused", 100)});
         body.as_object_mut()
             .unwrap()
             .extend(when.as_object().unwrap().clone());

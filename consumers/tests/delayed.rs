@@ -5,16 +5,12 @@
 use std::time::Duration;
 
 use codigo_testkit::http::{ALPHA, BETA};
-use codigo_testkit::{metric_value, TestConsumer, TestEnv, TestProducer};
+use codigo_testkit::{id_of, ledger_payload, metric_value, TestConsumer, TestEnv, TestProducer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-fn ledger(account: &str) -> Value {
-    json!({"account": account, "amount_cents": 100, "currency": "EUR"})
-}
 
 fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).expect("formattable")
@@ -22,10 +18,6 @@ fn rfc3339(at: OffsetDateTime) -> String {
 
 fn time_of(value: &Value) -> OffsetDateTime {
     OffsetDateTime::parse(value.as_str().expect("a time"), &Rfc3339).expect("RFC 3339")
-}
-
-fn id_of(value: &Value) -> Uuid {
-    Uuid::parse_str(value["id"].as_str().expect("an id")).expect("a UUID")
 }
 
 /// When a worker started job `id`, once it has.
@@ -64,7 +56,7 @@ async fn delayed_jobs_wait_for_their_time_on_every_route_then_run() {
         .post(
             "/v1/jobs",
             ALPHA,
-            json!({"type": "ledger.post", "payload": ledger("delay"), "delay": 3}),
+            json!({"type": "ledger.post", "payload": ledger_payload("delay", 100), "delay": 3}),
         )
         .await;
     single.assert_status(StatusCode::ACCEPTED);
@@ -80,9 +72,9 @@ async fn delayed_jobs_wait_for_their_time_on_every_route_then_run() {
             "/v1/jobs/batch",
             ALPHA,
             json!({"jobs": [
-                {"type": "ledger.post", "payload": ledger("batch-later"), "run_at": rfc3339(due)},
-                {"type": "ledger.post", "payload": ledger("batch-now")},
-                {"type": "ledger.post", "payload": ledger("batch-past"), "run_at": "2020-01-01T00:00:00Z"},
+                {"type": "ledger.post", "payload": ledger_payload("batch-later", 100), "run_at": rfc3339(due)},
+                {"type": "ledger.post", "payload": ledger_payload("batch-now", 100)},
+                {"type": "ledger.post", "payload": ledger_payload("batch-past", 100), "run_at": "2020-01-01T00:00:00Z"},
             ]}),
         )
         .await;
@@ -107,7 +99,7 @@ async fn delayed_jobs_wait_for_their_time_on_every_route_then_run() {
             Some(ALPHA),
             &[("content-type", "application/cloudevents+json")],
             json!({"specversion": "1.0", "id": "evt-1", "source": "/delayed-test",
-                   "type": "ledger.post", "delay": "2.5", "data": ledger("event")})
+                   "type": "ledger.post", "delay": "2.5", "data": ledger_payload("event", 100)})
             .to_string(),
         )
         .await;
@@ -124,7 +116,7 @@ async fn delayed_jobs_wait_for_their_time_on_every_route_then_run() {
                 ("ce-type", "ledger.post"),
                 ("ce-runat", &rfc3339(due)),
             ],
-            ledger("binary-event").to_string(),
+            ledger_payload("binary-event", 100).to_string(),
         )
         .await;
     binary.assert_status(StatusCode::ACCEPTED);
@@ -208,7 +200,7 @@ async fn a_delayed_job_runs_when_due_with_no_process_of_ours_running_then() {
         .post(
             "/v1/jobs",
             ALPHA,
-            json!({"type": "ledger.post", "payload": ledger("restart"), "delay": 2,
+            json!({"type": "ledger.post", "payload": ledger_payload("restart", 100), "delay": 2,
                    "idempotency_key": "restart-1"}),
         )
         .await;
@@ -220,7 +212,7 @@ async fn a_delayed_job_runs_when_due_with_no_process_of_ours_running_then() {
         .post(
             "/v1/jobs",
             ALPHA,
-            json!({"type": "ledger.post", "payload": ledger("restart"), "delay": 2,
+            json!({"type": "ledger.post", "payload": ledger_payload("restart", 100), "delay": 2,
                    "idempotency_key": "restart-1"}),
         )
         .await;
@@ -263,7 +255,7 @@ async fn times_that_cannot_be_kept_are_refused_and_nothing_is_stored() {
         (json!({"delay": "soon"}), "delay"),
     ];
     for (when, says) in refused {
-        let mut body = json!({"type": "ledger.post", "payload": ledger("refused")});
+        let mut body = json!({"type": "ledger.post", "payload": ledger_payload("refused", 100)});
         body.as_object_mut()
             .unwrap()
             .extend(when.as_object().unwrap().clone());
@@ -281,7 +273,7 @@ async fn times_that_cannot_be_kept_are_refused_and_nothing_is_stored() {
             Some(ALPHA),
             &[("content-type", "application/cloudevents+json")],
             json!({"specversion": "1.0", "id": "evt-bad", "source": "/delayed-test",
-                   "type": "ledger.post", "delay": "later", "data": ledger("refused")})
+                   "type": "ledger.post", "delay": "later", "data": ledger_payload("refused", 100)})
             .to_string(),
         )
         .await;
@@ -308,7 +300,7 @@ async fn a_delayed_job_cancelled_before_it_falls_due_never_runs() {
         .post(
             "/v1/jobs",
             ALPHA,
-            json!({"type": "ledger.post", "payload": ledger("cancelled"), "delay": 2}),
+            json!({"type": "ledger.post", "payload": ledger_payload("cancelled", 100), "delay": 2}),
         )
         .await;
     doomed.assert_status(StatusCode::ACCEPTED);
@@ -337,7 +329,7 @@ async fn a_delayed_job_cancelled_before_it_falls_due_never_runs() {
         .post(
             "/v1/jobs",
             ALPHA,
-            json!({"type": "ledger.post", "payload": ledger("not-cancelled")}),
+            json!({"type": "ledger.post", "payload": ledger_payload("not-cancelled", 100)}),
         )
         .await;
     let ran_id = id_of(&ran.body);

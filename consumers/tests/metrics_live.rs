@@ -281,8 +281,7 @@ async fn submit_accepted(http: &reqwest::Client, producer: &TestProducer, body: 
 }
 
 fn ledger(account: &str, amount: i64) -> Value {
-    json!({"type": "ledger.post",
-           "payload": {"account": account, "amount_cents": amount, "currency": "EUR"}})
+    json!({"type": "ledger.post", "payload": codigo_testkit::ledger_payload(account, amount)})
 }
 
 /// A series (name and full label set) and its value.

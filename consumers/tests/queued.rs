@@ -4,18 +4,10 @@
 //! accepted all the same, counted, and known once a worker records it.
 
 use codigo_testkit::http::{Reply, ALPHA, BETA};
-use codigo_testkit::{metric_value, TestConsumer, TestEnv, TestProducer};
+use codigo_testkit::{id_of, ledger_payload, metric_value, TestConsumer, TestEnv, TestProducer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-fn ledger(account: &str) -> Value {
-    json!({"account": account, "amount_cents": 100, "currency": "EUR"})
-}
-
-fn id_of(value: &Value) -> Uuid {
-    Uuid::parse_str(value["id"].as_str().expect("an id")).expect("a UUID")
-}
 
 async fn status_of(gateway: &TestProducer, id: Uuid) -> Reply {
     gateway.get(&format!("/v1/jobs/{id}"), ALPHA).await
@@ -46,7 +38,7 @@ async fn an_accepted_job_answers_queued_from_its_202_then_what_its_worker_record
         .post(
             "/v1/jobs",
             ALPHA,
-            json!({"type": "ledger.post", "payload": ledger("single"), "idempotency_key": "once"}),
+            json!({"type": "ledger.post", "payload": ledger_payload("single", 100), "idempotency_key": "once"}),
         )
         .await;
     single.assert_status(StatusCode::ACCEPTED);
@@ -55,10 +47,10 @@ async fn an_accepted_job_answers_queued_from_its_202_then_what_its_worker_record
             "/v1/jobs/batch",
             ALPHA,
             json!({"jobs": [
-                {"type": "ledger.post", "payload": ledger("batch-1")},
-                {"type": "ledger.post", "payload": ledger("batch-2"), "delay": 600},
+                {"type": "ledger.post", "payload": ledger_payload("batch-1", 100)},
+                {"type": "ledger.post", "payload": ledger_payload("batch-2", 100), "delay": 600},
                 {"type": "ledger.post", "payload": {"account": "no amount"}},
-                {"type": "ledger.post", "payload": ledger("batch-3")},
+                {"type": "ledger.post", "payload": ledger_payload("batch-3", 100)},
             ]}),
         )
         .await;
@@ -69,7 +61,7 @@ async fn an_accepted_job_answers_queued_from_its_202_then_what_its_worker_record
             Some(ALPHA),
             &[("content-type", "application/cloudevents+json")],
             json!({"specversion": "1.0", "id": "evt-1", "source": "/queued-test",
-                   "type": "ledger.post", "data": ledger("event")})
+                   "type": "ledger.post", "data": ledger_payload("event", 100)})
             .to_string(),
         )
         .await;
@@ -132,7 +124,7 @@ async fn an_accepted_job_answers_queued_from_its_202_then_what_its_worker_record
         .post(
             "/v1/jobs",
             ALPHA,
-            json!({"type": "ledger.post", "payload": ledger("single"), "idempotency_key": "once"}),
+            json!({"type": "ledger.post", "payload": ledger_payload("single", 100), "idempotency_key": "once"}),
         )
         .await;
     assert_eq!(again.body["duplicate"], true, "{}", again.text);
@@ -171,7 +163,7 @@ async fn a_job_whose_row_cannot_be_written_is_accepted_counted_and_known_once_it
         .post(
             "/v1/jobs",
             ALPHA,
-            json!({"type": "ledger.post", "payload": ledger("unrecorded")}),
+            json!({"type": "ledger.post", "payload": ledger_payload("unrecorded", 100)}),
         )
         .await;
     reply.assert_status(StatusCode::ACCEPTED);

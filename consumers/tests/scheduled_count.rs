@@ -6,17 +6,11 @@ use std::time::Duration;
 use codigo_testkit::http::ALPHA;
 use codigo_testkit::{metric_value, TestConsumer, TestEnv, TestProducer};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 async fn scheduled_in_status(env: &TestEnv) -> u64 {
-    let status: Value =
-        serde_json::from_str(&env.ctl_ok(&["status", "--format", "json"]).await).expect("json");
-    status
-        .as_array()
-        .expect("a row per job type")
-        .iter()
-        .find(|row| row["job_type"] == "ledger.post")
-        .and_then(|row| row["scheduled"].as_u64())
+    env.ctl_status_of("ledger.post").await["scheduled"]
+        .as_u64()
         .expect("ledger.post is listed with its scheduled count")
 }
 

@@ -139,9 +139,9 @@ pub struct Waiting {
 
 async fn stream(
     js: &jetstream::Context,
-    names: &Names,
+    name: String,
 ) -> Result<jetstream::stream::Stream<()>, LookupError> {
-    js.get_stream_no_info(names.scheduled_stream())
+    js.get_stream_no_info(name)
         .await
         .map_err(|e| LookupError(e.to_string()))
 }
@@ -152,7 +152,7 @@ pub async fn find(
     names: &Names,
     id: Uuid,
 ) -> Result<Option<Waiting>, LookupError> {
-    match stream(js, names)
+    match stream(js, names.scheduled_stream())
         .await?
         .get_last_raw_message_by_subject(&names.scheduled_filter(&id))
         .await
@@ -168,19 +168,19 @@ pub async fn find(
     }
 }
 
-/// Removes message `sequence` of `stream`: a waiting job so that it never becomes due, or a
+/// Removes message `sequence` of stream `stream_name`: a waiting job so that it never becomes due, or a
 /// cancelled one from the work stream. `false` when it is no longer there (a delayed job the
 /// server published when it fell due, a queued one a worker has taken).
 pub async fn remove(
     js: &jetstream::Context,
-    stream: String,
+    stream_name: String,
     sequence: u64,
 ) -> Result<bool, LookupError> {
-    let stream = js
-        .get_stream_no_info(stream)
+    match stream(js, stream_name)
+        .await?
+        .delete_message(sequence)
         .await
-        .map_err(|e| LookupError(e.to_string()))?;
-    match stream.delete_message(sequence).await {
+    {
         Ok(removed) => Ok(removed),
         Err(error) => match error.kind() {
             DeleteMessageErrorKind::JetStream(refused)

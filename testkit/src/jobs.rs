@@ -9,6 +9,21 @@ use uuid::Uuid;
 
 use crate::TestEnv;
 
+/// A ledger.post payload: `amount_cents` in EUR to `account`.
+pub fn ledger_payload(account: &str, amount_cents: i64) -> Value {
+    serde_json::json!({"account": account, "amount_cents": amount_cents, "currency": "EUR"})
+}
+
+/// A ledger.post job of 1 EUR to `account`, as `POST /v1/jobs` takes it.
+pub fn ledger_job(account: &str) -> Value {
+    serde_json::json!({"type": "ledger.post", "payload": ledger_payload(account, 100)})
+}
+
+/// The job id in a gateway answer or an envelope.
+pub fn id_of(value: &Value) -> Uuid {
+    Uuid::parse_str(value["id"].as_str().expect("an id")).expect("a UUID")
+}
+
 /// A job envelope of `job_type` created now.
 pub fn envelope(id: Uuid, job_type: &str, tenant: &str, payload: Value) -> Value {
     serde_json::json!({
@@ -81,13 +96,30 @@ impl TestEnv {
         let mut ids = Vec::with_capacity(count);
         for _ in 0..count {
             let id = Uuid::now_v7();
-            let payload =
-                serde_json::json!({"account": account, "amount_cents": 1, "currency": "EUR"});
-            self.publish_envelope(&envelope(id, "ledger.post", "test", payload))
-                .await;
+            self.publish_envelope(&envelope(
+                id,
+                "ledger.post",
+                "test",
+                ledger_payload(account, 1),
+            ))
+            .await;
             ids.push(id);
         }
         ids
+    }
+
+    /// `codigo-ctl status --format json`'s row of `job_type`.
+    pub async fn ctl_status_of(&self, job_type: &str) -> Value {
+        let status: Value =
+            serde_json::from_str(&self.ctl_ok(&["status", "--format", "json"]).await)
+                .expect("codigo-ctl status prints JSON");
+        status
+            .as_array()
+            .expect("a row per job type")
+            .iter()
+            .find(|row| row["job_type"] == job_type)
+            .cloned()
+            .unwrap_or_else(|| panic!("{job_type} is listed: {status}"))
     }
 
     /// How many messages `stream` holds now.

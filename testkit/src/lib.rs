@@ -30,7 +30,7 @@ pub use child::{ChildProcess, Exited};
 #[cfg(feature = "consumer")]
 pub use consumer::{TestConsumer, SHORT_RETRIES};
 pub use in_process::{metric_value, ready, scrape, wait_ready, InProcess, Service};
-pub use jobs::{envelope, header, stored_envelopes};
+pub use jobs::{envelope, header, id_of, ledger_job, ledger_payload, stored_envelopes};
 pub use nats_server::NatsServer;
 #[cfg(feature = "producer")]
 pub use producer::TestProducer;

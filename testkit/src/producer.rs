@@ -82,6 +82,13 @@ impl TestProducer {
         .await
     }
 
+    /// Submits `job` with `token`, asserts it was accepted and returns its id.
+    pub async fn submit(&self, token: &str, job: Value) -> uuid::Uuid {
+        let reply = self.post("/v1/jobs", token, job).await;
+        reply.assert_status(reqwest::StatusCode::ACCEPTED);
+        crate::id_of(&reply.body)
+    }
+
     /// A POST with a raw body and the given headers (content type included).
     pub async fn post_raw(
         &self,
@@ -98,6 +105,20 @@ impl TestProducer {
             request = request.header(*name, *value);
         }
         read(request.send().await.expect("request")).await
+    }
+
+    /// PUT of `body` as JSON with `token` as bearer.
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Reply {
+        read(
+            self.http
+                .put(self.url(path))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> Reply {

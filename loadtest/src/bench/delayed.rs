@@ -30,8 +30,7 @@ pub(super) struct DelayedSample {
 }
 
 pub(super) async fn delayed_rep(ctx: &Ctx<'_>, load: &RunSpec) -> Result<DelayedSample, LoadError> {
-    let mut stack = Stack::new(ctx).await?;
-    let sample: Result<DelayedSample, LoadError> = async {
+    let sample = Stack::around(ctx, async |stack| {
         stack.start_producer(ctx).await?;
         stack.start_consumer(ctx).await?;
         let endpoints = stack.endpoints(ctx);
@@ -47,10 +46,8 @@ pub(super) async fn delayed_rep(ctx: &Ctx<'_>, load: &RunSpec) -> Result<Delayed
         outcome?;
         let ids = ids?;
         lateness(&stack.pool, &ids).await
-    }
-    .await;
-    stack.teardown(ctx).await;
-    let sample = sample?;
+    })
+    .await?;
     eprintln!(
         "      {} delayed jobs started late by p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         sample.jobs, sample.p50_ms, sample.p99_ms, sample.max_ms

@@ -35,8 +35,7 @@ pub(super) struct DrainSample {
 /// the first ack and the last commit from the first process start.
 pub(super) async fn drain_rep(ctx: &Ctx<'_>, consumers: usize) -> Result<DrainSample, LoadError> {
     let jobs = ctx.args.drain_jobs.max(1);
-    let mut stack = Stack::new(ctx).await?;
-    let sample: Result<DrainSample, LoadError> = async {
+    let sample = Stack::around(ctx, async |stack| {
         let fill = RunSpec {
             ingest: Ingest::Nats,
             load: Load::Closed { concurrency: 1024 },
@@ -77,7 +76,7 @@ pub(super) async fn drain_rep(ctx: &Ctx<'_>, consumers: usize) -> Result<DrainSa
         )
         .await?;
 
-        let before = Cpu::now(ctx, &stack);
+        let before = Cpu::now(ctx, stack);
         let spawned_at = OffsetDateTime::now_utc();
         let spawned = Instant::now();
         for _ in 0..consumers {
@@ -111,7 +110,7 @@ pub(super) async fn drain_rep(ctx: &Ctx<'_>, consumers: usize) -> Result<DrainSa
                 .await
                 .map_err(|e| LoadError::postgres("counting drained jobs", e))?;
                 if u64::try_from(done).unwrap_or(0) >= jobs {
-                    let cpu = Cpu::now(ctx, &stack).since(before);
+                    let cpu = Cpu::now(ctx, stack).since(before);
                     let secs = last.map_or(0.0, |l| (l - spawned_at).as_seconds_f64());
                     #[allow(clippy::cast_precision_loss)]
                     return Ok(DrainSample {
@@ -131,10 +130,8 @@ pub(super) async fn drain_rep(ctx: &Ctx<'_>, consumers: usize) -> Result<DrainSa
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-    .await;
-    stack.teardown(ctx).await;
-    let sample = sample?;
+    })
+    .await?;
     eprintln!(
         "      drained {} jobs in {:.1} s: {:.0} jobs/s; first ack {:.0} ms after start",
         sample.jobs, sample.secs, sample.jobs_per_sec, sample.first_ack_ms

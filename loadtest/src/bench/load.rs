@@ -20,15 +20,14 @@ pub(super) struct LoadSample {
 
 /// Starts producer (for HTTP ingest) and one consumer, runs the load, reads memory.
 pub(super) async fn load_rep(ctx: &Ctx<'_>, spec: &RunSpec) -> Result<LoadSample, LoadError> {
-    let mut stack = Stack::new(ctx).await?;
-    let sample: Result<LoadSample, LoadError> = async {
+    let sample = Stack::around(ctx, async |stack| {
         if spec.ingest != Ingest::Nats {
             stack.start_producer(ctx).await?;
         }
         stack.start_consumer(ctx).await?;
-        let before = Cpu::now(ctx, &stack);
+        let before = Cpu::now(ctx, stack);
         let report = run::run(spec, &stack.endpoints(ctx)).await?;
-        let cpu = Cpu::now(ctx, &stack).since(before);
+        let cpu = Cpu::now(ctx, stack).since(before);
         stack.check_alive()?;
         Ok(LoadSample {
             producer: stack.producer_rss(),
@@ -36,10 +35,8 @@ pub(super) async fn load_rep(ctx: &Ctx<'_>, spec: &RunSpec) -> Result<LoadSample
             report,
             cpu,
         })
-    }
-    .await;
-    stack.teardown(ctx).await;
-    let sample = sample?;
+    })
+    .await?;
     let r = &sample.report;
     eprintln!(
         "      sent {} accepted {} completed {}; ingest {:.0} jobs/s, e2e {:.0} jobs/s, ingest p99 {:.1} ms, e2e p99 {:.1} ms",

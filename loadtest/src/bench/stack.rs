@@ -148,6 +148,17 @@ impl Stack {
             .unwrap_or_default()
     }
 
+    /// Runs one repetition on a fresh stack, which is torn down whatever the outcome.
+    pub(super) async fn around<T>(
+        ctx: &Ctx<'_>,
+        rep: impl AsyncFnOnce(&mut Stack) -> Result<T, LoadError>,
+    ) -> Result<T, LoadError> {
+        let mut stack = Stack::new(ctx).await?;
+        let outcome = rep(&mut stack).await;
+        stack.teardown(ctx).await;
+        outcome
+    }
+
     /// Stops every process (SIGTERM, then SIGKILL) and removes the namespace and database.
     pub(super) async fn teardown(self, ctx: &Ctx<'_>) {
         let stops = self

@@ -185,6 +185,13 @@ fn wait_refused(raw: &str) -> Problem {
 }
 
 /// A failed read or write of the jobs table, counted; the client may retry.
+fn job_not_found(id: impl std::fmt::Display) -> Problem {
+    Problem::not_found(format!(
+        "no job {id} for this tenant; check the id returned at submission and the API key's \
+         tenant"
+    ))
+}
+
 fn store_unreachable(error: sqlx::Error) -> Problem {
     JobStatusQueryFailed { error: &error }.emit();
     Problem::unavailable("the job store is unreachable; retry shortly")
@@ -237,19 +244,13 @@ pub(super) async fn get_job(
     Path(id): Path<String>,
     Query(query): Query<StatusQuery>,
 ) -> Result<Json<JobStatus>, Problem> {
-    let not_found = || {
-        Problem::not_found(format!(
-            "no job {id} for this tenant; check the id returned at submission and the API key's \
-             tenant"
-        ))
-    };
     let wait = wait_limit(&query)?;
-    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let id = Uuid::parse_str(&id).map_err(|_| job_not_found(&id))?;
     // Boxed: a waiting request keeps this handler's future alive for up to a minute, and the
     // store's futures would otherwise make every one of them as large as the largest.
     let status = Box::pin(read_status(&state, &caller, id)).await?;
     let Some(limit) = wait.filter(|_| !status.as_ref().is_some_and(is_final)) else {
-        return status.map(Json).ok_or_else(not_found);
+        return status.map(Json).ok_or_else(|| job_not_found(id));
     };
     // A job not known yet may be queued and not started: it is waited for too.
     admission.release();
@@ -261,7 +262,7 @@ pub(super) async fn get_job(
     Box::pin(read_status(&state, &caller, id))
         .await?
         .map(Json)
-        .ok_or_else(not_found)
+        .ok_or_else(|| job_not_found(id))
 }
 
 /// Answer of a cancellation.
@@ -301,13 +302,7 @@ pub(super) async fn cancel_job(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<JobCancelled>), Problem> {
-    let not_found = || {
-        Problem::not_found(format!(
-            "no job {id} for this tenant; check the id returned at submission and the API key's \
-             tenant"
-        ))
-    };
-    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let id = Uuid::parse_str(&id).map_err(|_| job_not_found(&id))?;
     match store::cancel(&state.pool, caller.tenant(), id)
         .await
         .map_err(store_unreachable)?
@@ -342,9 +337,11 @@ pub(super) async fn cancel_job(
     {
         return known(status);
     }
-    cancel_delayed(&state, &caller, id)
-        .await?
-        .map_or_else(|| Err(not_found()), known)
+    match cancel_delayed(&state, &caller, id).await? {
+        RowlessCancel::Cancelled => Ok(cancelled(id)),
+        RowlessCancel::Known(status) => known(*status),
+        RowlessCancel::Unknown => Err(job_not_found(id)),
+    }
 }
 
 /// Takes a cancelled job's message out of the stream it waits in. Best effort: the worker
@@ -368,17 +365,26 @@ async fn remove_cancelled(state: &AppState, id: Uuid, cancellation: &store::Canc
     }
 }
 
+/// What cancelling a job that has no row came to.
+enum RowlessCancel {
+    /// No delayed job of the caller's tenant waits under that id.
+    Unknown,
+    /// Taken out of the schedules stream: it will not run.
+    Cancelled,
+    /// It has a row after all: a worker or a concurrent cancellation wrote it meanwhile.
+    Known(Box<JobStatus>),
+}
+
 /// Cancels a delayed job that waits for its time with no row (its gateway could not write
-/// one); `Some` of the job's state when it has one after all (a worker or a concurrent
-/// cancellation wrote it meanwhile).
+/// one).
 async fn cancel_delayed(
     state: &AppState,
     caller: &Caller,
     id: Uuid,
-) -> Result<Option<JobStatus>, Problem> {
+) -> Result<RowlessCancel, Problem> {
     let waiting = match state.ingest.scheduled(id).await {
         Ok(Some(waiting)) if waiting.envelope.tenant.as_deref() == Some(caller.tenant()) => waiting,
-        Ok(_) => return Ok(None),
+        Ok(_) => return Ok(RowlessCancel::Unknown),
         Err(error) => return Err(Problem::unavailable(error.to_string())),
     };
     // The row first: once the schedule is gone, nothing else would tell that it was
@@ -387,9 +393,12 @@ async fn cancel_delayed(
         .await
         .map_err(store_unreachable)?
     {
-        return store::job_status(&state.pool, caller.tenant(), id)
+        let status = store::job_status(&state.pool, caller.tenant(), id)
             .await
-            .map_err(store_unreachable);
+            .map_err(store_unreachable)?;
+        return Ok(status.map_or(RowlessCancel::Unknown, |status| {
+            RowlessCancel::Known(Box::new(status))
+        }));
     }
     let removed = state.ingest.unschedule(waiting.sequence).await;
     if !matches!(removed, Ok(true)) {
@@ -400,11 +409,7 @@ async fn cancel_delayed(
             .map_err(store_unreachable)?;
     }
     match removed {
-        Ok(true) => {
-            let mut status = JobStatus::scheduled(waiting.envelope);
-            status.status = JobState::Cancelled.as_str().to_owned();
-            Ok(Some(status))
-        }
+        Ok(true) => Ok(RowlessCancel::Cancelled),
         Ok(false) => Err(Problem::job_not_cancellable("queued")),
         Err(error) => Err(Problem::unavailable(format!(
             "{error}; nothing was cancelled"

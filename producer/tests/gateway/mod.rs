@@ -48,9 +48,7 @@ impl std::ops::Deref for Gateway {
     }
 }
 
-pub fn ledger_payload(account: &str, amount: i64) -> Value {
-    json!({"account": account, "amount_cents": amount, "currency": "EUR"})
-}
+pub use codigo_testkit::ledger_payload;
 
 pub fn ledger(account: &str, amount: i64) -> Value {
     json!({"type": "ledger.post", "payload": ledger_payload(account, amount)})
