@@ -43,6 +43,8 @@ pub struct Connections {
     pub names: Names,
     pub client: async_nats::Client,
     pub pool: sqlx::PgPool,
+    /// For job-state marks that need no durable commit ([`db::lazy_marks_pool`]).
+    pub marks: sqlx::PgPool,
 }
 
 /// Connects a service to NATS (as `client_name`) and Postgres with its shared settings.
@@ -50,10 +52,12 @@ pub async fn connect(service: &ServiceArgs, client_name: &str) -> Result<Connect
     let names = Names::new(&service.nats.namespace)?;
     let client = nats::connect(&service.nats, client_name, InitialConnect::Background).await?;
     let pool = db::lazy_pool(&service.database)?;
+    let marks = db::lazy_marks_pool(&service.database)?;
     Ok(Connections {
         names,
         client,
         pool,
+        marks,
     })
 }
 

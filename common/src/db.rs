@@ -20,17 +20,43 @@ pub enum DbError {
     NotMigrated { found: Option<i64>, needed: i64 },
 }
 
-/// A pool that connects lazily, so a service starts (and reports not-ready) while Postgres
-/// is still coming up.
-pub fn lazy_pool(args: &DatabaseArgs) -> Result<PgPool, DbError> {
-    let options: PgConnectOptions = args.database_url.parse().map_err(DbError::BadUrl)?;
-    Ok(PgPoolOptions::new()
-        .max_connections(args.db_max_connections)
+/// Connections of a process's [`lazy_marks_pool`], beside its `CODIGO_DB_MAX_CONNECTIONS`.
+pub const MARK_CONNECTIONS: u32 = 4;
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         // No round trip before every checkout: a connection that died is found out by the
         // statement that uses it, whose error the callers already treat as transient.
         .test_before_acquire(false)
-        .connect_lazy_with(options.application_name("codigo")))
+}
+
+fn connect_options(args: &DatabaseArgs) -> Result<PgConnectOptions, DbError> {
+    let options: PgConnectOptions = args.database_url.parse().map_err(DbError::BadUrl)?;
+    Ok(options.application_name("codigo"))
+}
+
+/// A pool that connects lazily, so a service starts (and reports not-ready) while Postgres
+/// is still coming up.
+pub fn lazy_pool(args: &DatabaseArgs) -> Result<PgPool, DbError> {
+    Ok(pool_options(args.db_max_connections).connect_lazy_with(connect_options(args)?))
+}
+
+/// A small lazy pool for rows that only say where a job is (`queued`, `running`): its
+/// sessions commit without waiting for the WAL flush, so each such write is one round trip
+/// and no fsync. A Postgres crash may lose the last of them; JetStream, not these rows, holds
+/// the jobs, and each job's own outcome is still committed durably through [`lazy_pool`].
+pub fn lazy_marks_pool(args: &DatabaseArgs) -> Result<PgPool, DbError> {
+    Ok(pool_options(MARK_CONNECTIONS)
+        .after_connect(|connection, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(connection, "SET synchronous_commit = off")
+                    .await
+                    .map(drop)
+            })
+        })
+        .connect_lazy_with(connect_options(args)?))
 }
 
 pub async fn connect(args: &DatabaseArgs) -> Result<PgPool, DbError> {

@@ -98,6 +98,7 @@ impl Application {
                     names,
                     client,
                     pool,
+                    marks,
                 },
             overrides,
             overrides_error,
@@ -198,6 +199,7 @@ impl Application {
             js: js.clone(),
             names: names.clone(),
             pool: pool.clone(),
+            marks: marks.clone(),
             jetstream: config.service.jetstream.clone(),
             retry: retry::RetryPolicy {
                 base: config.retry_base,
@@ -321,7 +323,8 @@ impl Application {
         if tokio::time::timeout(close, http_server).await.is_err() {
             tracing::warn!("the health server did not stop in time; exiting anyway");
         }
-        if tokio::time::timeout(close, pool.close()).await.is_err() {
+        let closed = futures::future::join(pool.close(), marks.close());
+        if tokio::time::timeout(close, closed).await.is_err() {
             tracing::warn!("Postgres connections did not close in time; exiting anyway");
         }
         tracing::info!("codigo-consumer stopped");

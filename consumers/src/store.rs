@@ -239,15 +239,12 @@ pub async fn record_retry(
 }
 
 /// Marks the jobs of a fetched group `running` (those queued, delayed and due, or waiting for
-/// a retry: a worker has them now) and answers which of them were cancelled before: they must not run.
-pub async fn claim(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
-    // Not waiting for the WAL flush: the mark matters while Postgres runs (its row lock orders
-    // it against a cancellation); after a crash, the job's own commit says what happened.
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
-    let cancelled = sqlx::query_scalar(
+/// a retry: a worker has them now) and answers which of them were cancelled before: they must
+/// not run. `marks` commits without waiting for the WAL flush (`db::lazy_marks_pool`): the
+/// mark matters while Postgres runs (its row lock orders it against a cancellation); after a
+/// crash, the job's own commit says what happened.
+pub async fn claim(marks: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
         "WITH claimed AS (
              UPDATE jobs SET status = 'running', retry_at = NULL,
                              started_at = COALESCE(started_at, now())
@@ -255,10 +252,8 @@ pub async fn claim(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error
          SELECT id FROM jobs WHERE id = ANY($1) AND status = 'cancelled'",
     )
     .bind(ids)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(cancelled)
+    .fetch_all(marks)
+    .await
 }
 
 /// Records a job whose deadline passed before it could start (or be retried): never started,

@@ -52,6 +52,7 @@ impl Application {
             names,
             client,
             pool,
+            marks,
         } = codigo_common::app::connect(&config.service, "codigo-producer").await?;
         let publisher =
             publish::Publisher::new(client.clone(), names.clone(), config.publish_timeouts());
@@ -78,7 +79,7 @@ impl Application {
         let state = Arc::new(http::AppState {
             ingest: ingest::Ingest::new(
                 publisher,
-                queued::QueuedJobs::start(pool.clone()),
+                queued::QueuedJobs::start(marks),
                 ingest::Limits {
                     max_batch_items: config.max_batch_items,
                     max_delay: config.max_delay,

@@ -19,9 +19,9 @@ use crate::events::QueuedNotRecorded;
 const WRITE_WAIT: Duration = Duration::from_secs(1);
 /// Most rows in one statement.
 const MAX_GROUP_ROWS: usize = 4096;
-/// Statements in flight at once: while one waits for its commit's fsync, the next group is
-/// on its way (Postgres commits them together).
-const MAX_STATEMENTS: usize = 4;
+/// Statements in flight at once, one per connection of the marks pool: while one is on its
+/// way, the next group grows.
+const MAX_STATEMENTS: usize = codigo_common::db::MARK_CONNECTIONS as usize;
 /// Requests queued for the writer before more are answered without their rows.
 const MAX_WAITING_REQUESTS: usize = 4096;
 
@@ -50,12 +50,13 @@ pub struct QueuedJobs {
 }
 
 impl QueuedJobs {
-    /// Starts the writer; it ends when every handle is dropped.
-    pub fn start(pool: PgPool) -> Self {
+    /// Starts the writer on `marks` (`db::lazy_marks_pool`); it ends when every handle is
+    /// dropped.
+    pub fn start(marks: PgPool) -> Self {
         QueuedNotRecorded::register();
         let (requests, receiver) = mpsc::channel(MAX_WAITING_REQUESTS);
         let writing = Arc::new(AtomicBool::new(true));
-        tokio::spawn(write_groups(pool, receiver, writing.clone()));
+        tokio::spawn(write_groups(marks, receiver, writing.clone()));
         Self { requests, writing }
     }
 
@@ -137,13 +138,9 @@ async fn insert(pool: &PgPool, group: &[Request]) -> Result<(), sqlx::Error> {
             ))
         })
         .unzip();
-    // Not waiting for the commit's WAL flush: a row lost to a Postgres crash only leaves its
-    // job unknown to GET until a worker records it, as an unwritten one does; JetStream, not
-    // this row, is what holds the job.
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
+    // `pool` commits without waiting for the WAL flush: a row lost to a Postgres crash only
+    // leaves its job unknown to GET until a worker records it, as an unwritten one does;
+    // JetStream, not this row, is what holds the job.
     sqlx::query(
         "INSERT INTO jobs (id, type, status, attempts, payload, idempotency_key, tenant,
                            created_at, stream_sequence, run_at)
@@ -158,7 +155,7 @@ async fn insert(pool: &PgPool, group: &[Request]) -> Result<(), sqlx::Error> {
     )
     .bind(envelopes)
     .bind(sequences)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
+    .execute(pool)
+    .await
+    .map(drop)
 }

@@ -279,6 +279,7 @@ impl Functions {
             js: shared.js.clone(),
             names: shared.names.clone(),
             pool: shared.pool.clone(),
+            marks: shared.marks.clone(),
             jetstream,
             retry: RetryPolicy {
                 base: policy.first_delay,

@@ -110,7 +110,7 @@ pub(crate) async fn process<K: Payload, W: Worker<K>>(served: &Served<K, W>, gro
         return;
     }
     let ids: Vec<_> = decoded.iter().map(|d| d.envelope.id).collect();
-    match store::claim(&shared.pool, &ids).await {
+    match store::claim(&shared.marks, &ids).await {
         Ok(cancelled) => {
             for index in (0..decoded.len()).rev() {
                 if cancelled.contains(&decoded[index].envelope.id) {

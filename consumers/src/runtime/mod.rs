@@ -43,6 +43,8 @@ pub struct Shared {
     pub js: jetstream::Context,
     pub names: Names,
     pub pool: sqlx::PgPool,
+    /// For the `running` marks (`db::lazy_marks_pool`).
+    pub marks: sqlx::PgPool,
     pub jetstream: JetStreamArgs,
     pub retry: RetryPolicy,
     pub concurrency: usize,
