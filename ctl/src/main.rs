@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 
 mod dlq;
+mod files;
+mod schedules;
 mod setup;
 mod slo;
 mod status;
@@ -61,6 +63,12 @@ enum Command {
         #[command(subcommand)]
         command: types::TypesCommand,
     },
+    /// Recurring schedules of an API key's tenant, through the gateway:
+    /// `schedules apply -f FILE|list|delete NAME`.
+    Schedules {
+        #[command(subcommand)]
+        command: schedules::SchedulesCommand,
+    },
     /// Webhook signing secrets: `webhooks secret --tenant T`.
     Webhooks {
         #[command(subcommand)]
@@ -103,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Teardown { yes } => setup::teardown(nats, &names, yes).await,
         Command::Slo { .. } => unreachable!("handled above"),
         Command::Types { command } => types::run(nats, jetstream, &names, command).await,
+        Command::Schedules { command } => schedules::run(command).await,
         Command::Webhooks { command } => {
             println!("{}", webhooks::run(command)?);
             Ok(())

@@ -45,13 +45,8 @@ pub enum TypesCommand {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TypesError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path} is neither JSON nor YAML: {reason}")]
-    Parse { path: String, reason: String },
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     #[error("{path}, declaration #{index} ({name}): {reason}; nothing was applied")]
     Invalid {
         path: String,
@@ -75,35 +70,7 @@ pub enum TypesError {
 /// either.
 pub fn read_declarations(path: &Path) -> Result<Vec<DeclaredType>, TypesError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| TypesError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    let documents: Vec<Value> = match serde_json::from_str::<Value>(&text) {
-        Ok(value) => vec![value],
-        Err(_) => {
-            let mut documents = Vec::new();
-            for document in serde_yaml_ng::Deserializer::from_str(&text) {
-                let value = <Value as serde::Deserialize>::deserialize(document).map_err(|e| {
-                    TypesError::Parse {
-                        path: shown.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                if !value.is_null() {
-                    documents.push(value);
-                }
-            }
-            documents
-        }
-    };
-    let items: Vec<Value> = documents
-        .into_iter()
-        .flat_map(|document| match document {
-            Value::Array(items) => items,
-            other => vec![other],
-        })
-        .collect();
+    let items = crate::files::read_items(path)?;
     let mut declarations: Vec<DeclaredType> = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let name = item

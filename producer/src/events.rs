@@ -40,8 +40,23 @@ pub const JOBS_UNRECORDED: Metric = Metric {
            GET /v1/jobs/{id} does not know them until a worker records them.",
 };
 
+pub const SCHEDULE_TICKS: Metric = Metric {
+    name: "codigo_gateway_schedule_ticks_total",
+    kind: MetricKind::Counter,
+    labels: &["result"],
+    help: "Ticks of recurring schedules by result: published (the tick's job stored), skipped \
+           (missed while no producer ran, and catch_up is false), invalid (the job no longer \
+           passes its type's checks) or error (not stored; tried again a second later).",
+};
+
 /// Every metric the producer exports.
-pub const METRICS: &[Metric] = &[REQUESTS, REQUEST_DURATION, JOBS_PUBLISHED, JOBS_UNRECORDED];
+pub const METRICS: &[Metric] = &[
+    REQUESTS,
+    REQUEST_DURATION,
+    JOBS_PUBLISHED,
+    JOBS_UNRECORDED,
+    SCHEDULE_TICKS,
+];
 
 /// An HTTP request answered, whatever its route and status; emitted inside its request span.
 #[derive(Debug)]
@@ -189,6 +204,59 @@ impl QueuedNotRecorded<'_> {
     }
 }
 
+/// A due tick of a recurring schedule handled.
+#[derive(Debug)]
+pub struct ScheduleTicked<'a> {
+    pub tenant: &'a str,
+    pub name: &'a str,
+    /// One of [`ScheduleTicked::RESULTS`].
+    pub result: &'static str,
+}
+
+impl ScheduleTicked<'_> {
+    pub const RESULTS: [&'static str; 4] = ["published", "skipped", "invalid", "error"];
+
+    /// Every result at zero from the start, so that their rates exist before the first tick.
+    pub fn register() {
+        for result in Self::RESULTS {
+            metrics::counter!(
+                SCHEDULE_TICKS.name,
+                SCHEDULE_TICKS.labelled([result.into()])
+            )
+            .absolute(0);
+        }
+    }
+
+    /// `reason` says why a tick did not publish; empty when it did.
+    pub fn emit(&self, reason: &str) {
+        match self.result {
+            "published" => tracing::debug!(
+                tenant = self.tenant,
+                schedule = self.name,
+                "a schedule's tick submitted its job"
+            ),
+            "error" => tracing::warn!(
+                tenant = self.tenant,
+                schedule = self.name,
+                reason,
+                "a schedule's tick was not submitted; trying again in a second"
+            ),
+            _ => tracing::warn!(
+                tenant = self.tenant,
+                schedule = self.name,
+                reason,
+                result = self.result,
+                "a schedule's tick submitted no job"
+            ),
+        }
+        metrics::counter!(
+            SCHEDULE_TICKS.name,
+            SCHEDULE_TICKS.labelled([self.result.into()])
+        )
+        .increment(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -245,6 +313,12 @@ mod tests {
             reason: "test",
         }
         .emit();
+        ScheduleTicked {
+            tenant: "acme",
+            name: "nightly",
+            result: "published",
+        }
+        .emit("");
         let text = handle.render();
         for metric in METRICS {
             let declared: Vec<String> = metric.labels.iter().map(|l| (*l).to_owned()).collect();

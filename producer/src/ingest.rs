@@ -140,6 +140,7 @@ pub struct Limits {
     pub max_delay: Duration,
 }
 
+#[derive(Clone)]
 pub struct Ingest {
     publisher: Publisher,
     queued: QueuedJobs,
@@ -195,6 +196,29 @@ impl Ingest {
         request: JobRequest,
         payload_pointer: &str,
     ) -> Result<NewJob, Problem> {
+        self.check_with(
+            |job_type| caller.may_submit(job_type),
+            request,
+            payload_pointer,
+        )
+    }
+
+    /// The checks of [`Ingest::check`] for a job no caller submits now (a schedule's tick):
+    /// the scope of the key that stored the schedule was checked then.
+    pub fn check_for_tenant(
+        &self,
+        request: JobRequest,
+        payload_pointer: &str,
+    ) -> Result<NewJob, Problem> {
+        self.check_with(|_| Ok(()), request, payload_pointer)
+    }
+
+    fn check_with(
+        &self,
+        may_submit: impl FnOnce(&str) -> Result<(), Problem>,
+        request: JobRequest,
+        payload_pointer: &str,
+    ) -> Result<NewJob, Problem> {
         let requested_type = request.job_type.clone();
         let outcome = (|| {
             let known = self
@@ -202,7 +226,7 @@ impl Ingest {
                 .get(&request.job_type)
                 .map_err(|_| Problem::unknown_job_type(&request.job_type))?;
             let job_type = known.job_type();
-            caller.may_submit(job_type.name)?;
+            may_submit(job_type.name)?;
             if let Some(key) = &request.idempotency_key {
                 if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
                     return Err(Problem::invalid_request(
@@ -237,8 +261,13 @@ impl Ingest {
     /// Publishes one checked job: accepted once JetStream stored it (and its `queued` row is
     /// written), a problem otherwise.
     pub async fn publish(&self, caller: &Caller, job: NewJob) -> Result<JobAccepted, Problem> {
+        self.publish_for(caller.tenant(), job).await
+    }
+
+    /// [`Ingest::publish`] of a job of `tenant`.
+    pub async fn publish_for(&self, tenant: &str, job: NewJob) -> Result<JobAccepted, Problem> {
         let (job_type, run_at) = (job.job_type.clone(), job.run_at);
-        let outcome = self.publisher.publish(caller.tenant(), job).await;
+        let outcome = self.publisher.publish(tenant, job).await;
         self.record_queued([(&outcome, run_at.is_some())]).await;
         settle(job_type, run_at, outcome)
     }

@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod problem;
 pub mod publish;
 pub mod queued;
+pub mod recurring;
 pub mod schedule;
 mod serve;
 pub mod store;
@@ -123,6 +124,11 @@ impl Application {
             draining.cancelled().await;
             waiters.stop();
         });
+        tokio::spawn(recurring::run_ticks(
+            self.state.pool.clone(),
+            self.state.ingest.clone(),
+            self.background.clone(),
+        ));
         let router = http::router(self.state);
         let drain_deadline = shutdown.clone();
         let server = serve::serve(self.listener, router, header_read_timeout, shutdown);

@@ -8,6 +8,7 @@ mod jobs;
 mod middleware;
 mod openapi;
 mod probes;
+mod schedules;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
@@ -69,6 +70,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/job-types/{type}",
             axum::routing::put(job_types::put).delete(job_types::delete),
+        )
+        .route("/v1/schedules", get(schedules::list))
+        .route(
+            "/v1/schedules/{name}",
+            axum::routing::put(schedules::put)
+                .get(schedules::show)
+                .delete(schedules::delete),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

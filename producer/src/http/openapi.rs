@@ -8,9 +8,11 @@ use utoipa::{IntoResponses, OpenApi};
 use super::events::{self, EventsAccepted};
 use super::job_types::{self, JobTypeInfo, JobTypes};
 use super::jobs::{self, BatchRequest, JobCancelled};
+use super::schedules::{self, Schedules};
 use crate::cloudevents::CloudEvent;
 use crate::ingest::{BatchAccepted, BatchItemResult, JobAccepted, JobRequest};
 use crate::problem::Problem;
+use crate::recurring::{JobTemplate, Schedule, ScheduleSpec};
 use crate::store::JobStatus;
 
 #[derive(OpenApi)]
@@ -18,9 +20,11 @@ use crate::store::JobStatus;
     info(title = "Codigo ingest gateway", description = "Submit jobs to the Codigo pipeline."),
     paths(jobs::submit_job, jobs::submit_batch, events::submit_events, jobs::get_job,
         jobs::cancel_job, job_types::list,
-        job_types::show, job_types::put, job_types::delete),
+        job_types::show, job_types::put, job_types::delete, schedules::put, schedules::list,
+        schedules::show, schedules::delete),
     components(schemas(Problem, JobRequest, JobAccepted, BatchRequest, BatchItemResult, BatchAccepted,
-        CloudEvent, EventsAccepted, JobStatus, JobCancelled, JobTypes, JobTypeInfo)),
+        CloudEvent, EventsAccepted, JobStatus, JobCancelled, JobTypes, JobTypeInfo, ScheduleSpec,
+        JobTemplate, Schedule, Schedules)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -103,6 +107,13 @@ problem_responses! {
         (403, "the key has no admin scope"),
         (422, "not a valid declaration (the detail names the field and what to do), or a built-in type"),
         (503, "the job-type bucket is unreachable; nothing changed; see Retry-After"),
+    ];
+    /// `PUT /v1/schedules/{name}`.
+    ScheduleProblems = [
+        (401, "missing or invalid API key"),
+        (403, "the key may not submit the template's job type"),
+        (422, "not a schedule, a bad name, cron expression or time zone, an unknown job type, or a payload its type's schema refuses (the detail says which)"),
+        (503, "Postgres unreachable; nothing was stored"),
     ];
     /// `DELETE /v1/jobs/{id}`.
     CancelProblems = [
