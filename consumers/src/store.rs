@@ -18,6 +18,7 @@ pub struct JobRecord<'a> {
     pub created_at: OffsetDateTime,
     pub started_at: OffsetDateTime,
     pub attempts: i32,
+    pub callback_url: Option<&'a str>,
 }
 
 /// What a job's envelope says of it, as far as it is known: a body that failed its schema, or
@@ -29,6 +30,7 @@ pub struct Submitted<'a> {
     pub tenant: Option<&'a str>,
     /// Unknown means now.
     pub created_at: Option<OffsetDateTime>,
+    pub callback_url: Option<&'a str>,
 }
 
 impl<'a> Submitted<'a> {
@@ -38,6 +40,7 @@ impl<'a> Submitted<'a> {
             idempotency_key: envelope.idempotency_key.as_deref(),
             tenant: envelope.tenant.as_deref(),
             created_at: Some(envelope.created_at),
+            callback_url: envelope.callback_url.as_deref(),
         }
     }
 
@@ -48,6 +51,7 @@ impl<'a> Submitted<'a> {
             idempotency_key: body.get("idempotency_key").and_then(Value::as_str),
             tenant: body.get("tenant").and_then(Value::as_str),
             created_at: None,
+            callback_url: body.get("callback_url").and_then(Value::as_str),
         }
     }
 
@@ -57,6 +61,8 @@ impl<'a> Submitted<'a> {
             idempotency_key: job.idempotency_key.as_deref(),
             tenant: job.tenant.as_deref(),
             created_at: Some(job.created_at),
+            // Kept in the row, which the statements never overwrite with `NULL`.
+            callback_url: None,
         }
     }
 }
@@ -74,6 +80,7 @@ impl<'a> JobRecord<'a> {
             created_at: submitted.created_at.unwrap_or(now),
             started_at: now,
             attempts: i32::try_from(attempt).unwrap_or(i32::MAX),
+            callback_url: submitted.callback_url,
         }
     }
 }
@@ -83,9 +90,10 @@ impl<'a> JobRecord<'a> {
 /// cancellation instead.
 const UPSERT: &str = "
 INSERT INTO jobs (id, type, status, attempts, payload, result, error, idempotency_key, tenant,
-                  created_at, started_at, finished_at, stream_sequence, retry_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                  created_at, started_at, finished_at, stream_sequence, retry_at, callback_url)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT (id) DO UPDATE SET
+    callback_url = COALESCE(jobs.callback_url, EXCLUDED.callback_url),
     status = CASE WHEN jobs.cancel_requested AND EXCLUDED.status = 'retrying'
                   THEN 'cancelled' ELSE EXCLUDED.status END,
     attempts = GREATEST(jobs.attempts, EXCLUDED.attempts),
@@ -126,6 +134,7 @@ async fn upsert(
         .bind(finished.then(OffsetDateTime::now_utc))
         .bind(stream_sequence.and_then(|seq| i64::try_from(seq).ok()))
         .bind(retry_at)
+        .bind(job.callback_url)
         .fetch_optional(executor)
         .await
 }
@@ -159,15 +168,16 @@ pub async fn record_successes(
     let finished = OffsetDateTime::now_utc();
     sqlx::query(
         "INSERT INTO jobs (id, type, status, attempts, payload, result, error, idempotency_key,
-                          tenant, created_at, started_at, finished_at)
+                          tenant, created_at, started_at, finished_at, callback_url)
          SELECT id, type, 'succeeded', attempts, payload, result, NULL, idempotency_key, tenant,
-                created_at, started_at, $10
+                created_at, started_at, $10, callback_url
            FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::jsonb[], $5::jsonb[], $6::text[],
-                       $7::text[], $8::timestamptz[], $9::timestamptz[])
+                       $7::text[], $8::timestamptz[], $9::timestamptz[], $11::text[])
                 AS t(id, type, attempts, payload, result, idempotency_key, tenant, created_at,
-                     started_at)
+                     started_at, callback_url)
           ORDER BY id
          ON CONFLICT (id) DO UPDATE SET
+             callback_url = COALESCE(jobs.callback_url, EXCLUDED.callback_url),
              status = 'succeeded',
              attempts = GREATEST(jobs.attempts, EXCLUDED.attempts),
              result = EXCLUDED.result,
@@ -186,6 +196,7 @@ pub async fn record_successes(
     .bind(jobs.iter().map(|j| j.created_at).collect::<Vec<_>>())
     .bind(jobs.iter().map(|j| j.started_at).collect::<Vec<_>>())
     .bind(finished)
+    .bind(jobs.iter().map(|j| j.callback_url).collect::<Vec<_>>())
     .execute(executor)
     .await
     .map(drop)
@@ -261,9 +272,10 @@ pub async fn claim(marks: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Erro
 pub async fn record_expired(pool: &PgPool, job: &JobRecord<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO jobs (id, type, status, attempts, payload, error, idempotency_key, tenant,
-                           created_at, finished_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                           created_at, finished_at, callback_url)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (id) DO UPDATE SET
+             callback_url = COALESCE(jobs.callback_url, EXCLUDED.callback_url),
              status = EXCLUDED.status,
              error = EXCLUDED.error,
              finished_at = EXCLUDED.finished_at
@@ -279,6 +291,7 @@ pub async fn record_expired(pool: &PgPool, job: &JobRecord<'_>) -> Result<(), sq
     .bind(job.tenant)
     .bind(job.created_at)
     .bind(OffsetDateTime::now_utc())
+    .bind(job.callback_url)
     .execute(pool)
     .await
     .map(drop)

@@ -26,6 +26,7 @@ async fn publish(env: &TestEnv, payload: Value) -> Uuid {
         tenant: None,
         run_at: None,
         expires_at: None,
+        callback_url: None,
     };
     let body = serde_json::to_vec(&envelope).expect("json");
     let message = PublishMessage::build().payload(body.into());

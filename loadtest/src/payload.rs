@@ -104,6 +104,7 @@ impl JobFactory {
             tenant: Some(self.tenant.clone()),
             run_at: None,
             expires_at: None,
+            callback_url: None,
         };
         let body = serde_json::to_vec(&envelope).unwrap_or_default();
         let mut headers = HeaderMap::new();

@@ -238,6 +238,7 @@ fn from_json(value: Value) -> Result<EventJob, Problem> {
     let delay = seconds_of("delay")?;
     let ttl = seconds_of("ttl")?;
     let expires_at = optional("expiresat")?.map(str::to_owned);
+    let callback_url = optional("callbackurl")?.map(str::to_owned);
     Ok(EventJob {
         request: JobRequest {
             job_type,
@@ -247,6 +248,7 @@ fn from_json(value: Value) -> Result<EventJob, Problem> {
             delay,
             expires_at,
             ttl,
+            callback_url,
         },
         source,
     })
@@ -345,6 +347,7 @@ fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<EventJob, Problem> {
                 .get("ttl")
                 .map(|seconds| seconds_attribute("ttl", seconds))
                 .transpose()?,
+            callback_url: attributes.get("callbackurl").cloned(),
         },
         source: source.to_owned(),
     })

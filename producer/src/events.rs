@@ -49,6 +49,14 @@ pub const SCHEDULE_TICKS: Metric = Metric {
            passes its type's checks) or error (not stored; tried again a second later).",
 };
 
+pub const CALLBACKS: Metric = Metric {
+    name: "codigo_gateway_callbacks_total",
+    kind: MetricKind::Counter,
+    labels: &["result"],
+    help: "Completion callbacks of final jobs by result: published (its webhook.deliver job \
+           stored), invalid (never deliverable; given up) or error (not stored; tried again).",
+};
+
 /// Every metric the producer exports.
 pub const METRICS: &[Metric] = &[
     REQUESTS,
@@ -56,6 +64,7 @@ pub const METRICS: &[Metric] = &[
     JOBS_PUBLISHED,
     JOBS_UNRECORDED,
     SCHEDULE_TICKS,
+    CALLBACKS,
 ];
 
 /// An HTTP request answered, whatever its route and status; emitted inside its request span.
@@ -257,6 +266,37 @@ impl ScheduleTicked<'_> {
     }
 }
 
+/// A final job's callback handed to the webhook delivery path, or not.
+#[derive(Debug)]
+pub struct CallbackHandedOver {
+    pub job_id: uuid::Uuid,
+    /// One of [`CallbackHandedOver::RESULTS`].
+    pub result: &'static str,
+}
+
+impl CallbackHandedOver {
+    pub const RESULTS: [&'static str; 3] = ["published", "invalid", "error"];
+
+    /// Every result at zero from the start, so that their rates exist before the first one.
+    pub fn register() {
+        for result in Self::RESULTS {
+            metrics::counter!(CALLBACKS.name, CALLBACKS.labelled([result.into()])).absolute(0);
+        }
+    }
+
+    /// `reason` says why a callback was not handed over; empty when it was.
+    pub fn emit(&self, reason: &str) {
+        match self.result {
+            "published" => tracing::debug!(job_id = %self.job_id, "callback handed over"),
+            "error" => tracing::warn!(job_id = %self.job_id, reason,
+                "a callback could not be handed over; trying again shortly"),
+            _ => tracing::warn!(job_id = %self.job_id, reason,
+                "a callback can never be delivered; given up"),
+        }
+        metrics::counter!(CALLBACKS.name, CALLBACKS.labelled([self.result.into()])).increment(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -316,6 +356,11 @@ mod tests {
         ScheduleTicked {
             tenant: "acme",
             name: "nightly",
+            result: "published",
+        }
+        .emit("");
+        CallbackHandedOver {
+            job_id: uuid::Uuid::nil(),
             result: "published",
         }
         .emit("");

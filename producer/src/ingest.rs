@@ -47,6 +47,11 @@ pub struct JobRequest {
     /// The deadline in seconds from now. Not with `expires_at`.
     #[schema(example = 300)]
     pub ttl: Option<f64>,
+    /// An http(s) URL: when the job reaches a final state (succeeded, failed, dead_lettered,
+    /// cancelled, expired), a CloudEvent `dev.codigo.job.<state>` signed with the tenant's
+    /// Standard Webhooks secret is POSTed there, retried like a `webhook.deliver` job.
+    #[schema(example = "https://example.com/hooks/codigo")]
+    pub callback_url: Option<String>,
 }
 
 /// Answer of an accepted job.
@@ -120,6 +125,24 @@ impl BatchItemResult {
 pub struct BatchAccepted {
     /// One result per submitted item, in order.
     pub results: Vec<BatchItemResult>,
+}
+
+/// Longest callback URL, as for a `webhook.deliver` target.
+const MAX_CALLBACK_URL_LEN: usize = 2048;
+
+/// A callback goes where a `webhook.deliver` job may POST: an absolute http(s) URL. Private
+/// and loopback addresses are refused when it is delivered, on every resolved address.
+fn check_callback_url(url: &str) -> Result<(), Problem> {
+    let parsed = url::Url::parse(url).ok().filter(|u| {
+        matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+    });
+    if parsed.is_none() || url.len() > MAX_CALLBACK_URL_LEN || url.contains(char::is_whitespace) {
+        return Err(Problem::invalid_request(format!(
+            "callback_url must be an absolute http(s) URL of at most {MAX_CALLBACK_URL_LEN} \
+             characters"
+        )));
+    }
+    Ok(())
 }
 
 /// Counts a job refused before publishing; `job_type` may be anything the client sent.
@@ -246,6 +269,9 @@ impl Ingest {
             )?;
             let expires_at =
                 schedule::deadline(request.expires_at.as_deref(), request.ttl, run_at, now)?;
+            if let Some(url) = &request.callback_url {
+                check_callback_url(url)?;
+            }
             Ok(NewJob {
                 job_type: job_type.name.to_owned(),
                 payload: request.payload,
@@ -253,6 +279,7 @@ impl Ingest {
                 event_source: None,
                 run_at,
                 expires_at,
+                callback_url: request.callback_url,
             })
         })();
         outcome.map_err(|problem| rejected(&requested_type, problem))

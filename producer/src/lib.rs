@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod callbacks;
 pub mod cloudevents;
 pub mod config;
 pub mod events;
@@ -125,6 +126,11 @@ impl Application {
             waiters.stop();
         });
         tokio::spawn(recurring::run_ticks(
+            self.state.pool.clone(),
+            self.state.ingest.clone(),
+            self.background.clone(),
+        ));
+        tokio::spawn(callbacks::run_callbacks(
             self.state.pool.clone(),
             self.state.ingest.clone(),
             self.background.clone(),

@@ -31,6 +31,8 @@ pub struct NewJob {
     pub run_at: Option<OffsetDateTime>,
     /// Not started by then, the job is not run.
     pub expires_at: Option<OffsetDateTime>,
+    /// Where the job's final state is POSTed, as a signed CloudEvent.
+    pub callback_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +177,7 @@ impl Publisher {
             tenant: Some(tenant.to_owned()),
             run_at: job.run_at,
             expires_at: job.expires_at,
+            callback_url: job.callback_url,
         };
         let body = serde_json::to_vec(&envelope).unwrap_or_default();
         let mut headers = async_nats::HeaderMap::new();

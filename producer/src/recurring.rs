@@ -361,6 +361,7 @@ async fn handle(ingest: &Ingest, row: &DueRow, now: OffsetDateTime) -> Handled {
         delay: None,
         expires_at: None,
         ttl: None,
+        callback_url: None,
     };
     let job = match ingest.check_for_tenant(request, "/job/payload") {
         Ok(job) => job,

@@ -138,8 +138,8 @@ pub async fn record_cancelled(pool: &PgPool, envelope: &Envelope) -> Result<bool
     let now = OffsetDateTime::now_utc();
     sqlx::query(
         "INSERT INTO jobs (id, type, status, attempts, payload, idempotency_key, tenant,
-                           created_at, finished_at)
-         VALUES ($1, $2, $3, 0, $4, $5, $6, $7, $8)
+                           created_at, finished_at, callback_url)
+         VALUES ($1, $2, $3, 0, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(envelope.id)
@@ -150,6 +150,7 @@ pub async fn record_cancelled(pool: &PgPool, envelope: &Envelope) -> Result<bool
     .bind(&envelope.tenant)
     .bind(envelope.created_at)
     .bind(now)
+    .bind(&envelope.callback_url)
     .execute(pool)
     .await
     .map(|done| done.rows_affected() == 1)

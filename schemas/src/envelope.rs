@@ -31,6 +31,9 @@ pub struct Envelope {
         with = "time::serde::rfc3339::option"
     )]
     pub expires_at: Option<OffsetDateTime>,
+    /// Where a signed CloudEvent goes when the job reaches a final state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
 }
 
 impl Envelope {

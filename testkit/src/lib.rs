@@ -22,6 +22,7 @@ mod producer;
 mod scratch;
 mod secrets;
 mod targets;
+pub mod webhooks;
 #[cfg(feature = "consumer")]
 mod workers;
 

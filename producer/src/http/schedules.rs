@@ -71,6 +71,7 @@ pub(super) async fn put(
             delay: None,
             expires_at: None,
             ttl: None,
+            callback_url: None,
         },
         "/job/payload",
     )?;

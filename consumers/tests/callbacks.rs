@@ -1,0 +1,170 @@
+//! Completion callbacks: a job submitted with a `callback_url` (a field, or the CloudEvents
+//! attribute `callbackurl`) has its final state POSTed there as a binary-mode CloudEvent,
+//! signed with its tenant's Standard Webhooks secret, which the official `standardwebhooks`
+//! library verifies; through the `webhook.deliver` path, once per state.
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use bytes::Bytes;
+use codigo_common::webhook_secret::TenantSecret;
+use codigo_testkit::http::ALPHA;
+use codigo_testkit::webhooks::verifies;
+use codigo_testkit::{flags, ledger_job, serve, TestConsumer, TestEnv, TestProducer};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const SIGNING_KEY: &str = "callbacks-test-master-key-01";
+
+/// What the receiver got: each POST's headers and body.
+#[derive(Default)]
+struct Receiver {
+    seen: Mutex<Vec<(HeaderMap, Bytes)>>,
+}
+
+async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) {
+    receiver.seen.lock().unwrap().push((headers, body));
+}
+
+async fn start_receiver() -> (String, Arc<Receiver>) {
+    let receiver = Arc::new(Receiver::default());
+    let app = axum::Router::new()
+        .route("/done", post(receive))
+        .with_state(receiver.clone());
+    (format!("http://{}/done", serve(app).await), receiver)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn final_states_are_posted_as_cloudevents_signed_with_the_tenants_secret() {
+    let env = TestEnv::new().await;
+    let (url, receiver) = start_receiver().await;
+    let gateway = TestProducer::start(&env, &[]).await;
+    let with_callback = |mut job: Value| {
+        job["callback_url"] = json!(url);
+        job
+    };
+
+    // Not started within its second: it expires once a worker meets it.
+    let mut late = with_callback(ledger_job("late"));
+    late["ttl"] = json!(1);
+    let expired = gateway.submit(ALPHA, late).await;
+    // Cancelled while it waits for its time.
+    let mut delayed = with_callback(ledger_job("cancelled"));
+    delayed["delay"] = json!(600);
+    let cancelled = gateway.submit(ALPHA, delayed).await;
+    gateway
+        .delete(&format!("/v1/jobs/{cancelled}"), ALPHA)
+        .await
+        .assert_status(StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let consumer = TestConsumer::spawn(
+        &env,
+        &flags(&format!(
+            "--job-types ledger.post,webhook.deliver --webhook-signing-key {SIGNING_KEY} \
+             --webhook-allow-private --retry-base-ms 50 --retry-max-secs 1"
+        )),
+    )
+    .await;
+    let succeeded = gateway
+        .submit(ALPHA, with_callback(ledger_job("done")))
+        .await;
+    // The CloudEvents extension attribute does the same.
+    let event = gateway
+        .post_raw(
+            "/v1/events",
+            Some(ALPHA),
+            &[("content-type", "application/cloudevents+json")],
+            json!({"specversion": "1.0", "id": "evt-1", "source": "/billing",
+                   "type": "ledger.post", "callbackurl": url,
+                   "data": {"account": "event", "amount_cents": 100, "currency": "EUR"}})
+            .to_string(),
+        )
+        .await;
+    event.assert_status(StatusCode::ACCEPTED);
+    let from_event = codigo_testkit::id_of(&event.body);
+
+    env.eventually("four callbacks", Duration::from_secs(60), || async {
+        receiver.seen.lock().unwrap().len() >= 4
+    })
+    .await;
+    // Each state is announced once, however often the producers look.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = receiver.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "one POST per final job");
+    let by_subject: BTreeMap<Uuid, (HeaderMap, Bytes)> = seen
+        .into_iter()
+        .map(|(headers, body)| {
+            let subject = Uuid::parse_str(header(&headers, "ce-subject")).expect("a job id");
+            (subject, (headers, body))
+        })
+        .collect();
+    let own = TenantSecret::derive(SIGNING_KEY.as_bytes(), "alpha").whsec();
+    let other = TenantSecret::derive(SIGNING_KEY.as_bytes(), "acme").whsec();
+    for (id, state) in [
+        (succeeded, "succeeded"),
+        (from_event, "succeeded"),
+        (cancelled, "cancelled"),
+        (expired, "expired"),
+    ] {
+        let (headers, body) = by_subject
+            .get(&id)
+            .unwrap_or_else(|| panic!("no callback for the {state} job {id}"));
+        assert_eq!(header(headers, "ce-specversion"), "1.0");
+        assert_eq!(
+            header(headers, "ce-type"),
+            format!("dev.codigo.job.{state}")
+        );
+        assert_eq!(header(headers, "ce-source"), "/codigo/jobs");
+        assert_eq!(header(headers, "ce-id"), format!("{id}.{state}"));
+        assert!(!header(headers, "ce-time").is_empty());
+        assert_eq!(header(headers, "content-type"), "application/json");
+        let data: Value = serde_json::from_slice(body).expect("a JSON body");
+        assert_eq!(data["id"], json!(id), "{data}");
+        assert_eq!(data["status"], state, "{data}");
+        assert_eq!(data["type"], "ledger.post", "{data}");
+        assert!(
+            verifies(&own, headers, body).await,
+            "{state}: not the tenant's signature"
+        );
+        assert!(
+            !verifies(&other, headers, body).await,
+            "{state}: another tenant's secret verifies"
+        );
+    }
+    let (_, expired_body) = &by_subject[&expired];
+    let expired_data: Value = serde_json::from_slice(expired_body).expect("json");
+    assert!(expired_data["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("deadline")));
+    assert_eq!(env.ledger_entries("done").await, 1);
+
+    gateway.stop().await;
+    consumer.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_callback_url_that_is_not_an_http_url_is_refused() {
+    let env = TestEnv::new().await;
+    let gateway = TestProducer::start(&env, &[]).await;
+    for bad in ["ftp://example.com/x", "not a url", "http://"] {
+        let mut job = ledger_job("refused");
+        job["callback_url"] = json!(bad);
+        let reply = gateway.post("/v1/jobs", ALPHA, job).await;
+        reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+        assert!(reply.text.contains("callback_url"), "{bad}: {}", reply.text);
+    }
+    gateway.stop().await;
+    env.cleanup().await;
+}
