@@ -41,3 +41,28 @@ async fn wait_for_signal() {
         () = terminate => {},
     }
 }
+
+/// Runs `round` every `period` until `shutdown`: the background loops that poll Postgres for
+/// work that fell due. A failed round is logged with `failing` and the next comes as usual.
+pub async fn every<F, Fut, E>(
+    shutdown: &Shutdown,
+    period: std::time::Duration,
+    failing: &str,
+    mut round: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut poll = tokio::time::interval(period);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(error) = round().await {
+            tracing::warn!(%error, "{failing}");
+        }
+    }
+}

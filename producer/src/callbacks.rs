@@ -8,7 +8,7 @@
 //! published twice (a producer that died before its commit) is the same job.
 use std::time::Duration;
 
-use codigo_common::shutdown::Shutdown;
+use codigo_common::shutdown::{self, Shutdown};
 use codigo_common::webhook_secret::NO_TENANT;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -79,17 +79,8 @@ fn delivery(job: &Final) -> Value {
 /// Hands callbacks over until `shutdown`.
 pub async fn run_callbacks(pool: PgPool, ingest: Ingest, shutdown: Shutdown) {
     CallbackHandedOver::register();
-    let mut poll = tokio::time::interval(POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = poll.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
-        if let Err(error) = round(&pool, &ingest).await {
-            tracing::warn!(%error, "cannot read the jobs awaiting callbacks; trying again shortly");
-        }
-    }
+    let failing = "cannot read the jobs awaiting callbacks; trying again shortly";
+    shutdown::every(&shutdown, POLL, failing, || round(&pool, &ingest)).await;
 }
 
 async fn round(pool: &PgPool, ingest: &Ingest) -> Result<(), sqlx::Error> {

@@ -6,7 +6,7 @@
 //! between its publish and its commit) is the same job, deduplicated like any resubmission.
 use std::time::Duration;
 
-use codigo_common::shutdown::Shutdown;
+use codigo_common::shutdown::{self, Shutdown};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -275,17 +275,8 @@ enum Handled {
 /// Publishes the jobs of due schedules until `shutdown`.
 pub async fn run_ticks(pool: PgPool, ingest: Ingest, shutdown: Shutdown) {
     ScheduleTicked::register();
-    let mut poll = tokio::time::interval(POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = poll.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
-        if let Err(error) = round(&pool, &ingest).await {
-            tracing::warn!(%error, "cannot read the due schedules; trying again in a second");
-        }
-    }
+    let failing = "cannot read the due schedules; trying again in a second";
+    shutdown::every(&shutdown, POLL, failing, || round(&pool, &ingest)).await;
 }
 
 /// One round: the due schedules taken, their jobs published, their next ticks stored.
