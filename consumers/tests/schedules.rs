@@ -330,6 +330,15 @@ async fn codigo_ctl_applies_lists_and_deletes_a_tenants_schedules_through_the_ga
          job: {type: ledger.post, payload: {account: weekly, amount_cents: 1, currency: EUR}}\n",
     );
     let url = gateway.url("/");
+    let keyless = env
+        .ctl(&["schedules", "list", "--gateway-url", url.as_str()])
+        .await;
+    assert!(!keyless.status.success());
+    let stderr = String::from_utf8_lossy(&keyless.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("--api-key"),
+        "{stderr}"
+    );
     let gateway_args = ["--gateway-url", url.as_str(), "--api-key", ALPHA];
     let file = file.to_str().expect("utf-8 path");
     let applied = env

@@ -128,9 +128,12 @@ impl Client {
         if status.is_success() {
             return Ok(value);
         }
-        let detail = value["detail"]
+        let mut detail = value["detail"]
             .as_str()
             .map_or_else(|| text.trim().to_owned(), str::to_owned);
+        if status == StatusCode::UNAUTHORIZED {
+            detail.push_str("; give codigo-ctl the tenant's key with --api-key or CODIGO_API_KEY");
+        }
         Err(SchedulesError::Refused {
             what: what.to_owned(),
             status,
