@@ -81,14 +81,11 @@ async fn final_states_are_posted_as_cloudevents_signed_with_the_tenants_secret()
         .await;
     // The CloudEvents extension attribute does the same.
     let event = gateway
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
-            &[("content-type", "application/cloudevents+json")],
+        .post_event(
+            ALPHA,
             json!({"specversion": "1.0", "id": "evt-1", "source": "/billing",
                    "type": "ledger.post", "callbackurl": url,
-                   "data": {"account": "event", "amount_cents": 100, "currency": "EUR"}})
-            .to_string(),
+                   "data": {"account": "event", "amount_cents": 100, "currency": "EUR"}}),
         )
         .await;
     event.assert_status(StatusCode::ACCEPTED);

@@ -94,13 +94,10 @@ async fn delayed_jobs_wait_for_their_time_on_every_route_then_run() {
     assert!(results[1].get("run_at").is_none(), "{}", batch.text);
 
     let event = gateway
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
-            &[("content-type", "application/cloudevents+json")],
+        .post_event(
+            ALPHA,
             json!({"specversion": "1.0", "id": "evt-1", "source": "/delayed-test",
-                   "type": "ledger.post", "delay": "2.5", "data": ledger_payload("event", 100)})
-            .to_string(),
+                   "type": "ledger.post", "delay": "2.5", "data": ledger_payload("event", 100)}),
         )
         .await;
     event.assert_status(StatusCode::ACCEPTED);
@@ -268,13 +265,10 @@ async fn times_that_cannot_be_kept_are_refused_and_nothing_is_stored() {
         );
     }
     let event = gateway
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
-            &[("content-type", "application/cloudevents+json")],
+        .post_event(
+            ALPHA,
             json!({"specversion": "1.0", "id": "evt-bad", "source": "/delayed-test",
-                   "type": "ledger.post", "delay": "later", "data": ledger_payload("refused", 100)})
-            .to_string(),
+                   "type": "ledger.post", "delay": "later", "data": ledger_payload("refused", 100)}),
         )
         .await;
     assert_eq!(event.status, StatusCode::BAD_REQUEST, "{}", event.text);

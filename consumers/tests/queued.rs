@@ -56,13 +56,10 @@ async fn an_accepted_job_answers_queued_from_its_202_then_what_its_worker_record
         .await;
     batch.assert_status(StatusCode::ACCEPTED);
     let event = gateway
-        .post_raw(
-            "/v1/events",
-            Some(ALPHA),
-            &[("content-type", "application/cloudevents+json")],
+        .post_event(
+            ALPHA,
             json!({"specversion": "1.0", "id": "evt-1", "source": "/queued-test",
-                   "type": "ledger.post", "data": ledger_payload("event", 100)})
-            .to_string(),
+                   "type": "ledger.post", "data": ledger_payload("event", 100)}),
         )
         .await;
     event.assert_status(StatusCode::ACCEPTED);

@@ -89,6 +89,17 @@ impl TestProducer {
         crate::id_of(&reply.body)
     }
 
+    /// POST of one structured-mode CloudEvent to `/v1/events` with `token` as bearer.
+    pub async fn post_event(&self, token: &str, event: Value) -> Reply {
+        self.post_raw(
+            "/v1/events",
+            Some(token),
+            &[("content-type", "application/cloudevents+json")],
+            event.to_string(),
+        )
+        .await
+    }
+
     /// A POST with a raw body and the given headers (content type included).
     pub async fn post_raw(
         &self,
