@@ -19,6 +19,7 @@ pub struct JobRecord<'a> {
     pub started_at: OffsetDateTime,
     pub attempts: i32,
     pub callback_url: Option<&'a str>,
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// What a job's envelope says of it, as far as it is known: a body that failed its schema, or
@@ -31,6 +32,7 @@ pub struct Submitted<'a> {
     /// Unknown means now.
     pub created_at: Option<OffsetDateTime>,
     pub callback_url: Option<&'a str>,
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 impl<'a> Submitted<'a> {
@@ -41,6 +43,7 @@ impl<'a> Submitted<'a> {
             tenant: envelope.tenant.as_deref(),
             created_at: Some(envelope.created_at),
             callback_url: envelope.callback_url.as_deref(),
+            expires_at: envelope.expires_at,
         }
     }
 
@@ -52,6 +55,7 @@ impl<'a> Submitted<'a> {
             tenant: body.get("tenant").and_then(Value::as_str),
             created_at: None,
             callback_url: body.get("callback_url").and_then(Value::as_str),
+            expires_at: None,
         }
     }
 
@@ -63,6 +67,7 @@ impl<'a> Submitted<'a> {
             created_at: Some(job.created_at),
             // Kept in the row, which the statements never overwrite with `NULL`.
             callback_url: None,
+            expires_at: None,
         }
     }
 }
@@ -81,19 +86,27 @@ impl<'a> JobRecord<'a> {
             started_at: now,
             attempts: i32::try_from(attempt).unwrap_or(i32::MAX),
             callback_url: submitted.callback_url,
+            expires_at: submitted.expires_at,
         }
     }
 }
 
 /// Final states never regress: a late retry or dead letter of a job that already succeeded
 /// leaves its row alone. A retry of a job whose cancellation came while it ran becomes its
-/// cancellation instead.
+/// cancellation instead. A new state is announced again (a dead letter replayed, say): its
+/// callback is due once more.
+///
+/// No index covers a column these statements change (migration 0009), so the update of a row
+/// the gateway wrote stays on its page and touches no index.
 const UPSERT: &str = "
 INSERT INTO jobs (id, type, status, attempts, payload, result, error, idempotency_key, tenant,
-                  created_at, started_at, finished_at, stream_sequence, retry_at, callback_url)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                  created_at, started_at, finished_at, stream_sequence, retry_at, callback_url,
+                  expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 ON CONFLICT (id) DO UPDATE SET
     callback_url = COALESCE(jobs.callback_url, EXCLUDED.callback_url),
+    callback_sent_at = CASE WHEN jobs.status = EXCLUDED.status THEN jobs.callback_sent_at END,
+    expires_at = COALESCE(jobs.expires_at, EXCLUDED.expires_at),
     status = CASE WHEN jobs.cancel_requested AND EXCLUDED.status = 'retrying'
                   THEN 'cancelled' ELSE EXCLUDED.status END,
     attempts = GREATEST(jobs.attempts, EXCLUDED.attempts),
@@ -135,6 +148,7 @@ async fn upsert(
         .bind(stream_sequence.and_then(|seq| i64::try_from(seq).ok()))
         .bind(retry_at)
         .bind(job.callback_url)
+        .bind(job.expires_at)
         .fetch_optional(executor)
         .await
 }
@@ -159,7 +173,8 @@ pub async fn record_success(
 }
 
 /// Marks a group of jobs succeeded in one statement (ids must be distinct), in id order as the
-/// gateway writes its `queued` rows: two groups sharing ids then cannot deadlock.
+/// gateway writes its `queued` rows: two groups sharing ids then cannot deadlock. Success is
+/// always a new state here, so its callback is due even where another state's was sent.
 pub async fn record_successes(
     executor: impl PgExecutor<'_>,
     jobs: &[&JobRecord<'_>],
@@ -168,16 +183,19 @@ pub async fn record_successes(
     let finished = OffsetDateTime::now_utc();
     sqlx::query(
         "INSERT INTO jobs (id, type, status, attempts, payload, result, error, idempotency_key,
-                          tenant, created_at, started_at, finished_at, callback_url)
+                          tenant, created_at, started_at, finished_at, callback_url, expires_at)
          SELECT id, type, 'succeeded', attempts, payload, result, NULL, idempotency_key, tenant,
-                created_at, started_at, $10, callback_url
+                created_at, started_at, $10, callback_url, expires_at
            FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::jsonb[], $5::jsonb[], $6::text[],
-                       $7::text[], $8::timestamptz[], $9::timestamptz[], $11::text[])
+                       $7::text[], $8::timestamptz[], $9::timestamptz[], $11::text[],
+                       $12::timestamptz[])
                 AS t(id, type, attempts, payload, result, idempotency_key, tenant, created_at,
-                     started_at, callback_url)
+                     started_at, callback_url, expires_at)
           ORDER BY id
          ON CONFLICT (id) DO UPDATE SET
              callback_url = COALESCE(jobs.callback_url, EXCLUDED.callback_url),
+             callback_sent_at = NULL,
+             expires_at = COALESCE(jobs.expires_at, EXCLUDED.expires_at),
              status = 'succeeded',
              attempts = GREATEST(jobs.attempts, EXCLUDED.attempts),
              result = EXCLUDED.result,
@@ -197,6 +215,7 @@ pub async fn record_successes(
     .bind(jobs.iter().map(|j| j.started_at).collect::<Vec<_>>())
     .bind(finished)
     .bind(jobs.iter().map(|j| j.callback_url).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.expires_at).collect::<Vec<_>>())
     .execute(executor)
     .await
     .map(drop)
@@ -272,10 +291,11 @@ pub async fn claim(marks: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Erro
 pub async fn record_expired(pool: &PgPool, job: &JobRecord<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO jobs (id, type, status, attempts, payload, error, idempotency_key, tenant,
-                           created_at, finished_at, callback_url)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                           created_at, finished_at, callback_url, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (id) DO UPDATE SET
              callback_url = COALESCE(jobs.callback_url, EXCLUDED.callback_url),
+             expires_at = COALESCE(jobs.expires_at, EXCLUDED.expires_at),
              status = EXCLUDED.status,
              error = EXCLUDED.error,
              finished_at = EXCLUDED.finished_at
@@ -292,6 +312,7 @@ pub async fn record_expired(pool: &PgPool, job: &JobRecord<'_>) -> Result<(), sq
     .bind(job.created_at)
     .bind(OffsetDateTime::now_utc())
     .bind(job.callback_url)
+    .bind(job.expires_at)
     .execute(pool)
     .await
     .map(drop)

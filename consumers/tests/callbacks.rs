@@ -3,6 +3,7 @@
 //! signed with its tenant's Standard Webhooks secret, which the official `standardwebhooks`
 //! library verifies; through the `webhook.deliver` path, once per state.
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -163,5 +164,84 @@ async fn a_callback_url_that_is_not_an_http_url_is_refused() {
         assert!(reply.text.contains("callback_url"), "{bad}: {}", reply.text);
     }
     gateway.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_replayed_to_success_is_announced_again() {
+    let env = TestEnv::new().await;
+    let (callback_url, receiver) = start_receiver().await;
+    // The job's own target refuses it (a permanent 400) until it is told to take it.
+    let accepting = Arc::new(AtomicBool::new(false));
+    let target = axum::Router::new()
+        .route(
+            "/target",
+            post(|State(accepting): State<Arc<AtomicBool>>| async move {
+                if accepting.load(Ordering::SeqCst) {
+                    StatusCode::OK
+                } else {
+                    StatusCode::BAD_REQUEST
+                }
+            }),
+        )
+        .with_state(accepting.clone());
+    let target_url = format!("http://{}/target", serve(target).await);
+    let gateway = TestProducer::start(&env, &[]).await;
+    let consumer = TestConsumer::spawn(
+        &env,
+        &flags(&format!(
+            "--job-types webhook.deliver --webhook-signing-key {SIGNING_KEY} \
+             --webhook-allow-private --retry-base-ms 50 --retry-max-secs 1"
+        )),
+    )
+    .await;
+    let id = gateway
+        .submit(
+            ALPHA,
+            json!({"type": "webhook.deliver",
+                   "payload": {"url": target_url, "body": {"order": 7}},
+                   "callback_url": callback_url}),
+        )
+        .await;
+    let announced = |count: usize| {
+        let receiver = receiver.clone();
+        async move { receiver.seen.lock().unwrap().len() >= count }
+    };
+    env.eventually(
+        "the dead letter's callback",
+        Duration::from_secs(60),
+        || announced(1),
+    )
+    .await;
+
+    accepting.store(true, Ordering::SeqCst);
+    env.ctl_ok(&["dlq", "replay", "--reason", "permanent"])
+        .await;
+    env.eventually("the success's callback", Duration::from_secs(60), || {
+        announced(2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = receiver.seen.lock().unwrap().clone();
+    let states: Vec<&str> = seen
+        .iter()
+        .map(|(headers, _)| header(headers, "ce-type"))
+        .collect();
+    assert_eq!(
+        states,
+        ["dev.codigo.job.dead_lettered", "dev.codigo.job.succeeded"],
+        "each state announced once, in order"
+    );
+    let own = TenantSecret::derive(SIGNING_KEY.as_bytes(), "alpha").whsec();
+    for (headers, body) in &seen {
+        assert_eq!(header(headers, "ce-subject"), id.to_string());
+        assert!(verifies(&own, headers, body).await);
+    }
+    let (_, last) = &seen[1];
+    let data: Value = serde_json::from_slice(last).expect("a JSON body");
+    assert_eq!(data["status"], "succeeded", "{data}");
+
+    gateway.stop().await;
+    consumer.stop().await;
     env.cleanup().await;
 }

@@ -3,7 +3,7 @@
 //! left in the stream; a job started in time runs as any other.
 use std::time::Duration;
 
-use codigo_testkit::http::ALPHA;
+use codigo_testkit::http::{Reply, ALPHA};
 use codigo_testkit::{ledger_payload, metric_value, TestConsumer, TestEnv, TestProducer};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -35,6 +35,25 @@ async fn a_job_not_started_by_its_deadline_expires_and_is_not_run() {
         .await;
     in_time.assert_status(StatusCode::ACCEPTED);
     let in_time_id = in_time.body["id"].as_str().unwrap().to_owned();
+    // The deadline is part of the answer from the 202 on (kept to the microsecond, as
+    // Postgres keeps it); `ttl` counts from the submission.
+    let deadline_of = |reply: &Reply| {
+        let text = reply.body["expires_at"].as_str().expect("expires_at");
+        OffsetDateTime::parse(text, &Rfc3339).expect("an RFC 3339 time")
+    };
+    let queued = gateway.get(&format!("/v1/jobs/{late_id}"), ALPHA).await;
+    assert_eq!(queued.body["status"], "queued", "{}", queued.text);
+    assert!(
+        (deadline_of(&queued) - deadline).abs() < time::Duration::milliseconds(1),
+        "{}",
+        queued.text
+    );
+    let ttl = deadline_of(&gateway.get(&format!("/v1/jobs/{in_time_id}"), ALPHA).await)
+        - OffsetDateTime::now_utc();
+    assert!(
+        ttl > time::Duration::seconds(110) && ttl <= time::Duration::seconds(120),
+        "{ttl}"
+    );
 
     // No worker until the first deadline has passed.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -47,6 +66,12 @@ async fn a_job_not_started_by_its_deadline_expires_and_is_not_run() {
     let expired = gateway.get(&format!("/v1/jobs/{late_id}"), ALPHA).await;
     assert!(expired.body["started_at"].is_null(), "{}", expired.text);
     assert!(expired.body["finished_at"].is_string(), "{}", expired.text);
+    assert_eq!(
+        deadline_of(&expired),
+        deadline_of(&queued),
+        "{}",
+        expired.text
+    );
     assert_eq!(env.ledger_entries("late").await, 0, "an expired job ran");
     assert_eq!(env.ledger_entries("in-time").await, 1);
 

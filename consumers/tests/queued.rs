@@ -189,3 +189,102 @@ async fn a_job_whose_row_cannot_be_written_is_accepted_counted_and_known_once_it
     consumer.stop().await;
     env.cleanup().await;
 }
+
+/// The columns a job's `running` mark and its outcome change. No index may cover one of them,
+/// as a key or in its predicate: that would turn each of those updates into a new row version
+/// with an entry in every index (migration 0009).
+const UPDATED_BY_WORKERS: [&str; 8] = [
+    "status",
+    "attempts",
+    "result",
+    "error",
+    "started_at",
+    "finished_at",
+    "retry_at",
+    "expires_at",
+];
+
+#[tokio::test]
+async fn a_gateway_row_is_marked_and_finished_in_place_touching_no_index() {
+    let env = TestEnv::new().await;
+
+    // Read together: every index of `jobs`, keys and predicates, against the columns the
+    // workers' statements write.
+    let indexes: Vec<(String, String)> =
+        sqlx::query_as("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs'")
+            .fetch_all(&env.pool)
+            .await
+            .expect("the indexes of jobs");
+    assert!(indexes.len() >= 2, "{indexes:?}");
+    for (name, definition) in &indexes {
+        let words: Vec<&str> = definition
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        for column in UPDATED_BY_WORKERS {
+            assert!(
+                !words.contains(&column),
+                "{name} covers {column}, which workers update: {definition}"
+            );
+        }
+    }
+
+    // And as Postgres counts them: 200 jobs through the gateway, marked and finished by a
+    // worker; their updates are HOT updates (a few may not find room on their page).
+    let gateway = TestProducer::start(&env, &[]).await;
+    let mut ids = Vec::new();
+    for batch in 0..2 {
+        let jobs: Vec<Value> = (0..100)
+            .map(|n| json!({"type": "ledger.post", "payload": ledger_payload(&format!("hot-{batch}-{n}"), 100)}))
+            .collect();
+        let reply = gateway
+            .post("/v1/jobs/batch", ALPHA, json!({ "jobs": jobs }))
+            .await;
+        reply.assert_status(StatusCode::ACCEPTED);
+        ids.extend(
+            reply.body["results"]
+                .as_array()
+                .expect("the batch's results")
+                .iter()
+                .map(id_of),
+        );
+    }
+    let consumer = TestConsumer::spawn(&env, &["--job-types", "ledger.post"]).await;
+    env.eventually(
+        "every job succeeded",
+        std::time::Duration::from_secs(60),
+        || async {
+            let done: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM jobs WHERE id = ANY($1) AND status = 'succeeded'",
+            )
+            .bind(&ids)
+            .fetch_one(&env.pool)
+            .await
+            .expect("count");
+            done == 200
+        },
+    )
+    .await;
+    // A backend's statistics reach the views when it exits, at the latest.
+    consumer.stop().await;
+    gateway.stop().await;
+    let counted = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'jobs'",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .expect("table statistics")
+    };
+    env.eventually(
+        "the row updates are counted",
+        std::time::Duration::from_secs(30),
+        || async { counted().await.0 >= 400 },
+    )
+    .await;
+    let (updates, hot) = counted().await;
+    assert!(
+        hot * 10 >= updates * 8,
+        "{hot} of {updates} row updates were HOT; an index on a column the workers write?"
+    );
+    env.cleanup().await;
+}

@@ -35,7 +35,13 @@ async fn in_progress(
 ) -> Option<BTreeMap<String, (i64, i64)>> {
     let counted = async {
         let pool = codigo_common::db::connect(database).await?;
-        // `type = ANY` keeps to the (type, status) index on a table of any size.
+        // No index covers `status` (the workers' updates of it stay on their page, migration
+        // 0009): this scans the table, so it is given a bounded time rather than a free hand
+        // on a busy primary.
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET LOCAL statement_timeout = '10s'")
+            .execute(&mut *tx)
+            .await?;
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             "SELECT type, count(*) FILTER (WHERE status = 'running'),
                     count(*) FILTER (WHERE status = 'retrying')
@@ -43,7 +49,7 @@ async fn in_progress(
               GROUP BY type",
         )
         .bind(job_types)
-        .fetch_all(&pool)
+        .fetch_all(&mut *tx)
         .await?;
         anyhow::Ok(rows)
     };
@@ -54,7 +60,10 @@ async fn in_progress(
                 .collect(),
         ),
         Err(error) => {
-            eprintln!("running and retrying counts left out: Postgres cannot be read ({error}); check DATABASE_URL");
+            eprintln!(
+                "running and retrying counts left out: Postgres could not count them ({error}); \
+                 check DATABASE_URL, or run it off-peak or against a replica if the count timed out"
+            );
             None
         }
     }

@@ -143,12 +143,12 @@ async fn insert(pool: &PgPool, group: &[Request]) -> Result<(), sqlx::Error> {
     // JetStream, not this row, is what holds the job.
     sqlx::query(
         "INSERT INTO jobs (id, type, status, attempts, payload, idempotency_key, tenant,
-                           created_at, stream_sequence, run_at, callback_url)
+                           created_at, stream_sequence, run_at, callback_url, expires_at)
          SELECT (e->>'id')::uuid, e->>'type',
                 CASE WHEN e->>'run_at' IS NULL THEN 'queued' ELSE 'scheduled' END, 0,
                 e->'payload', e->>'idempotency_key', e->>'tenant',
                 (e->>'created_at')::timestamptz, sequence, (e->>'run_at')::timestamptz,
-                e->>'callback_url'
+                e->>'callback_url', (e->>'expires_at')::timestamptz
            FROM UNNEST($1::text[], $2::bigint[]) AS t(envelope, sequence),
                 LATERAL (SELECT t.envelope::jsonb AS e) AS parsed
           ORDER BY 1

@@ -35,6 +35,13 @@ pub struct JobStatus {
     )]
     #[sqlx(default)]
     pub run_at: Option<OffsetDateTime>,
+    /// The job's deadline: not started by then, it is not run (`expired`).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[sqlx(default)]
+    pub expires_at: Option<OffsetDateTime>,
     /// When a `retrying` job's next attempt is due.
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -73,6 +80,7 @@ impl JobStatus {
             started_at: None,
             finished_at: None,
             run_at: envelope.run_at,
+            expires_at: envelope.expires_at,
             retry_at: None,
             cancel_requested: false,
         }
@@ -87,7 +95,7 @@ pub async fn job_status(
 ) -> Result<Option<JobStatus>, sqlx::Error> {
     let status = sqlx::query_as::<_, JobStatus>(
         "SELECT id, type, status, attempts, result, error, idempotency_key, created_at,
-                started_at, finished_at, run_at, retry_at, cancel_requested
+                started_at, finished_at, run_at, expires_at, retry_at, cancel_requested
            FROM jobs WHERE id = $1 AND tenant = $2",
     )
     .bind(id)
