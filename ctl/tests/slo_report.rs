@@ -90,6 +90,11 @@ const LEDGER_RATE: f64 = 5.0;
 const WEBHOOK_RATE: f64 = 1.0;
 /// webhook.deliver: one job in a thousand exhausts its deliveries (burn 0.2).
 const WEBHOOK_BAD: f64 = 0.001;
+/// A type declared at run time (`codigo-ctl types apply`), which no rule, dashboard or report
+/// names: three jobs in a thousand end permanently failed (burn 0.6).
+const DECLARED: &str = "text.wordcount";
+const DECLARED_RATE: f64 = 2.0;
+const DECLARED_BAD: f64 = 0.003;
 
 fn openmetrics(traffic: &Traffic, now: i64) -> String {
     let times = timeline(now);
@@ -167,6 +172,8 @@ fn openmetrics(traffic: &Traffic, now: i64) -> String {
                 acks("webhook.deliver", "ack", WEBHOOK_RATE * (1.0 - WEBHOOK_BAD)),
                 acks("webhook.deliver", "term", 0.0),
                 acks("webhook.deliver", "nak", 0.5),
+                acks(DECLARED, "ack", DECLARED_RATE * (1.0 - DECLARED_BAD)),
+                acks(DECLARED, "term", DECLARED_RATE * DECLARED_BAD),
             ],
         },
         Series {
@@ -181,6 +188,7 @@ fn openmetrics(traffic: &Traffic, now: i64) -> String {
                     "max_deliveries",
                     WEBHOOK_RATE * WEBHOOK_BAD,
                 ),
+                dead(DECLARED, "permanent", DECLARED_RATE * DECLARED_BAD),
             ],
         },
     ];
@@ -384,8 +392,17 @@ fn all_windows(rate: f64) -> Vec<(&'static str, f64, f64)> {
         .collect()
 }
 
-/// The numbers every scenario shares: latency and webhook.deliver stay healthy.
+/// The numbers every scenario shares: latency, webhook.deliver and the declared type stay
+/// healthy.
 fn check_steady_slos(report: &Value) {
+    // A declared type is judged like a built-in one, by the same rules and objective.
+    check(
+        slo(report, "job_success", Some(DECLARED)),
+        0.995,
+        0.997,
+        &all_windows(0.6),
+        "ok",
+    );
     // 0.5 % slower than 0.5 s against a 5 % budget.
     check(
         slo(report, "producer_latency", None),
@@ -440,11 +457,13 @@ fn within_budget_exits_0() {
         "{}",
         text.stdout
     );
-    assert!(
-        text.stdout.contains("job_success[ledger.post]"),
-        "{}",
-        text.stdout
-    );
+    for job_type in ["ledger.post", DECLARED] {
+        assert!(
+            text.stdout.contains(&format!("job_success[{job_type}]")),
+            "{}",
+            text.stdout
+        );
+    }
     assert!(text.stdout.contains("99.9800%"), "{}", text.stdout);
     assert!(text.stdout.contains("Exit 0"), "{}", text.stdout);
 }
