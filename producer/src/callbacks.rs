@@ -104,16 +104,11 @@ async fn round(pool: &PgPool, ingest: &Ingest) -> Result<(), sqlx::Error> {
             job_id: job.id,
             result,
         };
-        let request = JobRequest {
-            job_type: "webhook.deliver".to_owned(),
-            payload: delivery(job),
-            idempotency_key: Some(format!("callback:{}:{}", job.id, job.status)),
-            run_at: None,
-            delay: None,
-            expires_at: None,
-            ttl: None,
-            callback_url: None,
-        };
+        let request = JobRequest::now(
+            "webhook.deliver".to_owned(),
+            delivery(job),
+            Some(format!("callback:{}:{}", job.id, job.status)),
+        );
         // A job published straight to JetStream without a tenant has no secret to sign with.
         let tenant = job.tenant.as_deref().unwrap_or(NO_TENANT);
         if tenant == NO_TENANT {

@@ -54,6 +54,22 @@ pub struct JobRequest {
     pub callback_url: Option<String>,
 }
 
+impl JobRequest {
+    /// A job to run now, with no deadline or callback: what schedules and callbacks submit.
+    pub fn now(job_type: String, payload: Value, idempotency_key: Option<String>) -> Self {
+        Self {
+            job_type,
+            payload,
+            idempotency_key,
+            run_at: None,
+            delay: None,
+            expires_at: None,
+            ttl: None,
+            callback_url: None,
+        }
+    }
+}
+
 /// Answer of an accepted job.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobAccepted {

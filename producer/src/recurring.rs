@@ -344,16 +344,11 @@ async fn handle(ingest: &Ingest, row: &DueRow, now: OffsetDateTime) -> Handled {
             submitted: None,
         };
     };
-    let request = JobRequest {
-        job_type: row.job.job_type.clone(),
-        payload: row.job.payload.clone(),
-        idempotency_key: Some(tick_key(&row.name, tick)),
-        run_at: None,
-        delay: None,
-        expires_at: None,
-        ttl: None,
-        callback_url: None,
-    };
+    let request = JobRequest::now(
+        row.job.job_type.clone(),
+        row.job.payload.clone(),
+        Some(tick_key(&row.name, tick)),
+    );
     let job = match ingest.check_for_tenant(request, "/job/payload") {
         Ok(job) => job,
         Err(problem) => {

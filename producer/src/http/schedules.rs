@@ -63,16 +63,7 @@ pub(super) async fn put(
     // The jobs it will submit must pass now what they will have to pass then.
     state.ingest.check(
         caller,
-        JobRequest {
-            job_type: spec.job.job_type.clone(),
-            payload: spec.job.payload.clone(),
-            idempotency_key: None,
-            run_at: None,
-            delay: None,
-            expires_at: None,
-            ttl: None,
-            callback_url: None,
-        },
+        JobRequest::now(spec.job.job_type.clone(), spec.job.payload.clone(), None),
         "/job/payload",
     )?;
     let next_tick = cron
