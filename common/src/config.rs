@@ -261,3 +261,19 @@ mod tests {
         );
     }
 }
+
+/// The master keys that tenants' webhook secrets and functions' secrets derive from (Standard
+/// Webhooks; `codigo-ctl webhooks secret`, `codigo-ctl types secret`): read by the consumers,
+/// which sign with them, and by `codigo-ctl`, which prints the derived secrets.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SigningKeys {
+    /// The consumers' master key; required where webhook.deliver or functions are served.
+    #[arg(long, env = "CODIGO_WEBHOOK_SIGNING_KEY", hide_env_values = true,
+          value_parser = secret)]
+    pub webhook_signing_key: Option<SecretString>,
+    /// The master key before a rotation: while set, deliveries carry a signature from each
+    /// key, so receivers still on the old secret keep verifying.
+    #[arg(long, env = "CODIGO_WEBHOOK_PREVIOUS_SIGNING_KEY", hide_env_values = true,
+          value_parser = secret)]
+    pub webhook_previous_signing_key: Option<SecretString>,
+}

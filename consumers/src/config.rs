@@ -2,9 +2,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use codigo_common::config::{at_least, millis, secs, ServiceArgs, SettingsError};
+use codigo_common::config::{at_least, millis, secs, ServiceArgs, SettingsError, SigningKeys};
 use codigo_schemas::registry;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::ExposeSecret as _;
 
 const MILLISECOND: Duration = Duration::from_millis(1);
 
@@ -28,16 +28,8 @@ pub struct Config {
     /// batch ingest from 42 % to 65 % of the bare pipeline).
     #[arg(long, env = "CODIGO_CONCURRENCY", default_value_t = 512, value_parser = at_least(1usize))]
     pub concurrency: usize,
-    /// Master key each tenant's webhook secret is derived from (Standard Webhooks, see
-    /// `codigo-ctl webhooks secret`); required when webhook.deliver is served.
-    #[arg(long, env = "CODIGO_WEBHOOK_SIGNING_KEY", hide_env_values = true,
-          value_parser = codigo_common::config::secret)]
-    pub webhook_signing_key: Option<SecretString>,
-    /// The master key before a rotation: while set, deliveries carry a signature from each
-    /// key, so receivers still on the old secret keep verifying.
-    #[arg(long, env = "CODIGO_WEBHOOK_PREVIOUS_SIGNING_KEY", hide_env_values = true,
-          value_parser = codigo_common::config::secret)]
-    pub webhook_previous_signing_key: Option<SecretString>,
+    #[command(flatten)]
+    pub signing: SigningKeys,
     /// Allow webhooks to private, loopback and link-local addresses (local use and tests).
     #[arg(long, env = "CODIGO_WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
     pub webhook_allow_private: bool,
@@ -135,6 +127,7 @@ impl Config {
         let signs = served.contains(&codigo_schemas::WEBHOOK_DELIVER) || self.serves_functions();
         if signs
             && self
+                .signing
                 .webhook_signing_key
                 .as_ref()
                 .map_or(0, |key| key.expose_secret().len())
@@ -148,6 +141,7 @@ impl Config {
             ));
         }
         if self
+            .signing
             .webhook_previous_signing_key
             .as_ref()
             .is_some_and(|key| key.expose_secret().len() < 16)

@@ -172,18 +172,21 @@ impl Application {
                 "FAULT INJECTION IS ON: this worker crashes and stalls on purpose"
             );
         }
-        let webhook_settings = config.webhook_signing_key.as_ref().map(|signing_key| {
-            handlers::webhook::WebhookSettings {
+        let webhook_settings = config
+            .signing
+            .webhook_signing_key
+            .as_ref()
+            .map(|signing_key| handlers::webhook::WebhookSettings {
                 signing_key: signing_key.expose_secret().to_owned(),
                 previous_signing_key: config
+                    .signing
                     .webhook_previous_signing_key
                     .as_ref()
                     .map(|key| key.expose_secret().to_owned()),
                 allow_private: config.webhook_allow_private,
                 timeout: config.webhook_timeout,
                 max_per_host: config.webhook_max_per_host,
-            }
-        });
+            });
         let mut workers = handlers::runtime(
             handlers::HandlerSettings {
                 pool: pool.clone(),
@@ -245,11 +248,13 @@ impl Application {
                 shared: shared.clone(),
                 keys: functions::SigningKeys {
                     current: config
+                        .signing
                         .webhook_signing_key
                         .as_ref()
                         .map(|key| key.expose_secret().to_owned())
                         .unwrap_or_default(),
                     previous: config
+                        .signing
                         .webhook_previous_signing_key
                         .as_ref()
                         .map(|key| key.expose_secret().to_owned()),

@@ -521,7 +521,7 @@ async fn unknown_job_types_are_refused_at_start() {
         .expect("refused");
     assert!(error.to_string().contains("CODIGO_JOB_TYPES"), "{error}");
     let mut without_key = consumer_args(&env, &["--job-types", "webhook.deliver"]);
-    without_key.webhook_signing_key = None;
+    without_key.signing.webhook_signing_key = None;
     let error = Application::build(without_key)
         .await
         .err()

@@ -261,8 +261,10 @@ mod tests {
     fn function_secrets_differ_from_tenant_secrets() {
         let keys = |previous| MasterKeys {
             previous,
-            webhook_signing_key: Some(secrecy::SecretString::from("master-key-0123456789")),
-            webhook_previous_signing_key: None,
+            keys: codigo_common::config::SigningKeys {
+                webhook_signing_key: Some(secrecy::SecretString::from("master-key-0123456789")),
+                webhook_previous_signing_key: None,
+            },
         };
         let function = secret("images.resize", keys(false)).expect("secret");
         assert!(function.starts_with("whsec_"));

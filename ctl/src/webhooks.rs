@@ -1,6 +1,7 @@
 //! `codigo-ctl webhooks secret --tenant T`: the `whsec_...` secret a tenant's receivers verify
 //! deliveries with (Standard Webhooks), derived from the consumer's master key.
 use clap::{Args, Subcommand};
+use codigo_common::config::SigningKeys;
 use codigo_common::webhook_secret::TenantSecret;
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -22,14 +23,8 @@ pub struct MasterKeys {
     /// Print the secret under the previous master key instead (during a rotation).
     #[arg(long)]
     pub previous: bool,
-    /// The consumers' master key.
-    #[arg(long, env = "CODIGO_WEBHOOK_SIGNING_KEY", hide_env_values = true,
-          value_parser = codigo_common::config::secret)]
-    pub webhook_signing_key: Option<SecretString>,
-    /// The consumers' master key before the rotation in progress.
-    #[arg(long, env = "CODIGO_WEBHOOK_PREVIOUS_SIGNING_KEY", hide_env_values = true,
-          value_parser = codigo_common::config::secret)]
-    pub webhook_previous_signing_key: Option<SecretString>,
+    #[command(flatten)]
+    pub keys: SigningKeys,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,10 +35,12 @@ impl MasterKeys {
     /// The key to derive from: the previous one if asked for, else the current one.
     pub fn chosen(self) -> Result<SecretString, MissingKey> {
         if self.previous {
-            self.webhook_previous_signing_key
+            self.keys
+                .webhook_previous_signing_key
                 .ok_or(MissingKey("CODIGO_WEBHOOK_PREVIOUS_SIGNING_KEY"))
         } else {
-            self.webhook_signing_key
+            self.keys
+                .webhook_signing_key
                 .ok_or(MissingKey("CODIGO_WEBHOOK_SIGNING_KEY"))
         }
     }
@@ -83,8 +80,10 @@ mod tests {
             tenant: tenant.into(),
             keys: MasterKeys {
                 previous,
-                webhook_signing_key: Some("current-master-key-0001".into()),
-                webhook_previous_signing_key: Some("previous-master-key-001".into()),
+                keys: SigningKeys {
+                    webhook_signing_key: Some("current-master-key-0001".into()),
+                    webhook_previous_signing_key: Some("previous-master-key-001".into()),
+                },
             },
         })
     }
