@@ -453,3 +453,138 @@ async fn a_declared_type_can_be_served_by_a_built_in_worker() {
     producer.stop().await;
     env.cleanup().await;
 }
+
+/// What the answering function saw of one job: when each attempt came, and its headers.
+#[derive(Default)]
+struct Attempts {
+    seen: std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
+}
+
+/// A function that misbehaves the first time it sees a job, as the job's `mode` says, and
+/// answers `{"attempt": n}` after that.
+async fn misbehave(
+    axum::extract::State(attempts): axum::extract::State<std::sync::Arc<Attempts>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let attempt = {
+        let mut seen = attempts.seen.lock().unwrap();
+        let times = seen.entry(id).or_default();
+        times.push(std::time::Instant::now());
+        times.len()
+    };
+    let payload: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let mode = payload["mode"].as_str().unwrap_or_default();
+    if attempt == 1 {
+        match mode {
+            "408" => return StatusCode::REQUEST_TIMEOUT.into_response(),
+            "500" => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+            "502" => return StatusCode::BAD_GATEWAY.into_response(),
+            "429" => {
+                return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "2")]).into_response()
+            }
+            "timeout" => tokio::time::sleep(Duration::from_secs(3)).await,
+            _ => {}
+        }
+    }
+    if mode == "big" {
+        // Over the 64 KiB a result may hold: the job succeeds without one.
+        let filler = "x".repeat(70 * 1024);
+        return axum::Json(json!({ "filler": filler })).into_response();
+    }
+    axum::Json(json!({ "attempt": attempt })).into_response()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_retryable_answer_is_retried_and_an_oversized_result_is_left_out() {
+    let env = TestEnv::new().await;
+    let attempts = std::sync::Arc::new(Attempts::default());
+    let function = axum::Router::new()
+        .route("/", axum::routing::post(misbehave))
+        .with_state(attempts.clone());
+    let address = codigo_testkit::serve(function).await;
+    let producer = TestProducer::start(&env, &[]).await;
+    let consumer = TestConsumer::spawn(
+        &env,
+        &flags(&format!(
+            "--job-types functions --webhook-signing-key {SIGNING_KEY}"
+        )),
+    )
+    .await;
+    consumer.wait_ready().await;
+    let declared = reqwest::Client::new()
+        .put(producer.url("/v1/job-types/test.moody"))
+        .bearer_auth(ADMIN)
+        .json(&json!({
+            "version": 1,
+            "schema": {"type": "object", "required": ["mode"],
+                       "properties": {"mode": {"type": "string"}}},
+            "target": {"http": {"url": format!("http://{address}/"), "timeout": "1s"}},
+            "retry": {"attempts": 4, "first_delay": "300ms", "max_delay": "1s"},
+        }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(declared.status(), StatusCode::OK);
+    env.eventually(
+        "the gateway takes the type",
+        Duration::from_secs(5),
+        || async {
+            producer
+                .post(
+                    "/v1/jobs",
+                    ALPHA,
+                    json!({"type": "test.moody", "payload": {"mode": "ok"}}),
+                )
+                .await
+                .status
+                == StatusCode::ACCEPTED
+        },
+    )
+    .await;
+
+    let mut ids = Vec::new();
+    for mode in ["408", "500", "502", "429", "timeout", "big"] {
+        let reply = producer
+            .post(
+                "/v1/jobs",
+                ALPHA,
+                json!({"type": "test.moody", "payload": {"mode": mode}}),
+            )
+            .await;
+        reply.assert_status(StatusCode::ACCEPTED);
+        ids.push((mode, reply.body["id"].as_str().expect("id").to_owned()));
+    }
+    for (mode, id) in &ids {
+        let job = wait_for(&env, &producer, id, "succeeded").await;
+        let times = attempts.seen.lock().unwrap()[id.as_str()].clone();
+        if *mode == "big" {
+            assert!(job["result"].is_null(), "{mode}: {job}");
+            assert_eq!(times.len(), 1, "{mode}: a success is not retried");
+            continue;
+        }
+        assert_eq!(job["result"]["attempt"], 2, "{mode}: retried once: {job}");
+        assert_eq!(job["attempts"], 2, "{mode}: {job}");
+        let waited = times[1] - times[0];
+        // Back-off from the type's first delay; the Retry-After the function asked for.
+        let (least, what) = match *mode {
+            "429" => (Duration::from_millis(1900), "its Retry-After"),
+            "timeout" => (Duration::from_millis(1000), "its declared timeout"),
+            _ => (Duration::from_millis(250), "the type's first delay"),
+        };
+        assert!(
+            waited >= least,
+            "{mode}: retried after {waited:?}, sooner than {what}"
+        );
+    }
+
+    consumer.stop().await;
+    producer.stop().await;
+    env.cleanup().await;
+}
