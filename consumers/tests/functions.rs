@@ -4,9 +4,15 @@
 //! submitted through the gateway, and each answer of the invocation contract ending where the
 //! contract says: a result, a retry after `Retry-After`, a permanent failure, a function down
 //! for a while, attempts spent, and a deleted type.
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 
 use codigo_testkit::http::{ADMIN, ALPHA};
 use codigo_testkit::{
@@ -103,18 +109,36 @@ async fn wait_for(env: &TestEnv, producer: &TestProducer, id: &str, status: &str
     producer.get(&path, ALPHA).await.body
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_declared_function_serves_jobs_as_the_contract_says() {
-    let env = TestEnv::new().await;
-    let producer = TestProducer::start(&env, &[]).await;
+/// A gateway and a consumer serving every declared function, ready.
+async fn functions_stack(env: &TestEnv, extra: &str) -> (TestProducer, TestConsumer) {
+    let producer = TestProducer::start(env, &[]).await;
     let consumer = TestConsumer::spawn(
-        &env,
+        env,
         &flags(&format!(
-            "--job-types functions --webhook-signing-key {SIGNING_KEY} --ack-wait-secs 5"
+            "--job-types functions --webhook-signing-key {SIGNING_KEY} {extra}"
         )),
     )
     .await;
     consumer.wait_ready().await;
+    (producer, consumer)
+}
+
+/// Declares `job_type` over HTTP with an admin key.
+async fn declare(producer: &TestProducer, job_type: &str, declaration: Value) {
+    let declared = reqwest::Client::new()
+        .put(producer.url(&format!("/v1/job-types/{job_type}")))
+        .bearer_auth(ADMIN)
+        .json(&declaration)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(declared.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_declared_function_serves_jobs_as_the_contract_says() {
+    let env = TestEnv::new().await;
+    let (producer, consumer) = functions_stack(&env, "--ack-wait-secs 5").await;
     let port = free_port();
     let files = ScratchDir::new("functions");
     let declaration_file = files.write("wordcount.yaml", declaration(port, 6));
@@ -393,32 +417,22 @@ async fn declaring_over_http_needs_the_admin_scope_and_a_valid_declaration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_declared_type_can_be_served_by_a_built_in_worker() {
     let env = TestEnv::new().await;
-    let producer = TestProducer::start(&env, &[]).await;
-    let consumer = TestConsumer::spawn(
-        &env,
-        &flags(&format!(
-            "--job-types functions --webhook-signing-key {SIGNING_KEY}"
-        )),
-    )
-    .await;
-    consumer.wait_ready().await;
+    let (producer, consumer) = functions_stack(&env, "").await;
     // A team's own ledger type: the built-in worker's effect, its own name, schema and policy.
     let ledger = producer.get("/v1/job-types/ledger.post", ALPHA).await;
     let mut schema = ledger.body["schema"].clone();
     schema["properties"]["amount_cents"]["maximum"] = json!(100_000);
-    let declared = reqwest::Client::new()
-        .put(producer.url("/v1/job-types/acme.payouts"))
-        .bearer_auth(ADMIN)
-        .json(&json!({
+    declare(
+        &producer,
+        "acme.payouts",
+        json!({
             "version": 1,
             "schema": schema,
             "target": {"builtin": "ledger.post"},
             "retry": {"attempts": 3, "first_delay": "100ms", "max_delay": "1s"},
-        }))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(declared.status(), StatusCode::OK);
+        }),
+    )
+    .await;
 
     // Its own schema at the door...
     producer
@@ -457,17 +471,16 @@ async fn a_declared_type_can_be_served_by_a_built_in_worker() {
 /// What the answering function saw of one job: when each attempt came, and its headers.
 #[derive(Default)]
 struct Attempts {
-    seen: std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
+    seen: Mutex<HashMap<String, Vec<Instant>>>,
 }
 
 /// A function that misbehaves the first time it sees a job, as the job's `mode` says, and
 /// answers `{"attempt": n}` after that.
 async fn misbehave(
-    axum::extract::State(attempts): axum::extract::State<std::sync::Arc<Attempts>>,
-    headers: axum::http::HeaderMap,
+    State(attempts): State<Arc<Attempts>>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
+) -> Response {
     let id = headers
         .get("webhook-id")
         .and_then(|v| v.to_str().ok())
@@ -476,7 +489,7 @@ async fn misbehave(
     let attempt = {
         let mut seen = attempts.seen.lock().unwrap();
         let times = seen.entry(id).or_default();
-        times.push(std::time::Instant::now());
+        times.push(Instant::now());
         times.len()
     };
     let payload: Value = serde_json::from_slice(&body).unwrap_or_default();
@@ -504,34 +517,24 @@ async fn misbehave(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_retryable_answer_is_retried_and_an_oversized_result_is_left_out() {
     let env = TestEnv::new().await;
-    let attempts = std::sync::Arc::new(Attempts::default());
+    let attempts = Arc::new(Attempts::default());
     let function = axum::Router::new()
         .route("/", axum::routing::post(misbehave))
         .with_state(attempts.clone());
     let address = codigo_testkit::serve(function).await;
-    let producer = TestProducer::start(&env, &[]).await;
-    let consumer = TestConsumer::spawn(
-        &env,
-        &flags(&format!(
-            "--job-types functions --webhook-signing-key {SIGNING_KEY}"
-        )),
-    )
-    .await;
-    consumer.wait_ready().await;
-    let declared = reqwest::Client::new()
-        .put(producer.url("/v1/job-types/test.moody"))
-        .bearer_auth(ADMIN)
-        .json(&json!({
+    let (producer, consumer) = functions_stack(&env, "").await;
+    declare(
+        &producer,
+        "test.moody",
+        json!({
             "version": 1,
             "schema": {"type": "object", "required": ["mode"],
                        "properties": {"mode": {"type": "string"}}},
             "target": {"http": {"url": format!("http://{address}/"), "timeout": "1s"}},
             "retry": {"attempts": 4, "first_delay": "300ms", "max_delay": "1s"},
-        }))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(declared.status(), StatusCode::OK);
+        }),
+    )
+    .await;
     env.eventually(
         "the gateway takes the type",
         Duration::from_secs(5),
