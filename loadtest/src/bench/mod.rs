@@ -27,6 +27,7 @@ mod drain;
 mod load;
 mod machine;
 mod peers;
+mod previous;
 mod report;
 mod stack;
 mod table;

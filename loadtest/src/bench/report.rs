@@ -15,6 +15,7 @@ use super::cpu::Cpu;
 use super::load::LoadSample;
 use super::machine::Machine;
 use super::peers::{self, Nats, PeerFacts};
+use super::previous;
 use super::table::{cell, median, mib, num_int, num_or_dash, results_table, verdict};
 use super::{BenchArgs, Results};
 
@@ -394,6 +395,16 @@ pub(super) fn write_report(
         },
     );
 
+    // The report this one replaces, read back before it is overwritten.
+    let before = std::fs::read_to_string(&args.out)
+        .map(|text| previous::parse(&text))
+        .unwrap_or_default();
+    let against = previous::comparison(&before, &previous::parse(&md));
+    if !against.is_empty() {
+        println!("{against}");
+        let at = md.find("## How it is measured").unwrap_or(md.len());
+        md.insert_str(at, &against);
+    }
     std::fs::write(&args.out, md).map_err(|source| LoadError::Write {
         path: args.out.clone(),
         source,
