@@ -96,7 +96,7 @@ impl<'a> JobRecord<'a> {
 /// cancellation instead. A new state is announced again (a dead letter replayed, say): its
 /// callback is due once more.
 ///
-/// No index covers a column these statements change (migration 0009), so the update of a row
+/// No index covers a column these statements change (migration 0010), so the update of a row
 /// the gateway wrote stays on its page and touches no index.
 const UPSERT: &str = "
 INSERT INTO jobs (id, type, status, attempts, payload, result, error, idempotency_key, tenant,

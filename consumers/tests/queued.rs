@@ -192,7 +192,7 @@ async fn a_job_whose_row_cannot_be_written_is_accepted_counted_and_known_once_it
 
 /// The columns a job's `running` mark and its outcome change. No index may cover one of them,
 /// as a key or in its predicate: that would turn each of those updates into a new row version
-/// with an entry in every index (migration 0009).
+/// with an entry in every index (migrations 0009 and 0010).
 const UPDATED_BY_WORKERS: [&str; 8] = [
     "status",
     "attempts",

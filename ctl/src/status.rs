@@ -36,7 +36,7 @@ async fn in_progress(
     let counted = async {
         let pool = codigo_common::db::connect(database).await?;
         // No index covers `status` (the workers' updates of it stay on their page, migration
-        // 0009): this scans the table, so it is given a bounded time rather than a free hand
+        // 0010): this scans the table, so it is given a bounded time rather than a free hand
         // on a busy primary.
         let mut tx = pool.begin().await?;
         sqlx::query("SET LOCAL statement_timeout = '10s'")
