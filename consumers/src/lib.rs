@@ -31,7 +31,6 @@ use codigo_common::app::Connections;
 use codigo_common::nats;
 use codigo_common::shutdown::Shutdown;
 use codigo_common::{db, jetstream, telemetry};
-use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -172,21 +171,16 @@ impl Application {
                 "FAULT INJECTION IS ON: this worker crashes and stalls on purpose"
             );
         }
-        let webhook_settings = config
-            .signing
-            .webhook_signing_key
-            .as_ref()
-            .map(|signing_key| handlers::webhook::WebhookSettings {
-                signing_key: signing_key.expose_secret().to_owned(),
-                previous_signing_key: config
-                    .signing
-                    .webhook_previous_signing_key
-                    .as_ref()
-                    .map(|key| key.expose_secret().to_owned()),
+        let keys = functions::SigningKeys::from(&config.signing);
+        let webhook_settings = config.signing.webhook_signing_key.is_some().then(|| {
+            handlers::webhook::WebhookSettings {
+                signing_key: keys.current.clone(),
+                previous_signing_key: keys.previous.clone(),
                 allow_private: config.webhook_allow_private,
                 timeout: config.webhook_timeout,
                 max_per_host: config.webhook_max_per_host,
-            });
+            }
+        });
         let mut workers = handlers::runtime(
             handlers::HandlerSettings {
                 pool: pool.clone(),
@@ -246,19 +240,7 @@ impl Application {
         if config.serves_functions() {
             let functions = functions::Functions {
                 shared: shared.clone(),
-                keys: functions::SigningKeys {
-                    current: config
-                        .signing
-                        .webhook_signing_key
-                        .as_ref()
-                        .map(|key| key.expose_secret().to_owned())
-                        .unwrap_or_default(),
-                    previous: config
-                        .signing
-                        .webhook_previous_signing_key
-                        .as_ref()
-                        .map(|key| key.expose_secret().to_owned()),
-                },
+                keys,
                 webhook: webhook_settings.clone(),
                 drain_timeout,
                 served: served.clone(),

@@ -17,6 +17,7 @@ use codigo_common::webhook_secret::TenantSecret;
 use codigo_schemas::{DeclaredType, MAX_RESULT_BYTES};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use secrecy::ExposeSecret as _;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -33,6 +34,22 @@ const ANSWER_EXCERPT_BYTES: usize = 512;
 pub struct SigningKeys {
     pub current: String,
     pub previous: Option<String>,
+}
+
+impl From<&codigo_common::config::SigningKeys> for SigningKeys {
+    /// The configured keys as the signers hold them; no current key is an empty one, which
+    /// configuration refuses wherever anything is signed.
+    fn from(keys: &codigo_common::config::SigningKeys) -> Self {
+        let exposed = |key: &secrecy::SecretString| key.expose_secret().to_owned();
+        Self {
+            current: keys
+                .webhook_signing_key
+                .as_ref()
+                .map(exposed)
+                .unwrap_or_default(),
+            previous: keys.webhook_previous_signing_key.as_ref().map(exposed),
+        }
+    }
 }
 
 impl std::fmt::Debug for SigningKeys {
