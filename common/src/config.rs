@@ -206,6 +206,8 @@ pub struct ServiceArgs {
     pub jetstream: JetStreamArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub tenants: crate::lanes::TenantsArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -7,6 +7,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use codigo_schemas::{DeclaredType, Policy};
 
 use crate::config::JetStreamArgs;
+use crate::lanes::Lane;
 use crate::Names;
 
 #[derive(Debug, thiserror::Error)]
@@ -161,10 +162,31 @@ pub fn job_consumer_config(
     args: &JetStreamArgs,
     job_type: &str,
 ) -> consumer::pull::Config {
+    lane_consumer_config(names, args, job_type, &Lane::default())
+}
+
+/// The durable consumer of one lane of a job type; the default lane's is the type's own.
+pub fn lane_consumer_config(
+    names: &Names,
+    args: &JetStreamArgs,
+    job_type: &str,
+    lane: &Lane,
+) -> consumer::pull::Config {
+    let description = match &lane.tenant {
+        _ if lane.is_default() => format!("Codigo workers for {job_type}"),
+        Some(tenant) => format!(
+            "Codigo workers for {job_type}, tenant {tenant}, {} priority",
+            lane.priority
+        ),
+        None => format!(
+            "Codigo workers for {job_type}, shared lane, {} priority",
+            lane.priority
+        ),
+    };
     consumer::pull::Config {
-        durable_name: Some(names.durable(job_type)),
-        description: Some(format!("Codigo workers for {job_type}")),
-        filter_subject: names.job_subject(job_type),
+        durable_name: Some(names.lane_durable(job_type, lane)),
+        description: Some(description),
+        filter_subject: names.lane_subject(job_type, lane),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: args.ack_wait,
         max_deliver: args.max_deliver,
@@ -373,7 +395,7 @@ pub async fn prune_job_consumers(
 ) -> Result<Vec<String>, SetupError> {
     use futures::TryStreamExt as _;
     let stream = lookup_stream(js, names.jobs_stream()).await?;
-    let keep: Vec<String> = job_types.iter().map(|t| names.durable(t)).collect();
+
     let infos: Vec<consumer::Info> = stream
         .consumers()
         .try_collect()
@@ -381,13 +403,13 @@ pub async fn prune_job_consumers(
         .map_err(|e| SetupError::Prune(e.to_string()))?;
     let mut deleted = Vec::new();
     for info in infos {
-        let Some(job_type) = names.job_type_of(&info.config.filter_subject) else {
+        let Some((job_type, lane)) = names.lane_of(&info.config.filter_subject) else {
             continue;
         };
         let durable = info.config.durable_name.clone().unwrap_or_default();
-        let ours = durable == names.durable(job_type);
+        let ours = durable == names.lane_durable(job_type, &lane);
         let drained = info.num_pending == 0 && info.num_ack_pending == 0;
-        if ours && drained && !keep.contains(&durable) {
+        if ours && drained && !job_types.iter().any(|t| t == job_type) {
             stream
                 .delete_consumer(&durable)
                 .await
@@ -398,6 +420,26 @@ pub async fn prune_job_consumers(
     Ok(deleted)
 }
 
+/// The jobs waiting to be fetched, by job type, summed over each type's lanes; `None` when
+/// the consumers cannot be listed.
+pub async fn backlog_by_type(
+    stream: &jetstream::stream::Stream,
+    names: &Names,
+) -> Option<std::collections::BTreeMap<String, u64>> {
+    use futures::TryStreamExt as _;
+    let infos: Vec<consumer::Info> = stream.consumers().try_collect().await.ok()?;
+    let mut backlog = std::collections::BTreeMap::new();
+    for info in infos {
+        let durable = info.config.durable_name.as_deref().unwrap_or_default();
+        if let Some((job_type, lane)) = names.lane_of(&info.config.filter_subject) {
+            if durable == names.lane_durable(job_type, &lane) {
+                *backlog.entry(job_type.to_owned()).or_insert(0) += info.num_pending;
+            }
+        }
+    }
+    Some(backlog)
+}
+
 /// The durable consumer of one job type, created again if it went missing (deleted by an
 /// operator, or lost with a NATS store).
 pub async fn bind_job_consumer(
@@ -406,9 +448,40 @@ pub async fn bind_job_consumer(
     args: &JetStreamArgs,
     job_type: &str,
 ) -> Result<PullConsumer, SetupError> {
+    bind_lane_consumer(js, names, args, job_type, &Lane::default()).await
+}
+
+/// The durable consumer of one lane of a job type, created again if it went missing.
+pub async fn bind_lane_consumer(
+    js: &jetstream::Context,
+    names: &Names,
+    args: &JetStreamArgs,
+    job_type: &str,
+    lane: &Lane,
+) -> Result<PullConsumer, SetupError> {
     let stream = lookup_stream(js, names.jobs_stream()).await?;
-    let config = job_consumer_config(names, args, job_type);
+    let config = lane_consumer_config(names, args, job_type, lane);
     ensure_consumer(&stream, &names.jobs_stream(), config).await
+}
+
+/// Creates or updates every lane's durable consumer of `job_types`: what `codigo-ctl setup`
+/// does for the listed tenants, so that an autoscaler reading their lag finds them before the
+/// first worker starts.
+pub async fn ensure_lanes<'a>(
+    js: &jetstream::Context,
+    names: &Names,
+    args: &JetStreamArgs,
+    job_types: impl IntoIterator<Item = &'a str>,
+    lanes: &[Lane],
+) -> Result<(), SetupError> {
+    let stream = lookup_stream(js, names.jobs_stream()).await?;
+    for job_type in job_types {
+        for lane in lanes {
+            let config = lane_consumer_config(names, args, job_type, lane);
+            ensure_consumer(&stream, &names.jobs_stream(), config).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The advisories consumer shared by every worker replica.

@@ -8,6 +8,7 @@ pub mod contract;
 pub mod db;
 pub mod declarations;
 pub mod jetstream;
+pub mod lanes;
 pub mod metric;
 pub mod names;
 pub mod nats;

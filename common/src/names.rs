@@ -116,11 +116,12 @@ impl Names {
         format!("dlq:{}:{stream_sequence}", self.jobs_stream())
     }
 
-    /// The job type a work or dead-letter subject belongs to.
+    /// The job type a work (or lane) or dead-letter subject belongs to.
     pub fn job_type_of<'a>(&self, subject: &'a str) -> Option<&'a str> {
         let rest = subject.strip_prefix(&self.namespace)?.strip_prefix('.')?;
         rest.strip_prefix("jobs.")
             .or_else(|| rest.strip_prefix("dlq."))
+            .map(|t| t.split_once(".@").map_or(t, |(job_type, _)| job_type))
             .filter(|t| !t.is_empty())
     }
 
@@ -160,6 +161,10 @@ mod tests {
         assert_eq!(
             n.job_type_of("codigo.dlq.webhook.deliver"),
             Some("webhook.deliver")
+        );
+        assert_eq!(
+            n.job_type_of("codigo.jobs.ledger.post.@acme.high"),
+            Some("ledger.post")
         );
         assert_eq!(n.job_type_of("other.jobs.x"), None);
     }

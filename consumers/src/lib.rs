@@ -204,8 +204,8 @@ impl Application {
             },
             concurrency: config.concurrency,
             fetch_expires: config.fetch_expires,
-            pull_loops: config.pull_loops,
             dead_letters: dead_letters.clone(),
+            tenants: config.service.tenants.tenants.clone(),
         });
 
         let drain_timeout = config.shutdown_timeout;
@@ -234,6 +234,7 @@ impl Application {
             names: names.clone(),
             exhausted,
             served: served.clone(),
+            tenants: config.service.tenants.tenants.clone(),
             interval: config.orphan_sweep,
         };
         tasks.spawn(sweep.run(shutdown.clone()));

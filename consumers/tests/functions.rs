@@ -573,7 +573,9 @@ async fn every_retryable_answer_is_retried_and_an_oversized_result_is_left_out()
             continue;
         }
         assert_eq!(job["result"]["attempt"], 2, "{mode}: retried once: {job}");
-        assert_eq!(job["attempts"], 2, "{mode}: {job}");
+        // A redelivery after the success (its ack late on a loaded machine) counts as a
+        // delivery too; the result stays the second attempt's.
+        assert!(job["attempts"].as_i64() >= Some(2), "{mode}: {job}");
         let waited = times[1] - times[0];
         // Back-off from the type's first delay; the Retry-After the function asked for.
         let (least, what) = match *mode {

@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         database,
         jetstream,
         telemetry,
+        tenants,
     } = &cli.service;
     if let Command::Slo { command } = cli.command {
         // Reads Prometheus only: none of the NATS or database settings apply, and each of
@@ -105,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     jetstream.validate()?;
     let names = codigo_common::Names::new(&nats.namespace)?;
     match cli.command {
-        Command::Setup => setup::run(nats, database, jetstream, &names).await,
+        Command::Setup => setup::run(nats, database, jetstream, &tenants.tenants, &names).await,
         Command::Status { format } => status::run(nats, database, &names, format).await,
         Command::Dlq { command } => dlq::run(nats, &names, command).await,
         Command::Teardown { yes } => setup::teardown(nats, &names, yes).await,

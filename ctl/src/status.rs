@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use async_nats::jetstream::consumer;
 use codigo_common::config::{DatabaseArgs, NatsArgs};
 use codigo_common::declarations::Declarations;
 use codigo_common::nats::InitialConnect;
@@ -101,6 +102,7 @@ pub async fn run(
         .chain(declared.into_iter().map(|d| d.name))
         .collect();
     let in_progress = in_progress(database, &job_types).await;
+    let infos: Vec<consumer::Info> = jobs.consumers().try_collect().await?;
     let mut rows = Vec::new();
     for job_type in job_types {
         let counts = in_progress
@@ -109,17 +111,31 @@ pub async fn run(
         let job_type = job_type.as_str();
         let consumer = names.durable(job_type);
         let info = jobs.consumer_info(&consumer).await.ok();
+        // The type's other lanes (the tenants' own and the shared high and low ones).
+        let lanes: Vec<_> = infos
+            .iter()
+            .filter(|i| {
+                let durable = i.config.durable_name.as_deref().unwrap_or_default();
+                durable != consumer && names.is_durable_of(job_type, durable)
+            })
+            .collect();
+        let sum = |f: fn(&consumer::Info) -> usize| -> usize {
+            info.iter().chain(lanes.iter().copied()).map(f).sum()
+        };
         rows.push(TypeStatus {
             job_type: job_type.to_owned(),
             scheduled: jetstream::scheduled_count(&js, names, job_type)
                 .await
                 .unwrap_or(0),
-            pending: info.as_ref().map_or(0, |i| i.num_pending),
+            pending: u64::try_from(sum(|i| {
+                usize::try_from(i.num_pending).unwrap_or(usize::MAX)
+            }))
+            .unwrap_or(u64::MAX),
             running: counts.map(|(running, _)| running),
             retrying: counts.map(|(_, retrying)| retrying),
-            ack_pending: info.as_ref().map_or(0, |i| i.num_ack_pending),
-            redelivered: info.as_ref().map_or(0, |i| i.num_redelivered),
-            waiting_pulls: info.as_ref().map_or(0, |i| i.num_waiting),
+            ack_pending: sum(|i| i.num_ack_pending),
+            redelivered: sum(|i| i.num_redelivered),
+            waiting_pulls: sum(|i| i.num_waiting),
             dead_letters: dead.get(&names.dlq_subject(job_type)).copied().unwrap_or(0),
             consumer: if info.is_some() {
                 consumer

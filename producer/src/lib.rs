@@ -56,8 +56,12 @@ impl Application {
             pool,
             marks,
         } = codigo_common::app::connect(&config.service, "codigo-producer").await?;
-        let publisher =
-            publish::Publisher::new(client.clone(), names.clone(), config.publish_timeouts());
+        let publisher = publish::Publisher::new(
+            client.clone(),
+            names.clone(),
+            config.service.tenants.tenants.clone(),
+            config.publish_timeouts(),
+        );
 
         let topology_ready = Arc::new(AtomicBool::new(false));
         let catalog = Arc::new(Catalog::new());

@@ -72,6 +72,22 @@ PASSED: list[str] = []
 FAILED: list[str] = []
 
 
+
+def lane_suffixes(vals):
+    """The durable-name suffixes of a job type's lanes, as common/src/lanes.rs names them: the
+    type's own consumer, the shared high and low lanes, three per listed tenant."""
+    suffixes = ["", "@@high", "@@low"]
+    for tenant in vals.get("tenants") or []:
+        token = tenant["name"].replace(".", "~")
+        suffixes += [f"@{token}@{p}" for p in ("high", "normal", "low")]
+    return suffixes
+
+
+def tenants_env(vals):
+    """CODIGO_TENANTS as the chart should render it from `tenants`, or None."""
+    entries = [f"{t['name']};weight={t.get('weight', 1)}" for t in vals.get("tenants") or []]
+    return ",".join(entries) or None
+
 def check(name: str):
     """Run fn as one counted check."""
 
@@ -329,6 +345,8 @@ def assert_consumers(objs: list[dict], vals: dict) -> None:
         c = dep["spec"]["template"]["spec"]["containers"][0]
         env = env_of(c)
         require(env["CODIGO_JOB_TYPES"]["value"] == ",".join(g["jobTypes"]), f"{dname}: CODIGO_JOB_TYPES")
+        require(env.get("CODIGO_TENANTS", {}).get("value") == tenants_env(vals),
+                f"{dname}: CODIGO_TENANTS {env.get('CODIGO_TENANTS')} from `tenants`, as the producer and the setup hook get it")
         require(env.get("CODIGO_ENSURE_TOPOLOGY", {}).get("value") == "false",
                 f"{dname}: the setup hook owns the topology (CODIGO_ENSURE_TOPOLOGY=false)")
         require("replicas" not in dep["spec"], f"{dname}: replicas must be left to the autoscaler")
@@ -353,13 +371,14 @@ def assert_consumers(objs: list[dict], vals: dict) -> None:
             fb = spec.get("fallback", {})
             require(fb.get("failureThreshold") and fb.get("replicas"), f"{dname}: fallback block")
             triggers = spec["triggers"]
-            require(len(triggers) == len(g["triggerJobTypes"]), f"{dname}: one trigger per job type (and per function)")
-            for t, jt in zip(triggers, g["triggerJobTypes"]):
+            lanes = [(jt, suffix) for jt in g["triggerJobTypes"] for suffix in lane_suffixes(vals)]
+            require(len(triggers) == len(lanes), f"{dname}: one trigger per lane of each job type (and function)")
+            for t, (jt, suffix) in zip(triggers, lanes):
                 md = t["metadata"]
                 require(t["type"] == "nats-jetstream", f"{dname}: trigger type")
                 want = {
                     "stream": f"{ns.upper()}_JOBS",
-                    "consumer": f"{ns}-{jt.replace('.', '-')}",
+                    "consumer": f"{ns}-{jt.replace('.', '-')}{suffix}",
                     "account": keda["account"],
                     "natsServerMonitoringEndpoint": keda["natsServerMonitoringEndpoint"],
                     "lagThreshold": str(g["lagThreshold"]),
@@ -443,10 +462,15 @@ def assert_setup_job(objs: list[dict], vals: dict) -> None:
         require(sas and sas[0]["metadata"]["annotations"].get("helm.sh/hook"), "the ctl ServiceAccount must be a hook too")
         weight = int(sas[0]["metadata"]["annotations"]["helm.sh/hook-weight"])
         require(weight < int(ann.get("helm.sh/hook-weight", "0")), "the ctl ServiceAccount hook must run first")
+    # The gateway routes a listed tenant's jobs to its lanes, the setup hook creates the lanes'
+    # consumers, the workers pull them: all three must list the same tenants.
+    require(env_of(c).get("CODIGO_TENANTS", {}).get("value") == tenants_env(vals), "setup Job: CODIGO_TENANTS from `tenants`")
     for o in objs:
         if o.get("kind") == "Deployment" and o["metadata"]["labels"].get("app.kubernetes.io/component") != "function":
-            db = env_of(o["spec"]["template"]["spec"]["containers"][0])["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+            env = env_of(o["spec"]["template"]["spec"]["containers"][0])
+            db = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
             require(db["name"] == vals["secrets"]["database"]["existingSecret"], f"{ident(o)}: apps use the app role")
+            require(env.get("CODIGO_TENANTS", {}).get("value") == tenants_env(vals), f"{ident(o)}: CODIGO_TENANTS from `tenants`")
 
 
 def assert_network(objs: list[dict], vals: dict) -> None:
@@ -673,11 +697,14 @@ def assert_functions(objs: list[dict], vals: dict) -> None:
             so = scaled.get(dep["metadata"]["name"])
             require(so and dep["metadata"]["name"] not in hpas, f"{ident(dep)}: a ScaledObject (and no HPA)")
             triggers = so["spec"]["triggers"]
-            require(len(triggers) == 1 and triggers[0]["type"] == "nats-jetstream", f"{ident(so)}: one nats-jetstream trigger")
-            md = triggers[0]["metadata"]
-            require(md.get("consumer") == durable and md.get("stream") == stream,
-                    f"{ident(so)}: watches {md.get('stream')}/{md.get('consumer')}, the type's durable is {stream}/{durable}")
-            require(md.get("lagThreshold") == str(f["lagThreshold"]), f"{ident(so)}: lagThreshold")
+            suffixes = lane_suffixes(vals)
+            require(len(triggers) == len(suffixes) and all(t["type"] == "nats-jetstream" for t in triggers),
+                    f"{ident(so)}: one nats-jetstream trigger per lane of the type")
+            for t, suffix in zip(triggers, suffixes):
+                md = t["metadata"]
+                require(md.get("consumer") == durable + suffix and md.get("stream") == stream,
+                        f"{ident(so)}: watches {md.get('stream')}/{md.get('consumer')}, the lane's durable is {stream}/{durable + suffix}")
+                require(md.get("lagThreshold") == str(f["lagThreshold"]), f"{ident(so)}: lagThreshold")
             want_min = 0 if f["scaleToZero"] else f["minReplicas"]
             require(so["spec"]["minReplicaCount"] == want_min and so["spec"]["maxReplicaCount"] == f["maxReplicas"],
                     f"{ident(so)}: replicas {so['spec']['minReplicaCount']}..{so['spec']['maxReplicaCount']}")
@@ -1267,8 +1294,9 @@ def main() -> int:
         },
         "no optional CRDs": {"keda": {"enabled": False}, "metrics": {"serviceMonitor": {"enabled": False},
                                                                      "prometheusRule": {"enabled": False}}},
-        "functions: run by the chart and an existing Service, ExternalSecrets, creds auth": {
+        "functions: run by the chart and an existing Service, ExternalSecrets, creds auth, tenants' lanes": {
             "functions": [FUNCTION, EXISTING_SERVICE_FUNCTION],
+            "tenants": [{"name": "acme.eu", "weight": 2}, {"name": "globex"}],
             "externalSecrets": {"enabled": True},
             "natsAuth": {"type": "creds"},
         },

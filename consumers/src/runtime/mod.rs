@@ -11,6 +11,7 @@ mod dead_letter;
 mod decode;
 mod delivery;
 mod execute;
+mod fair;
 pub mod job;
 mod pending;
 mod progress;
@@ -49,9 +50,9 @@ pub struct Shared {
     pub retry: RetryPolicy,
     pub concurrency: usize,
     pub fetch_expires: Duration,
-    /// Pull requests in flight per job type (one loop each).
-    pub pull_loops: usize,
     pub dead_letters: DeadLetters,
+    /// The tenants with lanes of their own (`CODIGO_TENANTS`).
+    pub tenants: codigo_common::lanes::Tenants,
 }
 
 /// A kind's worker, its payload type erased so that kinds can be held together.

@@ -47,13 +47,15 @@ impl ServedTypes {
     }
 }
 
-/// Reports each served consumer's `num_pending` every few seconds until `shutdown`.
+/// Reports each served type's backlog (`num_pending` summed over its lanes' consumers) every
+/// few seconds until `shutdown`.
 pub async fn report_pending(shared: Arc<Shared>, served: ServedTypes, shutdown: Shutdown) {
     while !shutdown.is_cancelled() {
         if let Ok(stream) = shared.js.get_stream(shared.names.jobs_stream()).await {
+            let backlog = jetstream::backlog_by_type(&stream, &shared.names).await;
             for (job_type, meters) in &served.snapshot() {
-                if let Ok(info) = stream.consumer_info(shared.names.durable(job_type)).await {
-                    meters.emit(PendingMessages(info.num_pending));
+                if let Some(pending) = backlog.as_ref().map(|b| b.get(*job_type)) {
+                    meters.emit(PendingMessages(pending.copied().unwrap_or(0)));
                 }
                 let names = &shared.names;
                 if let Some(count) = jetstream::scheduled_count(&shared.js, names, job_type).await {

@@ -1,17 +1,20 @@
-//! One pull loop per job type: fetch as many jobs as there are free slots, gather the ones
-//! that arrive together into groups, and hand each group to its own task.
+//! The pull loops of a job type: one fetcher per lane keeps a few of its jobs at hand, and one
+//! dispatcher starts them in the fair rotation (`fair`) as slots free, in groups.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use codigo_common::jetstream::{bind_job_consumer, PullConsumer};
+use async_nats::jetstream::AckKind;
+use codigo_common::jetstream::{bind_lane_consumer, PullConsumer};
+use codigo_common::lanes::Lane;
 use codigo_common::shutdown::Shutdown;
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::execute::Group;
+use super::fair::FairQueue;
 use super::settle::nak;
 use super::{Serve, Shared};
 use crate::events::Meters;
@@ -20,6 +23,10 @@ use crate::pause::pause;
 /// Largest group handled in one go: beyond it a transaction only grows longer, while more
 /// groups in flight overlap their round trips.
 const MAX_GROUP: usize = 128;
+
+/// Most jobs a lane keeps fetched and not started: two groups, so that one is at hand while
+/// the next is on its way, and a tenant's flood holds no more than that on this worker.
+const MAX_PREFETCH: usize = 2 * MAX_GROUP;
 
 /// How long a group waits for the rest of its pull to arrive before it is handled: a
 /// transaction for 128 jobs costs about what one for 20 does, and under load a pull's
@@ -31,20 +38,33 @@ const GROUP_LINGER: Duration = Duration::from_millis(1);
 /// when it is, slow jobs hold the rest and the free slots must not wait for them.
 const GROUP_WAIT: Duration = Duration::from_millis(20);
 
+/// How often a type's lanes on the server are compared with the ones served here.
+const LANE_SCAN: Duration = Duration::from_secs(5);
+
+enum Role {
+    /// Starts the fetched jobs as slots free.
+    Dispatch,
+    /// Keeps the lane's fetched jobs topped up.
+    Fetch(Lane),
+    /// Serves the lanes that hold jobs but are not listed here.
+    Discover,
+}
+
 pub(crate) struct Puller {
     served: Arc<dyn Serve>,
     shared: Arc<Shared>,
     meters: Arc<Meters>,
-    /// True while the durable consumer is bound (readiness).
+    /// True while the default lane's durable consumer is bound (readiness).
     bound: Arc<AtomicBool>,
-    /// The job type's slots, shared by its pull loops.
+    /// The job type's slots.
     slots: Arc<Semaphore>,
+    queue: Arc<FairQueue<jetstream::Message>>,
+    role: Role,
 }
 
 impl Puller {
-    /// The pull loops of one job type ([`Shared::pull_loops`] of them), sharing its slots: while
-    /// one loop waits for its pull to fill, another's jobs are being worked on, so the
-    /// consumer is never idle waiting for a round trip to the server.
+    /// The loops of one job type: a fetcher for each of its lanes (`CODIGO_TENANTS`) and the
+    /// dispatcher that shares the type's slots among them.
     pub fn loops(
         served: Arc<dyn Serve>,
         shared: Arc<Shared>,
@@ -52,21 +72,34 @@ impl Puller {
         bound: Arc<AtomicBool>,
     ) -> Vec<Self> {
         let slots = Arc::new(Semaphore::new(shared.concurrency));
-        (0..shared.pull_loops.max(1))
-            .map(|_| Self {
+        let lanes = shared.tenants.lanes();
+        let queue = Arc::new(FairQueue::new(
+            lanes
+                .iter()
+                .map(|lane| (lane.clone(), shared.tenants.weight(lane))),
+        ));
+        let roles = [Role::Dispatch, Role::Discover]
+            .into_iter()
+            .chain(lanes.into_iter().map(Role::Fetch));
+        roles
+            .map(|role| Self {
                 served: served.clone(),
                 shared: shared.clone(),
                 meters: meters.clone(),
                 bound: bound.clone(),
                 slots: slots.clone(),
+                queue: queue.clone(),
+                role,
             })
             .collect()
     }
 
-    async fn bind(&self) -> Option<PullConsumer> {
+    async fn bind(&self, lane: &Lane) -> Option<PullConsumer> {
         let shared = &self.shared;
         let job_type = self.served.job_type();
-        match bind_job_consumer(&shared.js, &shared.names, &shared.jetstream, job_type).await {
+        let bound =
+            bind_lane_consumer(&shared.js, &shared.names, &shared.jetstream, job_type, lane).await;
+        match bound {
             Ok(consumer) => Some(consumer),
             Err(error) => {
                 tracing::warn!(job_type, %error, "cannot bind consumer; retrying");
@@ -105,27 +138,102 @@ impl Puller {
         Some(permits)
     }
 
-    /// Pulls and processes until `shutdown`; then hands back what was fetched but not started,
-    /// and gives in-flight jobs `drain_timeout` to finish before naking them too.
+    /// Runs until `shutdown`: see [`Role`].
     pub async fn run(self, shutdown: Shutdown, drain_timeout: Duration) {
-        let job_type = self.served.job_type();
-        let slots = self.slots.clone();
-        let group_size = self.shared.concurrency.min(MAX_GROUP);
-        let hard_stop = Shutdown::new();
-        let mut tasks = JoinSet::new();
-        let mut consumer: Option<PullConsumer> = None;
+        match &self.role {
+            Role::Dispatch => self.dispatch(shutdown, drain_timeout).await,
+            Role::Fetch(lane) => self.fetch(lane, shutdown).await,
+            Role::Discover => self.discover(shutdown).await,
+        }
+    }
 
-        while !shutdown.is_cancelled() {
-            while tasks.try_join_next().is_some() {}
-            let Some(mut permits) = self.free_slots(&slots, group_size, &shutdown).await else {
+    /// Every [`LANE_SCAN`], looks for lanes of this type holding jobs that no fetcher here
+    /// pulls, and starts one for each: a tenant dropped from `CODIGO_TENANTS` (or listed at the
+    /// gateway first) still has its queued jobs run, with weight 1.
+    async fn discover(&self, shutdown: Shutdown) {
+        let job_type = self.served.job_type();
+        let names = &self.shared.names;
+        let mut known: std::collections::BTreeSet<Lane> =
+            self.shared.tenants.lanes().into_iter().collect();
+        let mut fetchers = JoinSet::new();
+        let filter = format!("{}.*.*", names.job_subject(job_type));
+        loop {
+            pause(&shutdown, LANE_SCAN).await;
+            if shutdown.is_cancelled() {
                 break;
+            }
+            let Ok(stream) = self.shared.js.get_stream_no_info(names.jobs_stream()).await else {
+                continue;
             };
+            let subjects: Vec<(String, usize)> = match stream.info_with_subjects(&filter).await {
+                Ok(subjects) => subjects.filter_map(|s| async { s.ok() }).collect().await,
+                Err(_) => continue,
+            };
+            for (subject, _) in subjects {
+                let Some((of_type, lane)) = names.lane_of(&subject) else {
+                    continue;
+                };
+                if of_type != job_type || known.contains(&lane) {
+                    continue;
+                }
+                tracing::warn!(
+                    job_type,
+                    subject,
+                    "serving a lane whose tenant is not in CODIGO_TENANTS here"
+                );
+                known.insert(lane.clone());
+                self.queue.add_lane(lane.clone(), 1);
+                let fetcher = Self {
+                    served: self.served.clone(),
+                    shared: self.shared.clone(),
+                    meters: self.meters.clone(),
+                    bound: self.bound.clone(),
+                    slots: self.slots.clone(),
+                    queue: self.queue.clone(),
+                    role: Role::Discover,
+                };
+                let shutdown = shutdown.clone();
+                fetchers.spawn(async move { fetcher.fetch(&lane, shutdown).await });
+            }
+        }
+        while fetchers.join_next().await.is_some() {}
+    }
+
+    /// A fetched job this worker will not start: handed back, delayed past a pull request's
+    /// expiry so that it goes to another replica rather than straight back to this draining one.
+    async fn hand_back(&self, message: &jetstream::Message) {
+        nak(
+            &self.meters,
+            message,
+            self.shared.fetch_expires + Duration::from_secs(1),
+        )
+        .await;
+    }
+
+    /// Keeps up to [`MAX_PREFETCH`] of the lane's jobs fetched, pulling again once half are
+    /// taken, until `shutdown`.
+    async fn fetch(&self, lane: &Lane, shutdown: Shutdown) {
+        let job_type = self.served.job_type();
+        let prefetch = self.shared.concurrency.clamp(1, MAX_PREFETCH);
+        let readiness = lane.is_default();
+        let mut consumer: Option<PullConsumer> = None;
+        while !shutdown.is_cancelled() {
+            let waiting = self.queue.waiting_in(lane);
+            if waiting > prefetch / 2 {
+                tokio::select! {
+                    () = self.queue.until_taken(Duration::from_secs(1)) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
             let bound = match consumer.take() {
                 Some(c) => c,
-                None => match self.bind().await {
+                None => match self.bind(lane).await {
                     Some(c) => c,
                     None => {
-                        self.bound.store(false, Ordering::Relaxed);
+                        if readiness {
+                            self.bound.store(false, Ordering::Relaxed);
+                        }
                         pause(&shutdown, Duration::from_secs(1)).await;
                         continue;
                     }
@@ -133,7 +241,7 @@ impl Puller {
             };
             let batch = bound
                 .batch()
-                .max_messages(permits.num_permits())
+                .max_messages(prefetch - waiting)
                 .expires(self.shared.fetch_expires)
                 .messages()
                 .await;
@@ -141,76 +249,88 @@ impl Puller {
                 Ok(batch) => batch,
                 Err(error) => {
                     tracing::warn!(job_type, %error, "pull request failed; rebinding");
-                    self.bound.store(false, Ordering::Relaxed);
+                    if readiness {
+                        self.bound.store(false, Ordering::Relaxed);
+                    }
                     pause(&shutdown, Duration::from_millis(500)).await;
                     continue;
                 }
             };
-            self.bound.store(true, Ordering::Relaxed);
-
+            if readiness {
+                self.bound.store(true, Ordering::Relaxed);
+            }
+            // Read the pull to its end even after SIGTERM: what it still brings is handed back.
             let mut healthy = true;
-            let mut draining = false;
-            // Messages that arrived together are handled together: one transaction for a
-            // group of jobs instead of one per job.
-            let mut batch = batch.fuse();
-            loop {
-                let next = tokio::select! {
-                    biased;
-                    () = shutdown.cancelled(), if !draining => { draining = true; continue; }
-                    next = batch.next() => next,
-                };
-                let Some(first) = next else { break };
-                let mut items = vec![first];
-                let until = tokio::time::sleep(GROUP_LINGER);
-                tokio::pin!(until);
-                while items.len() < group_size {
-                    tokio::select! {
-                        biased;
-                        next = batch.next() => match next {
-                            Some(item) => items.push(item),
-                            None => break,
-                        },
-                        () = &mut until => break,
-                    }
-                }
-                let mut messages = Vec::with_capacity(items.len());
-                for item in items {
-                    match item {
-                        Ok(message) => messages.push(message),
-                        Err(error) => {
-                            tracing::warn!(job_type, %error, "message stream error; rebinding");
-                            healthy = false;
+            let mut batch = std::pin::pin!(batch);
+            while let Some(item) = batch.next().await {
+                match item {
+                    Ok(message) => {
+                        if let Err(message) = self.queue.push(lane, message) {
+                            self.hand_back(&message).await;
                         }
                     }
-                }
-                if messages.is_empty() {
-                    // Only stream errors arrived.
-                } else if let Some(taken) = permits.split(messages.len()).filter(|_| !draining) {
-                    for group in self.groups(messages, taken, &hard_stop) {
-                        let served = self.served.clone();
-                        tasks.spawn(async move { served.process(group).await });
+                    Err(error) => {
+                        tracing::warn!(job_type, %error, "message stream error; rebinding");
+                        healthy = false;
+                        break;
                     }
-                } else {
-                    // Fetched after SIGTERM (or, impossibly, beyond the free slots): hand them
-                    // back, delayed past this pull request's expiry so that they go to another
-                    // replica rather than bouncing straight back into this draining one.
-                    let delay = self.shared.fetch_expires + Duration::from_secs(1);
-                    for message in &messages {
-                        nak(&self.meters, message, delay).await;
-                    }
-                }
-                if !healthy {
-                    break;
                 }
             }
             if healthy {
                 consumer = Some(bound);
-            } else {
+            } else if readiness {
                 self.bound.store(false, Ordering::Relaxed);
             }
         }
+        if readiness {
+            self.bound.store(false, Ordering::Relaxed);
+        }
+    }
 
-        self.bound.store(false, Ordering::Relaxed);
+    /// Starts the fetched jobs in the fair rotation as slots free, until `shutdown`; then hands
+    /// back what was fetched but not started, and gives in-flight jobs `drain_timeout` to
+    /// finish before naking them too.
+    async fn dispatch(&self, shutdown: Shutdown, drain_timeout: Duration) {
+        let job_type = self.served.job_type();
+        let group_size = self.shared.concurrency.min(MAX_GROUP);
+        // Jobs waiting for a slot for a third of the ack wait tell the server they are alive.
+        let keep_alive = self.shared.jetstream.ack_wait / 3;
+        let mut last_touch = tokio::time::Instant::now();
+        let hard_stop = Shutdown::new();
+        let mut tasks = JoinSet::new();
+
+        while !shutdown.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            if last_touch.elapsed() >= keep_alive / 2 {
+                last_touch = tokio::time::Instant::now();
+                self.touch_waiting(keep_alive).await;
+            }
+            let Some(mut permits) = self.free_slots(&self.slots, group_size, &shutdown).await
+            else {
+                break;
+            };
+            tokio::select! {
+                () = self.queue.until_any() => {}
+                () = tokio::time::sleep(keep_alive / 2) => continue,
+                () = shutdown.cancelled() => break,
+            }
+            if self.queue.waiting() < permits.num_permits().min(group_size) {
+                // Let the rest of a pull that is arriving join this group.
+                tokio::time::sleep(GROUP_LINGER).await;
+            }
+            let messages = self.queue.take(permits.num_permits());
+            let Some(taken) = permits.split(messages.len()) else {
+                continue;
+            };
+            for group in self.groups(messages, taken, &hard_stop) {
+                let served = self.served.clone();
+                tasks.spawn(async move { served.process(group).await });
+            }
+        }
+
+        for message in self.queue.take_all() {
+            self.hand_back(&message).await;
+        }
         let in_flight = tasks.len();
         if in_flight > 0 {
             tracing::info!(job_type, in_flight, "draining in-flight jobs");
@@ -228,6 +348,17 @@ impl Puller {
             while tasks.join_next().await.is_some() {}
         }
         tracing::info!(job_type, "worker stopped");
+    }
+
+    async fn touch_waiting(&self, age: Duration) {
+        let mut old = Vec::new();
+        self.queue
+            .touch_older_than(age, |message| old.push(message.clone()));
+        for message in old {
+            if let Err(error) = message.ack_with(AckKind::Progress).await {
+                tracing::debug!(%error, "progress of a waiting job not sent");
+            }
+        }
     }
 
     /// A worker that shares no work between jobs gets them one by one, so that a slow job

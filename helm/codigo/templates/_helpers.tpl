@@ -115,6 +115,10 @@ seccompProfile:
 {{- $c := .ctx.Values.config -}}
 - name: CODIGO_NAMESPACE
   value: {{ $c.namespace | quote }}
+{{- with include "codigo.tenantsEnv" .ctx }}
+- name: CODIGO_TENANTS
+  value: {{ . | quote }}
+{{- end }}
 - name: NATS_URL
   value: {{ $c.natsUrl | quote }}
 - name: LOG_FORMAT
@@ -349,15 +353,41 @@ matchExpressions:
 {{- define "codigo.natsTrigger" -}}
 {{- $k := .ctx.Values.keda -}}
 {{- $ns := .ctx.Values.config.namespace -}}
+{{- $durable := include "codigo.durable" (dict "ns" $ns "jobType" .jobType) -}}
+{{- range include "codigo.laneSuffixes" .ctx | fromYamlArray }}
 - type: nats-jetstream
   metadata:
     natsServerMonitoringEndpoint: {{ $k.natsServerMonitoringEndpoint | quote }}
     account: {{ $k.account | quote }}
     stream: {{ include "codigo.jobsStream" $ns | quote }}
-    consumer: {{ include "codigo.durable" (dict "ns" $ns "jobType" .jobType) | quote }}
-    lagThreshold: {{ .lagThreshold | quote }}
-    activationLagThreshold: {{ .activationLagThreshold | quote }}
+    consumer: {{ printf "%s%s" $durable . | quote }}
+    lagThreshold: {{ $.lagThreshold | quote }}
+    activationLagThreshold: {{ $.activationLagThreshold | quote }}
     useHttps: {{ $k.useHttps | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The durable-name suffixes of a job type's lanes (common/src/lanes.rs): "" for the type's
+     own consumer, the shared high and low lanes, and three per tenant of `tenants`; one
+     KEDA trigger each, so that a job waiting in any lane wakes the workers. */}}
+{{- define "codigo.laneSuffixes" -}}
+{{- $suffixes := list "" "@@high" "@@low" -}}
+{{- range .Values.tenants -}}
+{{- $token := .name | replace "." "~" -}}
+{{- range list "high" "normal" "low" -}}
+{{- $suffixes = append $suffixes (printf "@%s@%s" $token .) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $suffixes -}}
+{{- end -}}
+
+{{/* CODIGO_TENANTS from `tenants` (name;weight=N,...). */}}
+{{- define "codigo.tenantsEnv" -}}
+{{- $entries := list -}}
+{{- range .Values.tenants -}}
+{{- $entries = append $entries (printf "%s;weight=%d" .name (int (.weight | default 1))) -}}
+{{- end -}}
+{{- join "," $entries -}}
 {{- end -}}
 
 {{/* Network ------------------------------------------------------------------ */}}
