@@ -207,7 +207,7 @@ pub struct ServiceArgs {
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
     #[command(flatten)]
-    pub tenants: crate::lanes::TenantsArgs,
+    pub tenants: crate::tenants::TenantsArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

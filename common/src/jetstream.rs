@@ -27,6 +27,8 @@ pub enum SetupError {
     Declarations(#[from] crate::declarations::DeclarationsError),
     #[error("cannot list or delete the work stream's consumers: {0}; check that this NATS user may manage them (codigo-ctl)")]
     Prune(String),
+    #[error("cannot create or update the key-value bucket {bucket}: {reason}; is JetStream enabled and may this user manage streams?")]
+    Bucket { bucket: String, reason: String },
     #[error("stream {stream} is unreachable: {source}; run `codigo-ctl setup`")]
     Lookup {
         stream: String,
@@ -227,6 +229,20 @@ pub async fn scheduled_count(
         .map(|info| info.num_pending)
 }
 
+/// The tenants' jobs in flight and start pace, shared by the worker replicas (consumer
+/// `limits`): small values changed by compare-and-set, one revision kept.
+pub fn tenant_limits_bucket_config(names: &Names, args: &JetStreamArgs) -> jetstream::kv::Config {
+    jetstream::kv::Config {
+        bucket: names.tenant_limits_bucket(),
+        description: "Codigo tenants' jobs in flight and start pace, across replicas".into(),
+        history: 1,
+        max_value_size: 64 * 1024,
+        storage: stream::StorageType::File,
+        num_replicas: args.stream_replicas,
+        ..Default::default()
+    }
+}
+
 pub fn advisories_consumer_config(names: &Names) -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(names.advisories_durable()),
@@ -297,6 +313,12 @@ pub async fn ensure_topology<'a>(
     )
     .await?;
     crate::declarations::Declarations::ensure(js, names, args).await?;
+    js.create_or_update_key_value(tenant_limits_bucket_config(names, args))
+        .await
+        .map_err(|e| SetupError::Bucket {
+            bucket: names.tenant_limits_bucket(),
+            reason: e.to_string(),
+        })?;
     for job_type in job_types {
         ensure_consumer(
             &jobs,
@@ -342,6 +364,7 @@ pub async fn delete_topology(js: &jetstream::Context, names: &Names) {
     let bucket = format!("KV_{}", names.job_types_bucket());
     for stream in [
         bucket,
+        format!("KV_{}", names.tenant_limits_bucket()),
         names.jobs_stream(),
         names.scheduled_stream(),
         names.dlq_stream(),
@@ -420,25 +443,30 @@ pub async fn prune_job_consumers(
     Ok(deleted)
 }
 
-/// The jobs waiting to be fetched, by job type, summed over each type's lanes; `None` when
-/// the consumers cannot be listed.
-pub async fn backlog_by_type(
-    stream: &jetstream::stream::Stream,
-    names: &Names,
-) -> Option<std::collections::BTreeMap<String, u64>> {
+/// The jobs waiting to be fetched by job type, then by tenant (`None`: the shared lanes),
+/// summed over the lanes' consumers; `None` when the consumers cannot be listed.
+pub async fn backlog_by_type(stream: &jetstream::stream::Stream, names: &Names) -> Option<Backlog> {
     use futures::TryStreamExt as _;
     let infos: Vec<consumer::Info> = stream.consumers().try_collect().await.ok()?;
-    let mut backlog = std::collections::BTreeMap::new();
+    let mut backlog = Backlog::new();
     for info in infos {
         let durable = info.config.durable_name.as_deref().unwrap_or_default();
         if let Some((job_type, lane)) = names.lane_of(&info.config.filter_subject) {
             if durable == names.lane_durable(job_type, &lane) {
-                *backlog.entry(job_type.to_owned()).or_insert(0) += info.num_pending;
+                *backlog
+                    .entry(job_type.to_owned())
+                    .or_default()
+                    .entry(lane.tenant)
+                    .or_insert(0) += info.num_pending;
             }
         }
     }
     Some(backlog)
 }
+
+/// Jobs waiting, by job type and tenant.
+pub type Backlog =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<Option<String>, u64>>;
 
 /// The durable consumer of one job type, created again if it went missing (deleted by an
 /// operator, or lost with a NATS store).

@@ -13,11 +13,9 @@
 //! The lane token begins with `@`, which no job type's name may hold: a lane subject never
 //! reads as another type's subject, and the lanes' filters never overlap (a work-queue
 //! stream refuses overlapping consumers).
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use crate::Names;
@@ -171,111 +169,6 @@ impl Names {
     }
 }
 
-/// A tenant given lanes of its own, with its share of the workers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantShare {
-    pub name: String,
-    /// Jobs started per rotation while it has a backlog, against the others' weights.
-    pub weight: u32,
-}
-
-/// Highest weight a tenant may have: beyond it one tenant's turn is a whole group of jobs.
-pub const MAX_WEIGHT: u32 = 100;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "CODIGO_TENANTS entry {entry:?}: {reason}; entries are `name[;weight=1..100]`, comma separated"
-)]
-pub struct BadTenants {
-    pub entry: String,
-    pub reason: String,
-}
-
-/// The tenants that get fair dispatch (`CODIGO_TENANTS`), the same list for the gateway,
-/// which routes their jobs to their lanes, and for the workers, which pull them in turn.
-#[derive(Debug, Clone, Default, Args)]
-pub struct TenantsArgs {
-    /// Tenants given lanes of their own and a fair share of the workers:
-    /// `name[;weight=N]`, comma separated. Others share one lane.
-    #[arg(long = "tenants", env = "CODIGO_TENANTS", value_parser = parse_tenants, default_value = "")]
-    pub tenants: Tenants,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tenants(BTreeMap<String, TenantShare>);
-
-impl Tenants {
-    pub fn get(&self, tenant: &str) -> Option<&TenantShare> {
-        self.0.get(tenant)
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
-    }
-
-    /// The lane a job of `tenant` at `priority` goes to.
-    pub fn lane(&self, tenant: Option<&str>, priority: Priority) -> Lane {
-        Lane::new(tenant.filter(|t| self.0.contains_key(*t)), priority)
-    }
-
-    /// Every lane: the shared ones and each listed tenant's.
-    pub fn lanes(&self) -> Vec<Lane> {
-        Lane::all(self.names())
-    }
-
-    /// A lane's tenant weight (1 for the shared lanes and tenants no longer listed).
-    pub fn weight(&self, lane: &Lane) -> u32 {
-        lane.tenant
-            .as_deref()
-            .and_then(|t| self.0.get(t))
-            .map_or(1, |share| share.weight)
-    }
-}
-
-/// Tenants share the API keys' alphabet (producer `auth`).
-fn plain_identifier(value: &str) -> bool {
-    (1..=64).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-pub fn parse_tenants(raw: &str) -> Result<Tenants, BadTenants> {
-    let mut tenants = BTreeMap::new();
-    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let bad = |reason: &str| BadTenants {
-            entry: entry.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let mut parts = entry.split(';');
-        let name = parts.next().unwrap_or_default().trim();
-        if !plain_identifier(name) {
-            return Err(bad("the name must be 1-64 characters from A-Za-z0-9._-"));
-        }
-        let mut weight = 1;
-        for option in parts {
-            match option.trim().split_once('=') {
-                Some(("weight", value)) => {
-                    weight = value
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|w| (1..=MAX_WEIGHT).contains(w))
-                        .ok_or_else(|| bad("weight must be a whole number from 1 to 100"))?;
-                }
-                _ => return Err(bad(&format!("unknown option {option:?}"))),
-            }
-        }
-        let share = TenantShare {
-            name: name.to_owned(),
-            weight,
-        };
-        if tenants.insert(name.to_owned(), share).is_some() {
-            return Err(bad("the tenant is listed twice"));
-        }
-    }
-    Ok(Tenants(tenants))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,33 +226,6 @@ mod tests {
         durables.dedup();
         assert_eq!(subjects.len(), lanes.len());
         assert_eq!(durables.len(), lanes.len());
-    }
-
-    #[test]
-    fn tenants_parse_with_weights_and_refuse_what_is_wrong() {
-        let tenants = parse_tenants(" acme;weight=3, beta ,").unwrap();
-        assert_eq!(tenants.get("acme").map(|s| s.weight), Some(3));
-        assert_eq!(tenants.get("beta").map(|s| s.weight), Some(1));
-        assert_eq!(tenants.lanes().len(), 9);
-        assert_eq!(
-            tenants.lane(Some("other"), Priority::High),
-            Lane::new(None, Priority::High)
-        );
-        assert_eq!(
-            tenants.lane(Some("acme"), Priority::Low),
-            Lane::new(Some("acme"), Priority::Low)
-        );
-        assert_eq!(parse_tenants("").unwrap(), Tenants::default());
-        for (raw, says) in [
-            ("a;weight=0", "weight"),
-            ("a;weight=101", "weight"),
-            ("a;speed=2", "unknown option"),
-            ("a b", "name"),
-            ("a,a", "twice"),
-        ] {
-            let error = parse_tenants(raw).unwrap_err().to_string();
-            assert!(error.contains(says), "{raw}: {error}");
-        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod nats;
 pub mod redact;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tenants;
 pub mod webhook_secret;
 
 pub use names::Names;

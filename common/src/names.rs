@@ -48,6 +48,11 @@ impl Names {
         format!("{}_JOB_TYPES", self.stream_prefix)
     }
 
+    /// The key-value bucket of the tenants' jobs in flight and start pace (stream `KV_<bucket>`).
+    pub fn tenant_limits_bucket(&self) -> String {
+        format!("{}_TENANT_LIMITS", self.stream_prefix)
+    }
+
     pub fn job_subject(&self, job_type: &str) -> String {
         format!("{}.jobs.{job_type}", self.namespace)
     }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
-use codigo_common::lanes::Tenants;
 use codigo_common::shutdown::Shutdown;
+use codigo_common::tenants::TenantsWatch;
 use codigo_common::Names;
 
 use crate::events::{self, OrphanFound, OrphanSweepFailed};
@@ -31,7 +31,7 @@ pub struct OrphanSweep {
     /// Built-in and declared types alike: a function's jobs are swept like any other.
     pub served: ServedTypes,
     /// Whose lanes are swept besides the shared ones.
-    pub tenants: Tenants,
+    pub tenants: TenantsWatch,
     pub interval: Duration,
 }
 
@@ -78,7 +78,7 @@ impl OrphanSweep {
             .await
             .map_err(jetstream_error)?;
         let mut found = BTreeSet::new();
-        for lane in self.tenants.lanes() {
+        for lane in self.tenants.current().lanes() {
             let durable = self.names.lane_durable(job_type, &lane);
             let info = match stream.consumer_info(&durable).await {
                 Ok(info) => info,

@@ -1,9 +1,16 @@
 //! Fair dispatch against real NATS and Postgres: with a flood of one tenant's jobs queued
 //! first, another tenant's few jobs and the flooding tenant's own high-priority ones start
-//! near the front, not behind the flood; every job still runs exactly once.
+//! near the front, not behind the flood; every job still runs exactly once. Tenants' limits
+//! hold across two worker processes and change without a restart.
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use codigo_consumer::runtime::{Done, JobCtx, JobError, JobTx, Worker};
+use codigo_schemas::LedgerPost;
 use codigo_testkit::http::{ALPHA, BETA};
+use codigo_testkit::ScratchDir;
 use codigo_testkit::{flags, TestConsumer, TestEnv, TestProducer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -126,6 +133,136 @@ async fn a_flood_does_not_make_another_tenant_or_a_high_priority_job_wait() {
         let durable = env.names.lane_durable("ledger.post", &lane);
         let info = stream.consumer_info(&durable).await.expect("lane consumer");
         assert!(info.delivered.stream_sequence > 0, "{durable} delivered");
+    }
+    producer.stop().await;
+    env.cleanup().await;
+}
+
+/// Jobs that take 100 ms, counting how many of alpha's run at once across every consumer
+/// that shares it.
+#[derive(Default)]
+struct Slow {
+    alpha_now: AtomicUsize,
+    alpha_most: AtomicUsize,
+}
+
+#[async_trait]
+impl Worker<LedgerPost> for Slow {
+    async fn work(&self, job: &JobCtx<'_, LedgerPost>, _tx: &mut JobTx) -> Result<Done, JobError> {
+        let alpha = job.tenant == Some("alpha");
+        if alpha {
+            let now = self.alpha_now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.alpha_most.fetch_max(now, Ordering::SeqCst);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if alpha {
+            self.alpha_now.fetch_sub(1, Ordering::SeqCst);
+        }
+        Ok(Done::new())
+    }
+}
+
+async fn finished(env: &TestEnv, account: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE status = 'succeeded' AND payload->>'account' = $1",
+    )
+    .bind(account)
+    .fetch_one(&env.pool)
+    .await
+    .expect("count")
+}
+
+/// Seconds between the first and the last start of an account's jobs.
+async fn start_span(env: &TestEnv, account: &str) -> f64 {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(started_at) - min(started_at))::float8
+           FROM jobs WHERE payload->>'account' = $1",
+    )
+    .bind(account)
+    .fetch_one(&env.pool)
+    .await
+    .expect("span")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limits_hold_across_two_workers_and_change_without_a_restart() {
+    let env = TestEnv::new().await;
+    let files = ScratchDir::new("tenants");
+    let tenants = files.write("tenants", "alpha;concurrency=3\nacme;jobs_per_sec=10\n");
+    let tenants = tenants.to_str().expect("utf-8 path").to_owned();
+    let producer = TestProducer::start(&env, &["--tenants-file", &tenants]).await;
+    let slow = Arc::new(Slow::default());
+    let mut consumers = Vec::new();
+    for _ in 0..2 {
+        let worker = slow.clone();
+        let consumer = TestConsumer::spawn_with(
+            &env,
+            &flags(&format!(
+                "--job-types ledger.post --concurrency 16 --tenants-file {tenants}"
+            )),
+            |app| app.with_worker::<LedgerPost>(worker),
+        )
+        .await;
+        consumers.push(consumer);
+    }
+
+    // alpha: 30 jobs of 100 ms with room for 16 on each of two workers, yet never more than
+    // 3 at once between them. acme: 40 jobs at 10 a second take about 4 s, whatever the room.
+    submit_batch(
+        &producer,
+        ALPHA,
+        (0..30).map(|_| ledger("capped", None)).collect(),
+    )
+    .await;
+    submit_batch(
+        &producer,
+        BETA,
+        (0..40).map(|_| ledger("paced", None)).collect(),
+    )
+    .await;
+    env.eventually("the limited jobs done", Duration::from_secs(60), || async {
+        finished(&env, "capped").await == 30 && finished(&env, "paced").await == 40
+    })
+    .await;
+    let most = slow.alpha_most.load(Ordering::SeqCst);
+    assert!(
+        most <= 3,
+        "{most} of alpha's jobs ran at once, over its concurrency of 3"
+    );
+    assert!(
+        most >= 2,
+        "alpha's jobs ran one at a time ({most}): the limit is not a cap"
+    );
+    let span = start_span(&env, "paced").await;
+    // 40 starts at 10/s after a burst of one: at least 3.9 s; 3.5 leaves room for clocks.
+    assert!(
+        span >= 3.5,
+        "acme's 40 jobs started within {span:.2} s, faster than 10/s"
+    );
+
+    // Lifting acme's rate in the file takes effect without a restart.
+    std::fs::write(&tenants, "alpha;concurrency=3\nacme;jobs_per_sec=100000\n").expect("rewrite");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    submit_batch(
+        &producer,
+        BETA,
+        (0..100).map(|_| ledger("unpaced", None)).collect(),
+    )
+    .await;
+    env.eventually(
+        "the unlimited jobs done",
+        Duration::from_secs(60),
+        || async { finished(&env, "unpaced").await == 100 },
+    )
+    .await;
+    let span = start_span(&env, "unpaced").await;
+    assert!(
+        span < 5.0,
+        "100 jobs took {span:.2} s to start: the old 10/s still holds"
+    );
+
+    for consumer in consumers {
+        consumer.stop().await;
     }
     producer.stop().await;
     env.cleanup().await;

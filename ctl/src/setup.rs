@@ -1,7 +1,7 @@
 use codigo_common::config::{DatabaseArgs, JetStreamArgs, NatsArgs};
 use codigo_common::declarations::Declarations;
-use codigo_common::lanes::Tenants;
 use codigo_common::nats::InitialConnect;
+use codigo_common::tenants::Tenants;
 use codigo_common::{db, jetstream, nats, Names};
 use codigo_schemas::registry;
 

@@ -3,7 +3,9 @@ use std::collections::BTreeMap;
 use async_nats::jetstream::consumer;
 use codigo_common::config::{DatabaseArgs, NatsArgs};
 use codigo_common::declarations::Declarations;
+use codigo_common::lanes::Priority;
 use codigo_common::nats::InitialConnect;
+use codigo_common::tenants::Tenants;
 use codigo_common::{jetstream, nats, Names};
 use codigo_schemas::registry;
 use futures::TryStreamExt;
@@ -175,6 +177,101 @@ pub async fn run(
                     r.redelivered,
                     r.waiting_pulls,
                     r.dead_letters
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One tenant's lanes of one job type.
+#[derive(Debug, Default, Serialize)]
+struct TenantStatus {
+    /// `*` for the lanes shared by tenants not in CODIGO_TENANTS.
+    tenant: String,
+    job_type: String,
+    /// Not yet delivered, by priority.
+    high: u64,
+    normal: u64,
+    low: u64,
+    /// Delivered to a worker and not yet acknowledged: fetched or running.
+    in_flight: usize,
+    /// The tenant's limits, as this CODIGO_TENANTS says.
+    limits: String,
+}
+
+fn describe_limits(tenants: &Tenants, tenant: &str, job_type: &str) -> String {
+    let (own, of_type) = tenants.limits(tenant, job_type);
+    let mut parts = Vec::new();
+    for (scope, limits) in [("", own), ("type ", of_type)] {
+        if let Some(n) = limits.concurrency {
+            parts.push(format!("{scope}concurrency {n}"));
+        }
+        if let Some(r) = limits.jobs_per_sec {
+            parts.push(format!("{scope}{r}/s"));
+        }
+    }
+    if let Some(share) = tenants.get(tenant) {
+        parts.insert(0, format!("weight {}", share.weight));
+    }
+    parts.join(", ")
+}
+
+/// `codigo-ctl status --by-tenant`: every lane's backlog and jobs in flight, by tenant and
+/// job type, busiest first.
+pub async fn by_tenant(
+    nats_args: &NatsArgs,
+    tenants: &Tenants,
+    names: &Names,
+    format: Format,
+) -> anyhow::Result<()> {
+    let client = nats::connect(nats_args, "codigo-ctl", InitialConnect::FailFast).await?;
+    let js = async_nats::jetstream::new(client);
+    let jobs = js.get_stream(names.jobs_stream()).await.map_err(|e| {
+        anyhow::anyhow!(
+            "stream {} not found ({e}); run `codigo-ctl setup`",
+            names.jobs_stream()
+        )
+    })?;
+    let infos: Vec<consumer::Info> = jobs.consumers().try_collect().await?;
+    let mut rows: BTreeMap<(String, String), TenantStatus> = BTreeMap::new();
+    for info in infos {
+        let durable = info.config.durable_name.as_deref().unwrap_or_default();
+        let Some((job_type, lane)) = names.lane_of(&info.config.filter_subject) else {
+            continue;
+        };
+        if durable != names.lane_durable(job_type, &lane) {
+            continue;
+        }
+        let tenant = lane.tenant.clone().unwrap_or_else(|| "*".to_owned());
+        let row = rows
+            .entry((tenant.clone(), job_type.to_owned()))
+            .or_insert_with(|| TenantStatus {
+                limits: describe_limits(tenants, &tenant, job_type),
+                tenant,
+                job_type: job_type.to_owned(),
+                ..TenantStatus::default()
+            });
+        match lane.priority {
+            Priority::High => row.high += info.num_pending,
+            Priority::Normal => row.normal += info.num_pending,
+            Priority::Low => row.low += info.num_pending,
+        }
+        row.in_flight += info.num_ack_pending;
+    }
+    let mut rows: Vec<TenantStatus> = rows.into_values().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.high + r.normal + r.low));
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Text => {
+            println!(
+                "{:<24} {:<24} {:>10} {:>10} {:>10} {:>10}  LIMITS",
+                "TENANT", "JOB TYPE", "HIGH", "NORMAL", "LOW", "IN FLIGHT"
+            );
+            for r in &rows {
+                println!(
+                    "{:<24} {:<24} {:>10} {:>10} {:>10} {:>10}  {}",
+                    r.tenant, r.job_type, r.high, r.normal, r.low, r.in_flight, r.limits
                 );
             }
         }

@@ -56,17 +56,22 @@ impl Application {
             pool,
             marks,
         } = codigo_common::app::connect(&config.service, "codigo-producer").await?;
+        let background = Shutdown::new();
+        let tenants = config
+            .service
+            .tenants
+            .follow(background.clone())
+            .map_err(StartError::config)?;
         let publisher = publish::Publisher::new(
             client.clone(),
             names.clone(),
-            config.service.tenants.tenants.clone(),
+            tenants,
             config.publish_timeouts(),
         );
 
         let topology_ready = Arc::new(AtomicBool::new(false));
         let catalog = Arc::new(Catalog::new());
         let declarations = Arc::new(OnceLock::new());
-        let background = Shutdown::new();
         spawn_topology_setup(
             client.clone(),
             names,

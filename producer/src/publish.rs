@@ -8,7 +8,8 @@ use async_nats::jetstream::context::{
 use async_nats::jetstream::{self, message::PublishMessage, ErrorCode};
 use bytes::Bytes;
 use codigo_common::contract::headers as codigo_headers;
-use codigo_common::lanes::{Priority, Tenants};
+use codigo_common::lanes::Priority;
+use codigo_common::tenants::TenantsWatch;
 use codigo_common::{nats, telemetry, Names};
 use codigo_schemas::Envelope;
 use futures::future::join_all;
@@ -74,8 +75,8 @@ pub struct Publisher {
     js: jetstream::Context,
     client: async_nats::Client,
     names: Names,
-    /// Which tenants' jobs go to lanes of their own.
-    tenants: Tenants,
+    /// Which tenants' jobs go to lanes of their own, as they are now.
+    tenants: TenantsWatch,
     timeouts: PublishTimeouts,
 }
 
@@ -113,7 +114,7 @@ impl Publisher {
     pub fn new(
         client: async_nats::Client,
         names: Names,
-        tenants: Tenants,
+        tenants: TenantsWatch,
         timeouts: PublishTimeouts,
     ) -> Self {
         let js = jetstream::ContextBuilder::new()
@@ -175,7 +176,7 @@ impl Publisher {
             }
             _ => codigo_schemas::job_id(tenant, &job.job_type, job.idempotency_key.as_deref()),
         };
-        let lane = self.tenants.lane(Some(tenant), job.priority);
+        let lane = self.tenants.current().lane(Some(tenant), job.priority);
         let subject = match job.run_at {
             Some(_) => self.names.scheduled_subject(&id, &job.job_type),
             None => self.names.lane_subject(&job.job_type, &lane),

@@ -83,10 +83,47 @@ def lane_suffixes(vals):
     return suffixes
 
 
+def tenant_entries(vals):
+    """The entries of `tenants` in CODIGO_TENANTS' syntax (common/src/tenants.rs)."""
+    entries = []
+    for t in vals.get("tenants") or []:
+        entry = f"{t['name']};weight={t.get('weight', 1)}"
+        if t.get("concurrency"):
+            entry += f";concurrency={t['concurrency']}"
+        if t.get("jobsPerSec"):
+            entry += f";jobs_per_sec={t['jobsPerSec']}"
+        for job_type, limits in sorted((t.get("types") or {}).items()):
+            if limits.get("concurrency"):
+                entry += f";{job_type}:concurrency={limits['concurrency']}"
+            if limits.get("jobsPerSec"):
+                entry += f";{job_type}:jobs_per_sec={limits['jobsPerSec']}"
+        entries.append(entry)
+    return entries
+
+
 def tenants_env(vals):
-    """CODIGO_TENANTS as the chart should render it from `tenants`, or None."""
-    entries = [f"{t['name']};weight={t.get('weight', 1)}" for t in vals.get("tenants") or []]
-    return ",".join(entries) or None
+    """CODIGO_TENANTS as the setup hook gets it, or None."""
+    return ",".join(tenant_entries(vals)) or None
+
+
+def assert_tenants_file(objs, vals, container, who):
+    """The producer and the consumers read the tenants from the ConfigMap, mounted whole (a
+    subPath mount would never see an update), and parse exactly its entries."""
+    env = env_of(container)
+    if not vals.get("tenants"):
+        require("CODIGO_TENANTS_FILE" not in env and "CODIGO_TENANTS" not in env, f"{who}: no tenants, no tenants setting")
+        return
+    require("CODIGO_TENANTS" not in env, f"{who}: CODIGO_TENANTS beside CODIGO_TENANTS_FILE is refused at start")
+    path = env.get("CODIGO_TENANTS_FILE", {}).get("value", "")
+    mounts = [m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    require(len(mounts) == 1 and "subPath" not in mounts[0], f"{who}: CODIGO_TENANTS_FILE {path!r} on a whole-volume mount")
+    maps = [o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"].endswith("-tenants")]
+    require(len(maps) == 1, f"{who}: one tenants ConfigMap")
+    cm = maps[0]
+    require(not (cm["metadata"].get("annotations") or {}).get("helm.sh/hook"), f"{ident(cm)}: a lasting object, not a hook")
+    key = path.rsplit("/", 1)[-1]
+    lines = [line for line in cm["data"].get(key, "").splitlines() if line.strip()]
+    require(lines == tenant_entries(vals), f"{ident(cm)}: entries {lines} != {tenant_entries(vals)}")
 
 def check(name: str):
     """Run fn as one counted check."""
@@ -345,8 +382,7 @@ def assert_consumers(objs: list[dict], vals: dict) -> None:
         c = dep["spec"]["template"]["spec"]["containers"][0]
         env = env_of(c)
         require(env["CODIGO_JOB_TYPES"]["value"] == ",".join(g["jobTypes"]), f"{dname}: CODIGO_JOB_TYPES")
-        require(env.get("CODIGO_TENANTS", {}).get("value") == tenants_env(vals),
-                f"{dname}: CODIGO_TENANTS {env.get('CODIGO_TENANTS')} from `tenants`, as the producer and the setup hook get it")
+        assert_tenants_file(objs, vals, c, dname)
         require(env.get("CODIGO_ENSURE_TOPOLOGY", {}).get("value") == "false",
                 f"{dname}: the setup hook owns the topology (CODIGO_ENSURE_TOPOLOGY=false)")
         require("replicas" not in dep["spec"], f"{dname}: replicas must be left to the autoscaler")
@@ -470,7 +506,7 @@ def assert_setup_job(objs: list[dict], vals: dict) -> None:
             env = env_of(o["spec"]["template"]["spec"]["containers"][0])
             db = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
             require(db["name"] == vals["secrets"]["database"]["existingSecret"], f"{ident(o)}: apps use the app role")
-            require(env.get("CODIGO_TENANTS", {}).get("value") == tenants_env(vals), f"{ident(o)}: CODIGO_TENANTS from `tenants`")
+            assert_tenants_file(objs, vals, o["spec"]["template"]["spec"]["containers"][0], ident(o))
 
 
 def assert_network(objs: list[dict], vals: dict) -> None:
@@ -1296,7 +1332,9 @@ def main() -> int:
                                                                      "prometheusRule": {"enabled": False}}},
         "functions: run by the chart and an existing Service, ExternalSecrets, creds auth, tenants' lanes": {
             "functions": [FUNCTION, EXISTING_SERVICE_FUNCTION],
-            "tenants": [{"name": "acme.eu", "weight": 2}, {"name": "globex"}],
+            "tenants": [{"name": "acme.eu", "weight": 2, "jobsPerSec": 200,
+                         "types": {"webhook.deliver": {"concurrency": 20}}},
+                        {"name": "globex", "concurrency": 50}],
             "externalSecrets": {"enabled": True},
             "natsAuth": {"type": "creds"},
         },

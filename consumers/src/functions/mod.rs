@@ -249,7 +249,7 @@ impl Functions {
             let durable = names.durable(name);
             let mut lanes = Vec::new();
             let mut busy = false;
-            for lane in self.shared.tenants.lanes() {
+            for lane in self.shared.tenants.current().lanes() {
                 let lane_durable = names.lane_durable(name, &lane);
                 match stream.consumer_info(&lane_durable).await {
                     Ok(info) => {
@@ -304,6 +304,7 @@ impl Functions {
             fetch_expires: shared.fetch_expires,
             dead_letters: shared.dead_letters.clone(),
             tenants: shared.tenants.clone(),
+            limiter: shared.limiter.clone(),
         }
     }
 }

@@ -15,7 +15,7 @@ use codigo_common::lanes::{Lane, Priority};
 use tokio::sync::Notify;
 
 /// Smooth weighted round robin credits over a set of keys.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Rotation<K: Ord> {
     credit: BTreeMap<K, i64>,
 }
@@ -148,22 +148,79 @@ impl<M> FairQueue<M> {
         }
     }
 
+    /// Waits until a job arrives.
+    pub(crate) async fn until_arrival(&self) {
+        self.arrived.notified().await;
+    }
+
     /// Waits until jobs have been taken, or `at_most`.
     pub(crate) async fn until_taken(&self, at_most: Duration) {
         let _ = tokio::time::timeout(at_most, self.taken.notified()).await;
     }
 
     /// Up to `n` jobs in the rotation's order.
+    #[cfg(test)]
     pub(crate) fn take(&self, n: usize) -> Vec<M> {
+        self.take_capped(n, &BTreeMap::new())
+            .into_iter()
+            .map(|(_, message)| message)
+            .collect()
+    }
+
+    /// How many of `n` starts the rotation would give each tenant with jobs waiting now,
+    /// without taking any: what limited tenants ask their limits for.
+    pub(crate) fn plan(&self, n: usize) -> BTreeMap<TenantKey, usize> {
+        let state = self.lock();
+        let mut tenants = state.tenants.clone();
+        let mut priorities = state.priorities.clone();
+        let mut left: BTreeMap<&Lane, usize> = state
+            .lanes
+            .iter()
+            .map(|(lane, q)| (lane, q.len()))
+            .collect();
+        let mut plan = BTreeMap::new();
+        for _ in 0..n {
+            let pick = pick_lane(&state.weights, &mut tenants, &mut priorities, |lane| {
+                left.get(lane).is_some_and(|n| *n > 0)
+            });
+            let Some(lane) = pick else { break };
+            if let Some(n) = left.get_mut(&lane) {
+                *n -= 1;
+            }
+            *plan.entry(lane.tenant).or_insert(0) += 1;
+        }
+        plan
+    }
+
+    /// Up to `n` jobs in the rotation's order, at most `caps[tenant]` of a capped tenant's:
+    /// one held back by a limit gives its turn to the others.
+    pub(crate) fn take_capped(
+        &self,
+        n: usize,
+        caps: &BTreeMap<TenantKey, usize>,
+    ) -> Vec<(TenantKey, M)> {
         let mut state = self.lock();
+        let mut room = caps.clone();
         let mut taken = Vec::with_capacity(n.min(state.waiting));
         while taken.len() < n && state.waiting > 0 {
-            let Some(lane) = next_lane(&mut state) else {
-                break;
-            };
+            let State {
+                lanes,
+                weights,
+                tenants,
+                priorities,
+                ..
+            } = &mut *state;
+            let pick = pick_lane(weights, tenants, priorities, |lane| {
+                !lanes.get(lane).is_none_or(VecDeque::is_empty)
+                    && room.get(&lane.tenant).is_none_or(|left| *left > 0)
+            });
+            let Some(lane) = pick else { break };
             if let Some(waiting) = state.lanes.get_mut(&lane).and_then(VecDeque::pop_front) {
                 state.waiting -= 1;
-                taken.push(waiting.message);
+                if let Some(left) = room.get_mut(&lane.tenant) {
+                    *left -= 1;
+                }
+                taken.push((lane.tenant, waiting.message));
             }
         }
         drop(state);
@@ -171,6 +228,26 @@ impl<M> FairQueue<M> {
             self.taken.notify_waiters();
         }
         taken
+    }
+
+    /// Jobs waiting per tenant.
+    pub(crate) fn waiting_by_tenant(&self) -> BTreeMap<TenantKey, usize> {
+        let state = self.lock();
+        let mut by = BTreeMap::new();
+        for (lane, queue) in &state.lanes {
+            *by.entry(lane.tenant.clone()).or_insert(0) += queue.len();
+        }
+        by
+    }
+
+    /// New tenant weights, from a changed configuration.
+    pub(crate) fn set_weights(&self, weight: impl Fn(Option<&str>) -> u32) {
+        let mut state = self.lock();
+        let keys: Vec<TenantKey> = state.weights.keys().cloned().collect();
+        for key in keys {
+            let w = weight(key.as_deref()).max(1);
+            state.weights.insert(key, w);
+        }
     }
 
     /// Closes the queue and takes every waiting job: what is handed back at shutdown.
@@ -202,35 +279,33 @@ impl<M> FairQueue<M> {
     }
 }
 
-/// The lane whose job starts next: a tenant by weight among those with jobs waiting, then one
-/// of its priorities by weight.
-fn next_lane<M>(state: &mut State<M>) -> Option<Lane> {
-    let mut tenants: Vec<(TenantKey, u32)> = Vec::new();
-    for (lane, queue) in &state.lanes {
-        if !queue.is_empty() && tenants.last().is_none_or(|(t, _)| *t != lane.tenant) {
-            let weight = state.weights.get(&lane.tenant).copied().unwrap_or(1);
-            tenants.push((lane.tenant.clone(), weight));
-        }
-    }
-    let tenant = state.tenants.pick(&tenants)?;
-    let priorities: Vec<(Priority, u32)> = Priority::ALL
+/// The lane whose job starts next among those `open` admits: a tenant by weight, then one of
+/// its priorities by weight.
+fn pick_lane(
+    weights: &BTreeMap<TenantKey, u32>,
+    tenants: &mut Rotation<TenantKey>,
+    priorities: &mut BTreeMap<TenantKey, Rotation<Priority>>,
+    open: impl Fn(&Lane) -> bool,
+) -> Option<Lane> {
+    let lane_of = |tenant: &TenantKey, priority: Priority| Lane {
+        tenant: tenant.clone(),
+        priority,
+    };
+    let candidates: Vec<(TenantKey, u32)> = weights
         .iter()
-        .filter(|p| {
-            state
-                .lanes
-                .get(&Lane {
-                    tenant: tenant.clone(),
-                    priority: **p,
-                })
-                .is_some_and(|q| !q.is_empty())
-        })
+        .filter(|(tenant, _)| Priority::ALL.iter().any(|p| open(&lane_of(tenant, *p))))
+        .map(|(tenant, weight)| (tenant.clone(), *weight))
+        .collect();
+    let tenant = tenants.pick(&candidates)?;
+    let open_priorities: Vec<(Priority, u32)> = Priority::ALL
+        .iter()
+        .filter(|p| open(&lane_of(&tenant, **p)))
         .map(|p| (*p, p.weight()))
         .collect();
-    let priority = state
-        .priorities
+    let priority = priorities
         .entry(tenant.clone())
         .or_default()
-        .pick(&priorities)?;
+        .pick(&open_priorities)?;
     Some(Lane { tenant, priority })
 }
 

@@ -7,6 +7,7 @@
 //! - `execute`: a group's work, transaction and hold while a dependency is down;
 //! - `settle` and `dead_letter`: ack, nak or term, with the dead letter first;
 //! - `pending`: the backlog gauge.
+mod admission;
 mod dead_letter;
 mod decode;
 mod delivery;
@@ -51,8 +52,10 @@ pub struct Shared {
     pub concurrency: usize,
     pub fetch_expires: Duration,
     pub dead_letters: DeadLetters,
-    /// The tenants with lanes of their own (`CODIGO_TENANTS`).
-    pub tenants: codigo_common::lanes::Tenants,
+    /// The tenants with lanes of their own, weights and limits (`CODIGO_TENANTS[_FILE]`).
+    pub tenants: codigo_common::tenants::TenantsWatch,
+    /// Their limits across replicas.
+    pub limiter: Arc<crate::limits::Limiter>,
 }
 
 /// A kind's worker, its payload type erased so that kinds can be held together.

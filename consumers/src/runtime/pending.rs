@@ -9,7 +9,7 @@ use codigo_common::shutdown::Shutdown;
 use super::Shared;
 use codigo_common::jetstream;
 
-use crate::events::{Meters, PendingMessages, ScheduledJobs};
+use crate::events::{Meters, PendingMessages, ScheduledJobs, TenantPending};
 use crate::pause::pause;
 
 /// The job types this process serves, with their meters: the built-in ones from the start,
@@ -54,8 +54,17 @@ pub async fn report_pending(shared: Arc<Shared>, served: ServedTypes, shutdown: 
         if let Ok(stream) = shared.js.get_stream(shared.names.jobs_stream()).await {
             let backlog = jetstream::backlog_by_type(&stream, &shared.names).await;
             for (job_type, meters) in &served.snapshot() {
-                if let Some(pending) = backlog.as_ref().map(|b| b.get(*job_type)) {
-                    meters.emit(PendingMessages(pending.copied().unwrap_or(0)));
+                if let Some(backlog) = &backlog {
+                    let by_tenant = backlog.get(*job_type);
+                    let total = by_tenant.map_or(0, |b| b.values().sum());
+                    meters.emit(PendingMessages(total));
+                    for (tenant, jobs) in by_tenant.into_iter().flatten() {
+                        let tenant = tenant.as_deref().unwrap_or("*");
+                        meters.emit(TenantPending {
+                            tenant,
+                            jobs: *jobs,
+                        });
+                    }
                 }
                 let names = &shared.names;
                 if let Some(count) = jetstream::scheduled_count(&shared.js, names, job_type).await {

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use super::admission;
 use super::execute::Group;
 use super::fair::FairQueue;
 use super::settle::nak;
@@ -40,6 +41,10 @@ const GROUP_WAIT: Duration = Duration::from_millis(20);
 
 /// How often a type's lanes on the server are compared with the ones served here.
 const LANE_SCAN: Duration = Duration::from_secs(5);
+
+/// Longest wait before a limited tenant's held-back jobs are looked at again: another replica
+/// may have freed places in flight meanwhile.
+const LIMIT_POLL: Duration = Duration::from_millis(100);
 
 enum Role {
     /// Starts the fetched jobs as slots free.
@@ -72,11 +77,12 @@ impl Puller {
         bound: Arc<AtomicBool>,
     ) -> Vec<Self> {
         let slots = Arc::new(Semaphore::new(shared.concurrency));
-        let lanes = shared.tenants.lanes();
+        let tenants = shared.tenants.current();
+        let lanes = tenants.lanes();
         let queue = Arc::new(FairQueue::new(
             lanes
                 .iter()
-                .map(|lane| (lane.clone(), shared.tenants.weight(lane))),
+                .map(|lane| (lane.clone(), tenants.weight(lane))),
         ));
         let roles = [Role::Dispatch, Role::Discover]
             .into_iter()
@@ -153,36 +159,50 @@ impl Puller {
     async fn discover(&self, shutdown: Shutdown) {
         let job_type = self.served.job_type();
         let names = &self.shared.names;
+        let mut tenants = self.shared.tenants.clone();
         let mut known: std::collections::BTreeSet<Lane> =
-            self.shared.tenants.lanes().into_iter().collect();
+            tenants.current().lanes().into_iter().collect();
         let mut fetchers = JoinSet::new();
         let filter = format!("{}.*.*", names.job_subject(job_type));
         loop {
-            pause(&shutdown, LANE_SCAN).await;
-            if shutdown.is_cancelled() {
-                break;
+            let changed = tokio::select! {
+                () = tokio::time::sleep(LANE_SCAN) => false,
+                changed = tenants.changed() => changed,
+                () = shutdown.cancelled() => break,
+            };
+            let mut found: Vec<(Lane, bool)> = Vec::new();
+            if changed {
+                // Tenants listed since the start get their lanes at once, and every tenant its
+                // new weight.
+                let current = tenants.current();
+                self.queue.set_weights(|t| current.weight_of(t));
+                found.extend(current.lanes().into_iter().map(|lane| (lane, true)));
+            } else if let Ok(stream) = self.shared.js.get_stream_no_info(names.jobs_stream()).await
+            {
+                if let Ok(subjects) = stream.info_with_subjects(&filter).await {
+                    let subjects: Vec<(String, usize)> =
+                        subjects.filter_map(|s| async { s.ok() }).collect().await;
+                    found.extend(subjects.into_iter().filter_map(|(subject, _)| {
+                        let (of_type, lane) = names.lane_of(&subject)?;
+                        (of_type == job_type).then_some((lane, false))
+                    }));
+                }
             }
-            let Ok(stream) = self.shared.js.get_stream_no_info(names.jobs_stream()).await else {
-                continue;
-            };
-            let subjects: Vec<(String, usize)> = match stream.info_with_subjects(&filter).await {
-                Ok(subjects) => subjects.filter_map(|s| async { s.ok() }).collect().await,
-                Err(_) => continue,
-            };
-            for (subject, _) in subjects {
-                let Some((of_type, lane)) = names.lane_of(&subject) else {
-                    continue;
-                };
-                if of_type != job_type || known.contains(&lane) {
+            for (lane, listed) in found {
+                if known.contains(&lane) {
                     continue;
                 }
-                tracing::warn!(
-                    job_type,
-                    subject,
-                    "serving a lane whose tenant is not in CODIGO_TENANTS here"
-                );
+                if !listed {
+                    let tenant = lane.tenant.as_deref().unwrap_or("*");
+                    tracing::warn!(
+                        job_type,
+                        tenant,
+                        "serving a lane whose tenant is not in CODIGO_TENANTS here"
+                    );
+                }
                 known.insert(lane.clone());
-                self.queue.add_lane(lane.clone(), 1);
+                let weight = tenants.current().weight(&lane);
+                self.queue.add_lane(lane.clone(), weight);
                 let fetcher = Self {
                     served: self.served.clone(),
                     shared: self.shared.clone(),
@@ -210,14 +230,31 @@ impl Puller {
         .await;
     }
 
+    /// How many of the lane's jobs to keep fetched: fewer for a tenant whose concurrency is
+    /// limited, whose jobs would only wait here while another replica has room.
+    fn prefetch(&self, lane: &Lane) -> usize {
+        let mut prefetch = self.shared.concurrency.clamp(1, MAX_PREFETCH);
+        if let Some(tenant) = lane.tenant.as_deref() {
+            let (own, of_type) = self
+                .shared
+                .tenants
+                .current()
+                .limits(tenant, self.served.job_type());
+            for limit in [own.concurrency, of_type.concurrency].into_iter().flatten() {
+                prefetch = prefetch.min(usize::try_from(limit).unwrap_or(usize::MAX));
+            }
+        }
+        prefetch.max(1)
+    }
+
     /// Keeps up to [`MAX_PREFETCH`] of the lane's jobs fetched, pulling again once half are
     /// taken, until `shutdown`.
     async fn fetch(&self, lane: &Lane, shutdown: Shutdown) {
         let job_type = self.served.job_type();
-        let prefetch = self.shared.concurrency.clamp(1, MAX_PREFETCH);
         let readiness = lane.is_default();
         let mut consumer: Option<PullConsumer> = None;
         while !shutdown.is_cancelled() {
+            let prefetch = self.prefetch(lane);
             let waiting = self.queue.waiting_in(lane);
             if waiting > prefetch / 2 {
                 tokio::select! {
@@ -318,13 +355,65 @@ impl Puller {
                 // Let the rest of a pull that is arriving join this group.
                 tokio::time::sleep(GROUP_LINGER).await;
             }
-            let messages = self.queue.take(permits.num_permits());
-            let Some(taken) = permits.split(messages.len()) else {
+            let tenants = self.shared.tenants.current();
+            let n = permits.num_permits();
+            let admitted = admission::admit(
+                &self.shared,
+                &self.meters,
+                &self.queue,
+                &tenants,
+                job_type,
+                n,
+            )
+            .await;
+            let started = self.queue.take_capped(n, &admitted.caps);
+            admission::unadmit_unstarted(&self.shared, &tenants, job_type, &admitted, &started)
+                .await;
+            if started.is_empty() {
+                // Every job waiting is held back by its tenant's limits: look again when one
+                // may start or another tenant's job arrives.
+                let wait = admitted
+                    .retry_after
+                    .unwrap_or(LIMIT_POLL)
+                    .clamp(Duration::from_millis(1), LIMIT_POLL);
+                tokio::select! {
+                    () = self.queue.until_arrival() => {}
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => break,
+                }
                 continue;
-            };
-            for group in self.groups(messages, taken, &hard_stop) {
+            }
+            // A group per tenant: another tenant's few jobs commit in a transaction of their
+            // own, not inside a flood's 128.
+            let mut by_tenant: Vec<(Option<String>, Vec<jetstream::Message>)> = Vec::new();
+            for (tenant, message) in started {
+                match by_tenant.iter_mut().find(|(t, _)| *t == tenant) {
+                    Some((_, messages)) => messages.push(message),
+                    None => by_tenant.push((tenant, vec![message])),
+                }
+            }
+            let mut groups = Vec::new();
+            for (_, messages) in by_tenant {
+                let Some(taken) = permits.split(messages.len()) else {
+                    continue;
+                };
+                groups.extend(self.groups(messages, taken, &hard_stop));
+            }
+            for group in groups {
                 let served = self.served.clone();
-                tasks.spawn(async move { served.process(group).await });
+                let shared = self.shared.clone();
+                let held = admission::tenants_of(&shared, &group.messages);
+                let gauges: Vec<_> = held
+                    .iter()
+                    .map(|(tenant, jobs)| self.meters.tenant_in_flight(tenant, *jobs))
+                    .collect();
+                tasks.spawn(async move {
+                    served.process(group).await;
+                    drop(gauges);
+                    for (tenant, jobs) in held {
+                        shared.limiter.finished(&tenant, job_type, jobs).await;
+                    }
+                });
             }
         }
 

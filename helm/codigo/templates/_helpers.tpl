@@ -115,9 +115,15 @@ seccompProfile:
 {{- $c := .ctx.Values.config -}}
 - name: CODIGO_NAMESPACE
   value: {{ $c.namespace | quote }}
-{{- with include "codigo.tenantsEnv" .ctx }}
+{{- if .ctx.Values.tenants }}
+{{- if eq .component "ctl" }}
 - name: CODIGO_TENANTS
-  value: {{ . | quote }}
+  value: {{ include "codigo.tenantsEnv" .ctx | quote }}
+{{- else }}
+# Read again when the ConfigMap changes: weights and limits change without a restart.
+- name: CODIGO_TENANTS_FILE
+  value: /etc/codigo/tenants/tenants
+{{- end }}
 {{- end }}
 - name: NATS_URL
   value: {{ $c.natsUrl | quote }}
@@ -205,6 +211,11 @@ seccompProfile:
   emptyDir:
     medium: Memory
     sizeLimit: 16Mi
+{{- if and .ctx.Values.tenants (ne .component "ctl") }}
+- name: tenants
+  configMap:
+    name: {{ include "codigo.componentName" (dict "ctx" .ctx "suffix" "tenants") }}
+{{- end }}
 {{- $auth := .ctx.Values.natsAuth }}
 {{- if eq $auth.type "creds" }}
 {{- $a := index $auth .component }}
@@ -230,6 +241,11 @@ seccompProfile:
 {{- define "codigo.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
+{{- if and .ctx.Values.tenants (ne .component "ctl") }}
+- name: tenants
+  mountPath: /etc/codigo/tenants
+  readOnly: true
+{{- end }}
 {{- if eq .ctx.Values.natsAuth.type "creds" }}
 - name: nats-creds
   mountPath: /var/run/secrets/codigo/nats
@@ -381,13 +397,26 @@ matchExpressions:
 {{- toYaml $suffixes -}}
 {{- end -}}
 
-{{/* CODIGO_TENANTS from `tenants` (name;weight=N,...). */}}
-{{- define "codigo.tenantsEnv" -}}
+{{/* The entries of `tenants` in CODIGO_TENANTS' syntax (common/src/tenants.rs), one per
+     tenant: name;weight=W[;concurrency=N][;jobs_per_sec=R][;<type>:concurrency=N]... */}}
+{{- define "codigo.tenantEntries" -}}
 {{- $entries := list -}}
 {{- range .Values.tenants -}}
-{{- $entries = append $entries (printf "%s;weight=%d" .name (int (.weight | default 1))) -}}
+{{- $entry := printf "%s;weight=%d" .name (int (.weight | default 1)) -}}
+{{- if .concurrency }}{{ $entry = printf "%s;concurrency=%d" $entry (int .concurrency) }}{{ end -}}
+{{- if .jobsPerSec }}{{ $entry = printf "%s;jobs_per_sec=%v" $entry .jobsPerSec }}{{ end -}}
+{{- range $type, $l := .types -}}
+{{- if $l.concurrency }}{{ $entry = printf "%s;%s:concurrency=%d" $entry $type (int $l.concurrency) }}{{ end -}}
+{{- if $l.jobsPerSec }}{{ $entry = printf "%s;%s:jobs_per_sec=%v" $entry $type $l.jobsPerSec }}{{ end -}}
 {{- end -}}
-{{- join "," $entries -}}
+{{- $entries = append $entries $entry -}}
+{{- end -}}
+{{- toYaml $entries -}}
+{{- end -}}
+
+{{/* CODIGO_TENANTS for the setup hook, which runs before the tenants' ConfigMap exists. */}}
+{{- define "codigo.tenantsEnv" -}}
+{{- join "," (include "codigo.tenantEntries" . | fromYamlArray) -}}
 {{- end -}}
 
 {{/* Network ------------------------------------------------------------------ */}}
