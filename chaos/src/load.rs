@@ -12,13 +12,28 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-/// The tenant of the suite's API key.
+/// The tenants of the suite's two API keys, both with lanes of their own
+/// ([`TENANTS_SETTING`]), so that the faults hit fair dispatch across tenants and priorities.
 pub const TENANT: &str = "chaos";
+pub const TENANT_B: &str = "chaos-b";
+/// `CODIGO_TENANTS` of every process.
+pub const TENANTS_SETTING: &str = "chaos;weight=2,chaos-b";
+
+/// The API key of `tenant`'s, from the suite's token.
+pub fn token_of(token: &str, tenant: &str) -> String {
+    if tenant == TENANT {
+        token.to_owned()
+    } else {
+        format!("{token}-b")
+    }
+}
 
 /// One `ledger.post` job the suite wants applied.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
     pub key: String,
+    pub tenant: &'static str,
+    pub priority: &'static str,
     pub account: String,
     pub amount: i64,
     pub memo: Option<String>,
@@ -26,7 +41,7 @@ pub struct JobSpec {
 
 impl JobSpec {
     pub fn id(&self) -> Uuid {
-        codigo_schemas::job_id(TENANT, codigo_schemas::LEDGER_POST, Some(&self.key))
+        codigo_schemas::job_id(self.tenant, codigo_schemas::LEDGER_POST, Some(&self.key))
     }
 
     fn request(&self) -> Value {
@@ -35,7 +50,8 @@ impl JobSpec {
         if let Some(memo) = &self.memo {
             payload["memo"] = json!(memo);
         }
-        json!({"type": "ledger.post", "payload": payload, "idempotency_key": self.key})
+        json!({"type": "ledger.post", "payload": payload, "idempotency_key": self.key,
+               "priority": self.priority})
     }
 }
 
@@ -120,7 +136,12 @@ impl Load {
                             load.submit_single(job, deadline).await;
                         }
                     } else {
-                        load.submit_batch(chunk, deadline).await;
+                        // A batch is one tenant's: its key's.
+                        let (a, b): (Vec<JobSpec>, Vec<JobSpec>) =
+                            chunk.into_iter().partition(|job| job.tenant == TENANT);
+                        for part in [a, b].into_iter().filter(|p| !p.is_empty()) {
+                            load.submit_batch(part, deadline).await;
+                        }
                     }
                     tokio::time::sleep(pace).await;
                 }
@@ -183,11 +204,16 @@ impl Load {
 
     /// Posts `body` to the gateway's `path` and counts the answer's status; `None`, after a
     /// short pause, when no answer came.
-    async fn post(&self, path: &str, body: &Value) -> Option<(reqwest::Response, u16)> {
+    async fn post(
+        &self,
+        path: &str,
+        tenant: &str,
+        body: &Value,
+    ) -> Option<(reqwest::Response, u16)> {
         let sent = self
             .http
             .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(token_of(&self.token, tenant))
             .json(body)
             .send()
             .await;
@@ -213,7 +239,8 @@ impl Load {
                 return;
             }
             let body = json!({"jobs": chunk.iter().map(JobSpec::request).collect::<Vec<_>>()});
-            let Some((response, status)) = self.post("/v1/jobs/batch", &body).await else {
+            let tenant = chunk[0].tenant;
+            let Some((response, status)) = self.post("/v1/jobs/batch", tenant, &body).await else {
                 continue;
             };
             if status == 503 {
@@ -264,7 +291,8 @@ impl Load {
             if !self.may_try(&mut attempts, 1, deadline) {
                 return;
             }
-            let Some((response, status)) = self.post("/v1/jobs", &job.request()).await else {
+            let sent = self.post("/v1/jobs", job.tenant, &job.request()).await;
+            let Some((response, status)) = sent else {
                 continue;
             };
             match status {
