@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use async_nats::jetstream::consumer;
+use async_nats::jetstream::{consumer, stream::Stream, Context};
 use codigo_common::config::{DatabaseArgs, NatsArgs};
 use codigo_common::declarations::Declarations;
 use codigo_common::lanes::Priority;
@@ -72,12 +72,8 @@ async fn in_progress(
     }
 }
 
-pub async fn run(
-    nats_args: &NatsArgs,
-    database: &DatabaseArgs,
-    names: &Names,
-    format: Format,
-) -> anyhow::Result<()> {
+/// A JetStream context and the work stream, or what to do when it is missing.
+async fn work_stream(nats_args: &NatsArgs, names: &Names) -> anyhow::Result<(Context, Stream)> {
     let client = nats::connect(nats_args, "codigo-ctl", InitialConnect::FailFast).await?;
     let js = async_nats::jetstream::new(client);
     let jobs = js.get_stream(names.jobs_stream()).await.map_err(|e| {
@@ -86,6 +82,16 @@ pub async fn run(
             names.jobs_stream()
         )
     })?;
+    Ok((js, jobs))
+}
+
+pub async fn run(
+    nats_args: &NatsArgs,
+    database: &DatabaseArgs,
+    names: &Names,
+    format: Format,
+) -> anyhow::Result<()> {
+    let (js, jobs) = work_stream(nats_args, names).await?;
     let dlq = js.get_stream(names.dlq_stream()).await?;
     let dead: BTreeMap<String, usize> = dlq
         .info_with_subjects(names.dlq_wildcard())
@@ -225,14 +231,7 @@ pub async fn by_tenant(
     names: &Names,
     format: Format,
 ) -> anyhow::Result<()> {
-    let client = nats::connect(nats_args, "codigo-ctl", InitialConnect::FailFast).await?;
-    let js = async_nats::jetstream::new(client);
-    let jobs = js.get_stream(names.jobs_stream()).await.map_err(|e| {
-        anyhow::anyhow!(
-            "stream {} not found ({e}); run `codigo-ctl setup`",
-            names.jobs_stream()
-        )
-    })?;
+    let (_, jobs) = work_stream(nats_args, names).await?;
     let infos: Vec<consumer::Info> = jobs.consumers().try_collect().await?;
     let mut rows: BTreeMap<(String, String), TenantStatus> = BTreeMap::new();
     for info in infos {

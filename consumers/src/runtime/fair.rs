@@ -153,9 +153,19 @@ impl<M> FairQueue<M> {
         self.arrived.notified().await;
     }
 
-    /// Waits until jobs have been taken, or `at_most`.
-    pub(crate) async fn until_taken(&self, at_most: Duration) {
-        let _ = tokio::time::timeout(at_most, self.taken.notified()).await;
+    /// Waits until at most `room` of `lane`'s jobs wait. The wake-up is registered before the
+    /// count is read: a take between the two would otherwise go unnoticed, and the lane would
+    /// sit idle with an empty buffer.
+    pub(crate) async fn until_at_most(&self, lane: &Lane, room: usize) {
+        loop {
+            let taken = self.taken.notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            if self.waiting_in(lane) <= room {
+                return;
+            }
+            taken.await;
+        }
     }
 
     /// Up to `n` jobs in the rotation's order.

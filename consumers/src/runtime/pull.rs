@@ -255,14 +255,11 @@ impl Puller {
         let mut consumer: Option<PullConsumer> = None;
         while !shutdown.is_cancelled() {
             let prefetch = self.prefetch(lane);
-            let waiting = self.queue.waiting_in(lane);
-            if waiting > prefetch / 2 {
-                tokio::select! {
-                    () = self.queue.until_taken(Duration::from_secs(1)) => {}
-                    () = shutdown.cancelled() => break,
-                }
-                continue;
+            tokio::select! {
+                () = self.queue.until_at_most(lane, prefetch / 2) => {}
+                () = shutdown.cancelled() => break,
             }
+            let waiting = self.queue.waiting_in(lane);
             let bound = match consumer.take() {
                 Some(c) => c,
                 None => match self.bind(lane).await {
