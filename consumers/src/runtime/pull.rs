@@ -463,7 +463,20 @@ impl Puller {
             hard_stop: hard_stop.clone(),
         };
         if self.served.groups() {
-            return vec![group(messages, taken)];
+            // Groups of up to a group's size: a round may start several, whose transactions
+            // then overlap.
+            let size = self.shared.concurrency.clamp(1, MAX_GROUP);
+            let mut messages = messages;
+            let mut groups = Vec::new();
+            while !messages.is_empty() {
+                let rest = messages.split_off(size.min(messages.len()));
+                let Some(permits) = taken.split(messages.len()) else {
+                    break;
+                };
+                groups.push(group(messages, permits));
+                messages = rest;
+            }
+            return groups;
         }
         messages
             .into_iter()
