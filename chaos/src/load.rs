@@ -12,28 +12,13 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-/// The tenants of the suite's two API keys, both with lanes of their own
-/// ([`TENANTS_SETTING`]), so that the faults hit fair dispatch across tenants and priorities.
+/// The tenant of the suite's API key.
 pub const TENANT: &str = "chaos";
-pub const TENANT_B: &str = "chaos-b";
-/// `CODIGO_TENANTS` of every process.
-pub const TENANTS_SETTING: &str = "chaos;weight=2,chaos-b";
-
-/// The API key of `tenant`'s, from the suite's token.
-pub fn token_of(token: &str, tenant: &str) -> String {
-    if tenant == TENANT {
-        token.to_owned()
-    } else {
-        format!("{token}-b")
-    }
-}
 
 /// One `ledger.post` job the suite wants applied.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
     pub key: String,
-    pub tenant: &'static str,
-    pub priority: &'static str,
     pub account: String,
     pub amount: i64,
     pub memo: Option<String>,
@@ -41,7 +26,7 @@ pub struct JobSpec {
 
 impl JobSpec {
     pub fn id(&self) -> Uuid {
-        codigo_schemas::job_id(self.tenant, codigo_schemas::LEDGER_POST, Some(&self.key))
+        codigo_schemas::job_id(TENANT, codigo_schemas::LEDGER_POST, Some(&self.key))
     }
 
     fn request(&self) -> Value {
@@ -50,8 +35,7 @@ impl JobSpec {
         if let Some(memo) = &self.memo {
             payload["memo"] = json!(memo);
         }
-        json!({"type": "ledger.post", "payload": payload, "idempotency_key": self.key,
-               "priority": self.priority})
+        json!({"type": "ledger.post", "payload": payload, "idempotency_key": self.key})
     }
 }
 
@@ -136,12 +120,7 @@ impl Load {
                             load.submit_single(job, deadline).await;
                         }
                     } else {
-                        // A batch is one tenant's: its key's.
-                        let (a, b): (Vec<JobSpec>, Vec<JobSpec>) =
-                            chunk.into_iter().partition(|job| job.tenant == TENANT);
-                        for part in [a, b].into_iter().filter(|p| !p.is_empty()) {
-                            load.submit_batch(part, deadline).await;
-                        }
+                        load.submit_batch(chunk, deadline).await;
                     }
                     tokio::time::sleep(pace).await;
                 }
@@ -204,16 +183,11 @@ impl Load {
 
     /// Posts `body` to the gateway's `path` and counts the answer's status; `None`, after a
     /// short pause, when no answer came.
-    async fn post(
-        &self,
-        path: &str,
-        tenant: &str,
-        body: &Value,
-    ) -> Option<(reqwest::Response, u16)> {
+    async fn post(&self, path: &str, body: &Value) -> Option<(reqwest::Response, u16)> {
         let sent = self
             .http
             .post(format!("{}{path}", self.base))
-            .bearer_auth(token_of(&self.token, tenant))
+            .bearer_auth(&self.token)
             .json(body)
             .send()
             .await;
@@ -239,8 +213,7 @@ impl Load {
                 return;
             }
             let body = json!({"jobs": chunk.iter().map(JobSpec::request).collect::<Vec<_>>()});
-            let tenant = chunk[0].tenant;
-            let Some((response, status)) = self.post("/v1/jobs/batch", tenant, &body).await else {
+            let Some((response, status)) = self.post("/v1/jobs/batch", &body).await else {
                 continue;
             };
             if status == 503 {
@@ -291,8 +264,7 @@ impl Load {
             if !self.may_try(&mut attempts, 1, deadline) {
                 return;
             }
-            let sent = self.post("/v1/jobs", job.tenant, &job.request()).await;
-            let Some((response, status)) = sent else {
+            let Some((response, status)) = self.post("/v1/jobs", &job.request()).await else {
                 continue;
             };
             match status {

@@ -9,7 +9,6 @@ pub use codigo_testkit::process::Binaries;
 use codigo_testkit::process::{self, Process};
 use tokio::process::Command;
 
-use crate::load::{token_of, TENANT, TENANT_B};
 use crate::ChaosError;
 
 /// Settings every binary shares (server URLs, stream and consumer shape).
@@ -34,7 +33,6 @@ impl Common {
             .env("NATS_URL", &self.nats_url)
             .env("DATABASE_URL", &self.database_url)
             .env("CODIGO_NAMESPACE", "codigo")
-            .env("CODIGO_TENANTS", crate::load::TENANTS_SETTING)
             .env("CODIGO_MAX_DELIVER", self.max_deliver.to_string())
             .env("CODIGO_ACK_WAIT_SECS", self.ack_wait_secs.to_string())
             .env("CODIGO_BACKOFF_SECS", self.ack_wait_secs.to_string())
@@ -60,15 +58,6 @@ pub async fn setup(bins: &Binaries, common: &Common) -> Result<(), ChaosError> {
     Ok(())
 }
 
-/// The suite's two keys, one per tenant.
-fn api_keys(token: &str) -> String {
-    format!(
-        "{TENANT}:{},{TENANT_B}:{}",
-        token_of(token, TENANT),
-        token_of(token, TENANT_B)
-    )
-}
-
 pub struct Producer {
     pub port: u16,
     process: Process,
@@ -87,7 +76,7 @@ impl Producer {
         common.apply(&mut command);
         command
             .env("CODIGO_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("CODIGO_API_KEYS", api_keys(token))
+            .env("CODIGO_API_KEYS", format!("chaos:{token}"))
             .env("CODIGO_RATE_LIMIT_PER_KEY", "0")
             .env("CODIGO_PUBLISH_TIMEOUT_SECS", "2")
             .env("CODIGO_SHUTDOWN_TIMEOUT_SECS", "5");

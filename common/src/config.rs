@@ -206,8 +206,6 @@ pub struct ServiceArgs {
     pub jetstream: JetStreamArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
-    #[command(flatten)]
-    pub tenants: crate::tenants::TenantsArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

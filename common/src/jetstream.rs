@@ -7,7 +7,6 @@ use async_nats::jetstream::{self, consumer, stream};
 use codigo_schemas::{DeclaredType, Policy};
 
 use crate::config::JetStreamArgs;
-use crate::lanes::Lane;
 use crate::Names;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +26,6 @@ pub enum SetupError {
     Declarations(#[from] crate::declarations::DeclarationsError),
     #[error("cannot list or delete the work stream's consumers: {0}; check that this NATS user may manage them (codigo-ctl)")]
     Prune(String),
-    #[error("cannot create or update the key-value bucket {bucket}: {reason}; is JetStream enabled and may this user manage streams?")]
-    Bucket { bucket: String, reason: String },
     #[error("stream {stream} is unreachable: {source}; run `codigo-ctl setup`")]
     Lookup {
         stream: String,
@@ -164,31 +161,10 @@ pub fn job_consumer_config(
     args: &JetStreamArgs,
     job_type: &str,
 ) -> consumer::pull::Config {
-    lane_consumer_config(names, args, job_type, &Lane::default())
-}
-
-/// The durable consumer of one lane of a job type; the default lane's is the type's own.
-pub fn lane_consumer_config(
-    names: &Names,
-    args: &JetStreamArgs,
-    job_type: &str,
-    lane: &Lane,
-) -> consumer::pull::Config {
-    let description = match &lane.tenant {
-        _ if lane.is_default() => format!("Codigo workers for {job_type}"),
-        Some(tenant) => format!(
-            "Codigo workers for {job_type}, tenant {tenant}, {} priority",
-            lane.priority
-        ),
-        None => format!(
-            "Codigo workers for {job_type}, shared lane, {} priority",
-            lane.priority
-        ),
-    };
     consumer::pull::Config {
-        durable_name: Some(names.lane_durable(job_type, lane)),
-        description: Some(description),
-        filter_subject: names.lane_subject(job_type, lane),
+        durable_name: Some(names.durable(job_type)),
+        description: Some(format!("Codigo workers for {job_type}")),
+        filter_subject: names.job_subject(job_type),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: args.ack_wait,
         max_deliver: args.max_deliver,
@@ -227,20 +203,6 @@ pub async fn scheduled_count(
         .await
         .ok()
         .map(|info| info.num_pending)
-}
-
-/// The tenants' jobs in flight and start pace, shared by the worker replicas (consumer
-/// `limits`): small values changed by compare-and-set, one revision kept.
-pub fn tenant_limits_bucket_config(names: &Names, args: &JetStreamArgs) -> jetstream::kv::Config {
-    jetstream::kv::Config {
-        bucket: names.tenant_limits_bucket(),
-        description: "Codigo tenants' jobs in flight and start pace, across replicas".into(),
-        history: 1,
-        max_value_size: 64 * 1024,
-        storage: stream::StorageType::File,
-        num_replicas: args.stream_replicas,
-        ..Default::default()
-    }
 }
 
 pub fn advisories_consumer_config(names: &Names) -> consumer::pull::Config {
@@ -313,12 +275,6 @@ pub async fn ensure_topology<'a>(
     )
     .await?;
     crate::declarations::Declarations::ensure(js, names, args).await?;
-    js.create_or_update_key_value(tenant_limits_bucket_config(names, args))
-        .await
-        .map_err(|e| SetupError::Bucket {
-            bucket: names.tenant_limits_bucket(),
-            reason: e.to_string(),
-        })?;
     for job_type in job_types {
         ensure_consumer(
             &jobs,
@@ -364,7 +320,6 @@ pub async fn delete_topology(js: &jetstream::Context, names: &Names) {
     let bucket = format!("KV_{}", names.job_types_bucket());
     for stream in [
         bucket,
-        format!("KV_{}", names.tenant_limits_bucket()),
         names.jobs_stream(),
         names.scheduled_stream(),
         names.dlq_stream(),
@@ -418,7 +373,7 @@ pub async fn prune_job_consumers(
 ) -> Result<Vec<String>, SetupError> {
     use futures::TryStreamExt as _;
     let stream = lookup_stream(js, names.jobs_stream()).await?;
-
+    let keep: Vec<String> = job_types.iter().map(|t| names.durable(t)).collect();
     let infos: Vec<consumer::Info> = stream
         .consumers()
         .try_collect()
@@ -426,13 +381,13 @@ pub async fn prune_job_consumers(
         .map_err(|e| SetupError::Prune(e.to_string()))?;
     let mut deleted = Vec::new();
     for info in infos {
-        let Some((job_type, lane)) = names.lane_of(&info.config.filter_subject) else {
+        let Some(job_type) = names.job_type_of(&info.config.filter_subject) else {
             continue;
         };
         let durable = info.config.durable_name.clone().unwrap_or_default();
-        let ours = durable == names.lane_durable(job_type, &lane);
+        let ours = durable == names.durable(job_type);
         let drained = info.num_pending == 0 && info.num_ack_pending == 0;
-        if ours && drained && !job_types.iter().any(|t| t == job_type) {
+        if ours && drained && !keep.contains(&durable) {
             stream
                 .delete_consumer(&durable)
                 .await
@@ -443,31 +398,6 @@ pub async fn prune_job_consumers(
     Ok(deleted)
 }
 
-/// The jobs waiting to be fetched by job type, then by tenant (`None`: the shared lanes),
-/// summed over the lanes' consumers; `None` when the consumers cannot be listed.
-pub async fn backlog_by_type(stream: &jetstream::stream::Stream, names: &Names) -> Option<Backlog> {
-    use futures::TryStreamExt as _;
-    let infos: Vec<consumer::Info> = stream.consumers().try_collect().await.ok()?;
-    let mut backlog = Backlog::new();
-    for info in infos {
-        let durable = info.config.durable_name.as_deref().unwrap_or_default();
-        if let Some((job_type, lane)) = names.lane_of(&info.config.filter_subject) {
-            if durable == names.lane_durable(job_type, &lane) {
-                *backlog
-                    .entry(job_type.to_owned())
-                    .or_default()
-                    .entry(lane.tenant)
-                    .or_insert(0) += info.num_pending;
-            }
-        }
-    }
-    Some(backlog)
-}
-
-/// Jobs waiting, by job type and tenant.
-pub type Backlog =
-    std::collections::BTreeMap<String, std::collections::BTreeMap<Option<String>, u64>>;
-
 /// The durable consumer of one job type, created again if it went missing (deleted by an
 /// operator, or lost with a NATS store).
 pub async fn bind_job_consumer(
@@ -476,40 +406,9 @@ pub async fn bind_job_consumer(
     args: &JetStreamArgs,
     job_type: &str,
 ) -> Result<PullConsumer, SetupError> {
-    bind_lane_consumer(js, names, args, job_type, &Lane::default()).await
-}
-
-/// The durable consumer of one lane of a job type, created again if it went missing.
-pub async fn bind_lane_consumer(
-    js: &jetstream::Context,
-    names: &Names,
-    args: &JetStreamArgs,
-    job_type: &str,
-    lane: &Lane,
-) -> Result<PullConsumer, SetupError> {
     let stream = lookup_stream(js, names.jobs_stream()).await?;
-    let config = lane_consumer_config(names, args, job_type, lane);
+    let config = job_consumer_config(names, args, job_type);
     ensure_consumer(&stream, &names.jobs_stream(), config).await
-}
-
-/// Creates or updates every lane's durable consumer of `job_types`: what `codigo-ctl setup`
-/// does for the listed tenants, so that an autoscaler reading their lag finds them before the
-/// first worker starts.
-pub async fn ensure_lanes<'a>(
-    js: &jetstream::Context,
-    names: &Names,
-    args: &JetStreamArgs,
-    job_types: impl IntoIterator<Item = &'a str>,
-    lanes: &[Lane],
-) -> Result<(), SetupError> {
-    let stream = lookup_stream(js, names.jobs_stream()).await?;
-    for job_type in job_types {
-        for lane in lanes {
-            let config = lane_consumer_config(names, args, job_type, lane);
-            ensure_consumer(&stream, &names.jobs_stream(), config).await?;
-        }
-    }
-    Ok(())
 }
 
 /// The advisories consumer shared by every worker replica.

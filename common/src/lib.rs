@@ -8,14 +8,12 @@ pub mod contract;
 pub mod db;
 pub mod declarations;
 pub mod jetstream;
-pub mod lanes;
 pub mod metric;
 pub mod names;
 pub mod nats;
 pub mod redact;
 pub mod shutdown;
 pub mod telemetry;
-pub mod tenants;
 pub mod webhook_secret;
 
 pub use names::Names;

@@ -48,11 +48,6 @@ impl Names {
         format!("{}_JOB_TYPES", self.stream_prefix)
     }
 
-    /// The key-value bucket of the tenants' jobs in flight and start pace (stream `KV_<bucket>`).
-    pub fn tenant_limits_bucket(&self) -> String {
-        format!("{}_TENANT_LIMITS", self.stream_prefix)
-    }
-
     pub fn job_subject(&self, job_type: &str) -> String {
         format!("{}.jobs.{job_type}", self.namespace)
     }
@@ -121,12 +116,11 @@ impl Names {
         format!("dlq:{}:{stream_sequence}", self.jobs_stream())
     }
 
-    /// The job type a work (or lane) or dead-letter subject belongs to.
+    /// The job type a work or dead-letter subject belongs to.
     pub fn job_type_of<'a>(&self, subject: &'a str) -> Option<&'a str> {
         let rest = subject.strip_prefix(&self.namespace)?.strip_prefix('.')?;
         rest.strip_prefix("jobs.")
             .or_else(|| rest.strip_prefix("dlq."))
-            .map(|t| t.split_once(".@").map_or(t, |(job_type, _)| job_type))
             .filter(|t| !t.is_empty())
     }
 
@@ -166,10 +160,6 @@ mod tests {
         assert_eq!(
             n.job_type_of("codigo.dlq.webhook.deliver"),
             Some("webhook.deliver")
-        );
-        assert_eq!(
-            n.job_type_of("codigo.jobs.ledger.post.@acme.high"),
-            Some("ledger.post")
         );
         assert_eq!(n.job_type_of("other.jobs.x"), None);
     }

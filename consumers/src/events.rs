@@ -73,26 +73,6 @@ const PENDING: Metric = Metric {
     labels: &["job_type"],
     help: "Messages of the job type's durable consumer not yet delivered (num_pending).",
 };
-const TENANT_PENDING: Metric = Metric {
-    name: "codigo_consumer_tenant_pending_messages",
-    kind: MetricKind::Gauge,
-    labels: &["job_type", "tenant"],
-    help: "Messages waiting in a tenant's lanes of the job type (num_pending of its consumers); \
-           tenant `*` is the lanes shared by tenants not in CODIGO_TENANTS.",
-};
-const TENANT_IN_FLIGHT: Metric = Metric {
-    name: "codigo_consumer_tenant_in_flight",
-    kind: MetricKind::Gauge,
-    labels: &["job_type", "tenant"],
-    help: "A listed tenant's jobs this replica is processing now.",
-};
-const TENANT_THROTTLED: Metric = Metric {
-    name: "codigo_consumer_tenant_throttled_jobs",
-    kind: MetricKind::Gauge,
-    labels: &["job_type", "tenant"],
-    help: "A limited tenant's jobs fetched by this replica and held back by its concurrency or \
-           jobs_per_sec limit at the last dispatch.",
-};
 const DATABASE_ERRORS: Metric = Metric {
     name: "codigo_consumer_database_errors_total",
     kind: MetricKind::Counter,
@@ -114,9 +94,6 @@ pub const METRICS: &[Metric] = &[
     IN_FLIGHT,
     PENDING,
     SCHEDULED,
-    TENANT_PENDING,
-    TENANT_IN_FLIGHT,
-    TENANT_THROTTLED,
     DATABASE_ERRORS,
 ];
 
@@ -161,7 +138,6 @@ fn database_errors(class: DbErrorClass) -> Counter {
 
 /// The series of one job type, resolved once: looking them up per job would cost the hot path.
 pub struct Meters {
-    job_type: &'static str,
     acked: Counter,
     naked: Counter,
     termed: Counter,
@@ -186,7 +162,6 @@ impl Meters {
             dead_letters(job_type, *reason).absolute(0);
         }
         let meters = Self {
-            job_type,
             acked: acks(job_type, AckOutcome::Ack),
             naked: acks(job_type, AckOutcome::Nak),
             termed: acks(job_type, AckOutcome::Term),
@@ -215,22 +190,6 @@ impl Meters {
 
     pub fn emit(&self, event: impl JobEvent) {
         event.emit(self);
-    }
-
-    fn tenant_gauge(&self, metric: &Metric, tenant: &str) -> Gauge {
-        metrics::gauge!(
-            metric.name,
-            metric.labelled([self.job_type.into(), tenant.to_owned().into()])
-        )
-    }
-
-    /// Counts a tenant's `jobs` in flight until the guard drops.
-    pub fn tenant_in_flight(&self, tenant: &str, jobs: usize) -> TenantInFlight {
-        #[allow(clippy::cast_precision_loss)]
-        let jobs = jobs as f64;
-        let gauge = self.tenant_gauge(&TENANT_IN_FLIGHT, tenant);
-        gauge.increment(jobs);
-        TenantInFlight { gauge, jobs }
     }
 
     /// Counts `jobs` in flight until the guard drops.
@@ -346,48 +305,6 @@ impl JobEvent for ScheduledJobs {
     fn emit(self, meters: &Meters) {
         #[allow(clippy::cast_precision_loss)]
         meters.scheduled.set(self.0 as f64);
-    }
-}
-
-/// The backlog of one tenant's lanes (`*`: the shared ones).
-pub struct TenantPending<'a> {
-    pub tenant: &'a str,
-    pub jobs: u64,
-}
-
-impl JobEvent for TenantPending<'_> {
-    fn emit(self, meters: &Meters) {
-        #[allow(clippy::cast_precision_loss)]
-        meters
-            .tenant_gauge(&TENANT_PENDING, self.tenant)
-            .set(self.jobs as f64);
-    }
-}
-
-/// A limited tenant's fetched jobs held back at the last dispatch.
-pub struct TenantThrottled<'a> {
-    pub tenant: &'a str,
-    pub jobs: usize,
-}
-
-impl JobEvent for TenantThrottled<'_> {
-    fn emit(self, meters: &Meters) {
-        #[allow(clippy::cast_precision_loss)]
-        meters
-            .tenant_gauge(&TENANT_THROTTLED, self.tenant)
-            .set(self.jobs as f64);
-    }
-}
-
-/// A tenant's jobs in flight; they leave the gauge when this drops.
-pub struct TenantInFlight {
-    gauge: Gauge,
-    jobs: f64,
-}
-
-impl Drop for TenantInFlight {
-    fn drop(&mut self) {
-        self.gauge.decrement(self.jobs);
     }
 }
 

@@ -135,7 +135,7 @@ impl ExhaustedJobs {
             || {
                 codigo_schemas::registry()
                     .names()
-                    .find(|t| self.names.is_durable_of(t, &exhausted.consumer))
+                    .find(|t| self.names.durable(t) == exhausted.consumer)
                     .unwrap_or("unknown")
                     .to_owned()
             },

@@ -14,7 +14,6 @@ pub mod faults;
 pub mod functions;
 pub mod handlers;
 pub mod http;
-pub mod limits;
 pub mod orphans;
 pub mod pause;
 pub mod retry;
@@ -58,7 +57,6 @@ fn patient() -> ExponentialBuilder {
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let job_types = config.validate().map_err(StartError::config)?;
-        config.service.tenants.load().map_err(StartError::config)?;
         let connections = codigo_common::app::connect(&config.service, "codigo-consumer").await?;
         Ok(Self {
             listener: codigo_common::app::bind(config.http_addr).await?,
@@ -194,16 +192,6 @@ impl Application {
         .map_err(StartError::config)?;
         workers.merge(overrides);
         let dead_letters = dead_letters::DeadLetters::new(js.clone(), names.clone());
-        let tenants = config
-            .service
-            .tenants
-            .follow(shutdown.clone())
-            .map_err(StartError::config)?;
-        let limiter = Arc::new(limits::Limiter::new(
-            js.clone(),
-            names.clone(),
-            config.service.jetstream.clone(),
-        ));
         let shared = Arc::new(runtime::Shared {
             js: js.clone(),
             names: names.clone(),
@@ -216,9 +204,8 @@ impl Application {
             },
             concurrency: config.concurrency,
             fetch_expires: config.fetch_expires,
+            pull_loops: config.pull_loops,
             dead_letters: dead_letters.clone(),
-            tenants: tenants.clone(),
-            limiter: limiter.clone(),
         });
 
         let drain_timeout = config.shutdown_timeout;
@@ -238,8 +225,6 @@ impl Application {
             exhausted: exhausted.clone(),
         });
         tasks.spawn(advisories.run(shutdown.clone()));
-        let renewing = shutdown.clone();
-        tasks.spawn(async move { limiter.renew(renewing).await });
         let served = runtime::ServedTypes::default();
         for (job_type, meters) in &meters {
             served.insert(job_type, meters.clone());
@@ -249,7 +234,6 @@ impl Application {
             names: names.clone(),
             exhausted,
             served: served.clone(),
-            tenants: tenants.clone(),
             interval: config.orphan_sweep,
         };
         tasks.spawn(sweep.run(shutdown.clone()));

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use codigo_common::shutdown::Shutdown;
-use codigo_common::tenants::TenantsWatch;
 use codigo_common::Names;
 
 use crate::events::{self, OrphanFound, OrphanSweepFailed};
@@ -30,8 +29,6 @@ pub struct OrphanSweep {
     pub exhausted: Arc<ExhaustedJobs>,
     /// Built-in and declared types alike: a function's jobs are swept like any other.
     pub served: ServedTypes,
-    /// Whose lanes are swept besides the shared ones.
-    pub tenants: TenantsWatch,
     pub interval: Duration,
 }
 
@@ -65,8 +62,8 @@ impl OrphanSweep {
         }
     }
 
-    /// Dead-letters the orphans of `job_type`'s lanes that were in `seen` and returns the ones
-    /// new to this sweep.
+    /// Dead-letters the orphans of `job_type` that were in `seen` and returns the ones new
+    /// to this sweep.
     async fn sweep(
         &self,
         job_type: &str,
@@ -77,40 +74,15 @@ impl OrphanSweep {
             .get_stream(self.names.jobs_stream())
             .await
             .map_err(jetstream_error)?;
-        let mut found = BTreeSet::new();
-        for lane in self.tenants.current().lanes() {
-            let durable = self.names.lane_durable(job_type, &lane);
-            let info = match stream.consumer_info(&durable).await {
-                Ok(info) => info,
-                // A lane no worker has pulled yet holds nothing delivered.
-                Err(_) if !lane.is_default() => continue,
-                Err(error) => return Err(jetstream_error(error)),
-            };
-            let subject = self.names.lane_subject(job_type, &lane);
-            self.sweep_lane(
-                &stream,
-                job_type,
-                (&durable, &info),
-                subject,
-                seen,
-                &mut found,
-            )
-            .await?;
-        }
-        Ok(found)
-    }
-
-    async fn sweep_lane(
-        &self,
-        stream: &stream::Stream,
-        job_type: &str,
-        (durable, info): (&str, &consumer::Info),
-        subject: String,
-        seen: &BTreeSet<u64>,
-        found: &mut BTreeSet<u64>,
-    ) -> Result<(), ExhaustedError> {
-        let settled = settled_through(info);
+        let durable = self.names.durable(job_type);
+        let info = stream
+            .consumer_info(&durable)
+            .await
+            .map_err(jetstream_error)?;
+        let settled = settled_through(&info);
         let deliveries = u64::try_from(info.config.max_deliver).unwrap_or(0);
+        let subject = self.names.job_subject(job_type);
+        let mut found = BTreeSet::new();
         let mut next = 1;
         while settled > 0 && found.len() < MAX_PER_SWEEP {
             let message = stream
@@ -138,11 +110,11 @@ impl OrphanSweep {
                 .dead_letter(&Exhausted {
                     stream_seq: seq,
                     deliveries,
-                    consumer: durable.to_owned(),
+                    consumer: durable.clone(),
                 })
                 .await?;
         }
-        Ok(())
+        Ok(found)
     }
 }
 

@@ -17,14 +17,9 @@ use serde_json::{json, Value};
 
 const TOKEN: &str = "metrics-token-00000001";
 const SIGNING_KEY: &str = "metrics-signing-key-0001";
-/// The key's tenant has lanes and a limit far above what the test sends, so that the
-/// per-tenant series are on the page too.
-const TENANTS: &str = "metrics;jobs_per_sec=10000";
 
 async fn start_producer(env: &TestEnv) -> TestProducer {
-    let settings = format!(
-        "--api-keys metrics:{TOKEN} --auth required --publish-timeout-secs 2 --tenants {TENANTS}"
-    );
+    let settings = format!("--api-keys metrics:{TOKEN} --auth required --publish-timeout-secs 2");
     TestProducer::spawn(env, &flags(&settings)).await
 }
 
@@ -33,7 +28,7 @@ async fn start_producer(env: &TestEnv) -> TestProducer {
 async fn start_consumer(env: &TestEnv) -> TestConsumer {
     let settings = format!(
         "--webhook-signing-key {SIGNING_KEY} --webhook-timeout-secs 2 {SHORT_RETRIES} \
-         --backoff-secs 5 --tenants {TENANTS}"
+         --backoff-secs 5"
     );
     let config = TestConsumer::config(env, &flags(&settings));
     assert!(

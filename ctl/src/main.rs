@@ -41,9 +41,6 @@ enum Command {
     Status {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
-        /// Per tenant and job type instead: backlog by priority, jobs in flight, limits.
-        #[arg(long)]
-        by_tenant: bool,
     },
     /// Dead letters: `dlq list|show|replay|purge`.
     Dlq {
@@ -95,7 +92,6 @@ async fn main() -> anyhow::Result<()> {
         database,
         jetstream,
         telemetry,
-        tenants,
     } = &cli.service;
     if let Command::Slo { command } = cli.command {
         // Reads Prometheus only: none of the NATS or database settings apply, and each of
@@ -109,12 +105,8 @@ async fn main() -> anyhow::Result<()> {
     jetstream.validate()?;
     let names = codigo_common::Names::new(&nats.namespace)?;
     match cli.command {
-        Command::Setup => setup::run(nats, database, jetstream, &tenants.load()?, &names).await,
-        Command::Status {
-            format,
-            by_tenant: true,
-        } => status::by_tenant(nats, &tenants.load()?, &names, format).await,
-        Command::Status { format, .. } => status::run(nats, database, &names, format).await,
+        Command::Setup => setup::run(nats, database, jetstream, &names).await,
+        Command::Status { format } => status::run(nats, database, &names, format).await,
         Command::Dlq { command } => dlq::run(nats, &names, command).await,
         Command::Teardown { yes } => setup::teardown(nats, &names, yes).await,
         Command::Slo { .. } => unreachable!("handled above"),

@@ -1,7 +1,6 @@
 use codigo_common::config::{DatabaseArgs, JetStreamArgs, NatsArgs};
 use codigo_common::declarations::Declarations;
 use codigo_common::nats::InitialConnect;
-use codigo_common::tenants::Tenants;
 use codigo_common::{db, jetstream, nats, Names};
 use codigo_schemas::registry;
 
@@ -9,7 +8,6 @@ pub async fn run(
     nats_args: &NatsArgs,
     database: &DatabaseArgs,
     js_args: &JetStreamArgs,
-    tenants: &Tenants,
     names: &Names,
 ) -> anyhow::Result<()> {
     let pool = db::connect(database).await?;
@@ -31,15 +29,6 @@ pub async fn run(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    // The lanes' durables, for autoscalers to read their lag before any worker pulls.
-    let lanes = tenants.lanes();
-    jetstream::ensure_lanes(&js, names, js_args, registry().names(), &lanes).await?;
-    if tenants.names().next().is_some() {
-        println!(
-            "nats: lanes of tenants {} ready",
-            tenants.names().collect::<Vec<_>>().join(", ")
-        );
-    }
     // Declared types: their durables exist before any worker pulls (autoscalers read their
     // lag), and the durables of deleted types go once drained.
     let declarations = Declarations::ensure(&js, names, js_args).await?;
@@ -50,8 +39,6 @@ pub async fn run(
         match declaration.check() {
             Ok(declared) => {
                 jetstream::ensure_declared_consumer(&js, names, js_args, &declared).await?;
-                let args = jetstream::declared_consumer_args(js_args, &declared.policy);
-                jetstream::ensure_lanes(&js, names, &args, [name.as_str()], &lanes).await?;
                 job_types.push(name);
             }
             Err(error) => {

@@ -1,11 +1,8 @@
 use std::collections::BTreeMap;
 
-use async_nats::jetstream::{consumer, stream::Stream, Context};
 use codigo_common::config::{DatabaseArgs, NatsArgs};
 use codigo_common::declarations::Declarations;
-use codigo_common::lanes::Priority;
 use codigo_common::nats::InitialConnect;
-use codigo_common::tenants::Tenants;
 use codigo_common::{jetstream, nats, Names};
 use codigo_schemas::registry;
 use futures::TryStreamExt;
@@ -72,8 +69,12 @@ async fn in_progress(
     }
 }
 
-/// A JetStream context and the work stream, or what to do when it is missing.
-async fn work_stream(nats_args: &NatsArgs, names: &Names) -> anyhow::Result<(Context, Stream)> {
+pub async fn run(
+    nats_args: &NatsArgs,
+    database: &DatabaseArgs,
+    names: &Names,
+    format: Format,
+) -> anyhow::Result<()> {
     let client = nats::connect(nats_args, "codigo-ctl", InitialConnect::FailFast).await?;
     let js = async_nats::jetstream::new(client);
     let jobs = js.get_stream(names.jobs_stream()).await.map_err(|e| {
@@ -82,16 +83,6 @@ async fn work_stream(nats_args: &NatsArgs, names: &Names) -> anyhow::Result<(Con
             names.jobs_stream()
         )
     })?;
-    Ok((js, jobs))
-}
-
-pub async fn run(
-    nats_args: &NatsArgs,
-    database: &DatabaseArgs,
-    names: &Names,
-    format: Format,
-) -> anyhow::Result<()> {
-    let (js, jobs) = work_stream(nats_args, names).await?;
     let dlq = js.get_stream(names.dlq_stream()).await?;
     let dead: BTreeMap<String, usize> = dlq
         .info_with_subjects(names.dlq_wildcard())
@@ -110,7 +101,6 @@ pub async fn run(
         .chain(declared.into_iter().map(|d| d.name))
         .collect();
     let in_progress = in_progress(database, &job_types).await;
-    let infos: Vec<consumer::Info> = jobs.consumers().try_collect().await?;
     let mut rows = Vec::new();
     for job_type in job_types {
         let counts = in_progress
@@ -119,31 +109,17 @@ pub async fn run(
         let job_type = job_type.as_str();
         let consumer = names.durable(job_type);
         let info = jobs.consumer_info(&consumer).await.ok();
-        // The type's other lanes (the tenants' own and the shared high and low ones).
-        let lanes: Vec<_> = infos
-            .iter()
-            .filter(|i| {
-                let durable = i.config.durable_name.as_deref().unwrap_or_default();
-                durable != consumer && names.is_durable_of(job_type, durable)
-            })
-            .collect();
-        let sum = |f: fn(&consumer::Info) -> usize| -> usize {
-            info.iter().chain(lanes.iter().copied()).map(f).sum()
-        };
         rows.push(TypeStatus {
             job_type: job_type.to_owned(),
             scheduled: jetstream::scheduled_count(&js, names, job_type)
                 .await
                 .unwrap_or(0),
-            pending: u64::try_from(sum(|i| {
-                usize::try_from(i.num_pending).unwrap_or(usize::MAX)
-            }))
-            .unwrap_or(u64::MAX),
+            pending: info.as_ref().map_or(0, |i| i.num_pending),
             running: counts.map(|(running, _)| running),
             retrying: counts.map(|(_, retrying)| retrying),
-            ack_pending: sum(|i| i.num_ack_pending),
-            redelivered: sum(|i| i.num_redelivered),
-            waiting_pulls: sum(|i| i.num_waiting),
+            ack_pending: info.as_ref().map_or(0, |i| i.num_ack_pending),
+            redelivered: info.as_ref().map_or(0, |i| i.num_redelivered),
+            waiting_pulls: info.as_ref().map_or(0, |i| i.num_waiting),
             dead_letters: dead.get(&names.dlq_subject(job_type)).copied().unwrap_or(0),
             consumer: if info.is_some() {
                 consumer
@@ -183,94 +159,6 @@ pub async fn run(
                     r.redelivered,
                     r.waiting_pulls,
                     r.dead_letters
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// One tenant's lanes of one job type.
-#[derive(Debug, Default, Serialize)]
-struct TenantStatus {
-    /// `*` for the lanes shared by tenants not in CODIGO_TENANTS.
-    tenant: String,
-    job_type: String,
-    /// Not yet delivered, by priority.
-    high: u64,
-    normal: u64,
-    low: u64,
-    /// Delivered to a worker and not yet acknowledged: fetched or running.
-    in_flight: usize,
-    /// The tenant's limits, as this CODIGO_TENANTS says.
-    limits: String,
-}
-
-fn describe_limits(tenants: &Tenants, tenant: &str, job_type: &str) -> String {
-    let (own, of_type) = tenants.limits(tenant, job_type);
-    let mut parts = Vec::new();
-    for (scope, limits) in [("", own), ("type ", of_type)] {
-        if let Some(n) = limits.concurrency {
-            parts.push(format!("{scope}concurrency {n}"));
-        }
-        if let Some(r) = limits.jobs_per_sec {
-            parts.push(format!("{scope}{r}/s"));
-        }
-    }
-    if let Some(share) = tenants.get(tenant) {
-        parts.insert(0, format!("weight {}", share.weight));
-    }
-    parts.join(", ")
-}
-
-/// `codigo-ctl status --by-tenant`: every lane's backlog and jobs in flight, by tenant and
-/// job type, busiest first.
-pub async fn by_tenant(
-    nats_args: &NatsArgs,
-    tenants: &Tenants,
-    names: &Names,
-    format: Format,
-) -> anyhow::Result<()> {
-    let (_, jobs) = work_stream(nats_args, names).await?;
-    let infos: Vec<consumer::Info> = jobs.consumers().try_collect().await?;
-    let mut rows: BTreeMap<(String, String), TenantStatus> = BTreeMap::new();
-    for info in infos {
-        let durable = info.config.durable_name.as_deref().unwrap_or_default();
-        let Some((job_type, lane)) = names.lane_of(&info.config.filter_subject) else {
-            continue;
-        };
-        if durable != names.lane_durable(job_type, &lane) {
-            continue;
-        }
-        let tenant = lane.tenant.clone().unwrap_or_else(|| "*".to_owned());
-        let row = rows
-            .entry((tenant.clone(), job_type.to_owned()))
-            .or_insert_with(|| TenantStatus {
-                limits: describe_limits(tenants, &tenant, job_type),
-                tenant,
-                job_type: job_type.to_owned(),
-                ..TenantStatus::default()
-            });
-        match lane.priority {
-            Priority::High => row.high += info.num_pending,
-            Priority::Normal => row.normal += info.num_pending,
-            Priority::Low => row.low += info.num_pending,
-        }
-        row.in_flight += info.num_ack_pending;
-    }
-    let mut rows: Vec<TenantStatus> = rows.into_values().collect();
-    rows.sort_by_key(|r| std::cmp::Reverse(r.high + r.normal + r.low));
-    match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-        Format::Text => {
-            println!(
-                "{:<24} {:<24} {:>10} {:>10} {:>10} {:>10}  LIMITS",
-                "TENANT", "JOB TYPE", "HIGH", "NORMAL", "LOW", "IN FLIGHT"
-            );
-            for r in &rows {
-                println!(
-                    "{:<24} {:<24} {:>10} {:>10} {:>10} {:>10}  {}",
-                    r.tenant, r.job_type, r.high, r.normal, r.low, r.in_flight, r.limits
                 );
             }
         }

@@ -67,25 +67,15 @@ impl Access {
     }
 }
 
-/// The key's tenant has lanes of its own and limits, so that the lanes' consumers and the
-/// limits bucket are used under these permissions too.
-const TENANTS: &str = "perm;concurrency=100;jobs_per_sec=1000";
-
 /// `codigo-ctl setup`, the real binary, as the ctl user (settings through the environment,
 /// as the chart's setup hook passes them).
 fn ctl_setup(access: &Access, database_url: &str) {
-    ctl_run(access, database_url, &["setup"]);
-}
-
-/// The real `codigo-ctl` as the ctl user; it must succeed.
-fn ctl_run(access: &Access, database_url: &str, args: &[&str]) -> std::process::Output {
     let mut command = codigo_testkit::command("codigo-ctl");
     command
-        .args(args)
+        .arg("setup")
         .env_clear()
         .env("NATS_URL", &access.url)
         .env("CODIGO_NAMESPACE", NAMESPACE)
-        .env("CODIGO_TENANTS", TENANTS)
         .env("DATABASE_URL", database_url);
     if let Some(users) = &access.users {
         command
@@ -98,17 +88,16 @@ fn ctl_run(access: &Access, database_url: &str, args: &[&str]) -> std::process::
     let output = command.output().expect("codigo-ctl runs");
     assert!(
         output.status.success(),
-        "codigo-ctl {args:?} failed:\n{}{}",
+        "codigo-ctl setup failed:\n{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    output
 }
 
 async fn start_producer(access: &Access, database_url: &str) -> TestProducer {
     let settings = format!(
         "--http-addr 127.0.0.1:0 --database-url {database_url} --api-keys perm:{TOKEN} \
-         --ensure-topology false --publish-timeout-secs 3 --tenants {TENANTS} {}",
+         --ensure-topology false --publish-timeout-secs 3 {}",
         access.flags("codigo-producer")
     );
     TestProducer::from_flags(&flags(&settings)).await
@@ -118,7 +107,7 @@ async fn start_consumer(access: &Access, database_url: &str) -> TestConsumer {
     let settings = format!(
         "--http-addr 127.0.0.1:0 --database-url {database_url} \
          --webhook-signing-key permissions-signing-key-01 --ensure-topology false \
-         --fetch-expires-ms 1000 --shutdown-timeout-secs 5 --tenants {TENANTS} {}",
+         --fetch-expires-ms 1000 --shutdown-timeout-secs 5 {}",
         access.flags("codigo-consumer")
     );
     TestConsumer::from_flags(&flags(&settings)).await
@@ -315,27 +304,6 @@ async fn least_privilege_users_run_the_pipeline_and_nothing_more() {
     let (ctl, _) = client_as(&server, "codigo-ctl", &passwords.ctl).await;
     let ctl_js = context(&ctl);
     assert_eq!(jobs_stream_messages(&ctl_js).await, 1);
-    // The waiting job is in the key's tenant's lane, as `status --by-tenant` shows.
-    let by_tenant = ctl_run(
-        &access,
-        &env.database_url,
-        &["status", "--by-tenant", "--format", "json"],
-    );
-    let rows: Value = serde_json::from_slice(&by_tenant.stdout).expect("status JSON");
-    let perm = rows
-        .as_array()
-        .and_then(|rows| {
-            rows.iter()
-                .find(|r| r["tenant"] == "perm" && r["job_type"] == "ledger.post")
-        })
-        .unwrap_or_else(|| panic!("no row of tenant perm: {rows}"));
-    assert_eq!(perm["normal"], 1, "{perm}");
-    assert!(
-        perm["limits"]
-            .as_str()
-            .is_some_and(|l| l.contains("concurrency 100")),
-        "{perm}"
-    );
 
     // The consumer user cannot enqueue work, neither plainly nor through JetStream.
     let (worker, worker_errors) = client_as(&server, "codigo-consumer", &passwords.consumer).await;

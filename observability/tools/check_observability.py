@@ -420,7 +420,6 @@ LABEL_VALUES = {
     "outcome": ["ack", "nak", "term"],
     "reason": ["schema", "decode", "permanent", "max_deliveries"],
     "class": ["transient", "deployment", "job"],
-    "tenant": ["acme", "globex", "*"],
 }
 # Relative rates, so the SLIs come out like a healthy system's (and finite).
 WEIGHTS = {"429": 0.02, "503": 0.001, "duplicate": 0.05, "rejected": 0.01, "error": 0.001,

@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 
 use axum::http::HeaderMap;
-use codigo_common::lanes::{BadPriority, Priority};
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -240,7 +239,6 @@ fn from_json(value: Value) -> Result<EventJob, Problem> {
     let ttl = seconds_of("ttl")?;
     let expires_at = optional("expiresat")?.map(str::to_owned);
     let callback_url = optional("callbackurl")?.map(str::to_owned);
-    let priority = optional("priority")?.map(parse_priority).transpose()?;
     Ok(EventJob {
         request: JobRequest {
             job_type,
@@ -251,7 +249,6 @@ fn from_json(value: Value) -> Result<EventJob, Problem> {
             expires_at,
             ttl,
             callback_url,
-            priority,
         },
         source,
     })
@@ -351,18 +348,8 @@ fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<EventJob, Problem> {
                 .map(|seconds| seconds_attribute("ttl", seconds))
                 .transpose()?,
             callback_url: attributes.get("callbackurl").cloned(),
-            priority: attributes
-                .get("priority")
-                .map(|raw| parse_priority(raw))
-                .transpose()?,
         },
         source: source.to_owned(),
-    })
-}
-
-fn parse_priority(raw: &str) -> Result<Priority, Problem> {
-    raw.parse().map_err(|e: BadPriority| {
-        Problem::invalid_cloudevent(format!("the priority extension attribute: {e}"))
     })
 }
 

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use codigo_common::lanes::Priority;
 use codigo_schemas::Catalog;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -53,11 +52,6 @@ pub struct JobRequest {
     /// Standard Webhooks secret is POSTed there, retried like a `webhook.deliver` job.
     #[schema(example = "https://example.com/hooks/codigo")]
     pub callback_url: Option<String>,
-    /// `high`, `normal` (the default) or `low`: within its tenant's share of the workers, a
-    /// job starts before those of lower priority when there is a backlog (4 : 2 : 1, so low is
-    /// never starved).
-    #[schema(value_type = Option<String>, example = "high")]
-    pub priority: Option<Priority>,
 }
 
 impl JobRequest {
@@ -72,7 +66,6 @@ impl JobRequest {
             expires_at: None,
             ttl: None,
             callback_url: None,
-            priority: None,
         }
     }
 }
@@ -303,7 +296,6 @@ impl Ingest {
                 run_at,
                 expires_at,
                 callback_url: request.callback_url,
-                priority: request.priority.unwrap_or_default(),
             })
         })();
         outcome.map_err(|problem| rejected(&requested_type, problem))

@@ -56,22 +56,13 @@ impl Application {
             pool,
             marks,
         } = codigo_common::app::connect(&config.service, "codigo-producer").await?;
-        let background = Shutdown::new();
-        let tenants = config
-            .service
-            .tenants
-            .follow(background.clone())
-            .map_err(StartError::config)?;
-        let publisher = publish::Publisher::new(
-            client.clone(),
-            names.clone(),
-            tenants,
-            config.publish_timeouts(),
-        );
+        let publisher =
+            publish::Publisher::new(client.clone(), names.clone(), config.publish_timeouts());
 
         let topology_ready = Arc::new(AtomicBool::new(false));
         let catalog = Arc::new(Catalog::new());
         let declarations = Arc::new(OnceLock::new());
+        let background = Shutdown::new();
         spawn_topology_setup(
             client.clone(),
             names,

@@ -8,8 +8,6 @@ use async_nats::jetstream::context::{
 use async_nats::jetstream::{self, message::PublishMessage, ErrorCode};
 use bytes::Bytes;
 use codigo_common::contract::headers as codigo_headers;
-use codigo_common::lanes::Priority;
-use codigo_common::tenants::TenantsWatch;
 use codigo_common::{nats, telemetry, Names};
 use codigo_schemas::Envelope;
 use futures::future::join_all;
@@ -35,8 +33,6 @@ pub struct NewJob {
     pub expires_at: Option<OffsetDateTime>,
     /// Where the job's final state is POSTed, as a signed CloudEvent.
     pub callback_url: Option<String>,
-    /// Its order within its tenant's lanes.
-    pub priority: Priority,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +71,6 @@ pub struct Publisher {
     js: jetstream::Context,
     client: async_nats::Client,
     names: Names,
-    /// Which tenants' jobs go to lanes of their own, as they are now.
-    tenants: TenantsWatch,
     timeouts: PublishTimeouts,
 }
 
@@ -111,12 +105,7 @@ fn error_code(error: &NatsPublishError) -> Option<ErrorCode> {
 }
 
 impl Publisher {
-    pub fn new(
-        client: async_nats::Client,
-        names: Names,
-        tenants: TenantsWatch,
-        timeouts: PublishTimeouts,
-    ) -> Self {
+    pub fn new(client: async_nats::Client, names: Names, timeouts: PublishTimeouts) -> Self {
         let js = jetstream::ContextBuilder::new()
             .timeout(timeouts.attempt)
             .ack_timeout(timeouts.attempt)
@@ -125,7 +114,6 @@ impl Publisher {
             js,
             client,
             names,
-            tenants,
             timeouts,
         }
     }
@@ -176,10 +164,9 @@ impl Publisher {
             }
             _ => codigo_schemas::job_id(tenant, &job.job_type, job.idempotency_key.as_deref()),
         };
-        let lane = self.tenants.current().lane(Some(tenant), job.priority);
         let subject = match job.run_at {
             Some(_) => self.names.scheduled_subject(&id, &job.job_type),
-            None => self.names.lane_subject(&job.job_type, &lane),
+            None => self.names.job_subject(&job.job_type),
         };
         let envelope = Envelope {
             id,
@@ -202,9 +189,7 @@ impl Publisher {
             headers.insert("Nats-Schedule", schedule::schedule_header(run_at).as_str());
             headers.insert(
                 "Nats-Schedule-Target",
-                self.names
-                    .due_lane_subject(&envelope.job_type, &lane)
-                    .as_str(),
+                self.names.due_subject(&envelope.job_type).as_str(),
             );
             headers.insert("Nats-Schedule-TTL", codigo_common::jetstream::DUE_COPY_TTL);
         }

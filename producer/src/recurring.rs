@@ -6,7 +6,6 @@
 //! between its publish and its commit) is the same job, deduplicated like any resubmission.
 use std::time::Duration;
 
-use codigo_common::lanes::Priority;
 use codigo_common::shutdown::{self, Shutdown};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -65,10 +64,6 @@ pub struct JobTemplate {
     pub job_type: String,
     #[schema(value_type = Object)]
     pub payload: Value,
-    /// The ticks' priority within the tenant's share (`normal` when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, example = "low")]
-    pub priority: Option<Priority>,
 }
 
 /// A stored schedule, as the API answers it.
@@ -349,14 +344,11 @@ async fn handle(ingest: &Ingest, row: &DueRow, now: OffsetDateTime) -> Handled {
             submitted: None,
         };
     };
-    let request = JobRequest {
-        priority: row.job.priority,
-        ..JobRequest::now(
-            row.job.job_type.clone(),
-            row.job.payload.clone(),
-            Some(tick_key(&row.name, tick)),
-        )
-    };
+    let request = JobRequest::now(
+        row.job.job_type.clone(),
+        row.job.payload.clone(),
+        Some(tick_key(&row.name, tick)),
+    );
     let job = match ingest.check_for_tenant(request, "/job/payload") {
         Ok(job) => job,
         Err(problem) => {

@@ -72,59 +72,6 @@ PASSED: list[str] = []
 FAILED: list[str] = []
 
 
-
-def lane_suffixes(vals):
-    """The durable-name suffixes of a job type's lanes, as common/src/lanes.rs names them: the
-    type's own consumer, the shared high and low lanes, three per listed tenant."""
-    suffixes = ["", "@@high", "@@low"]
-    for tenant in vals.get("tenants") or []:
-        token = tenant["name"].replace(".", "~")
-        suffixes += [f"@{token}@{p}" for p in ("high", "normal", "low")]
-    return suffixes
-
-
-def tenant_entries(vals):
-    """The entries of `tenants` in CODIGO_TENANTS' syntax (common/src/tenants.rs)."""
-    entries = []
-    for t in vals.get("tenants") or []:
-        entry = f"{t['name']};weight={t.get('weight', 1)}"
-        if t.get("concurrency"):
-            entry += f";concurrency={t['concurrency']}"
-        if t.get("jobsPerSec"):
-            entry += f";jobs_per_sec={t['jobsPerSec']}"
-        for job_type, limits in sorted((t.get("types") or {}).items()):
-            if limits.get("concurrency"):
-                entry += f";{job_type}:concurrency={limits['concurrency']}"
-            if limits.get("jobsPerSec"):
-                entry += f";{job_type}:jobs_per_sec={limits['jobsPerSec']}"
-        entries.append(entry)
-    return entries
-
-
-def tenants_env(vals):
-    """CODIGO_TENANTS as the setup hook gets it, or None."""
-    return ",".join(tenant_entries(vals)) or None
-
-
-def assert_tenants_file(objs, vals, container, who):
-    """The producer and the consumers read the tenants from the ConfigMap, mounted whole (a
-    subPath mount would never see an update), and parse exactly its entries."""
-    env = env_of(container)
-    if not vals.get("tenants"):
-        require("CODIGO_TENANTS_FILE" not in env and "CODIGO_TENANTS" not in env, f"{who}: no tenants, no tenants setting")
-        return
-    require("CODIGO_TENANTS" not in env, f"{who}: CODIGO_TENANTS beside CODIGO_TENANTS_FILE is refused at start")
-    path = env.get("CODIGO_TENANTS_FILE", {}).get("value", "")
-    mounts = [m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
-    require(len(mounts) == 1 and "subPath" not in mounts[0], f"{who}: CODIGO_TENANTS_FILE {path!r} on a whole-volume mount")
-    maps = [o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"].endswith("-tenants")]
-    require(len(maps) == 1, f"{who}: one tenants ConfigMap")
-    cm = maps[0]
-    require(not (cm["metadata"].get("annotations") or {}).get("helm.sh/hook"), f"{ident(cm)}: a lasting object, not a hook")
-    key = path.rsplit("/", 1)[-1]
-    lines = [line for line in cm["data"].get(key, "").splitlines() if line.strip()]
-    require(lines == tenant_entries(vals), f"{ident(cm)}: entries {lines} != {tenant_entries(vals)}")
-
 def check(name: str):
     """Run fn as one counted check."""
 
@@ -382,7 +329,6 @@ def assert_consumers(objs: list[dict], vals: dict) -> None:
         c = dep["spec"]["template"]["spec"]["containers"][0]
         env = env_of(c)
         require(env["CODIGO_JOB_TYPES"]["value"] == ",".join(g["jobTypes"]), f"{dname}: CODIGO_JOB_TYPES")
-        assert_tenants_file(objs, vals, c, dname)
         require(env.get("CODIGO_ENSURE_TOPOLOGY", {}).get("value") == "false",
                 f"{dname}: the setup hook owns the topology (CODIGO_ENSURE_TOPOLOGY=false)")
         require("replicas" not in dep["spec"], f"{dname}: replicas must be left to the autoscaler")
@@ -407,14 +353,13 @@ def assert_consumers(objs: list[dict], vals: dict) -> None:
             fb = spec.get("fallback", {})
             require(fb.get("failureThreshold") and fb.get("replicas"), f"{dname}: fallback block")
             triggers = spec["triggers"]
-            lanes = [(jt, suffix) for jt in g["triggerJobTypes"] for suffix in lane_suffixes(vals)]
-            require(len(triggers) == len(lanes), f"{dname}: one trigger per lane of each job type (and function)")
-            for t, (jt, suffix) in zip(triggers, lanes):
+            require(len(triggers) == len(g["triggerJobTypes"]), f"{dname}: one trigger per job type (and per function)")
+            for t, jt in zip(triggers, g["triggerJobTypes"]):
                 md = t["metadata"]
                 require(t["type"] == "nats-jetstream", f"{dname}: trigger type")
                 want = {
                     "stream": f"{ns.upper()}_JOBS",
-                    "consumer": f"{ns}-{jt.replace('.', '-')}{suffix}",
+                    "consumer": f"{ns}-{jt.replace('.', '-')}",
                     "account": keda["account"],
                     "natsServerMonitoringEndpoint": keda["natsServerMonitoringEndpoint"],
                     "lagThreshold": str(g["lagThreshold"]),
@@ -498,15 +443,10 @@ def assert_setup_job(objs: list[dict], vals: dict) -> None:
         require(sas and sas[0]["metadata"]["annotations"].get("helm.sh/hook"), "the ctl ServiceAccount must be a hook too")
         weight = int(sas[0]["metadata"]["annotations"]["helm.sh/hook-weight"])
         require(weight < int(ann.get("helm.sh/hook-weight", "0")), "the ctl ServiceAccount hook must run first")
-    # The gateway routes a listed tenant's jobs to its lanes, the setup hook creates the lanes'
-    # consumers, the workers pull them: all three must list the same tenants.
-    require(env_of(c).get("CODIGO_TENANTS", {}).get("value") == tenants_env(vals), "setup Job: CODIGO_TENANTS from `tenants`")
     for o in objs:
         if o.get("kind") == "Deployment" and o["metadata"]["labels"].get("app.kubernetes.io/component") != "function":
-            env = env_of(o["spec"]["template"]["spec"]["containers"][0])
-            db = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+            db = env_of(o["spec"]["template"]["spec"]["containers"][0])["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
             require(db["name"] == vals["secrets"]["database"]["existingSecret"], f"{ident(o)}: apps use the app role")
-            assert_tenants_file(objs, vals, o["spec"]["template"]["spec"]["containers"][0], ident(o))
 
 
 def assert_network(objs: list[dict], vals: dict) -> None:
@@ -733,14 +673,11 @@ def assert_functions(objs: list[dict], vals: dict) -> None:
             so = scaled.get(dep["metadata"]["name"])
             require(so and dep["metadata"]["name"] not in hpas, f"{ident(dep)}: a ScaledObject (and no HPA)")
             triggers = so["spec"]["triggers"]
-            suffixes = lane_suffixes(vals)
-            require(len(triggers) == len(suffixes) and all(t["type"] == "nats-jetstream" for t in triggers),
-                    f"{ident(so)}: one nats-jetstream trigger per lane of the type")
-            for t, suffix in zip(triggers, suffixes):
-                md = t["metadata"]
-                require(md.get("consumer") == durable + suffix and md.get("stream") == stream,
-                        f"{ident(so)}: watches {md.get('stream')}/{md.get('consumer')}, the lane's durable is {stream}/{durable + suffix}")
-                require(md.get("lagThreshold") == str(f["lagThreshold"]), f"{ident(so)}: lagThreshold")
+            require(len(triggers) == 1 and triggers[0]["type"] == "nats-jetstream", f"{ident(so)}: one nats-jetstream trigger")
+            md = triggers[0]["metadata"]
+            require(md.get("consumer") == durable and md.get("stream") == stream,
+                    f"{ident(so)}: watches {md.get('stream')}/{md.get('consumer')}, the type's durable is {stream}/{durable}")
+            require(md.get("lagThreshold") == str(f["lagThreshold"]), f"{ident(so)}: lagThreshold")
             want_min = 0 if f["scaleToZero"] else f["minReplicas"]
             require(so["spec"]["minReplicaCount"] == want_min and so["spec"]["maxReplicaCount"] == f["maxReplicas"],
                     f"{ident(so)}: replicas {so['spec']['minReplicaCount']}..{so['spec']['maxReplicaCount']}")
@@ -1330,11 +1267,8 @@ def main() -> int:
         },
         "no optional CRDs": {"keda": {"enabled": False}, "metrics": {"serviceMonitor": {"enabled": False},
                                                                      "prometheusRule": {"enabled": False}}},
-        "functions: run by the chart and an existing Service, ExternalSecrets, creds auth, tenants' lanes": {
+        "functions: run by the chart and an existing Service, ExternalSecrets, creds auth": {
             "functions": [FUNCTION, EXISTING_SERVICE_FUNCTION],
-            "tenants": [{"name": "acme.eu", "weight": 2, "jobsPerSec": 200,
-                         "types": {"webhook.deliver": {"concurrency": 20}}},
-                        {"name": "globex", "concurrency": 50}],
             "externalSecrets": {"enabled": True},
             "natsAuth": {"type": "creds"},
         },

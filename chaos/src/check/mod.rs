@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::load::{Ledger, Poison, PoisonKind};
+use crate::load::{Ledger, Poison, PoisonKind, TENANT};
 use crate::procs::{Counters, Death, Incarnation};
 use crate::ChaosError;
 
@@ -100,7 +100,7 @@ pub async fn check(evidence: Evidence<'_>) -> Result<Report, ChaosError> {
     }
 
     // Effects: one ledger entry per accepted job, with its amount, and nothing else.
-    // Accounts are keyed per tenant: each job is booked to its key's.
+    // Accounts are keyed per tenant: the suite's jobs are all booked to TENANT.
     let entries: Vec<(Uuid, String, String, i64)> =
         sqlx::query_as("SELECT job_id, tenant, account, amount_cents FROM ledger_entries")
             .fetch_all(pool)
@@ -119,9 +119,7 @@ pub async fn check(evidence: Evidence<'_>) -> Result<Report, ChaosError> {
             repeated += 1;
         }
         match ledger.accepted.get(id) {
-            Some(job)
-                if job.amount != *amount || job.account != *account || tenant != job.tenant =>
-            {
+            Some(job) if job.amount != *amount || job.account != *account || tenant != TENANT => {
                 wrong_amount.push(*id)
             }
             Some(_) => {}
@@ -168,7 +166,7 @@ pub async fn check(evidence: Evidence<'_>) -> Result<Report, ChaosError> {
     let mut expected: HashMap<(String, String), i64> = HashMap::new();
     for job in ledger.accepted.values() {
         *expected
-            .entry((job.tenant.to_owned(), job.account.clone()))
+            .entry((TENANT.to_owned(), job.account.clone()))
             .or_default() += job.amount;
     }
     let balances: HashMap<(String, String), i64> = balances

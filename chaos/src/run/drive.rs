@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::check::{self, FaultKind, FaultWindow, Injected};
-use crate::load::{self, JobSpec, Ledger, Load, Poison, PoisonKind, TENANT, TENANT_B};
+use crate::load::{self, JobSpec, Ledger, Load, Poison, PoisonKind};
 use crate::procs::{Consumers, Producer, READY};
 use crate::servers::Postgres;
 use crate::ChaosError;
@@ -35,29 +35,14 @@ pub(super) struct WorkState {
     pub(super) ack_pending: usize,
 }
 
-/// The work stream's messages, and the jobs of `ledger.post` pending and awaiting an ack summed
-/// over its lanes' consumers.
 pub(super) async fn work_state(js: &async_nats::jetstream::Context) -> Option<WorkState> {
-    use futures::TryStreamExt as _;
     let mut stream = js.get_stream("CODIGO_JOBS").await.ok()?;
     let messages = stream.info().await.ok()?.state.messages;
-    let names = codigo_common::Names::new("codigo").ok()?;
-    let infos: Vec<async_nats::jetstream::consumer::Info> =
-        stream.consumers().try_collect().await.ok()?;
-    let lanes: Vec<_> = infos
-        .iter()
-        .filter(|i| {
-            let durable = i.config.durable_name.as_deref().unwrap_or_default();
-            names.is_durable_of(codigo_schemas::LEDGER_POST, durable)
-        })
-        .collect();
-    if lanes.is_empty() {
-        return None;
-    }
+    let consumer = stream.consumer_info("codigo-ledger-post").await.ok()?;
     Some(WorkState {
         messages,
-        pending: lanes.iter().map(|i| i.num_pending).sum(),
-        ack_pending: lanes.iter().map(|i| i.num_ack_pending).sum(),
+        pending: consumer.num_pending,
+        ack_pending: consumer.num_ack_pending,
     })
 }
 
@@ -68,9 +53,6 @@ pub(super) fn jobs(plan: &Plan) -> Vec<JobSpec> {
             let magnitude = i64::try_from(fastrand::u64(1..=100_000)).unwrap_or(1);
             JobSpec {
                 key: format!("chaos-{}-{n}", &run[..8]),
-                // A third of the jobs are the second tenant's; priorities mixed.
-                tenant: if n % 3 == 2 { TENANT_B } else { TENANT },
-                priority: ["normal", "high", "normal", "low", "normal"][n % 5],
                 account: format!("acct-{}", n % plan.accounts.max(1)),
                 amount: if fastrand::bool() {
                     magnitude
@@ -327,8 +309,6 @@ pub(super) async fn drive(
     let slow: Vec<JobSpec> = (0..plan.slow_jobs)
         .map(|n| JobSpec {
             key: format!("chaos-slow-{}-{n}", Uuid::new_v4().simple()),
-            tenant: TENANT,
-            priority: "normal",
             account: format!("slow-{}", n % 3),
             amount: 7,
             memo: Some(format!("chaos:sleep={}", plan.slow_ms)),

@@ -247,20 +247,10 @@ impl Functions {
         };
         for name in retiring {
             let durable = names.durable(name);
-            let mut lanes = Vec::new();
-            let mut busy = false;
-            for lane in self.shared.tenants.current().lanes() {
-                let lane_durable = names.lane_durable(name, &lane);
-                match stream.consumer_info(&lane_durable).await {
-                    Ok(info) => {
-                        busy |= info.num_pending > 0 || info.num_ack_pending > 0;
-                        lanes.push(lane_durable);
-                    }
-                    Err(_) if lane.is_default() => busy = true,
-                    Err(_) => {}
-                }
-            }
-            if busy {
+            let Ok(info) = stream.consumer_info(&durable).await else {
+                continue;
+            };
+            if info.num_pending > 0 || info.num_ack_pending > 0 {
                 continue;
             }
             if let Some(current) = serving.remove(name) {
@@ -269,11 +259,6 @@ impl Functions {
             self.served.remove(name);
             // Where this NATS user may not delete consumers (deploy/nats/permissions.conf),
             // `codigo-ctl setup` removes drained durables of undeclared types.
-            for lane_durable in lanes.into_iter().filter(|d| *d != durable) {
-                if let Err(error) = stream.delete_consumer(&lane_durable).await {
-                    tracing::info!(%error, durable = lane_durable, "lane consumer not deleted here; `codigo-ctl setup` removes it");
-                }
-            }
             if let Err(error) = stream.delete_consumer(&durable).await {
                 tracing::info!(%error, durable, "durable consumer not deleted here; `codigo-ctl setup` removes it");
             }
@@ -302,9 +287,8 @@ impl Functions {
             },
             concurrency: usize::try_from(policy.concurrency).unwrap_or(1),
             fetch_expires: shared.fetch_expires,
+            pull_loops: shared.pull_loops,
             dead_letters: shared.dead_letters.clone(),
-            tenants: shared.tenants.clone(),
-            limiter: shared.limiter.clone(),
         }
     }
 }

@@ -7,12 +7,10 @@
 //! - `execute`: a group's work, transaction and hold while a dependency is down;
 //! - `settle` and `dead_letter`: ack, nak or term, with the dead letter first;
 //! - `pending`: the backlog gauge.
-mod admission;
 mod dead_letter;
 mod decode;
 mod delivery;
 mod execute;
-mod fair;
 pub mod job;
 mod pending;
 mod progress;
@@ -51,11 +49,9 @@ pub struct Shared {
     pub retry: RetryPolicy,
     pub concurrency: usize,
     pub fetch_expires: Duration,
+    /// Pull requests in flight per job type (one loop each).
+    pub pull_loops: usize,
     pub dead_letters: DeadLetters,
-    /// The tenants with lanes of their own, weights and limits (`CODIGO_TENANTS[_FILE]`).
-    pub tenants: codigo_common::tenants::TenantsWatch,
-    /// Their limits across replicas.
-    pub limiter: Arc<crate::limits::Limiter>,
 }
 
 /// A kind's worker, its payload type erased so that kinds can be held together.

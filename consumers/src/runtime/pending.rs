@@ -9,7 +9,7 @@ use codigo_common::shutdown::Shutdown;
 use super::Shared;
 use codigo_common::jetstream;
 
-use crate::events::{Meters, PendingMessages, ScheduledJobs, TenantPending};
+use crate::events::{Meters, PendingMessages, ScheduledJobs};
 use crate::pause::pause;
 
 /// The job types this process serves, with their meters: the built-in ones from the start,
@@ -47,24 +47,13 @@ impl ServedTypes {
     }
 }
 
-/// Reports each served type's backlog (`num_pending` summed over its lanes' consumers) every
-/// few seconds until `shutdown`.
+/// Reports each served consumer's `num_pending` every few seconds until `shutdown`.
 pub async fn report_pending(shared: Arc<Shared>, served: ServedTypes, shutdown: Shutdown) {
     while !shutdown.is_cancelled() {
         if let Ok(stream) = shared.js.get_stream(shared.names.jobs_stream()).await {
-            let backlog = jetstream::backlog_by_type(&stream, &shared.names).await;
             for (job_type, meters) in &served.snapshot() {
-                if let Some(backlog) = &backlog {
-                    let by_tenant = backlog.get(*job_type);
-                    let total = by_tenant.map_or(0, |b| b.values().sum());
-                    meters.emit(PendingMessages(total));
-                    for (tenant, jobs) in by_tenant.into_iter().flatten() {
-                        let tenant = tenant.as_deref().unwrap_or("*");
-                        meters.emit(TenantPending {
-                            tenant,
-                            jobs: *jobs,
-                        });
-                    }
+                if let Ok(info) = stream.consumer_info(shared.names.durable(job_type)).await {
+                    meters.emit(PendingMessages(info.num_pending));
                 }
                 let names = &shared.names;
                 if let Some(count) = jetstream::scheduled_count(&shared.js, names, job_type).await {

@@ -1,21 +1,17 @@
-//! The pull loops of a job type: one fetcher per lane keeps a few of its jobs at hand, and one
-//! dispatcher starts them in the fair rotation (`fair`) as slots free, in groups.
+//! One pull loop per job type: fetch as many jobs as there are free slots, gather the ones
+//! that arrive together into groups, and hand each group to its own task.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use async_nats::jetstream::AckKind;
-use codigo_common::jetstream::{bind_lane_consumer, PullConsumer};
-use codigo_common::lanes::Lane;
+use codigo_common::jetstream::{bind_job_consumer, PullConsumer};
 use codigo_common::shutdown::Shutdown;
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use super::admission;
 use super::execute::Group;
-use super::fair::FairQueue;
 use super::settle::nak;
 use super::{Serve, Shared};
 use crate::events::Meters;
@@ -24,10 +20,6 @@ use crate::pause::pause;
 /// Largest group handled in one go: beyond it a transaction only grows longer, while more
 /// groups in flight overlap their round trips.
 const MAX_GROUP: usize = 128;
-
-/// Most jobs a lane keeps fetched and not started: two groups, so that one is at hand while
-/// the next is on its way, and a tenant's flood holds no more than that on this worker.
-const MAX_PREFETCH: usize = 2 * MAX_GROUP;
 
 /// How long a group waits for the rest of its pull to arrive before it is handled: a
 /// transaction for 128 jobs costs about what one for 20 does, and under load a pull's
@@ -39,37 +31,20 @@ const GROUP_LINGER: Duration = Duration::from_millis(1);
 /// when it is, slow jobs hold the rest and the free slots must not wait for them.
 const GROUP_WAIT: Duration = Duration::from_millis(20);
 
-/// How often a type's lanes on the server are compared with the ones served here.
-const LANE_SCAN: Duration = Duration::from_secs(5);
-
-/// Longest wait before a limited tenant's held-back jobs are looked at again: another replica
-/// may have freed places in flight meanwhile.
-const LIMIT_POLL: Duration = Duration::from_millis(100);
-
-enum Role {
-    /// Starts the fetched jobs as slots free.
-    Dispatch,
-    /// Keeps the lane's fetched jobs topped up.
-    Fetch(Lane),
-    /// Serves the lanes that hold jobs but are not listed here.
-    Discover,
-}
-
 pub(crate) struct Puller {
     served: Arc<dyn Serve>,
     shared: Arc<Shared>,
     meters: Arc<Meters>,
-    /// True while the default lane's durable consumer is bound (readiness).
+    /// True while the durable consumer is bound (readiness).
     bound: Arc<AtomicBool>,
-    /// The job type's slots.
+    /// The job type's slots, shared by its pull loops.
     slots: Arc<Semaphore>,
-    queue: Arc<FairQueue<jetstream::Message>>,
-    role: Role,
 }
 
 impl Puller {
-    /// The loops of one job type: a fetcher for each of its lanes (`CODIGO_TENANTS`) and the
-    /// dispatcher that shares the type's slots among them.
+    /// The pull loops of one job type ([`Shared::pull_loops`] of them), sharing its slots: while
+    /// one loop waits for its pull to fill, another's jobs are being worked on, so the
+    /// consumer is never idle waiting for a round trip to the server.
     pub fn loops(
         served: Arc<dyn Serve>,
         shared: Arc<Shared>,
@@ -77,35 +52,21 @@ impl Puller {
         bound: Arc<AtomicBool>,
     ) -> Vec<Self> {
         let slots = Arc::new(Semaphore::new(shared.concurrency));
-        let tenants = shared.tenants.current();
-        let lanes = tenants.lanes();
-        let queue = Arc::new(FairQueue::new(
-            lanes
-                .iter()
-                .map(|lane| (lane.clone(), tenants.weight(lane))),
-        ));
-        let roles = [Role::Dispatch, Role::Discover]
-            .into_iter()
-            .chain(lanes.into_iter().map(Role::Fetch));
-        roles
-            .map(|role| Self {
+        (0..shared.pull_loops.max(1))
+            .map(|_| Self {
                 served: served.clone(),
                 shared: shared.clone(),
                 meters: meters.clone(),
                 bound: bound.clone(),
                 slots: slots.clone(),
-                queue: queue.clone(),
-                role,
             })
             .collect()
     }
 
-    async fn bind(&self, lane: &Lane) -> Option<PullConsumer> {
+    async fn bind(&self) -> Option<PullConsumer> {
         let shared = &self.shared;
         let job_type = self.served.job_type();
-        let bound =
-            bind_lane_consumer(&shared.js, &shared.names, &shared.jetstream, job_type, lane).await;
-        match bound {
+        match bind_job_consumer(&shared.js, &shared.names, &shared.jetstream, job_type).await {
             Ok(consumer) => Some(consumer),
             Err(error) => {
                 tracing::warn!(job_type, %error, "cannot bind consumer; retrying");
@@ -144,130 +105,27 @@ impl Puller {
         Some(permits)
     }
 
-    /// Runs until `shutdown`: see [`Role`].
+    /// Pulls and processes until `shutdown`; then hands back what was fetched but not started,
+    /// and gives in-flight jobs `drain_timeout` to finish before naking them too.
     pub async fn run(self, shutdown: Shutdown, drain_timeout: Duration) {
-        match &self.role {
-            Role::Dispatch => self.dispatch(shutdown, drain_timeout).await,
-            Role::Fetch(lane) => self.fetch(lane, shutdown).await,
-            Role::Discover => self.discover(shutdown).await,
-        }
-    }
-
-    /// Every [`LANE_SCAN`], looks for lanes of this type holding jobs that no fetcher here
-    /// pulls, and starts one for each: a tenant dropped from `CODIGO_TENANTS` (or listed at the
-    /// gateway first) still has its queued jobs run, with weight 1.
-    async fn discover(&self, shutdown: Shutdown) {
         let job_type = self.served.job_type();
-        let names = &self.shared.names;
-        let mut tenants = self.shared.tenants.clone();
-        let mut known: std::collections::BTreeSet<Lane> =
-            tenants.current().lanes().into_iter().collect();
-        let mut fetchers = JoinSet::new();
-        let filter = format!("{}.*.*", names.job_subject(job_type));
-        loop {
-            let changed = tokio::select! {
-                () = tokio::time::sleep(LANE_SCAN) => false,
-                changed = tenants.changed() => changed,
-                () = shutdown.cancelled() => break,
-            };
-            let mut found: Vec<(Lane, bool)> = Vec::new();
-            if changed {
-                // Tenants listed since the start get their lanes at once, and every tenant its
-                // new weight.
-                let current = tenants.current();
-                self.queue.set_weights(|t| current.weight_of(t));
-                found.extend(current.lanes().into_iter().map(|lane| (lane, true)));
-            } else if let Ok(stream) = self.shared.js.get_stream_no_info(names.jobs_stream()).await
-            {
-                if let Ok(subjects) = stream.info_with_subjects(&filter).await {
-                    let subjects: Vec<(String, usize)> =
-                        subjects.filter_map(|s| async { s.ok() }).collect().await;
-                    found.extend(subjects.into_iter().filter_map(|(subject, _)| {
-                        let (of_type, lane) = names.lane_of(&subject)?;
-                        (of_type == job_type).then_some((lane, false))
-                    }));
-                }
-            }
-            for (lane, listed) in found {
-                if known.contains(&lane) {
-                    continue;
-                }
-                if !listed {
-                    let tenant = lane.tenant.as_deref().unwrap_or("*");
-                    tracing::warn!(
-                        job_type,
-                        tenant,
-                        "serving a lane whose tenant is not in CODIGO_TENANTS here"
-                    );
-                }
-                known.insert(lane.clone());
-                let weight = tenants.current().weight(&lane);
-                self.queue.add_lane(lane.clone(), weight);
-                let fetcher = Self {
-                    served: self.served.clone(),
-                    shared: self.shared.clone(),
-                    meters: self.meters.clone(),
-                    bound: self.bound.clone(),
-                    slots: self.slots.clone(),
-                    queue: self.queue.clone(),
-                    role: Role::Discover,
-                };
-                let shutdown = shutdown.clone();
-                fetchers.spawn(async move { fetcher.fetch(&lane, shutdown).await });
-            }
-        }
-        while fetchers.join_next().await.is_some() {}
-    }
-
-    /// A fetched job this worker will not start: handed back, delayed past a pull request's
-    /// expiry so that it goes to another replica rather than straight back to this draining one.
-    async fn hand_back(&self, message: &jetstream::Message) {
-        nak(
-            &self.meters,
-            message,
-            self.shared.fetch_expires + Duration::from_secs(1),
-        )
-        .await;
-    }
-
-    /// How many of the lane's jobs to keep fetched: fewer for a tenant whose concurrency is
-    /// limited, whose jobs would only wait here while another replica has room.
-    fn prefetch(&self, lane: &Lane) -> usize {
-        let mut prefetch = self.shared.concurrency.clamp(1, MAX_PREFETCH);
-        if let Some(tenant) = lane.tenant.as_deref() {
-            let (own, of_type) = self
-                .shared
-                .tenants
-                .current()
-                .limits(tenant, self.served.job_type());
-            for limit in [own.concurrency, of_type.concurrency].into_iter().flatten() {
-                prefetch = prefetch.min(usize::try_from(limit).unwrap_or(usize::MAX));
-            }
-        }
-        prefetch.max(1)
-    }
-
-    /// Keeps up to [`MAX_PREFETCH`] of the lane's jobs fetched, pulling again once half are
-    /// taken, until `shutdown`.
-    async fn fetch(&self, lane: &Lane, shutdown: Shutdown) {
-        let job_type = self.served.job_type();
-        let readiness = lane.is_default();
+        let slots = self.slots.clone();
+        let group_size = self.shared.concurrency.min(MAX_GROUP);
+        let hard_stop = Shutdown::new();
+        let mut tasks = JoinSet::new();
         let mut consumer: Option<PullConsumer> = None;
+
         while !shutdown.is_cancelled() {
-            let prefetch = self.prefetch(lane);
-            tokio::select! {
-                () = self.queue.until_at_most(lane, prefetch / 2) => {}
-                () = shutdown.cancelled() => break,
-            }
-            let waiting = self.queue.waiting_in(lane);
+            while tasks.try_join_next().is_some() {}
+            let Some(mut permits) = self.free_slots(&slots, group_size, &shutdown).await else {
+                break;
+            };
             let bound = match consumer.take() {
                 Some(c) => c,
-                None => match self.bind(lane).await {
+                None => match self.bind().await {
                     Some(c) => c,
                     None => {
-                        if readiness {
-                            self.bound.store(false, Ordering::Relaxed);
-                        }
+                        self.bound.store(false, Ordering::Relaxed);
                         pause(&shutdown, Duration::from_secs(1)).await;
                         continue;
                     }
@@ -275,7 +133,7 @@ impl Puller {
             };
             let batch = bound
                 .batch()
-                .max_messages(prefetch - waiting)
+                .max_messages(permits.num_permits())
                 .expires(self.shared.fetch_expires)
                 .messages()
                 .await;
@@ -283,140 +141,76 @@ impl Puller {
                 Ok(batch) => batch,
                 Err(error) => {
                     tracing::warn!(job_type, %error, "pull request failed; rebinding");
-                    if readiness {
-                        self.bound.store(false, Ordering::Relaxed);
-                    }
+                    self.bound.store(false, Ordering::Relaxed);
                     pause(&shutdown, Duration::from_millis(500)).await;
                     continue;
                 }
             };
-            if readiness {
-                self.bound.store(true, Ordering::Relaxed);
-            }
-            // Read the pull to its end even after SIGTERM: what it still brings is handed back.
+            self.bound.store(true, Ordering::Relaxed);
+
             let mut healthy = true;
-            let mut batch = std::pin::pin!(batch);
-            while let Some(item) = batch.next().await {
-                match item {
-                    Ok(message) => {
-                        if let Err(message) = self.queue.push(lane, message) {
-                            self.hand_back(&message).await;
+            let mut draining = false;
+            // Messages that arrived together are handled together: one transaction for a
+            // group of jobs instead of one per job.
+            let mut batch = batch.fuse();
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled(), if !draining => { draining = true; continue; }
+                    next = batch.next() => next,
+                };
+                let Some(first) = next else { break };
+                let mut items = vec![first];
+                let until = tokio::time::sleep(GROUP_LINGER);
+                tokio::pin!(until);
+                while items.len() < group_size {
+                    tokio::select! {
+                        biased;
+                        next = batch.next() => match next {
+                            Some(item) => items.push(item),
+                            None => break,
+                        },
+                        () = &mut until => break,
+                    }
+                }
+                let mut messages = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Ok(message) => messages.push(message),
+                        Err(error) => {
+                            tracing::warn!(job_type, %error, "message stream error; rebinding");
+                            healthy = false;
                         }
                     }
-                    Err(error) => {
-                        tracing::warn!(job_type, %error, "message stream error; rebinding");
-                        healthy = false;
-                        break;
+                }
+                if messages.is_empty() {
+                    // Only stream errors arrived.
+                } else if let Some(taken) = permits.split(messages.len()).filter(|_| !draining) {
+                    for group in self.groups(messages, taken, &hard_stop) {
+                        let served = self.served.clone();
+                        tasks.spawn(async move { served.process(group).await });
                     }
+                } else {
+                    // Fetched after SIGTERM (or, impossibly, beyond the free slots): hand them
+                    // back, delayed past this pull request's expiry so that they go to another
+                    // replica rather than bouncing straight back into this draining one.
+                    let delay = self.shared.fetch_expires + Duration::from_secs(1);
+                    for message in &messages {
+                        nak(&self.meters, message, delay).await;
+                    }
+                }
+                if !healthy {
+                    break;
                 }
             }
             if healthy {
                 consumer = Some(bound);
-            } else if readiness {
+            } else {
                 self.bound.store(false, Ordering::Relaxed);
             }
         }
-        if readiness {
-            self.bound.store(false, Ordering::Relaxed);
-        }
-    }
 
-    /// Starts the fetched jobs in the fair rotation as slots free, until `shutdown`; then hands
-    /// back what was fetched but not started, and gives in-flight jobs `drain_timeout` to
-    /// finish before naking them too.
-    async fn dispatch(&self, shutdown: Shutdown, drain_timeout: Duration) {
-        let job_type = self.served.job_type();
-        let group_size = self.shared.concurrency.min(MAX_GROUP);
-        // Jobs waiting for a slot for a third of the ack wait tell the server they are alive.
-        let keep_alive = self.shared.jetstream.ack_wait / 3;
-        let mut last_touch = tokio::time::Instant::now();
-        let hard_stop = Shutdown::new();
-        let mut tasks = JoinSet::new();
-
-        while !shutdown.is_cancelled() {
-            while tasks.try_join_next().is_some() {}
-            if last_touch.elapsed() >= keep_alive / 2 {
-                last_touch = tokio::time::Instant::now();
-                self.touch_waiting(keep_alive).await;
-            }
-            let Some(mut permits) = self.free_slots(&self.slots, group_size, &shutdown).await
-            else {
-                break;
-            };
-            tokio::select! {
-                () = self.queue.until_any() => {}
-                () = tokio::time::sleep(keep_alive / 2) => continue,
-                () = shutdown.cancelled() => break,
-            }
-            if self.queue.waiting() < permits.num_permits().min(group_size) {
-                // Let the rest of a pull that is arriving join this group.
-                tokio::time::sleep(GROUP_LINGER).await;
-            }
-            let tenants = self.shared.tenants.current();
-            let n = permits.num_permits();
-            let admitted = admission::admit(
-                &self.shared,
-                &self.meters,
-                &self.queue,
-                &tenants,
-                job_type,
-                n,
-            )
-            .await;
-            let started = self.queue.take_capped(n, &admitted.caps);
-            admission::unadmit_unstarted(&self.shared, &tenants, job_type, &admitted, &started)
-                .await;
-            if started.is_empty() {
-                // Every job waiting is held back by its tenant's limits: look again when one
-                // may start or another tenant's job arrives.
-                let wait = admitted
-                    .retry_after
-                    .unwrap_or(LIMIT_POLL)
-                    .clamp(Duration::from_millis(1), LIMIT_POLL);
-                tokio::select! {
-                    () = self.queue.until_arrival() => {}
-                    () = tokio::time::sleep(wait) => {}
-                    () = shutdown.cancelled() => break,
-                }
-                continue;
-            }
-            // A group per tenant: another tenant's few jobs commit in a transaction of their
-            // own, not inside a flood's 128.
-            let mut by_tenant: Vec<(Option<String>, Vec<jetstream::Message>)> = Vec::new();
-            for (tenant, message) in started {
-                match by_tenant.iter_mut().find(|(t, _)| *t == tenant) {
-                    Some((_, messages)) => messages.push(message),
-                    None => by_tenant.push((tenant, vec![message])),
-                }
-            }
-            let mut groups = Vec::new();
-            for (_, messages) in by_tenant {
-                let Some(taken) = permits.split(messages.len()) else {
-                    continue;
-                };
-                groups.extend(self.groups(messages, taken, &hard_stop));
-            }
-            for group in groups {
-                let served = self.served.clone();
-                let shared = self.shared.clone();
-                let held = admission::tenants_of(&shared, &group.messages);
-                let gauges: Vec<_> = held
-                    .iter()
-                    .map(|(tenant, jobs)| self.meters.tenant_in_flight(tenant, *jobs))
-                    .collect();
-                tasks.spawn(async move {
-                    served.process(group).await;
-                    drop(gauges);
-                    for (tenant, jobs) in held {
-                        shared.limiter.finished(&tenant, job_type, jobs).await;
-                    }
-                });
-            }
-        }
-
-        for message in self.queue.take_all() {
-            self.hand_back(&message).await;
-        }
+        self.bound.store(false, Ordering::Relaxed);
         let in_flight = tasks.len();
         if in_flight > 0 {
             tracing::info!(job_type, in_flight, "draining in-flight jobs");
@@ -436,17 +230,6 @@ impl Puller {
         tracing::info!(job_type, "worker stopped");
     }
 
-    async fn touch_waiting(&self, age: Duration) {
-        let mut old = Vec::new();
-        self.queue
-            .touch_older_than(age, |message| old.push(message.clone()));
-        for message in old {
-            if let Err(error) = message.ack_with(AckKind::Progress).await {
-                tracing::debug!(%error, "progress of a waiting job not sent");
-            }
-        }
-    }
-
     /// A worker that shares no work between jobs gets them one by one, so that a slow job
     /// holds only its own slot and delays no other.
     fn groups(
@@ -463,20 +246,7 @@ impl Puller {
             hard_stop: hard_stop.clone(),
         };
         if self.served.groups() {
-            // Groups of up to a group's size: a round may start several, whose transactions
-            // then overlap.
-            let size = self.shared.concurrency.clamp(1, MAX_GROUP);
-            let mut messages = messages;
-            let mut groups = Vec::new();
-            while !messages.is_empty() {
-                let rest = messages.split_off(size.min(messages.len()));
-                let Some(permits) = taken.split(messages.len()) else {
-                    break;
-                };
-                groups.push(group(messages, permits));
-                messages = rest;
-            }
-            return groups;
+            return vec![group(messages, taken)];
         }
         messages
             .into_iter()

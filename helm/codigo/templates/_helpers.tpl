@@ -115,16 +115,6 @@ seccompProfile:
 {{- $c := .ctx.Values.config -}}
 - name: CODIGO_NAMESPACE
   value: {{ $c.namespace | quote }}
-{{- if .ctx.Values.tenants }}
-{{- if eq .component "ctl" }}
-- name: CODIGO_TENANTS
-  value: {{ include "codigo.tenantsEnv" .ctx | quote }}
-{{- else }}
-# Read again when the ConfigMap changes: weights and limits change without a restart.
-- name: CODIGO_TENANTS_FILE
-  value: /etc/codigo/tenants/tenants
-{{- end }}
-{{- end }}
 - name: NATS_URL
   value: {{ $c.natsUrl | quote }}
 - name: LOG_FORMAT
@@ -211,11 +201,6 @@ seccompProfile:
   emptyDir:
     medium: Memory
     sizeLimit: 16Mi
-{{- if and .ctx.Values.tenants (ne .component "ctl") }}
-- name: tenants
-  configMap:
-    name: {{ include "codigo.componentName" (dict "ctx" .ctx "suffix" "tenants") }}
-{{- end }}
 {{- $auth := .ctx.Values.natsAuth }}
 {{- if eq $auth.type "creds" }}
 {{- $a := index $auth .component }}
@@ -241,11 +226,6 @@ seccompProfile:
 {{- define "codigo.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
-{{- if and .ctx.Values.tenants (ne .component "ctl") }}
-- name: tenants
-  mountPath: /etc/codigo/tenants
-  readOnly: true
-{{- end }}
 {{- if eq .ctx.Values.natsAuth.type "creds" }}
 - name: nats-creds
   mountPath: /var/run/secrets/codigo/nats
@@ -369,54 +349,15 @@ matchExpressions:
 {{- define "codigo.natsTrigger" -}}
 {{- $k := .ctx.Values.keda -}}
 {{- $ns := .ctx.Values.config.namespace -}}
-{{- $durable := include "codigo.durable" (dict "ns" $ns "jobType" .jobType) -}}
-{{- range include "codigo.laneSuffixes" .ctx | fromYamlArray }}
 - type: nats-jetstream
   metadata:
     natsServerMonitoringEndpoint: {{ $k.natsServerMonitoringEndpoint | quote }}
     account: {{ $k.account | quote }}
     stream: {{ include "codigo.jobsStream" $ns | quote }}
-    consumer: {{ printf "%s%s" $durable . | quote }}
-    lagThreshold: {{ $.lagThreshold | quote }}
-    activationLagThreshold: {{ $.activationLagThreshold | quote }}
+    consumer: {{ include "codigo.durable" (dict "ns" $ns "jobType" .jobType) | quote }}
+    lagThreshold: {{ .lagThreshold | quote }}
+    activationLagThreshold: {{ .activationLagThreshold | quote }}
     useHttps: {{ $k.useHttps | quote }}
-{{- end }}
-{{- end -}}
-
-{{/* The durable-name suffixes of a job type's lanes (common/src/lanes.rs): "" for the type's
-     own consumer, the shared high and low lanes, and three per tenant of `tenants`; one
-     KEDA trigger each, so that a job waiting in any lane wakes the workers. */}}
-{{- define "codigo.laneSuffixes" -}}
-{{- $suffixes := list "" "@@high" "@@low" -}}
-{{- range .Values.tenants -}}
-{{- $token := .name | replace "." "~" -}}
-{{- range list "high" "normal" "low" -}}
-{{- $suffixes = append $suffixes (printf "@%s@%s" $token .) -}}
-{{- end -}}
-{{- end -}}
-{{- toYaml $suffixes -}}
-{{- end -}}
-
-{{/* The entries of `tenants` in CODIGO_TENANTS' syntax (common/src/tenants.rs), one per
-     tenant: name;weight=W[;concurrency=N][;jobs_per_sec=R][;<type>:concurrency=N]... */}}
-{{- define "codigo.tenantEntries" -}}
-{{- $entries := list -}}
-{{- range .Values.tenants -}}
-{{- $entry := printf "%s;weight=%d" .name (int (.weight | default 1)) -}}
-{{- if .concurrency }}{{ $entry = printf "%s;concurrency=%d" $entry (int .concurrency) }}{{ end -}}
-{{- if .jobsPerSec }}{{ $entry = printf "%s;jobs_per_sec=%v" $entry .jobsPerSec }}{{ end -}}
-{{- range $type, $l := .types -}}
-{{- if $l.concurrency }}{{ $entry = printf "%s;%s:concurrency=%d" $entry $type (int $l.concurrency) }}{{ end -}}
-{{- if $l.jobsPerSec }}{{ $entry = printf "%s;%s:jobs_per_sec=%v" $entry $type $l.jobsPerSec }}{{ end -}}
-{{- end -}}
-{{- $entries = append $entries $entry -}}
-{{- end -}}
-{{- toYaml $entries -}}
-{{- end -}}
-
-{{/* CODIGO_TENANTS for the setup hook, which runs before the tenants' ConfigMap exists. */}}
-{{- define "codigo.tenantsEnv" -}}
-{{- join "," (include "codigo.tenantEntries" . | fromYamlArray) -}}
 {{- end -}}
 
 {{/* Network ------------------------------------------------------------------ */}}

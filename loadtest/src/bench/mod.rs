@@ -26,7 +26,6 @@ mod delayed;
 mod drain;
 mod load;
 mod machine;
-mod noisy;
 mod peers;
 mod previous;
 mod report;
@@ -39,7 +38,6 @@ use self::delayed::{delayed_rep, DelayedSample};
 use self::drain::{drain_rep, DrainSample};
 use self::load::{load_rep, LoadSample};
 use self::machine::Machine;
-use self::noisy::{noisy_rep, NoisySample};
 use self::peers::{graphile_rep, PeerRun};
 use self::report::write_report;
 
@@ -61,8 +59,6 @@ pub enum Scenario {
     Drain,
     /// The same drained by two consumers.
     DrainTwo,
-    /// Noisy neighbour: one tenant's steady single POSTs while another floods batch ingest.
-    Noisy,
     /// Graphile Worker's batch jobs on as many payloads as the drain, after it in every
     /// repetition; only when named (`make bench-peers`), as it needs scripts/peers.sh.
     Peers,
@@ -96,9 +92,6 @@ pub struct BenchArgs {
     /// Jobs in the stream the drain scenarios empty.
     #[arg(long, env = "BENCH_DRAIN_JOBS", default_value_t = 500_000)]
     pub drain_jobs: u64,
-    /// Jobs tenant A floods the gateway with in the noisy-neighbour scenario.
-    #[arg(long, env = "BENCH_NOISY_JOBS", default_value_t = 200_000)]
-    pub noisy_jobs: u64,
     /// Jobs per baseline measurement (default: the drain size).
     #[arg(long, env = "BENCH_BASELINE_JOBS")]
     pub baseline_jobs: Option<u64>,
@@ -194,7 +187,6 @@ struct Results {
     pub(super) delayed: Vec<DelayedSample>,
     pub(super) drain: Vec<DrainSample>,
     pub(super) drain_two: Vec<DrainSample>,
-    pub(super) noisy: Vec<NoisySample>,
     pub(super) peers: Vec<PeerRun>,
 }
 
@@ -414,14 +406,6 @@ async fn scenarios(ctx: &Ctx<'_>) -> Result<Results, LoadError> {
             step(&format!("drain {} jobs, two consumers", args.drain_jobs));
             results.drain_two.push(drain_rep(ctx, 2).await?);
         }
-        if wanted(args, Scenario::Noisy) {
-            settle(ctx).await;
-            step(&format!(
-                "noisy neighbour: tenant B's single POSTs beside tenant A's flood of {} jobs",
-                args.noisy_jobs
-            ));
-            results.noisy.push(noisy_rep(ctx).await?);
-        }
         if wanted(args, Scenario::Peers) {
             settle(ctx).await;
             step(&format!(
@@ -455,13 +439,9 @@ mod tests {
     fn the_peer_runs_only_when_named() {
         let all = args(&[]);
         assert!(wanted(&all, Scenario::Drain) && wanted(&all, Scenario::Baseline));
-        assert!(wanted(&all, Scenario::Noisy));
         assert!(!wanted(&all, Scenario::Peers));
         let named = args(&["--scenarios", "baseline,drain,peers"]);
         assert!(wanted(&named, Scenario::Peers) && wanted(&named, Scenario::Drain));
         assert!(!wanted(&named, Scenario::MaxBatch));
-        let noisy = args(&["--scenarios", "noisy", "--noisy-jobs", "20000"]);
-        assert!(wanted(&noisy, Scenario::Noisy) && !wanted(&noisy, Scenario::Drain));
-        assert_eq!(noisy.noisy_jobs, 20_000);
     }
 }

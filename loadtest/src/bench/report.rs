@@ -14,7 +14,6 @@ use super::cluster::Clustered;
 use super::cpu::Cpu;
 use super::load::LoadSample;
 use super::machine::Machine;
-use super::noisy;
 use super::peers::{self, Nats, PeerFacts};
 use super::previous;
 use super::table::{cell, median, mib, num_int, num_or_dash, results_table, verdict};
@@ -117,17 +116,6 @@ pub(super) fn write_report(
             cluster_follows: clustered.is_some_and(|c| !c.results.peers.is_empty()),
         },
     );
-    // Also on stdout: its targets are not in the results tables.
-    let noisy_section = |w: &mut String, heading: &str, results: &Results| {
-        let section = noisy::section(args, results, heading);
-        print!("{section}");
-        w.push_str(&section);
-    };
-    noisy_section(
-        w,
-        "### Noisy neighbour: tenant B beside tenant A's flood",
-        results,
-    );
     if let Some(clustered) = clustered {
         let profile = &clustered.profile;
         let _ = writeln!(
@@ -156,11 +144,6 @@ pub(super) fn write_report(
                 servers: clustered.servers,
                 profile: &clustered.profile,
             },
-        );
-        noisy_section(
-            w,
-            "#### Noisy neighbour on the production profile",
-            &clustered.results,
         );
     }
 
@@ -390,14 +373,13 @@ pub(super) fn write_report(
          - **Drain**: {} jobs published straight to JetStream with no consumer running, then the \
          consumer process(es) started; jobs/s = jobs / (process start → last commit). The first \
          ack is seen by subscribing to the stream's `$JS.ACK` subjects.\n\
-         {}{}- **Memory**: VmHWM from `/proc/<pid>/status` at the end of each repetition.\n\
+         {}- **Memory**: VmHWM from `/proc/<pid>/status` at the end of each repetition.\n\
          - **Between measurements**: Postgres runs a `CHECKPOINT` and the benchmark waits (30 s \
          at most) for the machine's CPUs to fall under 15 % busy, so that no measurement pays for \
          the writes and file removals of the one before.\n",
         args.duration_secs,
         args.max_backlog,
         num_int(args.drain_jobs),
-        noisy::how_measured(args, results),
         if peer.is_some() {
             format!(
                 "- **Peer** (`make bench-peers`, or `peers` in `BENCH_SCENARIOS`): Graphile \

@@ -26,16 +26,13 @@ pub(super) struct Stack {
     pub(super) producer_url: String,
     pub(super) consumers: Vec<Process>,
     pub(super) pool: PgPool,
-    /// A scenario's own settings, given to every process of the stack (`codigo-ctl setup`
-    /// included); the command line's overrides still come last.
-    shared_env: Vec<(String, String)>,
 }
 
 impl Stack {
-    pub(super) async fn new(ctx: &Ctx<'_>, shared_env: &[(&str, &str)]) -> Result<Self, LoadError> {
+    pub(super) async fn new(ctx: &Ctx<'_>) -> Result<Self, LoadError> {
         let scratch = ctx.server.create().await?;
         let mut setup = Command::new(&ctx.bins.ctl);
-        setup.arg("setup").envs(env(ctx, &scratch, shared_env, &[]));
+        setup.arg("setup").envs(env(ctx, &scratch, &[], &[]));
         process::run(&mut setup, Duration::from_secs(60)).await?;
         let pool = PgPoolOptions::new()
             .max_connections(2)
@@ -48,26 +45,13 @@ impl Stack {
             producer_url: String::new(),
             consumers: Vec::new(),
             pool,
-            shared_env: shared_env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
         })
     }
 
     pub(super) async fn start_producer(&mut self, ctx: &Ctx<'_>) -> Result<(), LoadError> {
-        self.start_producer_with_keys(ctx, &format!("bench:{}", ctx.token))
-            .await
-    }
-
-    /// Starts the producer with `keys` as its `CODIGO_API_KEYS`.
-    pub(super) async fn start_producer_with_keys(
-        &mut self,
-        ctx: &Ctx<'_>,
-        keys: &str,
-    ) -> Result<(), LoadError> {
+        let keys = format!("bench:{}", ctx.token);
         let extra = [
-            ("CODIGO_API_KEYS", keys),
+            ("CODIGO_API_KEYS", keys.as_str()),
             ("CODIGO_RATE_LIMIT_PER_KEY", "0"),
         ];
         let (mut producer, addr) = self.spawn(
@@ -123,11 +107,6 @@ impl Stack {
         let addr = format!("127.0.0.1:{}", process::free_port()?);
         let mut vars = vec![("CODIGO_HTTP_ADDR", addr.as_str())];
         vars.extend_from_slice(extra);
-        vars.extend(
-            self.shared_env
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
         let mut command = Command::new(bin);
         command.envs(env(ctx, &self.scratch, &vars, overrides));
         let log = ctx
@@ -174,16 +153,7 @@ impl Stack {
         ctx: &Ctx<'_>,
         rep: impl AsyncFnOnce(&mut Stack) -> Result<T, LoadError>,
     ) -> Result<T, LoadError> {
-        Self::around_with(ctx, &[], rep).await
-    }
-
-    /// [`Stack::around`], every process of the stack given `shared_env` too.
-    pub(super) async fn around_with<T>(
-        ctx: &Ctx<'_>,
-        shared_env: &[(&str, &str)],
-        rep: impl AsyncFnOnce(&mut Stack) -> Result<T, LoadError>,
-    ) -> Result<T, LoadError> {
-        let mut stack = Stack::new(ctx, shared_env).await?;
+        let mut stack = Stack::new(ctx).await?;
         let outcome = rep(&mut stack).await;
         stack.teardown(ctx).await;
         outcome
@@ -241,7 +211,6 @@ pub(super) fn env(
             "CODIGO_STREAM_MAX_BYTES".to_owned(),
             ctx.args
                 .drain_jobs
-                .max(ctx.args.noisy_jobs)
                 .saturating_mul(4096)
                 .max(1 << 30)
                 .to_string(),

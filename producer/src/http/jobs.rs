@@ -67,7 +67,7 @@ fn parse_job_request(
     }
     let mut request = serde_json::from_value::<JobRequest>(value).map_err(|e| {
         Problem::invalid_request(format!(
-            "{}: {e}; allowed fields are type, payload, idempotency_key, run_at, delay, expires_at, ttl, callback_url and priority",
+            "{}: {e}; allowed fields are type, payload, idempotency_key, run_at, delay, expires_at, ttl and callback_url",
             if pointer.is_empty() { "body" } else { pointer }
         ))
     })?;
