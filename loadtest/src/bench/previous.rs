@@ -3,6 +3,8 @@
 //! cost or gain is stated in the report itself, not worked out by hand from two versions.
 use std::fmt::Write as _;
 
+use super::table::num;
+
 /// One median of a results table.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Figure {
@@ -111,8 +113,8 @@ pub(super) fn comparison(before: &Figures, now: &Figures) -> String {
             figure.profile,
             figure.scenario,
             figure.measure,
-            number(earlier.median),
-            number(figure.median),
+            num(earlier.median),
+            num(figure.median),
             change,
             share(earlier),
             share(figure)
@@ -140,17 +142,6 @@ pub(super) fn comparison(before: &Figures, now: &Figures) -> String {
     section.push_str(&rows);
     section.push('\n');
     section
-}
-
-/// As the results tables write their medians: thousands grouped, small values with a decimal.
-fn number(value: f64) -> String {
-    if value >= 1000.0 {
-        super::table::num_int(value.round() as u64)
-    } else if value >= 100.0 {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.1}")
-    }
 }
 
 #[cfg(test)]
